@@ -2,4 +2,18 @@
 // mTLS, short-lived bearer tokens and signed requests.
 package main
 
-func main() {}
+import (
+	"fmt"
+	"os"
+
+	"github.com/tokenproxy/tokenproxy/internal/version"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "version" {
+		fmt.Println(version.String())
+		return
+	}
+	fmt.Fprintln(os.Stderr, "usage: tokenproxy version")
+	os.Exit(2)
+}
