@@ -1,0 +1,48 @@
+package tokencache
+
+import (
+	"fmt"
+	"time"
+)
+
+// ThrottledError means no token can be had now without exceeding the
+// provider's budget or during a back-off after a 429; the app should retry
+// after RetryAfter.
+type ThrottledError struct {
+	RetryAfter time.Duration
+	Reason     string
+}
+
+func (e *ThrottledError) Error() string {
+	return fmt.Sprintf("no token available: %s; retry after %s", e.Reason, e.RetryAfter.Round(time.Second))
+}
+
+// FetchError is a failed token request. Status is the HTTP status of the
+// token endpoint's answer, or 0 when no answer came. It never holds the
+// response body, which may echo what was sent.
+type FetchError struct {
+	Status int
+	Reason string
+	Err    error
+}
+
+func (e *FetchError) Error() string {
+	msg := "token request failed: " + e.Reason
+	if e.Status != 0 {
+		msg += fmt.Sprintf(" (HTTP %d)", e.Status)
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *FetchError) Unwrap() error { return e.Err }
+
+// CredentialsRejected reports whether the endpoint refused the credentials,
+// which no retry will fix.
+func (e *FetchError) CredentialsRejected() bool { return e.Status == 401 }
+
+// Forbidden reports whether the endpoint refused the caller outright (often
+// an IP allowlist).
+func (e *FetchError) Forbidden() bool { return e.Status == 403 }
