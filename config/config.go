@@ -1,0 +1,139 @@
+// Package config defines tokenproxy's configuration file: its schema,
+// defaults, per-API presets, strict decoding and validation. Every error
+// names the field path and how to fix it.
+package config
+
+import (
+	"crypto/x509"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/certs"
+	"github.com/tokenproxy/tokenproxy/secret"
+)
+
+// Defaults.
+const (
+	DefaultProxyAddr     = "127.0.0.1:8080"
+	DefaultAdminAddr     = "127.0.0.1:9090"
+	DefaultMaxBodyBytes  = 10 << 20
+	DefaultShutdownGrace = 20 * time.Second
+	DefaultReload        = 30 * time.Second
+	DefaultSkew          = 30 * time.Second
+	DefaultMaxWait       = 10 * time.Second
+	DefaultFetchTimeout  = 30 * time.Second
+	DefaultTokenTTL      = 5 * time.Minute
+	DefaultUpstream      = 30 * time.Second
+	DefaultDial          = 10 * time.Second
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Listen Listen `yaml:"listen"`
+	// ShutdownGrace is how long SIGTERM waits for in-flight requests.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	Log           Log           `yaml:"log"`
+	Routes        []Route       `yaml:"routes"`
+}
+
+// Listen holds the listener addresses.
+type Listen struct {
+	// Proxy is the forward-proxy address apps name in HTTP_PROXY; "off" disables it.
+	Proxy string `yaml:"proxy"`
+	// Admin serves /healthz, /readyz and /metrics; "off" disables it.
+	Admin string `yaml:"admin"`
+	// AllowNonLoopback must be true to listen beyond loopback (gateway mode).
+	AllowNonLoopback bool `yaml:"allow_non_loopback"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json or console
+}
+
+// Route is one upstream API.
+type Route struct {
+	Name string `yaml:"name"`
+	// Preset fills in the URLs of a known API (see Presets).
+	Preset string `yaml:"preset"`
+	// Hosts are the host names apps call; requests for them use this route.
+	Hosts []string `yaml:"hosts"`
+	// Upstream is the API's base URL; always https.
+	Upstream string `yaml:"upstream"`
+	// Listen, if set, is a local address bound to this route alone.
+	Listen string `yaml:"listen"`
+	// MaxBodyBytes limits request bodies (413 past it).
+	MaxBodyBytes int64             `yaml:"max_body_bytes"`
+	TLS          TLS               `yaml:"tls"`
+	ClientCert   ClientCertificate `yaml:"client_certificate"`
+	Token        *Token            `yaml:"token"`
+	Timeouts     Timeouts          `yaml:"timeouts"`
+}
+
+// TLS configures how the upstream's certificate is verified.
+type TLS struct {
+	// CAFile is a PEM bundle of CAs trusted for the upstream; system roots when empty.
+	CAFile string `yaml:"ca_file"`
+	// ServerName overrides the name verified in the upstream's certificate.
+	ServerName string `yaml:"server_name"`
+
+	// RootCAs, when set in code (the demo, tests), replaces CAFile.
+	RootCAs *x509.CertPool `yaml:"-"`
+}
+
+// ClientCertificate is the certificate presented to the upstream (mTLS).
+type ClientCertificate struct {
+	PKCS12 *PKCS12 `yaml:"pkcs12"`
+	PEM    *PEM    `yaml:"pem"`
+	// ReloadInterval is how often the files are checked for a rotation.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+
+	// Source, when set in code (the demo, tests), replaces the files.
+	Source certs.Source `yaml:"-"`
+}
+
+// PKCS12 is a .pfx/.p12 file and its passcode.
+type PKCS12 struct {
+	File     string     `yaml:"file"`
+	Passcode secret.Ref `yaml:"passcode"`
+}
+
+// PEM is a certificate (with chain) and its private key.
+type PEM struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Token configures how the route's bearer token is obtained.
+type Token struct {
+	// Type is the token flow: basic-get (Banking Circle).
+	Type string `yaml:"type"`
+	// URL is the authorization endpoint.
+	URL      string     `yaml:"url"`
+	Username secret.Ref `yaml:"username"`
+	Password secret.Ref `yaml:"password"`
+	// Skew is how long before expiry a token stops being reused.
+	Skew time.Duration `yaml:"skew"`
+	// MaxWait is how long a request may wait for a token before a 503.
+	MaxWait time.Duration `yaml:"max_wait"`
+	// FetchTimeout bounds one token request.
+	FetchTimeout time.Duration `yaml:"fetch_timeout"`
+	// DefaultTTL applies when the endpoint's answer has no expires_in.
+	DefaultTTL time.Duration `yaml:"default_ttl"`
+	RateLimit  RateLimit     `yaml:"rate_limit"`
+}
+
+// RateLimit is the token-request budget for the route's authorization host,
+// shared by every route that uses the same host.
+type RateLimit struct {
+	RequestsPerMinute int `yaml:"requests_per_minute"`
+	Burst             int `yaml:"burst"`
+}
+
+// Timeouts bound the upstream exchange.
+type Timeouts struct {
+	// Upstream bounds the wait for the upstream's response headers (504 past it).
+	Upstream time.Duration `yaml:"upstream"`
+	// Dial bounds the TCP connect and the TLS handshake (502 past it).
+	Dial time.Duration `yaml:"dial"`
+}

@@ -1,0 +1,261 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/secret"
+)
+
+// FieldError is a problem with one field of the configuration.
+type FieldError struct {
+	// Path locates the field, e.g. routes[0].token.password.
+	Path string
+	// Msg says what is wrong and how to fix it.
+	Msg string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+// ApplyDefaults fills in presets and defaults.
+func (c *Config) ApplyDefaults() {
+	if c.Listen.Proxy == "" {
+		c.Listen.Proxy = DefaultProxyAddr
+	}
+	if c.Listen.Admin == "" {
+		c.Listen.Admin = DefaultAdminAddr
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		r.applyPreset()
+		for j, h := range r.Hosts {
+			r.Hosts[j] = strings.ToLower(strings.TrimSuffix(h, "."))
+		}
+		if r.MaxBodyBytes == 0 {
+			r.MaxBodyBytes = DefaultMaxBodyBytes
+		}
+		if r.ClientCert.ReloadInterval == 0 {
+			r.ClientCert.ReloadInterval = DefaultReload
+		}
+		if r.Timeouts.Upstream == 0 {
+			r.Timeouts.Upstream = DefaultUpstream
+		}
+		if r.Timeouts.Dial == 0 {
+			r.Timeouts.Dial = DefaultDial
+		}
+		if t := r.Token; t != nil {
+			if t.Skew == 0 {
+				t.Skew = DefaultSkew
+			}
+			if t.MaxWait == 0 {
+				t.MaxWait = DefaultMaxWait
+			}
+			if t.FetchTimeout == 0 {
+				t.FetchTimeout = DefaultFetchTimeout
+			}
+			if t.DefaultTTL == 0 {
+				t.DefaultTTL = DefaultTokenTTL
+			}
+		}
+	}
+}
+
+var routeName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// Validate checks the whole configuration and returns every problem found,
+// each a *FieldError, joined.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(path, format string, a ...any) {
+		errs = append(errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, a...)})
+	}
+	addrs := map[string]string{}
+	checkAddr := func(path, addr string) {
+		if addr == "off" {
+			return
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || port == "" {
+			add(path, "%q is not host:port; write e.g. 127.0.0.1:8080", addr)
+			return
+		}
+		if !isLoopback(host) && !c.Listen.AllowNonLoopback {
+			add(path, "%q listens beyond loopback; set listen.allow_non_loopback: true for gateway mode (and restrict callers), or use 127.0.0.1", addr)
+		}
+		if other, dup := addrs[addr]; dup {
+			add(path, "%q is also used by %s; give each listener its own port", addr, other)
+		}
+		addrs[addr] = path
+	}
+	checkAddr("listen.proxy", c.Listen.Proxy)
+	checkAddr("listen.admin", c.Listen.Admin)
+	if c.ShutdownGrace < 0 {
+		add("shutdown_grace", "must not be negative")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		add("log.format", "%q is not json or console", c.Log.Format)
+	}
+
+	if len(c.Routes) == 0 {
+		add("routes", "no routes; add at least one, e.g. {name: bankingcircle, preset: bankingcircle-sandbox, ...}")
+	}
+	names := map[string]int{}
+	hosts := map[string]string{}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		p := fmt.Sprintf("routes[%d]", i)
+		if r.Name != "" {
+			p = fmt.Sprintf("routes[%d](%s)", i, r.Name)
+		}
+		switch {
+		case r.Name == "":
+			add(p+".name", "missing; name the route, e.g. name: bankingcircle")
+		case !routeName.MatchString(r.Name):
+			add(p+".name", "%q must be lowercase letters, digits, - or _ (at most 63)", r.Name)
+		default:
+			if j, dup := names[r.Name]; dup {
+				add(p+".name", "%q is also the name of routes[%d]; names must be unique", r.Name, j)
+			}
+			names[r.Name] = i
+		}
+		if r.Preset != "" {
+			if _, ok := Presets[r.Preset]; !ok {
+				add(p+".preset", "unknown preset %q; known presets: %s", r.Preset, strings.Join(PresetNames(), ", "))
+			}
+		}
+		if len(r.Hosts) == 0 && r.Listen == "" {
+			add(p+".hosts", "missing; list the host names apps call (or set listen: for a local port)")
+		}
+		for j, h := range r.Hosts {
+			hp := fmt.Sprintf("%s.hosts[%d]", p, j)
+			if !validHost(h) {
+				add(hp, "%q is not a host name (write it without scheme, path or port)", h)
+				continue
+			}
+			if other, dup := hosts[h]; dup {
+				add(hp, "%q is also routed by %s; a host belongs to one route", h, other)
+			}
+			hosts[h] = p
+		}
+		if r.Upstream == "" {
+			add(p+".upstream", "missing; give the API's https:// base URL or a preset")
+		} else if u, err := url.Parse(r.Upstream); err != nil || u.Host == "" {
+			add(p+".upstream", "%q is not an absolute URL", r.Upstream)
+		} else if u.Scheme != "https" {
+			add(p+".upstream", "%q must be https://; tokenproxy originates TLS to the upstream", r.Upstream)
+		} else if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			add(p+".upstream", "must not carry credentials, a query or a fragment")
+		}
+		if r.Listen != "" {
+			checkAddr(p+".listen", r.Listen)
+		}
+		if r.MaxBodyBytes < 0 {
+			add(p+".max_body_bytes", "must not be negative")
+		}
+		if r.Timeouts.Upstream < 0 || r.Timeouts.Dial < 0 {
+			add(p+".timeouts", "durations must not be negative")
+		}
+		cc := r.ClientCert
+		switch {
+		case cc.Source != nil:
+		case cc.PKCS12 != nil && cc.PEM != nil:
+			add(p+".client_certificate", "set pkcs12 or pem, not both")
+		case cc.PKCS12 != nil:
+			if cc.PKCS12.File == "" {
+				add(p+".client_certificate.pkcs12.file", "missing; give the path of the .pfx/.p12 file")
+			}
+			checkRef(&errs, p+".client_certificate.pkcs12.passcode", cc.PKCS12.Passcode)
+		case cc.PEM != nil:
+			if cc.PEM.CertFile == "" {
+				add(p+".client_certificate.pem.cert_file", "missing; give the path of the PEM certificate")
+			}
+			if cc.PEM.KeyFile == "" {
+				add(p+".client_certificate.pem.key_file", "missing; give the path of the PEM private key")
+			}
+		case strings.HasPrefix(r.Preset, "bankingcircle"):
+			add(p+".client_certificate", "missing; Banking Circle requires the M2M certificate: pkcs12: {file: client.pfx, passcode: {env: PFX_PASSCODE}}")
+		}
+		if cc.ReloadInterval < 0 {
+			add(p+".client_certificate.reload_interval", "must not be negative (0 takes the default)")
+		}
+		if t := r.Token; t != nil {
+			tp := p + ".token"
+			switch t.Type {
+			case TokenBasicGet:
+				if t.URL == "" {
+					add(tp+".url", "missing; give the authorization endpoint URL")
+				} else if u, err := url.Parse(t.URL); err != nil || u.Scheme != "https" || u.Host == "" {
+					add(tp+".url", "%q must be an https:// URL", t.URL)
+				}
+				checkRef(&errs, tp+".username", t.Username)
+				checkRef(&errs, tp+".password", t.Password)
+			case "":
+				add(tp+".type", "missing; one of: %s", TokenBasicGet)
+			default:
+				add(tp+".type", "unknown token type %q; one of: %s", t.Type, TokenBasicGet)
+			}
+			for _, d := range []struct {
+				name string
+				v    time.Duration
+			}{{"skew", t.Skew}, {"max_wait", t.MaxWait}, {"fetch_timeout", t.FetchTimeout}, {"default_ttl", t.DefaultTTL}} {
+				if d.v < 0 {
+					add(tp+"."+d.name, "must not be negative")
+				}
+			}
+			rl := t.RateLimit
+			if rl.RequestsPerMinute < 0 {
+				add(tp+".rate_limit.requests_per_minute", "must be at least 1 (0 takes the default)")
+			}
+			if rl.Burst < 0 || (rl.RequestsPerMinute > 0 && rl.Burst > rl.RequestsPerMinute) {
+				add(tp+".rate_limit.burst", "%d must be between 1 and requests_per_minute (%d)", rl.Burst, rl.RequestsPerMinute)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkRef(errs *[]error, path string, r secret.Ref) {
+	if err := r.Validate(path); err != nil {
+		path, msg, _ := strings.Cut(err.Error(), ": ")
+		*errs = append(*errs, &FieldError{Path: path, Msg: msg})
+	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+var hostRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`)
+
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	return len(h) <= 253 && hostRE.MatchString(h)
+}
