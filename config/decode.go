@@ -77,7 +77,7 @@ var typeLabels = map[string]reflect.Type{
 	"config.Token":             reflect.TypeFor[Token](),
 	"config.RateLimit":         reflect.TypeFor[RateLimit](),
 	"config.Timeouts":          reflect.TypeFor[Timeouts](),
-	"secret.Ref":               reflect.TypeFor[struct {
+	"secret.Ref": reflect.TypeFor[struct {
 		Env   string `yaml:"env"`
 		File  string `yaml:"file"`
 		Vault string `yaml:"vault"`
