@@ -1,0 +1,139 @@
+package vaultsrc
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/vault/api"
+	"go.uber.org/zap"
+
+	"github.com/tokenproxy/tokenproxy/secret"
+)
+
+// The Client reads secret references from KV v2.
+var _ secret.VaultReader = (*Client)(nil)
+
+// ReadField implements secret.VaultReader: it reads field of the latest
+// version of the KV v2 secret at mount/path. While Vault is unreachable it
+// answers with the last value it read for the same field (kept in memory
+// only), so a token fetch that needs a password still works during an outage.
+func (c *Client) ReadField(ctx context.Context, mount, path, field string) (secret.Value, error) {
+	key := mount + "/" + path + "#" + field
+	data, version, err := c.readKV(ctx, mount, path, 0)
+	if err != nil {
+		if isUnavailable(err) {
+			c.kvMu.Lock()
+			last, ok := c.kvLast[key]
+			c.kvMu.Unlock()
+			if ok {
+				c.log.Debug("vault unreachable; using the last value read",
+					zap.String("secret", key), zap.Int("version", last.version))
+				return secret.New(last.val), nil
+			}
+		}
+		return secret.Value{}, err
+	}
+	s, err := stringField(data, field, mount, path, version)
+	if err != nil {
+		return secret.Value{}, err
+	}
+	c.kvMu.Lock()
+	c.kvLast[key] = kvLastGood{val: s, version: version}
+	c.kvMu.Unlock()
+	return secret.New(s), nil
+}
+
+func stringField(data map[string]any, field, mount, path string, version int) (string, error) {
+	v, ok := data[field]
+	if !ok {
+		return "", fmt.Errorf("vault kv %s/%s (version %d): no field %q", mount, path, version, field)
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("vault kv %s/%s (version %d): field %q is a %T, not a string", mount, path, version, field, v)
+	}
+	return s, nil
+}
+
+// readKV reads version (0 = latest) of the KV v2 secret at mount/path and
+// returns its data and version number.
+func (c *Client) readKV(ctx context.Context, mount, path string, version int) (map[string]any, int, error) {
+	op := fmt.Sprintf("reading vault kv %s/%s", mount, path)
+	var q map[string][]string
+	if version > 0 {
+		q = map[string][]string{"version": {strconv.Itoa(version)}}
+	}
+	s, err := c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
+		return a.Logical().ReadWithDataWithContext(ctx, kvPath(mount, "data", path), q)
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	if s == nil || s.Data == nil {
+		return nil, 0, &ResponseError{Op: op, StatusCode: 404, Messages: []string{"no such secret (is the mount KV version 2?)"}}
+	}
+	meta, _ := s.Data["metadata"].(map[string]any)
+	v, _ := jsonInt(meta["version"])
+	data, ok := s.Data["data"].(map[string]any)
+	if !ok {
+		return nil, v, &ResponseError{Op: op, StatusCode: 404, Messages: []string{fmt.Sprintf("version %d is deleted or destroyed", v)}}
+	}
+	return data, v, nil
+}
+
+// kvCurrentVersion reads the secret's metadata (no secret data) and returns its current version.
+func (c *Client) kvCurrentVersion(ctx context.Context, mount, path string) (int, error) {
+	op := fmt.Sprintf("reading vault kv metadata %s/%s", mount, path)
+	s, err := c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
+		return a.Logical().ReadWithContext(ctx, kvPath(mount, "metadata", path))
+	})
+	if err != nil {
+		return 0, err
+	}
+	if s == nil || s.Data == nil {
+		return 0, &ResponseError{Op: op, StatusCode: 404, Messages: []string{"no such secret"}}
+	}
+	v, ok := jsonInt(s.Data["current_version"])
+	if !ok {
+		return 0, fmt.Errorf("%s: no current_version in Vault's answer", op)
+	}
+	return v, nil
+}
+
+// WriteKV writes data as a new version of the KV v2 secret at mount/path and
+// returns the version number. It is the seam for state that tokenproxy keeps
+// in Vault (refresh tokens).
+func (c *Client) WriteKV(ctx context.Context, mount, path string, data map[string]any) (int, error) {
+	op := fmt.Sprintf("writing vault kv %s/%s", mount, path)
+	s, err := c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
+		return a.Logical().WriteWithContext(ctx, kvPath(mount, "data", path), map[string]any{"data": data})
+	})
+	if err != nil {
+		return 0, err
+	}
+	if s == nil || s.Data == nil {
+		return 0, fmt.Errorf("%s: empty answer from Vault", op)
+	}
+	v, _ := jsonInt(s.Data["version"])
+	return v, nil
+}
+
+func kvPath(mount, kind, path string) string {
+	return strings.Trim(mount, "/") + "/" + kind + "/" + strings.Trim(path, "/")
+}
+
+func jsonInt(v any) (int, bool) {
+	switch n := v.(type) {
+	case json.Number:
+		i, err := n.Int64()
+		return int(i), err == nil
+	case float64:
+		return int(n), true
+	case int:
+		return n, true
+	}
+	return 0, false
+}

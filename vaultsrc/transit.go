@@ -1,0 +1,394 @@
+package vaultsrc
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/tokenproxy/tokenproxy/certs"
+)
+
+// TransitKeyConfig names a Transit signing key.
+type TransitKeyConfig struct {
+	// Mount is the Transit mount (default "transit").
+	Mount string `yaml:"mount,omitempty"`
+	// Key is the key's name (transit/keys/<key>).
+	Key string `yaml:"key"`
+}
+
+func (t TransitKeyConfig) withDefaults() TransitKeyConfig {
+	if t.Mount == "" {
+		t.Mount = "transit"
+	}
+	return t
+}
+
+// Validate checks the block; at names its place in the configuration.
+func (t TransitKeyConfig) Validate(at string) error {
+	if t.Key == "" {
+		return fmt.Errorf("%s.key: missing; name the Transit key (transit/keys/<key>)", at)
+	}
+	return nil
+}
+
+// TransitSigner is a crypto.Signer whose private key stays in Vault: Sign
+// sends the digest to transit/sign/<key> (prehashed) and returns the
+// signature. It is pinned to one key version, the one whose public key it
+// reports, so signatures keep verifying against the certificate in use even
+// after the key is rotated in Vault. Signatures run concurrently; nothing is
+// serialised.
+type TransitSigner struct {
+	c       *Client
+	cfg     TransitKeyConfig
+	version int
+	pub     crypto.PublicKey
+	timeout time.Duration
+}
+
+var _ crypto.Signer = (*TransitSigner)(nil)
+
+// TransitSigner returns a signer for the latest version of the key.
+func (c *Client) TransitSigner(ctx context.Context, cfg TransitKeyConfig) (*TransitSigner, error) {
+	cfg = cfg.withDefaults()
+	k, err := c.readTransitKey(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c.newTransitSigner(cfg, k.latest, k.versions[k.latest])
+}
+
+// TransitSignerFor returns a signer for the version of the key whose public
+// key is pub (typically a certificate's), so that the key in Vault may be
+// rotated ahead of the certificate.
+func (c *Client) TransitSignerFor(ctx context.Context, cfg TransitKeyConfig, pub crypto.PublicKey) (*TransitSigner, error) {
+	cfg = cfg.withDefaults()
+	k, err := c.readTransitKey(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	for v := k.latest; v >= 1; v-- {
+		if p, ok := k.versions[v].(equaler); ok && p.Equal(pub) {
+			return c.newTransitSigner(cfg, v, k.versions[v])
+		}
+	}
+	return nil, fmt.Errorf("vault transit key %s/%s: no version's public key matches the certificate's (%s)",
+		cfg.Mount, cfg.Key, certs.KeyDescription(pub))
+}
+
+func (c *Client) newTransitSigner(cfg TransitKeyConfig, version int, pub crypto.PublicKey) (*TransitSigner, error) {
+	if pub == nil {
+		return nil, fmt.Errorf("vault transit key %s/%s: version %d has no public key", cfg.Mount, cfg.Key, version)
+	}
+	switch pub.(type) {
+	case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
+	default:
+		return nil, fmt.Errorf("vault transit key %s/%s: %T keys are not supported for signing", cfg.Mount, cfg.Key, pub)
+	}
+	return &TransitSigner{c: c, cfg: cfg, version: version, pub: pub, timeout: c.cfg.Timeout}, nil
+}
+
+// Public implements crypto.Signer.
+func (s *TransitSigner) Public() crypto.PublicKey { return s.pub }
+
+// KeyVersion is the Transit key version this signer uses.
+func (s *TransitSigner) KeyVersion() int { return s.version }
+
+// String describes the key for logs.
+func (s *TransitSigner) String() string {
+	return fmt.Sprintf("vault transit %s/keys/%s (version %d, %s)", s.cfg.Mount, s.cfg.Key, s.version, certs.KeyDescription(s.pub))
+}
+
+// Sign implements crypto.Signer. digest is the hash of the message for RSA
+// and ECDSA keys (opts.HashFunc() names the hash; *rsa.PSSOptions selects
+// PSS, anything else PKCS #1 v1.5) and the message itself for Ed25519
+// (opts.HashFunc() must be 0). rand is not used: Vault supplies randomness.
+func (s *TransitSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	return s.SignContext(ctx, digest, opts)
+}
+
+var transitHashes = map[crypto.Hash]string{
+	crypto.SHA1:     "sha1",
+	crypto.SHA224:   "sha2-224",
+	crypto.SHA256:   "sha2-256",
+	crypto.SHA384:   "sha2-384",
+	crypto.SHA512:   "sha2-512",
+	crypto.SHA3_224: "sha3-224",
+	crypto.SHA3_256: "sha3-256",
+	crypto.SHA3_384: "sha3-384",
+	crypto.SHA3_512: "sha3-512",
+}
+
+// SignContext is Sign bounded by ctx.
+func (s *TransitSigner) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if opts == nil {
+		opts = crypto.Hash(0)
+	}
+	body := map[string]any{
+		"input":       base64.StdEncoding.EncodeToString(digest),
+		"key_version": s.version,
+	}
+	h := opts.HashFunc()
+	switch s.pub.(type) {
+	case ed25519.PublicKey:
+		if h != 0 {
+			return nil, fmt.Errorf("%s: Ed25519 signs the message itself; pass crypto.Hash(0), not %v", s, h)
+		}
+	default:
+		name, ok := transitHashes[h]
+		if !ok {
+			return nil, fmt.Errorf("%s: hash %v is not supported by Transit", s, h)
+		}
+		if len(digest) != h.Size() {
+			return nil, fmt.Errorf("%s: digest is %d bytes, %v needs %d", s, len(digest), h, h.Size())
+		}
+		body["prehashed"] = true
+		body["hash_algorithm"] = name
+		if _, isRSA := s.pub.(*rsa.PublicKey); isRSA {
+			if pss, ok := opts.(*rsa.PSSOptions); ok {
+				body["signature_algorithm"] = "pss"
+				switch pss.SaltLength {
+				case rsa.PSSSaltLengthAuto:
+					body["salt_length"] = "auto"
+				case rsa.PSSSaltLengthEqualsHash:
+					body["salt_length"] = "hash"
+				default:
+					body["salt_length"] = strconv.Itoa(pss.SaltLength)
+				}
+			} else {
+				body["signature_algorithm"] = "pkcs1v15"
+			}
+		}
+	}
+	op := "signing with " + s.String()
+	resp, err := s.c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
+		return a.Logical().WriteWithContext(ctx, s.cfg.Mount+"/sign/"+s.cfg.Key, body)
+	})
+	s.c.health.report("vault transit "+s.cfg.Mount+"/keys/"+s.cfg.Key, err)
+	if err != nil {
+		return nil, err
+	}
+	if resp == nil || resp.Data == nil {
+		return nil, fmt.Errorf("%s: empty answer from Vault", op)
+	}
+	sig, _ := resp.Data["signature"].(string)
+	return decodeTransitSignature(sig)
+}
+
+// decodeTransitSignature turns "vault:v<N>:<base64>" into the raw signature.
+func decodeTransitSignature(sig string) ([]byte, error) {
+	i := strings.LastIndexByte(sig, ':')
+	if !strings.HasPrefix(sig, "vault:v") || i < 0 {
+		return nil, errors.New("transit signature is not in the vault:v<N>:<base64> form")
+	}
+	b, err := base64.StdEncoding.DecodeString(sig[i+1:])
+	if err != nil {
+		return nil, fmt.Errorf("transit signature: %w", err)
+	}
+	return b, nil
+}
+
+// transitKey is what the client learns from transit/keys/<key>.
+type transitKey struct {
+	keyType    string
+	latest     int
+	exportable bool
+	versions   map[int]crypto.PublicKey
+}
+
+func (c *Client) readTransitKey(ctx context.Context, cfg TransitKeyConfig) (*transitKey, error) {
+	op := fmt.Sprintf("reading vault transit key %s/keys/%s", cfg.Mount, cfg.Key)
+	s, err := c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
+		return a.Logical().ReadWithContext(ctx, cfg.Mount+"/keys/"+cfg.Key)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if s == nil || s.Data == nil {
+		return nil, &ResponseError{Op: op, StatusCode: 404, Messages: []string{"no such key"}}
+	}
+	k := &transitKey{versions: map[int]crypto.PublicKey{}}
+	k.keyType, _ = s.Data["type"].(string)
+	k.latest, _ = jsonInt(s.Data["latest_version"])
+	k.exportable, _ = s.Data["exportable"].(bool)
+	if ok, _ := s.Data["supports_signing"].(bool); !ok {
+		return nil, fmt.Errorf("%s: a %s key cannot sign; create an rsa-*, ecdsa-* or ed25519 key", op, k.keyType)
+	}
+	keys, _ := s.Data["keys"].(map[string]any)
+	for vs, raw := range keys {
+		v, err := strconv.Atoi(vs)
+		if err != nil {
+			continue
+		}
+		m, _ := raw.(map[string]any)
+		pubStr, _ := m["public_key"].(string)
+		if pubStr == "" {
+			continue
+		}
+		pub, err := parseTransitPublicKey(k.keyType, pubStr)
+		if err != nil {
+			return nil, fmt.Errorf("%s: version %d: %w", op, v, err)
+		}
+		k.versions[v] = pub
+	}
+	if k.versions[k.latest] == nil {
+		return nil, fmt.Errorf("%s: no public key for the latest version %d", op, k.latest)
+	}
+	return k, nil
+}
+
+func parseTransitPublicKey(keyType, s string) (crypto.PublicKey, error) {
+	if keyType == "ed25519" {
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil || len(b) != ed25519.PublicKeySize {
+			return nil, errors.New("malformed Ed25519 public key")
+		}
+		return ed25519.PublicKey(b), nil
+	}
+	b, _ := pem.Decode([]byte(s))
+	if b == nil {
+		return nil, errors.New("public key is not PEM")
+	}
+	if pub, err := x509.ParsePKIXPublicKey(b.Bytes); err == nil {
+		return pub, nil
+	}
+	return x509.ParsePKCS1PublicKey(b.Bytes)
+}
+
+// TransitCertConfig pairs a Transit key with its certificate, kept (public)
+// in KV v2. The pair serves as a TLS client certificate and as the HTTP
+// signature key and certificate, with the private key never leaving Vault.
+//
+//	cert:
+//	  vault_transit:
+//	    key: {mount: transit, key: qseal}
+//	    certificate: {path: tokenproxy/bank/qseal, field: certificate}
+//	    poll_interval: 30s
+type TransitCertConfig struct {
+	Key TransitKeyConfig `yaml:"key"`
+	// Certificate is the KV v2 field with the PEM certificate (and chain).
+	Certificate struct {
+		Mount string `yaml:"mount,omitempty"`
+		Path  string `yaml:"path"`
+		Field string `yaml:"field"`
+	} `yaml:"certificate"`
+	// PollInterval is how often the certificate's version is checked (default 30s).
+	PollInterval time.Duration `yaml:"poll_interval,omitempty"`
+}
+
+func (t TransitCertConfig) withDefaults() TransitCertConfig {
+	t.Key = t.Key.withDefaults()
+	if t.Certificate.Mount == "" {
+		t.Certificate.Mount = "secret"
+	}
+	if t.PollInterval == 0 {
+		t.PollInterval = DefaultPollInterval
+	}
+	return t
+}
+
+// Validate checks the block; at names its place in the configuration.
+func (t TransitCertConfig) Validate(at string) error {
+	var errs []error
+	if err := t.Key.Validate(at + ".key"); err != nil {
+		errs = append(errs, err)
+	}
+	if t.Certificate.Path == "" {
+		errs = append(errs, fmt.Errorf("%s.certificate.path: missing; name the KV v2 secret holding the certificate", at))
+	}
+	if t.Certificate.Field == "" {
+		errs = append(errs, fmt.Errorf("%s.certificate.field: missing; name the field with the PEM certificate", at))
+	}
+	if t.PollInterval < 0 {
+		errs = append(errs, fmt.Errorf("%s.poll_interval: must be positive, e.g. 30s", at))
+	}
+	return errors.Join(errs...)
+}
+
+// TransitCertSource is a certs.Source whose certificates carry a
+// *TransitSigner as PrivateKey. It polls the certificate's KV version; on a
+// new version it reads the certificate and pins the signer to the key version
+// matching the certificate's public key.
+type TransitCertSource struct {
+	c   *Client
+	cfg TransitCertConfig
+}
+
+var _ certs.Source = (*TransitCertSource)(nil)
+
+// TransitCertSource returns a source for cfg.
+func (c *Client) TransitCertSource(cfg TransitCertConfig) *TransitCertSource {
+	return &TransitCertSource{c: c, cfg: cfg.withDefaults()}
+}
+
+// PollInterval is the configured interval between version checks.
+func (s *TransitCertSource) PollInterval() time.Duration { return s.cfg.PollInterval }
+
+// String implements certs.Source.
+func (s *TransitCertSource) String() string {
+	return fmt.Sprintf("vault transit %s/keys/%s with certificate kv %s/%s#%s",
+		s.cfg.Key.Mount, s.cfg.Key.Key, s.cfg.Certificate.Mount, s.cfg.Certificate.Path, s.cfg.Certificate.Field)
+}
+
+// Fetch implements certs.Source.
+func (s *TransitCertSource) Fetch(ctx context.Context, version string) (*tls.Certificate, string, error) {
+	c, v, err := s.fetch(ctx, version)
+	s.c.health.report(s.String(), err)
+	return c, v, err
+}
+
+func (s *TransitCertSource) fetch(ctx context.Context, version string) (*tls.Certificate, string, error) {
+	kv := s.cfg.Certificate
+	cur, err := s.c.kvCurrentVersion(ctx, kv.Mount, kv.Path)
+	if err != nil {
+		return nil, version, err
+	}
+	v := strconv.Itoa(cur)
+	if v == version {
+		return nil, version, nil
+	}
+	data, _, err := s.c.readKV(ctx, kv.Mount, kv.Path, cur)
+	if err != nil {
+		return nil, v, err
+	}
+	certPEM, err := stringField(data, kv.Field, kv.Mount, kv.Path, cur)
+	if err != nil {
+		return nil, v, err
+	}
+	cert, err := s.c.TransitCertificate(ctx, s.cfg.Key, []byte(certPEM))
+	if err != nil {
+		return nil, v, fmt.Errorf("vault kv %s/%s (version %d): %w", kv.Mount, kv.Path, cur, err)
+	}
+	return cert, v, nil
+}
+
+// TransitCertificate builds a *tls.Certificate from a PEM certificate (and
+// chain) whose private key is the Transit key named by key. The result can be
+// stored in a certs.Holder for mTLS and used for HTTP signatures.
+func (c *Client) TransitCertificate(ctx context.Context, key TransitKeyConfig, certPEM []byte) (*tls.Certificate, error) {
+	chain, leaf, err := parseCertChain(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := c.TransitSignerFor(ctx, key, leaf.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: chain, Leaf: leaf, PrivateKey: signer}, nil
+}
