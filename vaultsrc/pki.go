@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -82,8 +83,8 @@ func renewAt(notBefore, notAfter time.Time, jitter float64) time.Time {
 		return notBefore
 	}
 	jitter = min(max(jitter, 0), 1)
-	frac := 2.0/3 + (jitter-0.5)/6
-	return notBefore.Add(time.Duration(float64(life) * frac))
+	// 2/3 + (jitter-0.5)/6 of the lifetime, computed as one division to stay exact.
+	return notBefore.Add(time.Duration(math.Round(float64(life) * (3.5 + jitter) / 6)))
 }
 
 // PKIIssuer keeps a certs.Holder supplied with certificates issued by Vault's

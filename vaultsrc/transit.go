@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/tokenproxy/tokenproxy/certs"
+	"github.com/tokenproxy/tokenproxy/secret"
 )
 
 // TransitKeyConfig names a Transit signing key.
@@ -283,11 +284,7 @@ func parseTransitPublicKey(keyType, s string) (crypto.PublicKey, error) {
 type TransitCertConfig struct {
 	Key TransitKeyConfig `yaml:"key"`
 	// Certificate is the KV v2 field with the PEM certificate (and chain).
-	Certificate struct {
-		Mount string `yaml:"mount,omitempty"`
-		Path  string `yaml:"path"`
-		Field string `yaml:"field"`
-	} `yaml:"certificate"`
+	Certificate secret.VaultRef `yaml:"certificate"`
 	// PollInterval is how often the certificate's version is checked (default 30s).
 	PollInterval time.Duration `yaml:"poll_interval,omitempty"`
 }
