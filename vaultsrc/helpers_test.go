@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -58,18 +59,10 @@ func assertNotLogged(t *testing.T, logs *observer.ObservedLogs, secrets ...strin
 }
 
 func toString(v any) string {
-	switch x := v.(type) {
-	case string:
-		return x
-	case error:
-		return x.Error()
-	default:
-		b, _ := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()).EncodeEntry(zapcore.Entry{}, []zapcore.Field{zap.Any("v", v)})
-		if b == nil {
-			return ""
-		}
-		return b.String()
+	if err, ok := v.(error); ok {
+		return err.Error()
 	}
+	return fmt.Sprint(v)
 }
 
 // rootClient is a Client logged in with the server's root token (token auth from a file).

@@ -1,7 +1,6 @@
 package vaultsrc
 
 import (
-	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
@@ -119,5 +118,3 @@ func TestKVCertSource(t *testing.T) {
 		t.Logf("rotation pickup: %s with a 100ms poll interval", time.Since(rotated).Round(time.Millisecond))
 	})
 }
-
-var _ = tls.VersionTLS12

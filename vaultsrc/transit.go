@@ -194,13 +194,19 @@ func (s *TransitSigner) SignContext(ctx context.Context, digest []byte, opts cry
 
 // decodeTransitSignature turns "vault:v<N>:<base64>" into the raw signature.
 func decodeTransitSignature(sig string) ([]byte, error) {
-	i := strings.LastIndexByte(sig, ':')
-	if !strings.HasPrefix(sig, "vault:v") || i < 0 {
+	parts := strings.SplitN(sig, ":", 3)
+	if len(parts) != 3 || parts[0] != "vault" || len(parts[1]) < 2 || parts[1][0] != 'v' || parts[2] == "" {
 		return nil, errors.New("transit signature is not in the vault:v<N>:<base64> form")
 	}
-	b, err := base64.StdEncoding.DecodeString(sig[i+1:])
+	if _, err := strconv.Atoi(parts[1][1:]); err != nil {
+		return nil, errors.New("transit signature is not in the vault:v<N>:<base64> form")
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(parts[2])
 	if err != nil {
 		return nil, fmt.Errorf("transit signature: %w", err)
+	}
+	if len(b) == 0 {
+		return nil, errors.New("transit signature is empty")
 	}
 	return b, nil
 }
