@@ -1,6 +1,6 @@
 module github.com/tokenproxy/tokenproxy
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/elazarl/goproxy v1.9.2 // indirect
@@ -17,5 +17,5 @@ require (
 	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
-	software.sslmate.com/src/go-pkcs12 v0.7.4 // indirect
+	software.sslmate.com/src/go-pkcs12 v0.7.4
 )
