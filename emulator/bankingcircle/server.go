@@ -386,7 +386,8 @@ func (s *Server) handshakeConfigLocked(host string) *tls.Config {
 	return cfg
 }
 
-// SetTokenTTL changes the lifetime of tokens issued from now on.
+// SetTokenTTL changes the lifetime of tokens issued from now on; zero or less
+// restores DefaultTokenTTL. Tokens already issued keep their expiry.
 func (s *Server) SetTokenTTL(d time.Duration) {
 	if d <= 0 {
 		d = DefaultTokenTTL
