@@ -16,6 +16,7 @@ const (
 	DefaultProxyAddr     = "127.0.0.1:8080"
 	DefaultAdminAddr     = "127.0.0.1:9090"
 	DefaultMaxBodyBytes  = 10 << 20
+	DefaultMaxConns      = 256
 	DefaultShutdownGrace = 20 * time.Second
 	DefaultReload        = 30 * time.Second
 	DefaultSkew          = 30 * time.Second
@@ -63,11 +64,14 @@ type Route struct {
 	// Listen, if set, is a local address bound to this route alone.
 	Listen string `yaml:"listen"`
 	// MaxBodyBytes limits request bodies (413 past it).
-	MaxBodyBytes int64             `yaml:"max_body_bytes"`
-	TLS          TLS               `yaml:"tls"`
-	ClientCert   ClientCertificate `yaml:"client_certificate"`
-	Token        *Token            `yaml:"token"`
-	Timeouts     Timeouts          `yaml:"timeouts"`
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxConnections caps concurrent connections to the upstream host;
+	// requests beyond it wait for a free connection.
+	MaxConnections int               `yaml:"max_connections"`
+	TLS            TLS               `yaml:"tls"`
+	ClientCert     ClientCertificate `yaml:"client_certificate"`
+	Token          *Token            `yaml:"token"`
+	Timeouts       Timeouts          `yaml:"timeouts"`
 }
 
 // TLS configures how the upstream's certificate is verified.

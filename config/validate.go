@@ -49,6 +49,9 @@ func (c *Config) ApplyDefaults() {
 		if r.MaxBodyBytes == 0 {
 			r.MaxBodyBytes = DefaultMaxBodyBytes
 		}
+		if r.MaxConnections == 0 {
+			r.MaxConnections = DefaultMaxConns
+		}
 		if r.ClientCert.ReloadInterval == 0 {
 			r.ClientCert.ReloadInterval = DefaultReload
 		}
@@ -97,7 +100,7 @@ func (c *Config) Validate() error {
 		if !isLoopback(host) && !c.Listen.AllowNonLoopback {
 			add(path, "%q listens beyond loopback; set listen.allow_non_loopback: true for gateway mode (and restrict callers), or use 127.0.0.1", addr)
 		}
-		if other, dup := addrs[addr]; dup {
+		if other, dup := addrs[addr]; dup && port != "0" {
 			add(path, "%q is also used by %s; give each listener its own port", addr, other)
 		}
 		addrs[addr] = path
@@ -170,6 +173,9 @@ func (c *Config) Validate() error {
 		}
 		if r.Listen != "" {
 			checkAddr(p+".listen", r.Listen)
+		}
+		if r.MaxConnections < 0 {
+			add(p+".max_connections", "must not be negative (0 takes the default, %d)", DefaultMaxConns)
 		}
 		if r.MaxBodyBytes < 0 {
 			add(p+".max_body_bytes", "must not be negative")

@@ -131,7 +131,8 @@ func BuildRoute(ctx context.Context, i int, rc config.Route, o BuildOptions) (*R
 		ResponseHeaderTimeout: rc.Timeouts.Upstream,
 		ExpectContinueTimeout: time.Second,
 		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   256,
+		MaxIdleConnsPerHost:   rc.MaxConnections,
+		MaxConnsPerHost:       rc.MaxConnections,
 		IdleConnTimeout:       90 * time.Second,
 		DisableCompression:    true, // pass bodies through untouched
 	}
