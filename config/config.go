@@ -18,6 +18,7 @@ const (
 	DefaultMaxBodyBytes  = 10 << 20
 	DefaultMaxConns      = 256
 	DefaultShutdownGrace = 20 * time.Second
+	DefaultExpiryWarning = 30 * 24 * time.Hour
 	DefaultReload        = 30 * time.Second
 	DefaultSkew          = 30 * time.Second
 	DefaultMaxWait       = 10 * time.Second
@@ -32,8 +33,11 @@ type Config struct {
 	Listen Listen `yaml:"listen"`
 	// ShutdownGrace is how long SIGTERM waits for in-flight requests.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
-	Log           Log           `yaml:"log"`
-	Routes        []Route       `yaml:"routes"`
+	// CertificateExpiryWarning logs a warning for any certificate that
+	// expires within this window (checked at start-up and hourly).
+	CertificateExpiryWarning time.Duration `yaml:"certificate_expiry_warning"`
+	Log                      Log           `yaml:"log"`
+	Routes                   []Route       `yaml:"routes"`
 }
 
 // Listen holds the listener addresses.

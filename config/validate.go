@@ -34,6 +34,9 @@ func (c *Config) ApplyDefaults() {
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = DefaultShutdownGrace
 	}
+	if c.CertificateExpiryWarning == 0 {
+		c.CertificateExpiryWarning = DefaultExpiryWarning
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/metrics"
 	"github.com/tokenproxy/tokenproxy/proxy"
 )
 
@@ -41,6 +42,7 @@ type harness struct {
 	dir      string
 	pfx      string
 	proxyURL *url.URL
+	metrics  *metrics.Metrics
 	cancel   context.CancelFunc
 	done     chan error
 }
@@ -124,11 +126,19 @@ routes:
 	logs.ForbidStrings(bcUser+":"+bcPassword, bcPassword, bcPasscode)
 	logs.Forbid(emu.IssuedTokens)
 	h := &harness{t: t, ca: ca, emu: emu, logs: logs, dir: dir, pfx: files.PFX}
+	m := metrics.New()
+	h.metrics = m
 	srv, err := proxy.New(context.Background(), cfg, proxy.Options{
-		Log: log, Admin: func(s *proxy.Server) http.Handler { return admin.Handler(s, nil) },
+		Log: log, Observer: m, Build: proxy.BuildOptions{TokenObserver: m, OnReload: m.Reload},
+		Admin: func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) },
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, r := range srv.Routes() {
+		for _, hc := range r.Certificates() {
+			m.WatchCertificate(r.Name, hc.Kind, hc.Holder.Load)
+		}
 	}
 	h.srv = srv
 	if err := srv.Listen(); err != nil {

@@ -47,6 +47,26 @@ type Route struct {
 	MaxBody int64
 
 	reloaders []*certs.Reloader
+	held      []HeldCertificate
+}
+
+// HeldCertificate is a certificate a route serves from a holder, named by
+// what it is for ("client", "signing").
+type HeldCertificate struct {
+	Kind   string
+	Holder *certs.Holder
+}
+
+// Certificates returns the route's held certificates, for expiry metrics and warnings.
+func (r *Route) Certificates() []HeldCertificate { return r.held }
+
+// AddCertificate registers another held certificate (a signing certificate)
+// and, if rl is not nil, its reloader.
+func (r *Route) AddCertificate(kind string, h *certs.Holder, rl *certs.Reloader) {
+	r.held = append(r.held, HeldCertificate{Kind: kind, Holder: h})
+	if rl != nil {
+		r.reloaders = append(r.reloaders, rl)
+	}
 }
 
 // Reloaders returns the route's certificate reloaders, to be run.
@@ -118,7 +138,7 @@ func BuildRoute(ctx context.Context, i int, rc config.Route, o BuildOptions) (*R
 			return nil, certError(p+".client_certificate"+cp, err)
 		}
 		r.ClientCert = holder
-		r.reloaders = append(r.reloaders, rl)
+		r.AddCertificate("client", holder, rl)
 		tlsConf.GetClientCertificate = holder.GetClientCertificate
 	}
 

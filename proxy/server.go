@@ -200,6 +200,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			wg.Go(func() { rl.Run(bg) })
 		}
 	}
+	wg.Go(func() { s.warnExpiry(bg) })
 	errc := make(chan error, len(s.servers))
 	s.mu.Lock()
 	servers := append([]*namedServer(nil), s.servers...)
@@ -250,4 +251,40 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.log.Info("stopped")
 	return serveErr
+}
+
+// warnExpiry logs a warning, at start-up and then hourly, for every held
+// certificate within the configured window of its expiry.
+func (s *Server) warnExpiry(ctx context.Context) {
+	window := s.cfg.CertificateExpiryWarning
+	if window <= 0 {
+		return
+	}
+	check := func() {
+		now := time.Now()
+		for _, r := range s.routes {
+			for _, hc := range r.held {
+				c := hc.Holder.Load()
+				if c == nil || c.Leaf == nil {
+					continue
+				}
+				if left := c.Leaf.NotAfter.Sub(now); left < window {
+					s.log.Warn("certificate expires soon; rotate it", zap.String("route", r.Name), zap.String("certificate", hc.Kind),
+						zap.String("subject", c.Leaf.Subject.String()), zap.Time("not_after", c.Leaf.NotAfter),
+						zap.Duration("remaining", left.Round(time.Minute)))
+				}
+			}
+		}
+	}
+	check()
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			check()
+		}
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/admin"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/internal/version"
+	"github.com/tokenproxy/tokenproxy/metrics"
 	"github.com/tokenproxy/tokenproxy/proxy"
 )
 
@@ -234,12 +235,20 @@ func (e *env) runCommand() *cobra.Command {
 
 // Serve builds the server for cfg and serves until ctx ends, then drains.
 func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	m := metrics.New()
 	srv, err := proxy.New(ctx, cfg, proxy.Options{
-		Log:   log,
-		Admin: func(s *proxy.Server) http.Handler { return admin.Handler(s, nil) },
+		Log:      log,
+		Observer: m,
+		Build:    proxy.BuildOptions{TokenObserver: m, OnReload: m.Reload},
+		Admin:    func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) },
 	})
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
+	}
+	for _, r := range srv.Routes() {
+		for _, hc := range r.Certificates() {
+			m.WatchCertificate(r.Name, hc.Kind, hc.Holder.Load)
+		}
 	}
 	if err := srv.Listen(); err != nil {
 		return &ExitError{Code: ExitFailure, Err: err}
