@@ -76,6 +76,14 @@ type Route struct {
 	ClientCert     ClientCertificate `yaml:"client_certificate"`
 	Token          *Token            `yaml:"token"`
 	Timeouts       Timeouts          `yaml:"timeouts"`
+	// Check configures the probe request of `tokenproxy check`.
+	Check Check `yaml:"check"`
+}
+
+// Check is the probe request `tokenproxy check` sends through the route.
+type Check struct {
+	// Path is requested with GET (with the token attached); presets give one.
+	Path string `yaml:"path"`
 }
 
 // TLS configures how the upstream's certificate is verified.

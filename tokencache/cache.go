@@ -148,6 +148,9 @@ func (c *Cache) Invalidate(t *Token) {
 	}
 }
 
+// Source returns the cache's token source (for diagnostics).
+func (c *Cache) Source() Source { return c.src }
+
 // Current returns the cached token, valid or not, or nil.
 func (c *Cache) Current() *Token { return c.cur.Load() }
 
