@@ -78,7 +78,7 @@ type Options struct {
 	Timeout time.Duration // per network step; default 10s
 	// ExpiryWarning turns a certificate expiring within it into a warning; default 30 days.
 	ExpiryWarning time.Duration
-	Vault   secret.VaultReader
+	Vault         secret.VaultReader
 }
 
 // Run diagnoses every route of cfg (or only the one named route) and writes
