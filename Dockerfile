@@ -10,15 +10,18 @@
 ARG BUILDER_IMAGE=golang:1.26-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
 
-FROM ${BUILDER_IMAGE} AS build
+# The toolchain runs natively and cross-compiles for the target platform.
+FROM --platform=${BUILDPLATFORM} ${BUILDER_IMAGE} AS build
 WORKDIR /src
 # A vendor/ directory in the build context is used as it is (offline builds);
 # without one, modules are fetched through GOPROXY into a cache mount.
 ARG GOPROXY
 ARG GOFLAGS
-ARG TARGETOS=linux
+# Set by BuildKit and buildah for the platform being built.
+ARG TARGETOS
 ARG TARGETARCH
 ENV CGO_ENABLED=0 \
+    GOTOOLCHAIN=local \
     GOCACHE=/root/.cache/go-build \
     GOMODCACHE=/go/pkg/mod
 COPY . .
@@ -26,7 +29,7 @@ ARG VERSION=dev
 ARG COMMIT=
 RUN --mount=type=cache,id=tokenproxy-gocache,target=/root/.cache/go-build \
     --mount=type=cache,id=tokenproxy-gomodcache,target=/go/pkg/mod \
-    GOOS="${TARGETOS}" GOARCH="${TARGETARCH:-$(go env GOARCH)}" \
+    GOOS="${TARGETOS:-linux}" GOARCH="${TARGETARCH:-$(go env GOARCH)}" \
     go build -trimpath -buildvcs=false \
       -ldflags "-s -w -X github.com/tokenproxy/tokenproxy/internal/version.Version=${VERSION} -X github.com/tokenproxy/tokenproxy/internal/version.Commit=${COMMIT}" \
       -o /out/tokenproxy ./cmd/tokenproxy
