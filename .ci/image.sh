@@ -50,6 +50,9 @@ version=${TOKENPROXY_VERSION:-$(git -C "$repo" describe --tags --dirty 2>/dev/nu
 
 bh() { buildah --root "$store/root" --runroot "$store/run" --storage-driver vfs "$@"; }
 
+# The store is ours alone: working containers left by an interrupted run go.
+bh rm --all >/dev/null 2>&1 || true
+
 work=$(mktemp -d /var/tmp/tokenproxy-image.XXXXXX)
 containers=()
 cleanup() {
