@@ -596,6 +596,13 @@ func TestPostureCheckCatches(t *testing.T) {
 		{"service account token", func(s *corev1.PodSpec, _ *corev1.Container) { s.AutomountServiceAccountToken = nil }, "automountServiceAccountToken"},
 		{"subPath", func(_ *corev1.PodSpec, c *corev1.Container) { c.VolumeMounts[0].SubPath = "config.yaml" }, "uses subPath"},
 		{"no memory limit", func(_ *corev1.PodSpec, c *corev1.Container) { delete(c.Resources.Limits, corev1.ResourceMemory) }, "no memory limit"},
+		{"world-readable token", func(s *corev1.PodSpec, _ *corev1.Container) {
+			for i := range s.Volumes {
+				if s.Volumes[i].Projected != nil {
+					s.Volumes[i].Projected.DefaultMode = ptr(int32(0o644))
+				}
+			}
+		}, "defaultMode must be set"},
 		{"app mounts credentials", func(s *corev1.PodSpec, _ *corev1.Container) {
 			s.Containers = append(s.Containers, corev1.Container{Name: "app", VolumeMounts: []corev1.VolumeMount{{Name: "vault-token"}}})
 		}, "only tokenproxy may read"},

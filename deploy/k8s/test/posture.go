@@ -253,8 +253,17 @@ func CheckProxy(name string, spec *corev1.PodSpec, cfg Config) Problems {
 	}
 	// Credential volumes (Secrets, projected tokens) belong to tokenproxy only.
 	for _, v := range spec.Volumes {
-		if v.Secret == nil && v.Projected == nil {
+		var mode *int32
+		switch {
+		case v.Secret != nil:
+			mode = v.Secret.DefaultMode
+		case v.Projected != nil:
+			mode = v.Projected.DefaultMode
+		default:
 			continue
+		}
+		if mode == nil || *mode&0o037 != 0 {
+			p.add("%s: credential volume %q: defaultMode must be set and give the group at most read and others nothing (0440)", name, v.Name)
 		}
 		for _, other := range allContainers(spec) {
 			if other.Name == ProxyContainer {
