@@ -9,6 +9,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -228,5 +229,7 @@ type atomicCert struct {
 	c  *tls.Certificate
 }
 
-func (k *swapKey) Load() *tls.Certificate  { k.p.mu.Lock(); defer k.p.mu.Unlock(); return k.p.c }
+func (k *swapKey) Load() *tls.Certificate   { k.p.mu.Lock(); defer k.p.mu.Unlock(); return k.p.c }
 func (k *swapKey) Store(c *tls.Certificate) { k.p.mu.Lock(); k.p.c = c; k.p.mu.Unlock() }
+
+func sha512Sum(b []byte) []byte { s := sha512.Sum512(b); return s[:] }

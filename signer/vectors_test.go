@@ -9,8 +9,8 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/tls"
-	"math/big"
 	"encoding/base64"
+	"math/big"
 	"strings"
 	"testing"
 )
