@@ -164,6 +164,9 @@ func TestRFC2047(t *testing.T) {
 	if got, err := DecodeRFC2047("=?ISO-8859-1?B?2A==?="); err != nil || got != "Ø" {
 		t.Errorf("latin-1: %q %v", got, err)
 	}
+	if got, err := DecodeRFC2047("=?="); err != nil || got != "=?=" { // found by FuzzParseSignature
+		t.Errorf("short value: %q %v", got, err)
+	}
 	if _, err := DecodeRFC2047("=?utf-8?Q?x?="); err == nil {
 		t.Error("Q encoding accepted")
 	}

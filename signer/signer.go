@@ -417,7 +417,7 @@ func EncodeRFC2047(v string) string {
 
 // DecodeRFC2047 undoes EncodeRFC2047; a value that is not an encoded word is returned unchanged.
 func DecodeRFC2047(v string) (string, error) {
-	if !strings.HasPrefix(v, "=?") || !strings.HasSuffix(v, "?=") {
+	if len(v) < 4 || !strings.HasPrefix(v, "=?") || !strings.HasSuffix(v, "?=") {
 		return v, nil
 	}
 	parts := strings.SplitN(v[2:len(v)-2], "?", 3)
