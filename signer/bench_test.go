@@ -93,7 +93,9 @@ func BenchmarkSignOverhead(b *testing.B) {
 	p := getPKI(b)
 	key := &tls.Certificate{Certificate: p.rsa.Certificate, Leaf: p.rsa.Leaf, PrivateKey: fixedSigner{p.rsa.Leaf.PublicKey}}
 	b.Run("berlin-group", func(b *testing.B) { benchSign(b, Options{Profile: ProfileBerlinGroup}, key) })
-	b.Run("stet", func(b *testing.B) { benchSign(b, Options{Profile: ProfileSTET, KeyID: "https://tpp.example/qsealc.pem"}, key) })
+	b.Run("stet", func(b *testing.B) {
+		benchSign(b, Options{Profile: ProfileSTET, KeyID: "https://tpp.example/qsealc.pem"}, key)
+	})
 	b.Run("rfc9421", func(b *testing.B) {
 		benchSign(b, Options{Profile: ProfileRFC9421, KeyID: "k", Algorithm: "rsa-v1_5-sha256"}, key)
 	})
