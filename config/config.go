@@ -9,6 +9,7 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/signer"
 )
 
 // Defaults.
@@ -76,8 +77,20 @@ type Route struct {
 	ClientCert     ClientCertificate `yaml:"client_certificate"`
 	Token          *Token            `yaml:"token"`
 	Timeouts       Timeouts          `yaml:"timeouts"`
+	// Signing, when set, signs every request on the route.
+	Signing *Signing `yaml:"signing"`
 	// Check configures the probe request of `tokenproxy check`.
 	Check Check `yaml:"check"`
+}
+
+// Signing is a route's request-signing block: the signer's options (profile,
+// algorithm, key_id, ...) and where the signing key and certificate (the
+// QSealC, apart from the TLS client certificate) come from.
+type Signing struct {
+	signer.Options `yaml:",inline"`
+	// Key is the signing key and its certificate, loaded and rotated like a
+	// client certificate.
+	Key ClientCertificate `yaml:"key"`
 }
 
 // Check is the probe request `tokenproxy check` sends through the route.

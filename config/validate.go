@@ -58,6 +58,9 @@ func (c *Config) ApplyDefaults() {
 		if r.ClientCert.ReloadInterval == 0 {
 			r.ClientCert.ReloadInterval = DefaultReload
 		}
+		if r.Signing != nil && r.Signing.Key.ReloadInterval == 0 {
+			r.Signing.Key.ReloadInterval = DefaultReload
+		}
 		if r.Timeouts.Upstream == 0 {
 			r.Timeouts.Upstream = DefaultUpstream
 		}
@@ -186,28 +189,16 @@ func (c *Config) Validate() error {
 		if r.Timeouts.Upstream < 0 || r.Timeouts.Dial < 0 {
 			add(p+".timeouts", "durations must not be negative")
 		}
-		cc := r.ClientCert
-		switch {
-		case cc.Source != nil:
-		case cc.PKCS12 != nil && cc.PEM != nil:
-			add(p+".client_certificate", "set pkcs12 or pem, not both")
-		case cc.PKCS12 != nil:
-			if cc.PKCS12.File == "" {
-				add(p+".client_certificate.pkcs12.file", "missing; give the path of the .pfx/.p12 file")
+		validateCertBlock(&errs, p+".client_certificate", r.ClientCert, strings.HasPrefix(r.Preset, "bankingcircle"))
+		if sg := r.Signing; sg != nil {
+			if sg.Profile == "" {
+				add(p+".signing.profile", "missing; one of berlin-group, stet, custom, rfc9421")
 			}
-			checkRef(&errs, p+".client_certificate.pkcs12.passcode", cc.PKCS12.Passcode)
-		case cc.PEM != nil:
-			if cc.PEM.CertFile == "" {
-				add(p+".client_certificate.pem.cert_file", "missing; give the path of the PEM certificate")
+			if sg.Key.Source == nil && sg.Key.PKCS12 == nil && sg.Key.PEM == nil {
+				add(p+".signing.key", "missing; the signing key and certificate (QSealC): pkcs12: {file, passcode} or pem: {cert_file, key_file}")
+			} else {
+				validateCertBlock(&errs, p+".signing.key", sg.Key, false)
 			}
-			if cc.PEM.KeyFile == "" {
-				add(p+".client_certificate.pem.key_file", "missing; give the path of the PEM private key")
-			}
-		case strings.HasPrefix(r.Preset, "bankingcircle"):
-			add(p+".client_certificate", "missing; Banking Circle requires the M2M certificate: pkcs12: {file: client.pfx, passcode: {env: PFX_PASSCODE}}")
-		}
-		if cc.ReloadInterval < 0 {
-			add(p+".client_certificate.reload_interval", "must not be negative (0 takes the default)")
 		}
 		if t := r.Token; t != nil {
 			tp := p + ".token"
@@ -267,4 +258,33 @@ func validHost(h string) bool {
 		return true
 	}
 	return len(h) <= 253 && hostRE.MatchString(h)
+}
+
+// validateCertBlock checks a client_certificate or signing.key block.
+func validateCertBlock(errs *[]error, path string, cc ClientCertificate, required bool) {
+	add := func(p, format string, a ...any) {
+		*errs = append(*errs, &FieldError{Path: p, Msg: fmt.Sprintf(format, a...)})
+	}
+	switch {
+	case cc.Source != nil:
+	case cc.PKCS12 != nil && cc.PEM != nil:
+		add(path, "set pkcs12 or pem, not both")
+	case cc.PKCS12 != nil:
+		if cc.PKCS12.File == "" {
+			add(path+".pkcs12.file", "missing; give the path of the .pfx/.p12 file")
+		}
+		checkRef(errs, path+".pkcs12.passcode", cc.PKCS12.Passcode)
+	case cc.PEM != nil:
+		if cc.PEM.CertFile == "" {
+			add(path+".pem.cert_file", "missing; give the path of the PEM certificate")
+		}
+		if cc.PEM.KeyFile == "" {
+			add(path+".pem.key_file", "missing; give the path of the PEM private key")
+		}
+	case required:
+		add(path, "missing; Banking Circle requires the M2M certificate: pkcs12: {file: client.pfx, passcode: {env: PFX_PASSCODE}}")
+	}
+	if cc.ReloadInterval < 0 {
+		add(path+".reload_interval", "must not be negative (0 takes the default)")
+	}
 }

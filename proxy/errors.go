@@ -31,6 +31,7 @@ const (
 	CodeTokenUnavailable  = "token_unavailable"
 	CodeNoCredentials     = "credentials_unavailable"
 	CodeSigningFailed     = "signing_failed"
+	CodeMissingHeader     = "missing_signed_header"
 	CodeUpstreamTimeout   = "upstream_timeout"
 	CodeUpstreamUntrusted = "upstream_certificate_untrusted"
 	CodeClientCertRefused = "client_certificate_rejected"

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokenproxy/tokenproxy/signer"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
@@ -122,6 +123,10 @@ func (p *pipeline) send(req *http.Request, route *Route, body []byte, tok *token
 	}
 	if route.Signer != nil {
 		if err := route.Signer.Sign(out, body); err != nil {
+			if errors.Is(err, signer.ErrMissingHeader) {
+				return nil, &apiError{Status: http.StatusBadRequest, Code: CodeMissingHeader, cause: err,
+					Message: "the request lacks a header the route's signature must cover: " + err.Error()}
+			}
 			return nil, &apiError{Status: http.StatusInternalServerError, Code: CodeSigningFailed, cause: err,
 				Message: "tokenproxy could not sign the request; see its log"}
 		}
@@ -152,6 +157,9 @@ func outgoing(req *http.Request, route *Route, body []byte) *http.Request {
 	}
 	removeHopHeaders(h)
 	delete(h, "Authorization") // an app's own Authorization never reaches a token route's upstream
+	for _, k := range route.owned {
+		h.Del(k)
+	}
 	if route.Tokens == nil {
 		if v, ok := req.Header["Authorization"]; ok {
 			h["Authorization"] = v

@@ -18,6 +18,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/signer"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
@@ -48,6 +49,9 @@ type Route struct {
 
 	reloaders []*certs.Reloader
 	held      []HeldCertificate
+	// owned are request headers tokenproxy sets on this route; the app's
+	// values are dropped.
+	owned []string
 }
 
 // HeldCertificate is a certificate a route serves from a holder, named by
@@ -162,6 +166,12 @@ func BuildRoute(ctx context.Context, i int, rc config.Route, o BuildOptions) (*R
 		r.ClientCert.Subscribe(func(*tls.Certificate) { r.Transport.CloseIdleConnections() })
 	}
 
+	if sg := rc.Signing; sg != nil {
+		if err := buildSigner(ctx, p+".signing", r, sg, o, log); err != nil {
+			return nil, err
+		}
+	}
+
 	if t := rc.Token; t != nil {
 		cache, err := buildTokens(ctx, p+".token", rc.Name, t, r.Transport, o)
 		if err != nil {
@@ -251,4 +261,38 @@ func buildTokens(ctx context.Context, p, route string, t *config.Token, tr *http
 		Route: route, Skew: t.Skew, MaxWait: t.MaxWait, FetchTimeout: t.FetchTimeout,
 		Log: o.Log, Observer: o.TokenObserver,
 	}), nil
+}
+
+// buildSigner loads the signing key (apart from the TLS client certificate),
+// validates the signing options against it and installs the signer.
+func buildSigner(ctx context.Context, p string, r *Route, sg *config.Signing, o BuildOptions, log *zap.Logger) error {
+	src, cp := certSource(sg.Key, o.Vault)
+	holder := certs.NewHolder(nil)
+	opts := sg.Options
+	validate := func(c *tls.Certificate) error { return opts.Validate(c, time.Now()) }
+	rl := &certs.Reloader{Name: "route " + r.Name + " signing key", Holder: holder, Source: src,
+		Interval: sg.Key.ReloadInterval, Log: log, Validate: validate}
+	if o.OnReload != nil {
+		rl.OnResult = func(ok bool) { o.OnReload(r.Name, "signing_key", ok) }
+	}
+	if err := rl.Load(ctx); err != nil {
+		var ve *signer.ValidationError
+		if errors.As(err, &ve) {
+			return &BuildError{Path: p + "." + ve.Field, Err: errors.New(ve.Msg)}
+		}
+		return certError(p+".key"+cp, err)
+	}
+	sgn, err := signer.New(opts, holder)
+	if err != nil {
+		return &BuildError{Path: p, Err: err}
+	}
+	r.Signer = sgn
+	r.AddCertificate("signing", holder, rl)
+	r.owned = append(r.owned, "Digest", "Content-Digest", "Signature", "Signature-Input")
+	if h := opts.CertificateHeader; h != "" && h != "none" {
+		r.owned = append(r.owned, h)
+	} else if h == "" && opts.Profile == "berlin-group" {
+		r.owned = append(r.owned, "TPP-Signature-Certificate")
+	}
+	return nil
 }
