@@ -38,7 +38,24 @@ type Config struct {
 	// expires within this window (checked at start-up and hourly).
 	CertificateExpiryWarning time.Duration `yaml:"certificate_expiry_warning"`
 	Log                      Log           `yaml:"log"`
-	Routes                   []Route       `yaml:"routes"`
+	// Callers are the identities apps present in Proxy-Authorization (Basic)
+	// when a gateway shares tokenproxy between apps; routes name them in allow.callers.
+	Callers []Caller `yaml:"callers"`
+	Routes  []Route  `yaml:"routes"`
+}
+
+// Caller is one app allowed to use a shared gateway, by name and password.
+type Caller struct {
+	Name     string     `yaml:"name"`
+	Password secret.Ref `yaml:"password"`
+}
+
+// Allow restricts who may use a route: the source address must be in one of
+// CIDRs (when given) and the caller must authenticate as one of Callers
+// (when given). Required on every route when the proxy listens beyond loopback.
+type Allow struct {
+	CIDRs   []string `yaml:"cidrs"`
+	Callers []string `yaml:"callers"`
 }
 
 // Listen holds the listener addresses.
@@ -77,6 +94,8 @@ type Route struct {
 	ClientCert     ClientCertificate `yaml:"client_certificate"`
 	Token          *Token            `yaml:"token"`
 	Timeouts       Timeouts          `yaml:"timeouts"`
+	// Allow restricts which callers may use the route (gateway mode).
+	Allow *Allow `yaml:"allow"`
 	// Signing, when set, signs every request on the route.
 	Signing *Signing `yaml:"signing"`
 	// Check configures the probe request of `tokenproxy check`.

@@ -80,6 +80,8 @@ var typeLabels = map[string]reflect.Type{
 	"config.RateLimit":         reflect.TypeFor[RateLimit](),
 	"config.Timeouts":          reflect.TypeFor[Timeouts](),
 	"config.Check":             reflect.TypeFor[Check](),
+	"config.Allow":             reflect.TypeFor[Allow](),
+	"config.Caller":            reflect.TypeFor[Caller](),
 	"config.Signing":           reflect.TypeFor[signingKeys](),
 	"secret.Ref": reflect.TypeFor[struct {
 		Env   string `yaml:"env"`
@@ -97,7 +99,7 @@ var blockNames = map[string]string{
 	"config.Config": "the top level", "config.Listen": "listen", "config.Log": "log", "config.Route": "a route",
 	"config.TLS": "tls", "config.ClientCertificate": "client_certificate", "config.PKCS12": "client_certificate.pkcs12",
 	"config.PEM": "client_certificate.pem", "config.Token": "token", "config.RateLimit": "token.rate_limit",
-	"config.Timeouts": "timeouts", "config.Check": "check", "config.Signing": "signing", "secret.Ref": "a secret reference", "secret.VaultRef": "a vault secret reference",
+	"config.Timeouts": "timeouts", "config.Check": "check", "config.Allow": "allow", "config.Caller": "a caller", "config.Signing": "signing", "secret.Ref": "a secret reference", "secret.VaultRef": "a vault secret reference",
 }
 
 // explainYAML rewrites the YAML decoder's messages into ones that name the

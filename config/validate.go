@@ -112,7 +112,31 @@ func (c *Config) Validate() error {
 		addrs[addr] = path
 	}
 	checkAddr("listen.proxy", c.Listen.Proxy)
+	// The admin listener carries no credential and no secret, and kubelet
+	// probes and Prometheus reach it on the pod's address: it may bind beyond
+	// loopback without gateway mode.
+	adminAllowed := c.Listen.AllowNonLoopback
+	c.Listen.AllowNonLoopback = true
 	checkAddr("listen.admin", c.Listen.Admin)
+	c.Listen.AllowNonLoopback = adminAllowed
+	gateway := false
+	if host, _, err := net.SplitHostPort(c.Listen.Proxy); err == nil && c.Listen.Proxy != "off" && !isLoopback(host) {
+		gateway = true
+	}
+	callers := map[string]bool{}
+	for i, cl := range c.Callers {
+		cp := fmt.Sprintf("callers[%d]", i)
+		switch {
+		case cl.Name == "":
+			add(cp+".name", "missing; name the app, e.g. name: payments")
+		case callers[cl.Name]:
+			add(cp+".name", "%q is listed twice", cl.Name)
+		case strings.ContainsAny(cl.Name, ": "):
+			add(cp+".name", "%q must not contain ':' or spaces (it is the Basic user name)", cl.Name)
+		}
+		callers[cl.Name] = true
+		checkRef(&errs, cp+".password", cl.Password)
+	}
 	if c.ShutdownGrace < 0 {
 		add("shutdown_grace", "must not be negative")
 	}
@@ -190,6 +214,31 @@ func (c *Config) Validate() error {
 			add(p+".timeouts", "durations must not be negative")
 		}
 		validateCertBlock(&errs, p+".client_certificate", r.ClientCert, strings.HasPrefix(r.Preset, "bankingcircle"))
+		if r.Listen != "" {
+			if host, _, err := net.SplitHostPort(r.Listen); err == nil && !isLoopback(host) && r.Allow == nil {
+				add(p+".allow", "missing; route %s listens beyond loopback, so say who may use it: allow: {cidrs: [10.0.0.0/8]} and/or allow: {callers: [app]}", r.Name)
+			}
+		}
+		if r.Allow == nil && gateway {
+			add(p+".allow", "missing; the proxy listens beyond loopback (gateway mode), so every route must say who may use it: allow: {cidrs: [10.0.0.0/8]} and/or allow: {callers: [app]}")
+		}
+		if a := r.Allow; a != nil {
+			if len(a.CIDRs) == 0 && len(a.Callers) == 0 {
+				add(p+".allow", "empty; give cidrs, callers or both")
+			}
+			for j, cidr := range a.CIDRs {
+				if _, err := netip.ParsePrefix(cidr); err != nil {
+					if _, err2 := netip.ParseAddr(cidr); err2 != nil {
+						add(fmt.Sprintf("%s.allow.cidrs[%d]", p, j), "%q is not a CIDR prefix (10.0.0.0/8) or address", cidr)
+					}
+				}
+			}
+			for j, name := range a.Callers {
+				if !callers[name] {
+					add(fmt.Sprintf("%s.allow.callers[%d]", p, j), "%q is not defined in callers:; add {name: %s, password: {file: ...}}", name, name)
+				}
+			}
+		}
 		if sg := r.Signing; sg != nil {
 			if sg.Profile == "" {
 				add(p+".signing.profile", "missing; one of berlin-group, stet, custom, rfc9421")

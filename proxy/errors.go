@@ -50,6 +50,7 @@ type apiError struct {
 	Code       string
 	Message    string
 	RetryAfter time.Duration
+	headers    map[string]string
 	cause      error // logged, never sent
 }
 
@@ -71,6 +72,9 @@ func (e *apiError) response(req *http.Request, route string) *http.Response {
 		"X-Content-Type-Options": {"nosniff"},
 		HeaderError:              {e.Code},
 		"Content-Length":         {strconv.Itoa(len(body))},
+	}
+	for k, v := range e.headers {
+		h.Set(k, v)
 	}
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))

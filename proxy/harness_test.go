@@ -49,6 +49,7 @@ type harness struct {
 
 type harnessOpts struct {
 	extraRoute string // YAML appended to the route
+	top        string // YAML inserted at the top level
 	emu        func(*bankingcircle.Config)
 	noStart    bool
 }
@@ -94,7 +95,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 			t.Fatal(err)
 		}
 	}
-	yaml := fmt.Sprintf(`
+	yaml := o.top + fmt.Sprintf(`
 listen:
   proxy: 127.0.0.1:0
   admin: 127.0.0.1:0

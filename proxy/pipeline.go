@@ -31,6 +31,7 @@ type pipeline struct {
 // exchange records one request's progress for its log line.
 type exchange struct {
 	route     string
+	caller    string // the gateway caller, when one authenticated
 	token     string // hit, fetch or none
 	requestID string
 	upstream  time.Duration
@@ -62,6 +63,14 @@ func (p *pipeline) serve(req *http.Request, route *Route, host string, ex *excha
 		return nil
 	}
 	ex.route = route.Name
+	if route.allow != nil {
+		caller, aerr := route.allow.check(req)
+		ex.caller = caller
+		if aerr != nil {
+			ex.err = aerr
+			return nil
+		}
+	}
 	if route.ClientCert != nil && route.ClientCert.Load() == nil {
 		ex.err = &apiError{Status: http.StatusServiceUnavailable, Code: CodeNoCredentials, Message: "the route's client certificate is not loaded yet"}
 		return nil
@@ -276,6 +285,9 @@ func (b *loggedBody) Close() error {
 		zap.String("token", b.ex.token),
 		zap.Int64("bytes", b.n),
 	)
+	if b.ex.caller != "" {
+		fields = append(fields, zap.String("caller", b.ex.caller))
+	}
 	if b.ex.requestID != "" {
 		fields = append(fields, zap.String("request_id", b.ex.requestID))
 	}

@@ -49,6 +49,7 @@ type Route struct {
 
 	reloaders []*certs.Reloader
 	held      []HeldCertificate
+	allow     *allowPolicy
 	// owned are request headers tokenproxy sets on this route; the app's
 	// values are dropped.
 	owned []string
@@ -84,6 +85,8 @@ type BuildOptions struct {
 	Vault secret.VaultReader
 	// TokenObserver receives token cache events (metrics); may be nil.
 	TokenObserver tokencache.Observer
+	// Callers are the gateway callers' credentials, built by New.
+	callers callerSet
 	// OnReload is called after each certificate reload attempt (metrics); may be nil.
 	OnReload func(route, what string, ok bool)
 }
@@ -116,7 +119,8 @@ func BuildRoute(ctx context.Context, i int, rc config.Route, o BuildOptions) (*R
 	if err != nil {
 		return nil, &BuildError{Path: p + ".upstream", Err: err}
 	}
-	r := &Route{Name: rc.Name, Hosts: rc.Hosts, Upstream: up, Listen: rc.Listen, MaxBody: rc.MaxBodyBytes}
+	r := &Route{Name: rc.Name, Hosts: rc.Hosts, Upstream: up, Listen: rc.Listen, MaxBody: rc.MaxBodyBytes,
+		allow: newAllowPolicy(rc.Name, rc.Allow, o.callers)}
 
 	roots := rc.TLS.RootCAs
 	if roots == nil && rc.TLS.CAFile != "" {

@@ -68,6 +68,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 	s := &Server{cfg: cfg, log: opts.Log, opts: opts, pipe: &pipeline{log: opts.Log, observer: opts.Observer}}
 	var errs []error
+	callers, err := buildCallers(ctx, cfg.Callers, opts.Build.Vault)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	opts.Build.callers = callers
 	for i, rc := range cfg.Routes {
 		r, err := BuildRoute(ctx, i, rc, opts.Build)
 		if err != nil {
