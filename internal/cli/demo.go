@@ -3,12 +3,14 @@ package cli
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -21,9 +23,11 @@ import (
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
+	"github.com/tokenproxy/tokenproxy/emulator/berlingroup"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/signer"
 )
 
 func (e *env) demoCommand() *cobra.Command {
@@ -99,6 +103,19 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool, logw io.Writer) e
 	p("  started the Banking Circle emulator: API %s, authorization %s", emu.APIURL(), emu.AuthURL())
 	p("  (client certificate required, tokens expire after %s, 30 token requests per minute per IP)", demoTTL)
 
+	// A Berlin Group bank that demands signed requests: its emulator checks
+	// Digest, keyId, TPP-Signature-Certificate and the signature itself.
+	qseal, err := ca.IssueClient("demo TPP QSealC", testpki.WithKeyType(testpki.RSA2048))
+	if err != nil {
+		return err
+	}
+	bg := berlingroup.New(berlingroup.Config{Roots: ca.CertPool()})
+	bgSrv := httptest.NewUnstartedServer(bg)
+	bgSrv.TLS = &tls.Config{Certificates: []tls.Certificate{*serverCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.CertPool()}
+	bgSrv.StartTLS()
+	defer bgSrv.Close()
+	p("  started a Berlin Group bank emulator at %s (signature, Digest and QSealC checked on every request)", bgSrv.URL)
+
 	// The route: the bankingcircle-sandbox preset, pointed at the emulator.
 	os.Setenv("TOKENPROXY_DEMO_USERNAME", user)
 	os.Setenv("TOKENPROXY_DEMO_PASSWORD", pass)
@@ -114,6 +131,14 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool, logw io.Writer) e
 				Password:  secret.Ref{Env: "TOKENPROXY_DEMO_PASSWORD"},
 				Skew:      500 * time.Millisecond,
 				RateLimit: config.RateLimit{RequestsPerMinute: 20, Burst: 5},
+			},
+		}, {
+			Name: "berlingroup", Hosts: []string{"psd2.bank.example"}, Upstream: bgSrv.URL,
+			TLS:        config.TLS{RootCAs: ca.CertPool()},
+			ClientCert: config.ClientCertificate{Source: &certs.StaticSource{Cert: loaded, Desc: "in-memory PKCS#12"}},
+			Signing: &config.Signing{
+				Options: signer.Options{Profile: "berlin-group"},
+				Key:     config.ClientCertificate{Source: &certs.StaticSource{Cert: qseal, Desc: "in-memory QSealC"}},
 			},
 		}},
 	}
@@ -216,11 +241,30 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool, logw io.Writer) e
 		return err
 	}
 
+	signedURL := "http://psd2.bank.example/v1/sandbox/accounts/" + berlingroup.DefaultMockAccountID
+	sreq, _ := http.NewRequest(http.MethodGet, signedURL, nil)
+	sreq.Header.Set("PSU-ID", "PSU-1234")
+	if resp, err := app.Do(sreq); err != nil {
+		return fmt.Errorf("signed request: %w", err)
+	} else {
+		resp.Body.Close()
+		acc, rej, _ := bg.Counts()
+		p("  %-52s %d         accepted by the bank's signature check: %d, rejected: %d", "5. a Berlin Group call, signed by tokenproxy", resp.StatusCode, acc, rej)
+		if rec := bg.Received(); len(rec) > 0 {
+			sig := rec[len(rec)-1].Header.Get("Signature")
+			if i := strings.Index(sig, ",signature="); i > 0 {
+				sig = sig[:i] + ",signature=..."
+			}
+			p("     Signature: %s", sig)
+			p("     Digest: %s  X-Request-ID: %s", rec[len(rec)-1].Header.Get("Digest"), rec[len(rec)-1].Header.Get("X-Request-ID"))
+		}
+	}
+
 	resp, err := app.Get("http://example.com/")
 	if err == nil {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		p("  %-52s %d %s", "5. a host with no route: http://example.com/", resp.StatusCode, strings.TrimSpace(string(b)))
+		p("  %-52s %d %s", "6. a host with no route: http://example.com/", resp.StatusCode, strings.TrimSpace(string(b)))
 	}
 
 	st := emu.Stats()
