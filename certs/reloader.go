@@ -22,6 +22,9 @@ type Reloader struct {
 	Now      func() time.Time
 	// OnResult, if set, is called after each reload attempt that found a change.
 	OnResult func(ok bool)
+	// Validate, if set, must accept new material before it is stored (e.g.
+	// the signer checking the key can do the configured algorithm).
+	Validate func(*tls.Certificate) error
 
 	version    string
 	badVersion string
@@ -36,6 +39,11 @@ func (r *Reloader) Load(ctx context.Context) error {
 	}
 	if err := Check(c, r.now()); err != nil {
 		return fmt.Errorf("%s: %w", r.Source, err)
+	}
+	if r.Validate != nil {
+		if err := r.Validate(c); err != nil {
+			return err
+		}
 	}
 	r.version = v
 	r.Holder.Store(c)
@@ -58,6 +66,9 @@ func (r *Reloader) Poll(ctx context.Context) (bool, error) {
 	}
 	if err == nil {
 		err = Check(c, r.now())
+	}
+	if err == nil && r.Validate != nil {
+		err = r.Validate(c)
 	}
 	if err != nil {
 		if v != r.badVersion {

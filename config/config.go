@@ -9,6 +9,7 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/signer"
 )
 
 // Defaults.
@@ -16,7 +17,9 @@ const (
 	DefaultProxyAddr     = "127.0.0.1:8080"
 	DefaultAdminAddr     = "127.0.0.1:9090"
 	DefaultMaxBodyBytes  = 10 << 20
+	DefaultMaxConns      = 256
 	DefaultShutdownGrace = 20 * time.Second
+	DefaultExpiryWarning = 30 * 24 * time.Hour
 	DefaultReload        = 30 * time.Second
 	DefaultSkew          = 30 * time.Second
 	DefaultMaxWait       = 10 * time.Second
@@ -31,8 +34,28 @@ type Config struct {
 	Listen Listen `yaml:"listen"`
 	// ShutdownGrace is how long SIGTERM waits for in-flight requests.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
-	Log           Log           `yaml:"log"`
-	Routes        []Route       `yaml:"routes"`
+	// CertificateExpiryWarning logs a warning for any certificate that
+	// expires within this window (checked at start-up and hourly).
+	CertificateExpiryWarning time.Duration `yaml:"certificate_expiry_warning"`
+	Log                      Log           `yaml:"log"`
+	// Callers are the identities apps present in Proxy-Authorization (Basic)
+	// when a gateway shares tokenproxy between apps; routes name them in allow.callers.
+	Callers []Caller `yaml:"callers"`
+	Routes  []Route  `yaml:"routes"`
+}
+
+// Caller is one app allowed to use a shared gateway, by name and password.
+type Caller struct {
+	Name     string     `yaml:"name"`
+	Password secret.Ref `yaml:"password"`
+}
+
+// Allow restricts who may use a route: the source address must be in one of
+// CIDRs (when given) and the caller must authenticate as one of Callers
+// (when given). Required on every route when the proxy listens beyond loopback.
+type Allow struct {
+	CIDRs   []string `yaml:"cidrs"`
+	Callers []string `yaml:"callers"`
 }
 
 // Listen holds the listener addresses.
@@ -63,11 +86,36 @@ type Route struct {
 	// Listen, if set, is a local address bound to this route alone.
 	Listen string `yaml:"listen"`
 	// MaxBodyBytes limits request bodies (413 past it).
-	MaxBodyBytes int64             `yaml:"max_body_bytes"`
-	TLS          TLS               `yaml:"tls"`
-	ClientCert   ClientCertificate `yaml:"client_certificate"`
-	Token        *Token            `yaml:"token"`
-	Timeouts     Timeouts          `yaml:"timeouts"`
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxConnections caps concurrent connections to the upstream host;
+	// requests beyond it wait for a free connection.
+	MaxConnections int               `yaml:"max_connections"`
+	TLS            TLS               `yaml:"tls"`
+	ClientCert     ClientCertificate `yaml:"client_certificate"`
+	Token          *Token            `yaml:"token"`
+	Timeouts       Timeouts          `yaml:"timeouts"`
+	// Allow restricts which callers may use the route (gateway mode).
+	Allow *Allow `yaml:"allow"`
+	// Signing, when set, signs every request on the route.
+	Signing *Signing `yaml:"signing"`
+	// Check configures the probe request of `tokenproxy check`.
+	Check Check `yaml:"check"`
+}
+
+// Signing is a route's request-signing block: the signer's options (profile,
+// algorithm, key_id, ...) and where the signing key and certificate (the
+// QSealC, apart from the TLS client certificate) come from.
+type Signing struct {
+	signer.Options `yaml:",inline"`
+	// Key is the signing key and its certificate, loaded and rotated like a
+	// client certificate.
+	Key ClientCertificate `yaml:"key"`
+}
+
+// Check is the probe request `tokenproxy check` sends through the route.
+type Check struct {
+	// Path is requested with GET (with the token attached); presets give one.
+	Path string `yaml:"path"`
 }
 
 // TLS configures how the upstream's certificate is verified.

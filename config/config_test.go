@@ -64,7 +64,7 @@ func TestErrors(t *testing.T) {
 		want []string
 	}{
 		{"empty", ``, []string{"empty"}},
-		{"unknown top-level key", "routs: []", []string{`line 1: unknown key "routs" in the top level`, "allowed keys: listen, log, routes, shutdown_grace"}},
+		{"unknown top-level key", "routs: []", []string{`line 1: unknown key "routs" in the top level`, "allowed keys: callers, certificate_expiry_warning, listen, log, routes, shutdown_grace"}},
 		{"unknown nested key", strings.Replace(bankingCircle, "username:", "user:", 1), []string{`unknown key "user" in token`, "username"}},
 		{"bad duration", bankingCircle + "    timeouts: {upstream: 30x}\n", []string{`"30x" is not a duration such as 30s`}},
 		{"no routes", "listen: {proxy: 127.0.0.1:8080}", []string{"routes: no routes"}},
@@ -95,8 +95,24 @@ func TestErrors(t *testing.T) {
 	}
 }
 
-func TestGatewayModeAllowed(t *testing.T) {
-	if _, err := Parse([]byte("listen: {proxy: 0.0.0.0:8080, allow_non_loopback: true}\n" + bankingCircle)); err != nil {
+func TestGatewayMode(t *testing.T) {
+	gw := "listen: {proxy: 0.0.0.0:8080, allow_non_loopback: true}\ncallers: [{name: payments, password: {env: P}}]\n" + bankingCircle
+	if _, err := Parse([]byte(gw + "    allow: {cidrs: [10.0.0.0/8], callers: [payments]}\n")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ extra, want string }{
+		{"", "routes[0](bankingcircle).allow: missing; the proxy listens beyond loopback"},
+		{"    allow: {callers: [billing]}\n", `allow.callers[0]: "billing" is not defined in callers:`},
+		{"    allow: {cidrs: [10.0.0.0/33]}\n", `allow.cidrs[0]: "10.0.0.0/33" is not a CIDR`},
+		{"    allow: {}\n", "allow: empty"},
+	} {
+		_, err := Parse([]byte(gw + tc.extra))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("%q: %v; want %q", tc.extra, err, tc.want)
+		}
+	}
+	// The admin listener may bind beyond loopback by itself: probes and scrapes need it.
+	if _, err := Parse([]byte("listen: {admin: 0.0.0.0:9090}\n" + bankingCircle)); err != nil {
 		t.Fatal(err)
 	}
 }

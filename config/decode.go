@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tokenproxy/tokenproxy/signer"
 )
 
 // LoadFile reads, decodes, defaults and validates a configuration file.
@@ -77,6 +79,10 @@ var typeLabels = map[string]reflect.Type{
 	"config.Token":             reflect.TypeFor[Token](),
 	"config.RateLimit":         reflect.TypeFor[RateLimit](),
 	"config.Timeouts":          reflect.TypeFor[Timeouts](),
+	"config.Check":             reflect.TypeFor[Check](),
+	"config.Allow":             reflect.TypeFor[Allow](),
+	"config.Caller":            reflect.TypeFor[Caller](),
+	"config.Signing":           reflect.TypeFor[signingKeys](),
 	"secret.Ref": reflect.TypeFor[struct {
 		Env   string `yaml:"env"`
 		File  string `yaml:"file"`
@@ -93,7 +99,7 @@ var blockNames = map[string]string{
 	"config.Config": "the top level", "config.Listen": "listen", "config.Log": "log", "config.Route": "a route",
 	"config.TLS": "tls", "config.ClientCertificate": "client_certificate", "config.PKCS12": "client_certificate.pkcs12",
 	"config.PEM": "client_certificate.pem", "config.Token": "token", "config.RateLimit": "token.rate_limit",
-	"config.Timeouts": "timeouts", "secret.Ref": "a secret reference", "secret.VaultRef": "a vault secret reference",
+	"config.Timeouts": "timeouts", "config.Check": "check", "config.Allow": "allow", "config.Caller": "a caller", "config.Signing": "signing", "secret.Ref": "a secret reference", "secret.VaultRef": "a vault secret reference",
 }
 
 // explainYAML rewrites the YAML decoder's messages into ones that name the
@@ -145,7 +151,11 @@ func yamlKeys(t reflect.Type) []string {
 	var keys []string
 	for i := 0; i < t.NumField(); i++ {
 		tag := t.Field(i).Tag.Get("yaml")
-		name, _, _ := strings.Cut(tag, ",")
+		name, opts, _ := strings.Cut(tag, ",")
+		if opts == "inline" && t.Field(i).Type.Kind() == reflect.Struct {
+			keys = append(keys, yamlKeys(t.Field(i).Type)...)
+			continue
+		}
 		if name == "" || name == "-" {
 			continue
 		}
@@ -153,4 +163,11 @@ func yamlKeys(t reflect.Type) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// signingKeys lists the keys of a signing: block (the inlined signer options
+// and key) for error messages.
+type signingKeys struct {
+	signer.Options `yaml:",inline"`
+	Key            string `yaml:"key"`
 }

@@ -9,6 +9,7 @@ type Preset struct {
 	Upstream    string
 	TokenType   string
 	TokenURL    string
+	CheckPath   string
 }
 
 // Presets are the APIs tokenproxy knows by name. The Banking Circle URLs are
@@ -21,6 +22,7 @@ var Presets = map[string]Preset{
 		Upstream:    "https://sandbox.bankingcircleconnect.com",
 		TokenType:   TokenBasicGet,
 		TokenURL:    "https://authorizationsandbox.bankingcircleconnect.com/api/v1/authorizations/authorize",
+		CheckPath:   "/api/v1/accounts?PageNumber=1&PageSize=1",
 	},
 	"bankingcircle-production": {
 		Description: "Banking Circle production",
@@ -28,6 +30,7 @@ var Presets = map[string]Preset{
 		Upstream:    "https://www.bankingcircleconnect.com",
 		TokenType:   TokenBasicGet,
 		TokenURL:    "https://authorization.bankingcircleconnect.com/api/v1/authorizations/authorize",
+		CheckPath:   "/api/v1/accounts?PageNumber=1&PageSize=1",
 	},
 }
 
@@ -58,6 +61,9 @@ func (r *Route) applyPreset() {
 	}
 	if r.Upstream == "" {
 		r.Upstream = p.Upstream
+	}
+	if r.Check.Path == "" {
+		r.Check.Path = p.CheckPath
 	}
 	if p.TokenURL != "" {
 		if r.Token == nil {

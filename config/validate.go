@@ -34,6 +34,9 @@ func (c *Config) ApplyDefaults() {
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = DefaultShutdownGrace
 	}
+	if c.CertificateExpiryWarning == 0 {
+		c.CertificateExpiryWarning = DefaultExpiryWarning
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -49,8 +52,14 @@ func (c *Config) ApplyDefaults() {
 		if r.MaxBodyBytes == 0 {
 			r.MaxBodyBytes = DefaultMaxBodyBytes
 		}
+		if r.MaxConnections == 0 {
+			r.MaxConnections = DefaultMaxConns
+		}
 		if r.ClientCert.ReloadInterval == 0 {
 			r.ClientCert.ReloadInterval = DefaultReload
+		}
+		if r.Signing != nil && r.Signing.Key.ReloadInterval == 0 {
+			r.Signing.Key.ReloadInterval = DefaultReload
 		}
 		if r.Timeouts.Upstream == 0 {
 			r.Timeouts.Upstream = DefaultUpstream
@@ -97,13 +106,37 @@ func (c *Config) Validate() error {
 		if !isLoopback(host) && !c.Listen.AllowNonLoopback {
 			add(path, "%q listens beyond loopback; set listen.allow_non_loopback: true for gateway mode (and restrict callers), or use 127.0.0.1", addr)
 		}
-		if other, dup := addrs[addr]; dup {
+		if other, dup := addrs[addr]; dup && port != "0" {
 			add(path, "%q is also used by %s; give each listener its own port", addr, other)
 		}
 		addrs[addr] = path
 	}
 	checkAddr("listen.proxy", c.Listen.Proxy)
+	// The admin listener carries no credential and no secret, and kubelet
+	// probes and Prometheus reach it on the pod's address: it may bind beyond
+	// loopback without gateway mode.
+	adminAllowed := c.Listen.AllowNonLoopback
+	c.Listen.AllowNonLoopback = true
 	checkAddr("listen.admin", c.Listen.Admin)
+	c.Listen.AllowNonLoopback = adminAllowed
+	gateway := false
+	if host, _, err := net.SplitHostPort(c.Listen.Proxy); err == nil && c.Listen.Proxy != "off" && !isLoopback(host) {
+		gateway = true
+	}
+	callers := map[string]bool{}
+	for i, cl := range c.Callers {
+		cp := fmt.Sprintf("callers[%d]", i)
+		switch {
+		case cl.Name == "":
+			add(cp+".name", "missing; name the app, e.g. name: payments")
+		case callers[cl.Name]:
+			add(cp+".name", "%q is listed twice", cl.Name)
+		case strings.ContainsAny(cl.Name, ": "):
+			add(cp+".name", "%q must not contain ':' or spaces (it is the Basic user name)", cl.Name)
+		}
+		callers[cl.Name] = true
+		checkRef(&errs, cp+".password", cl.Password)
+	}
 	if c.ShutdownGrace < 0 {
 		add("shutdown_grace", "must not be negative")
 	}
@@ -171,34 +204,50 @@ func (c *Config) Validate() error {
 		if r.Listen != "" {
 			checkAddr(p+".listen", r.Listen)
 		}
+		if r.MaxConnections < 0 {
+			add(p+".max_connections", "must not be negative (0 takes the default, %d)", DefaultMaxConns)
+		}
 		if r.MaxBodyBytes < 0 {
 			add(p+".max_body_bytes", "must not be negative")
 		}
 		if r.Timeouts.Upstream < 0 || r.Timeouts.Dial < 0 {
 			add(p+".timeouts", "durations must not be negative")
 		}
-		cc := r.ClientCert
-		switch {
-		case cc.Source != nil:
-		case cc.PKCS12 != nil && cc.PEM != nil:
-			add(p+".client_certificate", "set pkcs12 or pem, not both")
-		case cc.PKCS12 != nil:
-			if cc.PKCS12.File == "" {
-				add(p+".client_certificate.pkcs12.file", "missing; give the path of the .pfx/.p12 file")
+		validateCertBlock(&errs, p+".client_certificate", r.ClientCert, strings.HasPrefix(r.Preset, "bankingcircle"))
+		if r.Listen != "" {
+			if host, _, err := net.SplitHostPort(r.Listen); err == nil && !isLoopback(host) && r.Allow == nil {
+				add(p+".allow", "missing; route %s listens beyond loopback, so say who may use it: allow: {cidrs: [10.0.0.0/8]} and/or allow: {callers: [app]}", r.Name)
 			}
-			checkRef(&errs, p+".client_certificate.pkcs12.passcode", cc.PKCS12.Passcode)
-		case cc.PEM != nil:
-			if cc.PEM.CertFile == "" {
-				add(p+".client_certificate.pem.cert_file", "missing; give the path of the PEM certificate")
-			}
-			if cc.PEM.KeyFile == "" {
-				add(p+".client_certificate.pem.key_file", "missing; give the path of the PEM private key")
-			}
-		case strings.HasPrefix(r.Preset, "bankingcircle"):
-			add(p+".client_certificate", "missing; Banking Circle requires the M2M certificate: pkcs12: {file: client.pfx, passcode: {env: PFX_PASSCODE}}")
 		}
-		if cc.ReloadInterval < 0 {
-			add(p+".client_certificate.reload_interval", "must not be negative (0 takes the default)")
+		if r.Allow == nil && gateway {
+			add(p+".allow", "missing; the proxy listens beyond loopback (gateway mode), so every route must say who may use it: allow: {cidrs: [10.0.0.0/8]} and/or allow: {callers: [app]}")
+		}
+		if a := r.Allow; a != nil {
+			if len(a.CIDRs) == 0 && len(a.Callers) == 0 {
+				add(p+".allow", "empty; give cidrs, callers or both")
+			}
+			for j, cidr := range a.CIDRs {
+				if _, err := netip.ParsePrefix(cidr); err != nil {
+					if _, err2 := netip.ParseAddr(cidr); err2 != nil {
+						add(fmt.Sprintf("%s.allow.cidrs[%d]", p, j), "%q is not a CIDR prefix (10.0.0.0/8) or address", cidr)
+					}
+				}
+			}
+			for j, name := range a.Callers {
+				if !callers[name] {
+					add(fmt.Sprintf("%s.allow.callers[%d]", p, j), "%q is not defined in callers:; add {name: %s, password: {file: ...}}", name, name)
+				}
+			}
+		}
+		if sg := r.Signing; sg != nil {
+			if sg.Profile == "" {
+				add(p+".signing.profile", "missing; one of berlin-group, stet, custom, rfc9421")
+			}
+			if sg.Key.Source == nil && sg.Key.PKCS12 == nil && sg.Key.PEM == nil {
+				add(p+".signing.key", "missing; the signing key and certificate (QSealC): pkcs12: {file, passcode} or pem: {cert_file, key_file}")
+			} else {
+				validateCertBlock(&errs, p+".signing.key", sg.Key, false)
+			}
 		}
 		if t := r.Token; t != nil {
 			tp := p + ".token"
@@ -258,4 +307,33 @@ func validHost(h string) bool {
 		return true
 	}
 	return len(h) <= 253 && hostRE.MatchString(h)
+}
+
+// validateCertBlock checks a client_certificate or signing.key block.
+func validateCertBlock(errs *[]error, path string, cc ClientCertificate, required bool) {
+	add := func(p, format string, a ...any) {
+		*errs = append(*errs, &FieldError{Path: p, Msg: fmt.Sprintf(format, a...)})
+	}
+	switch {
+	case cc.Source != nil:
+	case cc.PKCS12 != nil && cc.PEM != nil:
+		add(path, "set pkcs12 or pem, not both")
+	case cc.PKCS12 != nil:
+		if cc.PKCS12.File == "" {
+			add(path+".pkcs12.file", "missing; give the path of the .pfx/.p12 file")
+		}
+		checkRef(errs, path+".pkcs12.passcode", cc.PKCS12.Passcode)
+	case cc.PEM != nil:
+		if cc.PEM.CertFile == "" {
+			add(path+".pem.cert_file", "missing; give the path of the PEM certificate")
+		}
+		if cc.PEM.KeyFile == "" {
+			add(path+".pem.key_file", "missing; give the path of the PEM private key")
+		}
+	case required:
+		add(path, "missing; Banking Circle requires the M2M certificate: pkcs12: {file: client.pfx, passcode: {env: PFX_PASSCODE}}")
+	}
+	if cc.ReloadInterval < 0 {
+		add(path+".reload_interval", "must not be negative (0 takes the default)")
+	}
 }

@@ -69,6 +69,10 @@ func (b *BasicGet) Fetch(ctx context.Context) (*Token, error) {
 		return nil, &FetchError{Status: resp.StatusCode, Reason: "reading the response", Err: err}
 	}
 	now := time.Now()
+	excerpt := ""
+	if resp.StatusCode != http.StatusOK {
+		excerpt = string(body[:min(len(body), 300)])
+	}
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests:
 		d, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), now)
@@ -79,11 +83,11 @@ func (b *BasicGet) Fetch(ctx context.Context) (*Token, error) {
 		}
 		return nil, &ThrottledError{RetryAfter: d, Reason: "the token endpoint answered 429 Too Many Requests"}
 	case resp.StatusCode == http.StatusUnauthorized:
-		return nil, &FetchError{Status: resp.StatusCode, Reason: "the token endpoint rejected the username or password"}
+		return nil, &FetchError{Status: resp.StatusCode, Reason: "the token endpoint rejected the username or password", Excerpt: excerpt}
 	case resp.StatusCode == http.StatusForbidden:
-		return nil, &FetchError{Status: resp.StatusCode, Reason: "the token endpoint refused this client (is the egress IP whitelisted?)"}
+		return nil, &FetchError{Status: resp.StatusCode, Reason: "the token endpoint refused this client (is the egress IP whitelisted?)", Excerpt: excerpt}
 	case resp.StatusCode != http.StatusOK:
-		return nil, &FetchError{Status: resp.StatusCode, Reason: "the token endpoint answered " + http.StatusText(resp.StatusCode)}
+		return nil, &FetchError{Status: resp.StatusCode, Reason: "the token endpoint answered " + http.StatusText(resp.StatusCode), Excerpt: excerpt}
 	}
 	tok, err := ParseResponse(body, now, b.DefaultTTL)
 	if err != nil {

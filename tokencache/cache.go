@@ -123,9 +123,14 @@ func (c *Cache) slow(ctx context.Context) (*Token, Outcome, error) {
 	}
 	c.mu.Unlock()
 
+	// A caller waits at most for the whole fetch (limiter wait plus the request).
+	t := time.NewTimer(c.opts.MaxWait + c.opts.FetchTimeout)
+	defer t.Stop()
 	select {
 	case <-cl.done:
 		return cl.tok, Fetched, cl.err
+	case <-t.C:
+		return nil, Fetched, &ThrottledError{RetryAfter: time.Second, Reason: "the token request did not complete in time"}
 	case <-ctx.Done():
 		retry := time.Second
 		if d := c.lim.BackoffRemaining(); d > retry {
@@ -142,6 +147,9 @@ func (c *Cache) Invalidate(t *Token) {
 		c.cur.CompareAndSwap(t, nil)
 	}
 }
+
+// Source returns the cache's token source (for diagnostics).
+func (c *Cache) Source() Source { return c.src }
 
 // Current returns the cached token, valid or not, or nil.
 func (c *Cache) Current() *Token { return c.cur.Load() }

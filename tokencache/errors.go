@@ -24,6 +24,10 @@ type FetchError struct {
 	Status int
 	Reason string
 	Err    error
+	// Excerpt is the start of a non-2xx answer's body, for operator
+	// diagnostics (`tokenproxy check`) only: it is never logged by the cache
+	// nor sent to an app, since an endpoint might echo what it received.
+	Excerpt string
 }
 
 func (e *FetchError) Error() string {

@@ -3,17 +3,11 @@
 package main
 
 import (
-	"fmt"
 	"os"
 
-	"github.com/tokenproxy/tokenproxy/internal/version"
+	"github.com/tokenproxy/tokenproxy/internal/cli"
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "version" {
-		fmt.Println(version.String())
-		return
-	}
-	fmt.Fprintln(os.Stderr, "usage: tokenproxy version")
-	os.Exit(2)
+	os.Exit(cli.Execute(os.Args[1:]))
 }

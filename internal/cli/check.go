@@ -1,0 +1,46 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tokenproxy/tokenproxy/diagnose"
+)
+
+func (e *env) checkCommand() *cobra.Command {
+	var path, route string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "check --config FILE [--route NAME]",
+		Short: "Diagnose each route live: files, passcode, certificate, DNS, TCP, TLS, token, probe request",
+		Long: `check runs every step a request depends on, against the real provider, and prints
+one line per step with a verdict and, when a step fails, the fix. The exit status
+is 0 when every step passed, 1 when the worst was a warning, 2 when a step failed.
+It prints no secret.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := e.loadConfig(path)
+			if err != nil {
+				return err
+			}
+			rep, err := diagnose.Run(e.context(), cfg, route, cmd.OutOrStdout(), diagnose.Options{Timeout: timeout})
+			if err != nil {
+				return &ExitError{Code: ExitUsage, Err: err}
+			}
+			switch rep.Worst {
+			case diagnose.Fail:
+				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("check failed")}
+			case diagnose.Warn:
+				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("check passed with warnings")}
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "all checks passed")
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "", "configuration file")
+	cmd.Flags().StringVar(&route, "route", "", "check only this route")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "timeout of each network step")
+	return cmd
+}

@@ -1,0 +1,264 @@
+// Package cli builds tokenproxy's command tree. NewCommand returns a fresh
+// tree with no package-level state, so tests can run commands in-process
+// with their own output and logger.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/tokenproxy/tokenproxy/admin"
+	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/internal/version"
+	"github.com/tokenproxy/tokenproxy/metrics"
+	"github.com/tokenproxy/tokenproxy/proxy"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1 // a runtime failure
+	ExitConfig  = 2 // the configuration or its credentials are not usable
+	ExitUsage   = 64
+)
+
+// ExitError carries the process exit code with the error.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// Option adjusts a command tree (tests inject output and a logger).
+type Option func(*env)
+
+// WithOutput sets stdout and stderr.
+func WithOutput(stdout, stderr io.Writer) Option {
+	return func(e *env) { e.stdout, e.stderr = stdout, stderr }
+}
+
+// WithLogger makes commands log to l instead of building a logger from the configuration.
+func WithLogger(l *zap.Logger) Option { return func(e *env) { e.logger = l } }
+
+// WithContext sets the context commands run under (cancel it to stop `run`).
+func WithContext(ctx context.Context) Option { return func(e *env) { e.ctx = ctx } }
+
+type env struct {
+	stdout, stderr io.Writer
+	logger         *zap.Logger
+	ctx            context.Context
+	logLevel       string
+	logFormat      string
+}
+
+// NewCommand returns the root command.
+func NewCommand(opts ...Option) *cobra.Command {
+	e := &env{stdout: os.Stdout, stderr: os.Stderr}
+	for _, o := range opts {
+		o(e)
+	}
+	root := &cobra.Command{
+		Use:   "tokenproxy",
+		Short: "A credential and token broker for mTLS, bearer-token and signed-request APIs",
+		Long: `tokenproxy runs beside an app (or as a cluster's egress gateway) and lets it call
+APIs that demand a client certificate, short-lived bearer tokens and signed
+requests, with plain HTTP. The app holds no certificate, password, token or key.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "", "log level: debug, info, warn, error (overrides log.level)")
+	root.PersistentFlags().StringVar(&e.logFormat, "log-format", "", "log format: json or console (overrides log.format)")
+	root.AddCommand(e.runCommand(), e.validateCommand(), e.checkCommand(), e.versionCommand(), e.demoCommand())
+	return root
+}
+
+// Execute runs the command tree with args and returns the process exit code,
+// printing the error to stderr.
+func Execute(args []string, opts ...Option) int {
+	cmd := NewCommand(opts...)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	w := cmd.ErrOrStderr()
+	fmt.Fprintln(w, "tokenproxy: "+strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		return ee.Code
+	}
+	if strings.Contains(err.Error(), "unknown command") || strings.Contains(err.Error(), "flag") {
+		return ExitUsage
+	}
+	return ExitFailure
+}
+
+func (e *env) context() context.Context {
+	if e.ctx != nil {
+		return e.ctx
+	}
+	return context.Background()
+}
+
+func (e *env) versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintln(cmd.OutOrStdout(), version.String())
+			return nil
+		},
+	}
+}
+
+func (e *env) loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return nil, &ExitError{Code: ExitUsage, Err: errors.New("--config is required")}
+	}
+	cfg, err := config.LoadFile(path)
+	if err != nil {
+		return nil, &ExitError{Code: ExitConfig, Err: fmt.Errorf("configuration is invalid:\n%w", err)}
+	}
+	if e.logLevel != "" {
+		cfg.Log.Level = e.logLevel
+	}
+	if e.logFormat != "" {
+		cfg.Log.Format = e.logFormat
+	}
+	return cfg, nil
+}
+
+func (e *env) buildLogger(cfg config.Log) (*zap.Logger, error) {
+	if e.logger != nil {
+		return e.logger, nil
+	}
+	return NewLogger(e.stderr, cfg.Level, cfg.Format)
+}
+
+// NewLogger returns a zap logger writing to w at level in format json or console.
+func NewLogger(w io.Writer, level, format string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("log level: %w", err)
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.TimeKey = "ts"
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if format == "console" {
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	} else {
+		enc = zapcore.NewJSONEncoder(ec)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
+}
+
+func (e *env) validateCommand() *cobra.Command {
+	var path string
+	var skipCredentials bool
+	cmd := &cobra.Command{
+		Use:   "validate --config FILE",
+		Short: "Check the configuration and load every credential it names, without serving",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := e.loadConfig(path)
+			if err != nil {
+				return err
+			}
+			if skipCredentials {
+				fmt.Fprintf(cmd.OutOrStdout(), "configuration OK (%d routes; credentials not loaded)\n", len(cfg.Routes))
+				return nil
+			}
+			log, err := e.buildLogger(cfg.Log)
+			if err != nil {
+				return &ExitError{Code: ExitConfig, Err: err}
+			}
+			srv, err := proxy.New(e.context(), cfg, proxy.Options{Log: log})
+			if err != nil {
+				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
+			}
+			for _, r := range srv.Routes() {
+				line := fmt.Sprintf("route %s: %s -> %s", r.Name, strings.Join(r.Hosts, ", "), r.Upstream)
+				if r.ClientCert != nil {
+					c := r.ClientCert.Load()
+					line += fmt.Sprintf("; client certificate %q valid until %s", c.Leaf.Subject.CommonName, c.Leaf.NotAfter.UTC().Format("2006-01-02"))
+				}
+				if r.Tokens != nil {
+					line += "; token credentials present"
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), line)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "configuration OK")
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "", "configuration file")
+	cmd.Flags().BoolVar(&skipCredentials, "skip-credentials", false, "check the schema and fields only; do not load certificates or read secrets (for CI on manifests whose secrets exist only in the cluster)")
+	return cmd
+}
+
+func (e *env) runCommand() *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "run --config FILE",
+		Short: "Serve the forward proxy, the routes' local ports and the admin endpoint",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := e.loadConfig(path)
+			if err != nil {
+				return err
+			}
+			log, err := e.buildLogger(cfg.Log)
+			if err != nil {
+				return &ExitError{Code: ExitConfig, Err: err}
+			}
+			defer func() { _ = log.Sync() }()
+			ctx, stop := signal.NotifyContext(e.context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return Serve(ctx, cfg, log)
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "", "configuration file")
+	return cmd
+}
+
+// Serve builds the server for cfg and serves until ctx ends, then drains.
+func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	m := metrics.New()
+	srv, err := proxy.New(ctx, cfg, proxy.Options{
+		Log:      log,
+		Observer: m,
+		Build:    proxy.BuildOptions{TokenObserver: m, OnReload: m.Reload},
+		Admin:    func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) },
+	})
+	if err != nil {
+		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
+	}
+	for _, r := range srv.Routes() {
+		for _, hc := range r.Certificates() {
+			m.WatchCertificate(r.Name, hc.Kind, hc.Holder.Load)
+		}
+	}
+	if err := srv.Listen(); err != nil {
+		return &ExitError{Code: ExitFailure, Err: err}
+	}
+	log.Info("tokenproxy started", zap.String("version", version.String()), zap.Int("routes", len(srv.Routes())))
+	return srv.Serve(ctx)
+}

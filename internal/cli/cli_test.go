@@ -1,0 +1,177 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/cli"
+	"github.com/tokenproxy/tokenproxy/internal/testlog"
+	"github.com/tokenproxy/tokenproxy/internal/testpki"
+)
+
+const passcode = "correct-passcode-91x"
+
+type fixture struct {
+	dir, pfx, passFile string
+	ca                 *testpki.CA
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ca, err := testpki.NewCA("cli test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{dir: t.TempDir(), ca: ca}
+	c, err := ca.IssueClient("cli-client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := testpki.WriteFiles(f.dir, "client", c, passcode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.pfx = files.PFX
+	f.passFile = filepath.Join(f.dir, "passcode")
+	write(t, f.passFile, passcode)
+	write(t, filepath.Join(f.dir, "user"), "user-abc")
+	write(t, filepath.Join(f.dir, "pass"), "password-xyz-123")
+	return f
+}
+
+func write(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) config(t *testing.T, clientCert string) string {
+	t.Helper()
+	p := filepath.Join(f.dir, "tokenproxy.yaml")
+	write(t, p, fmt.Sprintf(`
+listen: {proxy: 127.0.0.1:0, admin: 127.0.0.1:0}
+routes:
+  - name: bankingcircle
+    preset: bankingcircle-sandbox
+    client_certificate:
+%s
+    token:
+      username: {file: %s/user}
+      password: {file: %s/pass}
+`, clientCert, f.dir, f.dir))
+	return p
+}
+
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	log, logs := testlog.New(t)
+	logs.ForbidStrings(passcode, "password-xyz-123", "wrong-passcode-77")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	code := cli.Execute(args, cli.WithOutput(&out, &errb), cli.WithLogger(log), cli.WithContext(ctx))
+	for _, s := range []string{passcode, "password-xyz-123", "wrong-passcode-77"} {
+		if strings.Contains(out.String()+errb.String(), s) {
+			t.Fatalf("a secret was printed:\n%s%s", out.String(), errb.String())
+		}
+	}
+	return code, out.String(), errb.String()
+}
+
+func TestValidateAndStartupErrors(t *testing.T) {
+	f := newFixture(t)
+	other, _ := f.ca.IssueClient("other")
+	_, otherKey, _ := testpki.EncodePEM(other)
+	mine, _ := f.ca.IssueClient("mine")
+	mineCert, _, _ := testpki.EncodePEM(mine)
+	write(t, filepath.Join(f.dir, "mismatch.crt"), string(mineCert))
+	write(t, filepath.Join(f.dir, "mismatch.key"), string(otherKey))
+	now := time.Now()
+	old, _ := f.ca.IssueClient("old", testpki.WithValidity(now.Add(-72*time.Hour), now.Add(-24*time.Hour)))
+	oldFiles, _ := testpki.WriteFiles(f.dir, "old", old, passcode)
+	write(t, filepath.Join(f.dir, "wrongpass"), "wrong-passcode-77")
+
+	pkcs12 := func(file, pass string) string {
+		return fmt.Sprintf("      pkcs12: {file: %s, passcode: {file: %s}}", file, pass)
+	}
+	tests := []struct {
+		name, cert string
+		code       int
+		want       []string
+	}{
+		{"valid", pkcs12(f.pfx, f.passFile), 0, []string{"route bankingcircle", "configuration OK"}},
+		{"wrong passcode", pkcs12(f.pfx, filepath.Join(f.dir, "wrongpass")), 2,
+			[]string{"routes[0](bankingcircle).client_certificate.pkcs12.passcode", "passcode is wrong"}},
+		{"missing file", pkcs12(filepath.Join(f.dir, "nope.pfx"), f.passFile), 2,
+			[]string{"client_certificate.pkcs12", "nope.pfx", "does not exist"}},
+		{"key mismatch", fmt.Sprintf("      pem: {cert_file: %s/mismatch.crt, key_file: %s/mismatch.key}", f.dir, f.dir), 2,
+			[]string{"client_certificate.pem", "private key does not match"}},
+		{"expired", pkcs12(oldFiles.PFX, f.passFile), 2,
+			[]string{"client_certificate", "expired on", "renewed"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := f.config(t, tc.cert)
+			for _, cmd := range []string{"validate", "run"} {
+				if cmd == "run" && tc.code == 0 {
+					continue
+				}
+				code, out, errOut := run(t, cmd, "--config", cfg)
+				if code != tc.code {
+					t.Fatalf("%s: exit %d, want %d\n%s%s", cmd, code, tc.code, out, errOut)
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(out+errOut, w) {
+						t.Fatalf("%s: output lacks %q:\n%s%s", cmd, w, out, errOut)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestConfigErrorsExit2(t *testing.T) {
+	f := newFixture(t)
+	p := filepath.Join(f.dir, "bad.yaml")
+	write(t, p, "routes:\n  - name: x\n    preset: bankingcircle-sandbox\n    tokn: {}\n")
+	code, _, errOut := run(t, "validate", "--config", p)
+	if code != 2 || !strings.Contains(errOut, `unknown key "tokn" in a route`) {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	code, _, errOut = run(t, "validate", "--config", filepath.Join(f.dir, "missing.yaml"))
+	if code != 2 || !strings.Contains(errOut, "missing.yaml") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if code, _, _ := run(t, "validate"); code != cli.ExitUsage {
+		t.Fatalf("no --config: exit %d", code)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := run(t, "version")
+	if code != 0 || !strings.HasPrefix(out, "tokenproxy ") {
+		t.Fatalf("%d %q", code, out)
+	}
+}
+
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("demo takes a few seconds")
+	}
+	code, out, errOut := run(t, "demo")
+	if code != 0 {
+		t.Fatalf("demo exit %d\n%s%s", code, out, errOut)
+	}
+	for _, w := range []string{"20 x 200   token requests sent: 1", "10 x 200   token requests sent: 0   cache hits: 10", "has expired", "403", "accepted by the bank's signature check: 1, rejected: 0", "Summary: 41 requests served, 3 tokens fetched"} {
+		if !strings.Contains(out, w) {
+			t.Fatalf("demo report lacks %q:\n%s", w, out)
+		}
+	}
+}

@@ -1,0 +1,287 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/tokenproxy/tokenproxy/certs"
+	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
+	"github.com/tokenproxy/tokenproxy/emulator/berlingroup"
+	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/signer"
+)
+
+func (e *env) demoCommand() *cobra.Command {
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run tokenproxy end to end against a built-in Banking Circle emulator (no credentials needed)",
+		Long: `demo makes a CA and certificates in memory, starts an emulator of Banking Circle's
+API and authorization hosts (mTLS required, short-lived tokens), starts tokenproxy
+in front of it, and sends requests through it with Go's stock HTTP client set up
+only by HTTP_PROXY. It prints what happened. Nothing leaves this machine.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDemo(e.context(), cmd.OutOrStdout(), verbose, e.stderr)
+		},
+	}
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "also print tokenproxy's log lines (stderr)")
+	return cmd
+}
+
+const demoTTL = 3 * time.Second
+
+// demoObserver counts token-cache events for the report.
+type demoObserver struct{ hits, fetches atomic.Int64 }
+
+func (o *demoObserver) TokenHit(string)                          { o.hits.Add(1) }
+func (o *demoObserver) TokenFetch(string, string, time.Duration) { o.fetches.Add(1) }
+func (o *demoObserver) LimiterWait(string, time.Duration)        {}
+func (o *demoObserver) TokenThrottled(string)                    {}
+
+func runDemo(ctx context.Context, out io.Writer, verbose bool, logw io.Writer) error {
+	p := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
+	p("tokenproxy demo: Banking Circle end to end, on this machine only\n")
+
+	// Certificates, made in memory: a CA, the bank's server certificate and the
+	// M2M client certificate, delivered as a passcode-protected PKCS#12 file.
+	ca, err := testpki.NewCA("tokenproxy demo CA")
+	if err != nil {
+		return err
+	}
+	serverCert, err := ca.IssueServer([]string{"localhost", "sandbox.bankingcircleconnect.com"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return err
+	}
+	client, err := ca.IssueClient("demo-m2m-user", testpki.WithKeyType(testpki.RSA2048))
+	if err != nil {
+		return err
+	}
+	passcode := randomString()
+	pfx, err := testpki.EncodePFX(client, passcode)
+	if err != nil {
+		return err
+	}
+	loaded, err := certs.ParsePKCS12(pfx, passcode)
+	if err != nil {
+		return err
+	}
+	p("  made a test CA, the bank's server certificate and an RSA-2048 client certificate")
+	p("  (a %d-byte PKCS#12 file with a random passcode), all in memory", len(pfx))
+
+	user, pass := "demo-m2m-user", randomString()
+	emu, err := bankingcircle.New(bankingcircle.Config{
+		ServerCert: serverCert, ClientCAs: ca.CertPool(), Username: user, Password: pass, TokenTTL: demoTTL,
+		TokenRequestsPerMinute: 30,
+	})
+	if err != nil {
+		return err
+	}
+	if err := emu.Start(); err != nil {
+		return err
+	}
+	defer emu.Close()
+	p("  started the Banking Circle emulator: API %s, authorization %s", emu.APIURL(), emu.AuthURL())
+	p("  (client certificate required, tokens expire after %s, 30 token requests per minute per IP)", demoTTL)
+
+	// A Berlin Group bank that demands signed requests: its emulator checks
+	// Digest, keyId, TPP-Signature-Certificate and the signature itself.
+	qseal, err := ca.IssueClient("demo TPP QSealC", testpki.WithKeyType(testpki.RSA2048))
+	if err != nil {
+		return err
+	}
+	bg := berlingroup.New(berlingroup.Config{Roots: ca.CertPool()})
+	bgSrv := httptest.NewUnstartedServer(bg)
+	bgSrv.TLS = &tls.Config{Certificates: []tls.Certificate{*serverCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.CertPool()}
+	bgSrv.StartTLS()
+	defer bgSrv.Close()
+	p("  started a Berlin Group bank emulator at %s (signature, Digest and QSealC checked on every request)", bgSrv.URL)
+
+	// The route: the bankingcircle-sandbox preset, pointed at the emulator.
+	os.Setenv("TOKENPROXY_DEMO_USERNAME", user)
+	os.Setenv("TOKENPROXY_DEMO_PASSWORD", pass)
+	cfg := &config.Config{
+		Listen: config.Listen{Proxy: "127.0.0.1:0", Admin: "off"},
+		Routes: []config.Route{{
+			Name: "bankingcircle", Preset: "bankingcircle-sandbox", Upstream: emu.APIURL(),
+			TLS:        config.TLS{RootCAs: ca.CertPool()},
+			ClientCert: config.ClientCertificate{Source: &certs.StaticSource{Cert: loaded, Desc: "in-memory PKCS#12"}},
+			Token: &config.Token{
+				URL:       emu.AuthURL() + bankingcircle.AuthorizePath,
+				Username:  secret.Ref{Env: "TOKENPROXY_DEMO_USERNAME"},
+				Password:  secret.Ref{Env: "TOKENPROXY_DEMO_PASSWORD"},
+				Skew:      500 * time.Millisecond,
+				RateLimit: config.RateLimit{RequestsPerMinute: 20, Burst: 5},
+			},
+		}, {
+			Name: "berlingroup", Hosts: []string{"psd2.bank.example"}, Upstream: bgSrv.URL,
+			TLS:        config.TLS{RootCAs: ca.CertPool()},
+			ClientCert: config.ClientCertificate{Source: &certs.StaticSource{Cert: loaded, Desc: "in-memory PKCS#12"}},
+			Signing: &config.Signing{
+				Options: signer.Options{Profile: "berlin-group"},
+				Key:     config.ClientCertificate{Source: &certs.StaticSource{Cert: qseal, Desc: "in-memory QSealC"}},
+			},
+		}},
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := zap.NewNop()
+	if verbose {
+		if log, err = NewLogger(logw, "info", "console"); err != nil {
+			return err
+		}
+	}
+	obs := &demoObserver{}
+	srv, err := proxy.New(ctx, cfg, proxy.Options{Log: log, Build: proxy.BuildOptions{TokenObserver: obs}})
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(sctx) }()
+	defer func() { stop(); <-served }()
+	proxyURL := "http://" + srv.Addr("proxy")
+	p("  started tokenproxy, forward proxy at %s\n", proxyURL)
+
+	// The app: Go's stock client, configured only by the environment.
+	os.Setenv("HTTP_PROXY", proxyURL)
+	os.Setenv("http_proxy", proxyURL)
+	os.Setenv("NO_PROXY", "")
+	os.Setenv("no_proxy", "")
+	app := &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment}, Timeout: 20 * time.Second}
+	const accounts = "http://sandbox.bankingcircleconnect.com/api/v1/accounts?PageNumber=1&PageSize=50"
+	p("The app is Go's net/http client with HTTP_PROXY=%s.", proxyURL)
+	p("It calls %s\nwith no certificate, no password and no token.\n", accounts)
+
+	var served200 atomic.Int64
+	var first bankingcircle.AccountsPage
+	call := func(n int, concurrent bool) (ok int, err error) {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var firstErr error
+		one := func() {
+			resp, err := app.Get(accounts)
+			if err != nil {
+				mu.Lock()
+				firstErr = err
+				mu.Unlock()
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				mu.Lock()
+				firstErr = fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+				mu.Unlock()
+				return
+			}
+			served200.Add(1)
+			mu.Lock()
+			ok++
+			if len(first.Result) == 0 {
+				_ = json.Unmarshal(b, &first)
+			}
+			mu.Unlock()
+		}
+		for range n {
+			if concurrent {
+				wg.Go(one)
+			} else {
+				one()
+			}
+		}
+		wg.Wait()
+		return ok, firstErr
+	}
+	step := func(title string, n int, concurrent bool) error {
+		before, hitsBefore := emu.Stats().TokenRequests, obs.hits.Load()
+		ok, err := call(n, concurrent)
+		if err != nil {
+			return fmt.Errorf("%s: %w", title, err)
+		}
+		p("  %-52s %3d x 200   token requests sent: %d   cache hits: %d", title, ok, emu.Stats().TokenRequests-before, obs.hits.Load()-hitsBefore)
+		return nil
+	}
+	if err := step("1. 20 concurrent requests, no token yet", 20, true); err != nil {
+		return err
+	}
+	if err := step("2. 10 more requests, token still valid", 10, false); err != nil {
+		return err
+	}
+	time.Sleep(demoTTL + 200*time.Millisecond)
+	if err := step(fmt.Sprintf("3. after %s the token has expired: 10 concurrent", demoTTL), 10, true); err != nil {
+		return err
+	}
+	emu.RevokeTokens()
+	if err := step("4. the bank revokes the token (401): 1 request", 1, false); err != nil {
+		return err
+	}
+
+	signedURL := "http://psd2.bank.example/v1/sandbox/accounts/" + berlingroup.DefaultMockAccountID
+	sreq, _ := http.NewRequest(http.MethodGet, signedURL, nil)
+	sreq.Header.Set("PSU-ID", "PSU-1234")
+	if resp, err := app.Do(sreq); err != nil {
+		return fmt.Errorf("signed request: %w", err)
+	} else {
+		resp.Body.Close()
+		acc, rej, _ := bg.Counts()
+		p("  %-52s %d         accepted by the bank's signature check: %d, rejected: %d", "5. a Berlin Group call, signed by tokenproxy", resp.StatusCode, acc, rej)
+		if rec := bg.Received(); len(rec) > 0 {
+			sig := rec[len(rec)-1].Header.Get("Signature")
+			if i := strings.Index(sig, ",signature="); i > 0 {
+				sig = sig[:i] + ",signature=..."
+			}
+			p("     Signature: %s", sig)
+			p("     Digest: %s  X-Request-ID: %s", rec[len(rec)-1].Header.Get("Digest"), rec[len(rec)-1].Header.Get("X-Request-ID"))
+		}
+	}
+
+	resp, err := app.Get("http://example.com/")
+	if err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		p("  %-52s %d %s", "6. a host with no route: http://example.com/", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+
+	st := emu.Stats()
+	p("\nSummary: %d requests served, %d tokens fetched (%d token requests at the bank), %d answered from the cached token,",
+		served200.Load(), st.TokensIssued, st.TokenRequests, obs.hits.Load())
+	p("%d TLS handshakes with the client certificate; the bank rejected %d request(s) for a revoked token, each retried once with a new token.",
+		st.Handshakes, st.APIUnauthorized)
+	if len(first.Result) > 0 {
+		a := first.Result[0]
+		p("First account: %s, %s, %s, IBAN %s", a.AccountID, a.OwnedByCompanyName, a.Currency, strings.Join(a.IBANs[:1], ""))
+	}
+	p("\nNext: write a config (README.md, \"Banking Circle\"), check it with `tokenproxy validate --config FILE`, then `tokenproxy run --config FILE`.")
+	return nil
+}
+
+func randomString() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,161 @@
+// Package metrics exposes tokenproxy's Prometheus metrics. It implements the
+// observer seams of the proxy pipeline and the token cache, and reads
+// certificate expiry from the routes' holders at scrape time. No label or
+// value ever carries a secret: labels are route names, status codes, error
+// codes and fixed words.
+package metrics
+
+import (
+	"crypto/tls"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds the collectors, registered in their own registry.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	requests     *prometheus.CounterVec
+	upstream     *prometheus.HistogramVec
+	fetches      *prometheus.CounterVec
+	fetchSeconds *prometheus.HistogramVec
+	hits         *prometheus.CounterVec
+	limiterWaits *prometheus.CounterVec
+	limiterSecs  *prometheus.CounterVec
+	throttled    *prometheus.CounterVec
+	reloads      *prometheus.CounterVec
+
+	mu    sync.Mutex
+	certs []certEntry
+}
+
+type certEntry struct {
+	route, kind string
+	load        func() *tls.Certificate
+}
+
+// New returns metrics in a fresh registry, with Go runtime and process collectors.
+func New() *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenproxy_requests_total",
+		Help: "Requests answered, by route, HTTP status and tokenproxy error code (\"\" when the answer is the upstream's).",
+	}, []string{"route", "status", "error"})
+	m.upstream = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tokenproxy_upstream_duration_seconds",
+		Help:    "Time from sending a request upstream to its response headers.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"route"})
+	m.fetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenproxy_token_fetches_total",
+		Help: "Token fetches by result: ok, throttled, rejected, timeout, error.",
+	}, []string{"route", "result"})
+	m.fetchSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tokenproxy_token_fetch_duration_seconds",
+		Help:    "Duration of token fetches, limiter wait included.",
+		Buckets: prometheus.DefBuckets,
+	}, []string{"route"})
+	m.hits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenproxy_token_cache_hits_total",
+		Help: "Requests served with the cached token.",
+	}, []string{"route"})
+	m.limiterWaits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenproxy_token_limiter_waits_total",
+		Help: "Token fetches that waited for the per-host token budget or a back-off.",
+	}, []string{"route"})
+	m.limiterSecs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenproxy_token_limiter_wait_seconds_total",
+		Help: "Total time token fetches waited for the budget or a back-off.",
+	}, []string{"route"})
+	m.throttled = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenproxy_token_endpoint_429_total",
+		Help: "429 Too Many Requests answers seen from token endpoints.",
+	}, []string{"route"})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenproxy_credential_reloads_total",
+		Help: "Credential reload attempts that found new material, by result (success, failure).",
+	}, []string{"route", "credential", "result"})
+	m.reg.MustRegister(m.requests, m.upstream, m.fetches, m.fetchSeconds, m.hits, m.limiterWaits, m.limiterSecs,
+		m.throttled, m.reloads, &expiryCollector{m: m},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the registry in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Registry returns the registry, for tests and extra collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Request implements proxy.Observer.
+func (m *Metrics) Request(route string, status int, code string, upstream time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(status), code).Inc()
+	if upstream > 0 {
+		m.upstream.WithLabelValues(route).Observe(upstream.Seconds())
+	}
+}
+
+// TokenHit implements tokencache.Observer.
+func (m *Metrics) TokenHit(route string) { m.hits.WithLabelValues(route).Inc() }
+
+// TokenFetch implements tokencache.Observer.
+func (m *Metrics) TokenFetch(route, result string, d time.Duration) {
+	m.fetches.WithLabelValues(route, result).Inc()
+	m.fetchSeconds.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// LimiterWait implements tokencache.Observer.
+func (m *Metrics) LimiterWait(route string, d time.Duration) {
+	m.limiterWaits.WithLabelValues(route).Inc()
+	m.limiterSecs.WithLabelValues(route).Add(d.Seconds())
+}
+
+// TokenThrottled implements tokencache.Observer.
+func (m *Metrics) TokenThrottled(route string) { m.throttled.WithLabelValues(route).Inc() }
+
+// Reload records a credential reload attempt (proxy.BuildOptions.OnReload).
+func (m *Metrics) Reload(route, credential string, ok bool) {
+	result := "success"
+	if !ok {
+		result = "failure"
+	}
+	m.reloads.WithLabelValues(route, credential, result).Inc()
+}
+
+// WatchCertificate exports the seconds until the certificate that load
+// returns expires, as tokenproxy_certificate_expiry_seconds{route,certificate}.
+func (m *Metrics) WatchCertificate(route, kind string, load func() *tls.Certificate) {
+	m.mu.Lock()
+	m.certs = append(m.certs, certEntry{route: route, kind: kind, load: load})
+	m.mu.Unlock()
+}
+
+var expiryDesc = prometheus.NewDesc("tokenproxy_certificate_expiry_seconds",
+	"Seconds until the certificate currently served expires (negative once expired).",
+	[]string{"route", "certificate"}, nil)
+
+type expiryCollector struct{ m *Metrics }
+
+func (c *expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
+
+func (c *expiryCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	entries := append([]certEntry(nil), c.m.certs...)
+	c.m.mu.Unlock()
+	now := time.Now()
+	for _, e := range entries {
+		cert := e.load()
+		if cert == nil || cert.Leaf == nil {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, cert.Leaf.NotAfter.Sub(now).Seconds(), e.route, e.kind)
+	}
+}

@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/secret"
+)
+
+// Gateway-mode error codes.
+const (
+	CodeCallerAuthRequired = "caller_authentication_required"
+	CodeCallerNotAllowed   = "caller_not_allowed"
+)
+
+// callerSet holds the digests of each caller's "name:password", resolved
+// once at start-up.
+type callerSet map[string][32]byte
+
+func buildCallers(ctx context.Context, cs []config.Caller, vault secret.VaultReader) (callerSet, error) {
+	set := callerSet{}
+	for i, c := range cs {
+		p := fmt.Sprintf("callers[%d].password", i)
+		src, err := c.Password.Open(vault)
+		if err != nil {
+			return nil, &BuildError{Path: p, Err: err}
+		}
+		v, err := src.Get(ctx)
+		if err != nil {
+			return nil, &BuildError{Path: p, Err: err, Fix: "make the secret available (" + src.String() + ")"}
+		}
+		set[c.Name] = sha256.Sum256([]byte(c.Name + ":" + v.Reveal()))
+	}
+	return set, nil
+}
+
+// allowPolicy decides who may use a route.
+type allowPolicy struct {
+	route    string
+	prefixes []netip.Prefix
+	callers  []string
+	all      callerSet
+}
+
+func newAllowPolicy(route string, a *config.Allow, all callerSet) *allowPolicy {
+	if a == nil {
+		return nil
+	}
+	p := &allowPolicy{route: route, callers: a.Callers, all: all}
+	for _, c := range a.CIDRs {
+		if pf, err := netip.ParsePrefix(c); err == nil {
+			p.prefixes = append(p.prefixes, pf.Masked())
+		} else if ad, err := netip.ParseAddr(c); err == nil {
+			p.prefixes = append(p.prefixes, netip.PrefixFrom(ad.Unmap(), ad.Unmap().BitLen()))
+		}
+	}
+	return p
+}
+
+// check returns nil when req may use the route, and the caller's name when
+// one authenticated.
+func (p *allowPolicy) check(req *http.Request) (string, *apiError) {
+	if len(p.prefixes) > 0 {
+		ap, err := netip.ParseAddrPort(req.RemoteAddr)
+		ok := false
+		if err == nil {
+			ip := ap.Addr().Unmap()
+			for _, pf := range p.prefixes {
+				if pf.Contains(ip) {
+					ok = true
+					break
+				}
+			}
+		}
+		if !ok {
+			return "", &apiError{Status: http.StatusForbidden, Code: CodeCallerNotAllowed,
+				Message: "source address " + ap.Addr().Unmap().String() + " may not use route " + p.route}
+		}
+	}
+	if len(p.callers) == 0 {
+		return "", nil
+	}
+	name, ok := p.authenticate(req.Header.Get("Proxy-Authorization"))
+	if !ok {
+		return "", &apiError{Status: http.StatusProxyAuthRequired, Code: CodeCallerAuthRequired,
+			headers: map[string]string{"Proxy-Authenticate": `Basic realm="tokenproxy"`},
+			Message: "route " + p.route + " needs the caller's credentials in Proxy-Authorization: Basic (e.g. HTTP_PROXY=http://NAME:PASSWORD@host:port)"}
+	}
+	for _, c := range p.callers {
+		if c == name {
+			return name, nil
+		}
+	}
+	return name, &apiError{Status: http.StatusForbidden, Code: CodeCallerNotAllowed,
+		Message: "caller " + name + " may not use route " + p.route}
+}
+
+// authenticate checks Basic credentials against every caller in constant time.
+func (p *allowPolicy) authenticate(h string) (string, bool) {
+	const prefix = "Basic "
+	if len(h) < len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return "", false
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(h[len(prefix):]))
+	if err != nil {
+		return "", false
+	}
+	name, _, ok := strings.Cut(string(raw), ":")
+	if !ok {
+		return "", false
+	}
+	got := sha256.Sum256(raw)
+	want, known := p.all[name]
+	if !known {
+		want = sha256.Sum256([]byte("\x00unknown"))
+	}
+	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 || !known {
+		return "", false
+	}
+	return name, true
+}

@@ -1,0 +1,155 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/tokencache"
+)
+
+// Error codes sent in the X-Tokenproxy-Error header and the JSON body, so an
+// app can tell tokenproxy's own answers from the upstream's.
+const (
+	CodeNoRoute           = "no_route"
+	CodeConnectRefused    = "connect_refused"
+	CodeNotProxyRequest   = "not_a_proxy_request"
+	CodeBodyTooLarge      = "body_too_large"
+	CodeBadRequest        = "bad_request"
+	CodeTokenThrottled    = "token_throttled"
+	CodeTokenRejected     = "token_credentials_rejected"
+	CodeTokenForbidden    = "token_forbidden"
+	CodeTokenUnavailable  = "token_unavailable"
+	CodeNoCredentials     = "credentials_unavailable"
+	CodeSigningFailed     = "signing_failed"
+	CodeMissingHeader     = "missing_signed_header"
+	CodeUpstreamTimeout   = "upstream_timeout"
+	CodeUpstreamUntrusted = "upstream_certificate_untrusted"
+	CodeClientCertRefused = "client_certificate_rejected"
+	CodeUpstreamTLS       = "upstream_tls_failed"
+	CodeUpstreamDial      = "upstream_unreachable"
+	CodeUpstreamFailed    = "upstream_failed"
+	CodeShuttingDown      = "shutting_down"
+)
+
+// HeaderError names tokenproxy's own error responses.
+const HeaderError = "X-Tokenproxy-Error"
+
+// apiError is an answer tokenproxy gives itself instead of the upstream's.
+type apiError struct {
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter time.Duration
+	headers    map[string]string
+	cause      error // logged, never sent
+}
+
+func (e *apiError) Error() string { return e.Code + ": " + e.Message }
+
+type errorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+	Route   string `json:"route,omitempty"`
+}
+
+// response renders the error as the JSON response the app receives.
+func (e *apiError) response(req *http.Request, route string) *http.Response {
+	body, _ := json.Marshal(errorBody{Error: e.Code, Message: e.Message, Route: route})
+	body = append(body, '\n')
+	h := http.Header{
+		"Content-Type":           {"application/json"},
+		"Cache-Control":          {"no-store"},
+		"X-Content-Type-Options": {"nosniff"},
+		HeaderError:              {e.Code},
+		"Content-Length":         {strconv.Itoa(len(body))},
+	}
+	for k, v := range e.headers {
+		h.Set(k, v)
+	}
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+	}
+	if e.Status == http.StatusServiceUnavailable && e.RetryAfter == 0 && e.Code != CodeTokenRejected && e.Code != CodeTokenForbidden {
+		h.Set("Retry-After", "1")
+	}
+	return &http.Response{
+		Status:        strconv.Itoa(e.Status) + " " + http.StatusText(e.Status),
+		StatusCode:    e.Status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
+}
+
+// tokenError maps a token cache error to the app's answer.
+func tokenError(err error) *apiError {
+	var te *tokencache.ThrottledError
+	var fe *tokencache.FetchError
+	switch {
+	case errors.As(err, &te):
+		return &apiError{Status: http.StatusServiceUnavailable, Code: CodeTokenThrottled, RetryAfter: te.RetryAfter, cause: err,
+			Message: "no access token is available right now (" + te.Reason + "); retry after the Retry-After delay"}
+	case errors.As(err, &fe) && fe.CredentialsRejected():
+		return &apiError{Status: http.StatusServiceUnavailable, Code: CodeTokenRejected, cause: err,
+			Message: "the provider's token endpoint rejected the configured username or password; an operator must fix the route's credentials"}
+	case errors.As(err, &fe) && fe.Forbidden():
+		return &apiError{Status: http.StatusServiceUnavailable, Code: CodeTokenForbidden, cause: err,
+			Message: "the provider's token endpoint refused this client (HTTP 403); the egress IP is probably not whitelisted"}
+	default:
+		return &apiError{Status: http.StatusServiceUnavailable, Code: CodeTokenUnavailable, cause: err,
+			Message: "the access token could not be obtained from the provider; see tokenproxy's log for the cause"}
+	}
+}
+
+// upstreamError maps a failed round trip to the app's answer.
+func upstreamError(err error) *apiError {
+	var (
+		verr  *tls.CertificateVerificationError
+		uaerr x509.UnknownAuthorityError
+		herr  x509.HostnameError
+		cierr x509.CertificateInvalidError
+		oerr  *net.OpError
+		nerr  net.Error
+	)
+	msg := err.Error()
+	switch {
+	case errors.As(err, &verr) || errors.As(err, &uaerr) || errors.As(err, &herr) || errors.As(err, &cierr):
+		return &apiError{Status: http.StatusBadGateway, Code: CodeUpstreamUntrusted, cause: err,
+			Message: "tokenproxy does not trust the upstream's TLS certificate; check the route's tls.ca_file and tls.server_name"}
+	case strings.Contains(msg, "remote error: tls: bad certificate"),
+		strings.Contains(msg, "remote error: tls: certificate required"),
+		strings.Contains(msg, "remote error: tls: unknown certificate authority"),
+		strings.Contains(msg, "remote error: tls: expired certificate"),
+		strings.Contains(msg, "remote error: tls: revoked certificate"),
+		strings.Contains(msg, "remote error: tls: unknown certificate"),
+		strings.Contains(msg, "remote error: tls: access denied"):
+		return &apiError{Status: http.StatusBadGateway, Code: CodeClientCertRefused, cause: err,
+			Message: "the upstream rejected tokenproxy's client certificate during the TLS handshake; check that the route's certificate is the one the provider issued and is still valid"}
+	case strings.Contains(msg, "tls:"):
+		return &apiError{Status: http.StatusBadGateway, Code: CodeUpstreamTLS, cause: err,
+			Message: "the TLS handshake with the upstream failed"}
+	case errors.As(err, &oerr) && oerr.Op == "dial":
+		return &apiError{Status: http.StatusBadGateway, Code: CodeUpstreamDial, cause: err,
+			Message: "tokenproxy could not connect to the upstream"}
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &nerr) && nerr.Timeout()):
+		return &apiError{Status: http.StatusGatewayTimeout, Code: CodeUpstreamTimeout, cause: err,
+			Message: "the upstream did not answer in time"}
+	default:
+		return &apiError{Status: http.StatusBadGateway, Code: CodeUpstreamFailed, cause: err,
+			Message: "the exchange with the upstream failed"}
+	}
+}

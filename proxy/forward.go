@@ -1,0 +1,136 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/elazarl/goproxy"
+	"go.uber.org/zap"
+)
+
+// errNoDefaultTransport guards goproxy's fallback transport, which skips TLS
+// verification and honours the environment's proxy: every request is
+// answered by the pipeline, so it must never dial.
+var errNoDefaultTransport = errors.New("goproxy's default transport is disabled")
+
+// router finds a route by the host an app asked for.
+type router map[string]*Route
+
+func (rt router) match(hostport string) (*Route, string) {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	return rt[host], host
+}
+
+// newForwardHandler is the forward proxy apps reach through HTTP_PROXY.
+// Absolute-URI requests are routed by host; CONNECT is refused with an
+// explanation because tokenproxy itself originates the TLS.
+func newForwardHandler(p *pipeline, rt router, zl *zap.Logger) http.Handler {
+	gp := goproxy.NewProxyHttpServer()
+	gp.Tr = &http.Transport{
+		Proxy: nil,
+		DialContext: func(context.Context, string, string) (net.Conn, error) {
+			return nil, errNoDefaultTransport
+		},
+	}
+	gp.ConnectDial = nil
+	gp.Logger = log.New(zap.NewStdLog(zl.Named("goproxy")).Writer(), "", 0)
+	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		resp := p.errorResponse(r, &apiError{Status: http.StatusBadRequest, Code: CodeNotProxyRequest,
+			Message: "this is tokenproxy's forward-proxy port: send absolute URLs (set HTTP_PROXY / http_proxy to this address), or call a route's local port"}, "")
+		writeResponse(w, resp)
+	})
+	gp.OnRequest().DoFunc(func(r *http.Request, _ *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+		route, host := rt.match(r.URL.Host)
+		if r.URL.Scheme != "http" {
+			return r, p.errorResponse(r, &apiError{Status: http.StatusBadRequest, Code: CodeBadRequest,
+				Message: fmt.Sprintf("scheme %q is not proxied; call http:// URLs, tokenproxy sends them upstream as https", r.URL.Scheme)}, routeName(route))
+		}
+		return r, p.handle(r, route, host)
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect {
+			gp.ServeHTTP(w, r)
+			return
+		}
+		route, host := rt.match(r.Host)
+		msg := "tokenproxy does not tunnel CONNECT: it originates the TLS itself so that it can present the client certificate and attach the token. "
+		if route != nil {
+			msg += "Call http://" + host + "/... (plain http) through this proxy instead of https://"
+		} else {
+			msg += "It also has no route for host " + quoteHost(host)
+		}
+		writeResponse(w, p.errorResponse(r, &apiError{Status: http.StatusForbidden, Code: CodeConnectRefused, Message: msg}, routeName(route)))
+	})
+}
+
+func routeName(r *Route) string {
+	if r == nil {
+		return ""
+	}
+	return r.Name
+}
+
+// newLocalHandler serves a route's local port: every request goes to that route.
+func newLocalHandler(p *pipeline, route *Route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect {
+			writeResponse(w, p.errorResponse(r, &apiError{Status: http.StatusForbidden, Code: CodeConnectRefused,
+				Message: "this is route " + route.Name + "'s local port; send plain HTTP requests to it"}, route.Name))
+			return
+		}
+		writeResponse(w, p.handle(r, route, route.Upstream.Hostname()))
+	})
+}
+
+// errorResponse builds an error answer that is logged like any request.
+func (p *pipeline) errorResponse(r *http.Request, e *apiError, route string) *http.Response {
+	resp := e.response(r, route)
+	resp.Body = &loggedBody{ReadCloser: resp.Body, p: p, req: r, resp: resp, host: r.Host,
+		ex: exchange{route: route, token: "none", err: e}, start: timeNow()}
+	return resp
+}
+
+// writeResponse copies resp to w, flushing as data arrives when the upstream streams.
+func writeResponse(w http.ResponseWriter, resp *http.Response) {
+	defer resp.Body.Close()
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	if len(resp.Trailer) > 0 {
+		for k := range resp.Trailer {
+			h.Add("Trailer", k)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	buf := bufPool.Get().(*[]byte)
+	defer bufPool.Put(buf)
+	flusher, _ := w.(http.Flusher)
+	stream := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	for {
+		n, err := resp.Body.Read(*buf)
+		if n > 0 {
+			if _, werr := w.Write((*buf)[:n]); werr != nil {
+				return
+			}
+			if stream && flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	for k, v := range resp.Trailer {
+		h[k] = v
+	}
+}

@@ -1,0 +1,310 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tokenproxy/tokenproxy/signer"
+	"github.com/tokenproxy/tokenproxy/tokencache"
+)
+
+// Observer receives one event per proxied request, for metrics. It must not block.
+type Observer interface {
+	Request(route string, status int, code string, upstream time.Duration)
+}
+
+// pipeline serves requests for routes: sanitize, read the body, attach the
+// token, sign, send over the route's transport, retry once on a 401.
+type pipeline struct {
+	log      *zap.Logger
+	observer Observer
+}
+
+// exchange records one request's progress for its log line.
+type exchange struct {
+	route     string
+	caller    string // the gateway caller, when one authenticated
+	token     string // hit, fetch or none
+	requestID string
+	upstream  time.Duration
+	retried   bool
+	err       *apiError
+}
+
+// handle serves req on route (nil when no route matched) and returns the
+// response to give the app: the upstream's, or tokenproxy's own JSON error.
+// The returned body logs the request when it is closed.
+func (p *pipeline) handle(req *http.Request, route *Route, host string) *http.Response {
+	start := time.Now()
+	ex := exchange{token: "none"}
+	resp := p.serve(req, route, host, &ex)
+	if route != nil {
+		ex.route = route.Name
+	}
+	if ex.err != nil {
+		resp = ex.err.response(req, ex.route)
+	}
+	resp.Body = &loggedBody{ReadCloser: resp.Body, p: p, req: req, resp: resp, host: host, ex: ex, start: start}
+	return resp
+}
+
+func (p *pipeline) serve(req *http.Request, route *Route, host string, ex *exchange) *http.Response {
+	if route == nil {
+		ex.err = &apiError{Status: http.StatusForbidden, Code: CodeNoRoute,
+			Message: "tokenproxy has no route for host " + quoteHost(host) + "; it forwards only to configured APIs"}
+		return nil
+	}
+	ex.route = route.Name
+	if route.allow != nil {
+		caller, aerr := route.allow.check(req)
+		ex.caller = caller
+		if aerr != nil {
+			ex.err = aerr
+			return nil
+		}
+	}
+	if route.ClientCert != nil && route.ClientCert.Load() == nil {
+		ex.err = &apiError{Status: http.StatusServiceUnavailable, Code: CodeNoCredentials, Message: "the route's client certificate is not loaded yet"}
+		return nil
+	}
+
+	body, aerr := readBody(req, route.MaxBody)
+	if aerr != nil {
+		ex.err = aerr
+		return nil
+	}
+
+	var tok *tokencache.Token
+	if route.Tokens != nil {
+		var out tokencache.Outcome
+		var err error
+		tok, out, err = route.Tokens.Get(req.Context())
+		ex.token = out.String()
+		if err != nil {
+			ex.err = tokenError(err)
+			return nil
+		}
+	}
+
+	resp, aerr := p.send(req, route, body, tok, ex)
+	if aerr != nil {
+		ex.err = aerr
+		return nil
+	}
+	if resp.StatusCode != http.StatusUnauthorized || route.Tokens == nil {
+		return resp
+	}
+
+	// The upstream rejected the token: drop it (unless another request has
+	// already replaced it), get a new one through the limiter and try once more.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	route.Tokens.Invalidate(tok)
+	tok2, _, err := route.Tokens.Get(req.Context())
+	ex.token = "refetch"
+	ex.retried = true
+	if err != nil {
+		ex.err = tokenError(err)
+		return nil
+	}
+	resp, aerr = p.send(req, route, body, tok2, ex)
+	if aerr != nil {
+		ex.err = aerr
+		return nil
+	}
+	return resp
+}
+
+// send builds the upstream request afresh (so a retry is signed anew) and
+// performs the round trip.
+func (p *pipeline) send(req *http.Request, route *Route, body []byte, tok *tokencache.Token, ex *exchange) (*http.Response, *apiError) {
+	out := outgoing(req, route, body)
+	if tok != nil {
+		out.Header.Set("Authorization", tok.Header)
+	}
+	if route.Signer != nil {
+		if err := route.Signer.Sign(out, body); err != nil {
+			if errors.Is(err, signer.ErrMissingHeader) {
+				return nil, &apiError{Status: http.StatusBadRequest, Code: CodeMissingHeader, cause: err,
+					Message: "the request lacks a header the route's signature must cover: " + err.Error()}
+			}
+			return nil, &apiError{Status: http.StatusInternalServerError, Code: CodeSigningFailed, cause: err,
+				Message: "tokenproxy could not sign the request; see its log"}
+		}
+	}
+	ex.requestID = out.Header.Get("X-Request-Id")
+	t0 := time.Now()
+	resp, err := route.Transport.RoundTrip(out)
+	ex.upstream += time.Since(t0)
+	if err != nil {
+		if req.Context().Err() != nil {
+			return nil, &apiError{Status: 499, Code: "client_closed", Message: "the app closed the request", cause: err}
+		}
+		return nil, upstreamError(err)
+	}
+	removeHopHeaders(resp.Header)
+	return resp, nil
+}
+
+// outgoing copies req for the upstream: https to the route's upstream, the
+// app's path and query, end-to-end headers only, and a replayable body.
+func outgoing(req *http.Request, route *Route, body []byte) *http.Request {
+	up := route.Upstream
+	u := &url.URL{Scheme: "https", Host: up.Host, RawQuery: req.URL.RawQuery}
+	u.Path, u.RawPath = joinPath(up, req.URL)
+	h := make(http.Header, len(req.Header)+4)
+	for k, v := range req.Header {
+		h[k] = v
+	}
+	removeHopHeaders(h)
+	delete(h, "Authorization") // an app's own Authorization never reaches a token route's upstream
+	for _, k := range route.owned {
+		h.Del(k)
+	}
+	if route.Tokens == nil {
+		if v, ok := req.Header["Authorization"]; ok {
+			h["Authorization"] = v
+		}
+	}
+	out := (&http.Request{
+		Method:     req.Method,
+		URL:        u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     h,
+		Host:       up.Host,
+	}).WithContext(req.Context())
+	if len(body) > 0 {
+		out.ContentLength = int64(len(body))
+		out.Body = io.NopCloser(bytes.NewReader(body))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	} else {
+		out.Body = http.NoBody
+		if req.ContentLength > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
+			out.ContentLength = 0
+		}
+	}
+	return out
+}
+
+func joinPath(base, req *url.URL) (path, rawPath string) {
+	if base.Path == "" || base.Path == "/" {
+		return req.Path, req.RawPath
+	}
+	bp := strings.TrimSuffix(base.Path, "/")
+	path = bp + "/" + strings.TrimPrefix(req.Path, "/")
+	if req.RawPath != "" {
+		rawPath = strings.TrimSuffix(base.EscapedPath(), "/") + "/" + strings.TrimPrefix(req.RawPath, "/")
+	}
+	return path, rawPath
+}
+
+// readBody buffers the request body up to limit, so it can be signed and
+// replayed on a retry.
+func readBody(req *http.Request, limit int64) ([]byte, *apiError) {
+	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
+		return nil, nil
+	}
+	tooLarge := &apiError{Status: http.StatusRequestEntityTooLarge, Code: CodeBodyTooLarge,
+		Message: "the request body is larger than the route's max_body_bytes"}
+	if req.ContentLength > limit {
+		return nil, tooLarge
+	}
+	b, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
+	if err != nil {
+		return nil, &apiError{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "the request body could not be read", cause: err}
+	}
+	if int64(len(b)) > limit {
+		return nil, tooLarge
+	}
+	return b, nil
+}
+
+func quoteHost(h string) string {
+	if h == "" {
+		return "(none)"
+	}
+	return "\"" + h + "\""
+}
+
+// loggedBody writes the request's log line when the response body is closed,
+// so the line carries the full duration and the bytes sent.
+type loggedBody struct {
+	io.ReadCloser
+	p     *pipeline
+	req   *http.Request
+	resp  *http.Response
+	host  string
+	ex    exchange
+	start time.Time
+	n     int64
+	rerr  error
+	done  bool
+}
+
+func (b *loggedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	if err != nil && err != io.EOF {
+		b.rerr = err
+	}
+	return n, err
+}
+
+func (b *loggedBody) Close() error {
+	err := b.ReadCloser.Close()
+	if b.done {
+		return err
+	}
+	b.done = true
+	code := ""
+	if b.ex.err != nil {
+		code = b.ex.err.Code
+	}
+	if b.p.observer != nil {
+		b.p.observer.Request(b.ex.route, b.resp.StatusCode, code, b.ex.upstream)
+	}
+	fields := make([]zap.Field, 0, 14)
+	fields = append(fields,
+		zap.String("route", b.ex.route),
+		zap.String("method", b.req.Method),
+		zap.String("host", b.host),
+		zap.String("path", b.req.URL.Path),
+		zap.Int("status", b.resp.StatusCode),
+		zap.Duration("duration", time.Since(b.start)),
+		zap.Duration("upstream", b.ex.upstream),
+		zap.String("token", b.ex.token),
+		zap.Int64("bytes", b.n),
+	)
+	if b.ex.caller != "" {
+		fields = append(fields, zap.String("caller", b.ex.caller))
+	}
+	if b.ex.requestID != "" {
+		fields = append(fields, zap.String("request_id", b.ex.requestID))
+	}
+	if b.ex.retried {
+		fields = append(fields, zap.Bool("retried_after_401", true))
+	}
+	if b.rerr != nil && !errors.Is(b.rerr, context.Canceled) {
+		fields = append(fields, zap.NamedError("body_error", b.rerr))
+	}
+	if b.ex.err != nil {
+		fields = append(fields, zap.String("error", b.ex.err.Code))
+		if b.ex.err.cause != nil {
+			fields = append(fields, zap.NamedError("cause", b.ex.err.cause))
+		}
+		b.p.log.Warn("request", fields...)
+		return err
+	}
+	b.p.log.Info("request", fields...)
+	return err
+}

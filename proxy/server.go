@@ -1,0 +1,295 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/tokencache"
+)
+
+var timeNow = time.Now
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// Options configure a Server beyond its configuration file.
+type Options struct {
+	Log *zap.Logger
+	// Build holds the dependencies routes are built with; Log and Limiters
+	// are filled in when empty.
+	Build BuildOptions
+	// Observer receives per-request events (metrics); may be nil.
+	Observer Observer
+	// Admin, when set, is served on the admin listener; it receives the
+	// Server so it can report readiness.
+	Admin func(*Server) http.Handler
+}
+
+// Server runs tokenproxy's listeners: the forward proxy, each route's local
+// port, and the admin endpoint.
+type Server struct {
+	cfg    *config.Config
+	log    *zap.Logger
+	routes []*Route
+	pipe   *pipeline
+	opts   Options
+
+	draining atomic.Bool
+	mu       sync.Mutex
+	servers  []*namedServer
+}
+
+type namedServer struct {
+	name string
+	srv  *http.Server
+	ln   net.Listener
+}
+
+// New builds every route (loading certificates and checking secrets) and
+// returns a Server ready to Listen. Any credential problem is returned here,
+// naming the configuration field.
+func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error) {
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.Build.Log == nil {
+		opts.Build.Log = opts.Log
+	}
+	if opts.Build.Limiters == nil {
+		opts.Build.Limiters = &tokencache.Limiters{}
+	}
+	s := &Server{cfg: cfg, log: opts.Log, opts: opts, pipe: &pipeline{log: opts.Log, observer: opts.Observer}}
+	var errs []error
+	callers, err := buildCallers(ctx, cfg.Callers, opts.Build.Vault)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	opts.Build.callers = callers
+	for i, rc := range cfg.Routes {
+		r, err := BuildRoute(ctx, i, rc, opts.Build)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.routes = append(s.routes, r)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Routes returns the built routes.
+func (s *Server) Routes() []*Route { return s.routes }
+
+// Route returns the route named name, or nil.
+func (s *Server) Route(name string) *Route {
+	for _, r := range s.routes {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// SetSigner installs a signer on a route before the server starts.
+func (s *Server) SetSigner(route string, sg Signer) error {
+	r := s.Route(route)
+	if r == nil {
+		return fmt.Errorf("no route %q", route)
+	}
+	r.Signer = sg
+	return nil
+}
+
+// Draining reports whether the server is shutting down.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// Ready reports whether every route has its credentials and the server is not draining.
+func (s *Server) Ready() (bool, string) {
+	if s.draining.Load() {
+		return false, "draining"
+	}
+	for _, r := range s.routes {
+		if r.ClientCert != nil && r.ClientCert.Load() == nil {
+			return false, "route " + r.Name + " has no client certificate"
+		}
+	}
+	return true, "ok"
+}
+
+// Listen binds every configured listener. Addresses ending in :0 get a free
+// port; Addr reports it.
+func (s *Server) Listen() error {
+	rt := router{}
+	for _, r := range s.routes {
+		for _, h := range r.Hosts {
+			rt[h] = r
+		}
+	}
+	bind := func(name, addr string, h http.Handler) error {
+		if addr == "" || addr == "off" {
+			return nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listening on %s for %s: %w", addr, name, err)
+		}
+		srv := &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          zap.NewStdLog(s.log.Named("http")),
+		}
+		s.mu.Lock()
+		s.servers = append(s.servers, &namedServer{name: name, srv: srv, ln: ln})
+		s.mu.Unlock()
+		return nil
+	}
+	if err := bind("proxy", s.cfg.Listen.Proxy, newForwardHandler(s.pipe, rt, s.log)); err != nil {
+		return s.closeAfter(err)
+	}
+	for _, r := range s.routes {
+		if err := bind("route "+r.Name, r.Listen, newLocalHandler(s.pipe, r)); err != nil {
+			return s.closeAfter(err)
+		}
+	}
+	if s.opts.Admin != nil {
+		if err := bind("admin", s.cfg.Listen.Admin, s.opts.Admin(s)); err != nil {
+			return s.closeAfter(err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) closeAfter(err error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ns := range s.servers {
+		ns.ln.Close()
+	}
+	s.servers = nil
+	return err
+}
+
+// Addr returns the bound address of a listener: "proxy", "admin" or "route NAME".
+func (s *Server) Addr(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ns := range s.servers {
+		if ns.name == name {
+			return ns.ln.Addr().String()
+		}
+	}
+	return ""
+}
+
+// Serve serves until ctx is done, then drains: readiness turns false,
+// listeners stop accepting, and in-flight requests get up to the configured
+// grace to finish.
+func (s *Server) Serve(ctx context.Context) error {
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	var wg sync.WaitGroup
+	for _, r := range s.routes {
+		for _, rl := range r.reloaders {
+			wg.Go(func() { rl.Run(bg) })
+		}
+	}
+	wg.Go(func() { s.warnExpiry(bg) })
+	errc := make(chan error, len(s.servers))
+	s.mu.Lock()
+	servers := append([]*namedServer(nil), s.servers...)
+	s.mu.Unlock()
+	for _, ns := range servers {
+		s.log.Info("listening", zap.String("listener", ns.name), zap.String("addr", ns.ln.Addr().String()))
+		go func() {
+			if err := ns.srv.Serve(ns.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s listener: %w", ns.name, err)
+			}
+		}()
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	s.draining.Store(true)
+	grace := s.cfg.ShutdownGrace
+	s.log.Info("draining", zap.Duration("grace", grace))
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	// The traffic listeners drain first; the admin listener stays up meanwhile
+	// so /readyz can report the drain, and closes last.
+	shutdown := func(ns *namedServer) {
+		if err := ns.srv.Shutdown(sctx); err != nil {
+			s.log.Warn("requests still in flight at the end of the grace period", zap.String("listener", ns.name), zap.Error(err))
+			ns.srv.Close()
+		}
+	}
+	var swg sync.WaitGroup
+	var admin *namedServer
+	for _, ns := range servers {
+		if ns.name == "admin" {
+			admin = ns
+			continue
+		}
+		swg.Go(func() { shutdown(ns) })
+	}
+	swg.Wait()
+	if admin != nil {
+		shutdown(admin)
+	}
+	stopBG()
+	wg.Wait()
+	for _, r := range s.routes {
+		r.Transport.CloseIdleConnections()
+	}
+	s.log.Info("stopped")
+	return serveErr
+}
+
+// warnExpiry logs a warning, at start-up and then hourly, for every held
+// certificate within the configured window of its expiry.
+func (s *Server) warnExpiry(ctx context.Context) {
+	window := s.cfg.CertificateExpiryWarning
+	if window <= 0 {
+		return
+	}
+	check := func() {
+		now := time.Now()
+		for _, r := range s.routes {
+			for _, hc := range r.held {
+				c := hc.Holder.Load()
+				if c == nil || c.Leaf == nil {
+					continue
+				}
+				if left := c.Leaf.NotAfter.Sub(now); left < window {
+					s.log.Warn("certificate expires soon; rotate it", zap.String("route", r.Name), zap.String("certificate", hc.Kind),
+						zap.String("subject", c.Leaf.Subject.String()), zap.Time("not_after", c.Leaf.NotAfter),
+						zap.Duration("remaining", left.Round(time.Minute)))
+				}
+			}
+		}
+	}
+	check()
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			check()
+		}
+	}
+}
