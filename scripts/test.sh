@@ -3,6 +3,8 @@
 # .ci/run calls it. Environment:
 #   TOKENPROXY_FUZZTIME  how long each fuzz target runs (default 10s; 0 skips)
 #   TOKENPROXY_SKIP_SETUP=1  use what is already installed/running
+#   TOKENPROXY_CACHE     where the Vault dev server binary is cached (default ~/.cache/tokenproxy)
+#   VAULT_DEV_PORT       port of the Vault dev server for the tests (default 8200; it also binds +1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
@@ -23,6 +25,19 @@ if [[ "${TOKENPROXY_SKIP_SETUP:-}" != 1 ]]; then
     fi
   fi
 fi
+
+if [[ "${TOKENPROXY_SKIP_SETUP:-}" != 1 ]]; then
+  # Vault is built from source (tools/vaultdev) once per go.mod/go.sum and cached:
+  # cold about 1 min of downloads and 8-15 min of compile, then nothing.
+  step "set-up: Vault dev server binary"
+  bash .ci/vault.sh build >/dev/null
+fi
+
+step "Vault dev server"
+# Exports VAULT_ADDR and VAULT_TOKEN for the integration tests (internal/vaulttest).
+vault_env=$(bash .ci/vault.sh start) # fails the run when Vault does not come up
+trap 'bash .ci/vault.sh stop' EXIT
+eval "$vault_env"
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './tools/*'))

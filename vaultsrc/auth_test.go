@@ -261,6 +261,7 @@ func TestKubernetesAuth(t *testing.T) {
 		"kubernetes.io/serviceaccount/service-account.name": "tokenproxy",
 		"kubernetes.io/serviceaccount/service-account.uid":  "6a1c7e1e-uid",
 		"kubernetes.io/serviceaccount/secret.name":          "tokenproxy-token",
+		"aud": []string{"vault"}, // as the projected token in deploy/k8s is bound
 	})
 	const reviewerJWT = "reviewer-jwt"
 	var reviews atomic.Int32
@@ -271,14 +272,15 @@ func TestKubernetesAuth(t *testing.T) {
 		}
 		var req struct {
 			Spec struct {
-				Token string `json:"token"`
+				Token     string   `json:"token"`
+				Audiences []string `json:"audiences"`
 			} `json:"spec"`
 		}
 		_ = json.NewDecoder(r.Body).Decode(&req)
 		reviews.Add(1)
 		status := map[string]any{"authenticated": false}
 		if req.Spec.Token == saJWT {
-			status = map[string]any{"authenticated": true, "user": map[string]any{
+			status = map[string]any{"authenticated": true, "audiences": req.Spec.Audiences, "user": map[string]any{
 				"username": "system:serviceaccount:payments:tokenproxy", "uid": "6a1c7e1e-uid",
 			}}
 		}
@@ -300,6 +302,7 @@ func TestKubernetesAuth(t *testing.T) {
 	srv.Write("auth/"+authMount+"/role/tokenproxy", map[string]any{
 		"bound_service_account_names":      "tokenproxy",
 		"bound_service_account_namespaces": "payments",
+		"audience":                         "vault",
 		"token_policies":                   policy,
 		"token_ttl":                        "1h",
 	})
@@ -338,11 +341,27 @@ func TestKubernetesAuth(t *testing.T) {
 			"kubernetes.io/serviceaccount/namespace": "payments",
 			"kubernetes.io/serviceaccount/service-account.name": "tokenproxy",
 			"kubernetes.io/serviceaccount/service-account.uid":  "6a1c7e1e-uid",
+			"aud": []string{"vault"},
 		})
 		_, err := New(t.Context(), Config{Address: srv.Addr, Auth: AuthConfig{Method: MethodKubernetes,
 			Kubernetes: &KubernetesAuth{Role: "tokenproxy", Mount: authMount, JWTFile: writeFile(t, "t", other)}}})
 		if err == nil || strings.Contains(err.Error(), other) || !strings.Contains(err.Error(), "permission denied") {
 			t.Fatalf("login with a JWT the API server rejects: %v", err)
+		}
+	})
+	t.Run("token for another audience", func(t *testing.T) {
+		apiToken := signJWT(t, key, map[string]any{
+			"iss":                                    "kubernetes/serviceaccount",
+			"kubernetes.io/serviceaccount/namespace": "payments",
+			"kubernetes.io/serviceaccount/service-account.name": "tokenproxy",
+			"kubernetes.io/serviceaccount/service-account.uid":  "6a1c7e1e-uid",
+			"aud": []string{"https://kubernetes.default.svc"},
+		})
+		_, err := New(t.Context(), Config{Address: srv.Addr, Auth: AuthConfig{Method: MethodKubernetes,
+			Kubernetes: &KubernetesAuth{Role: "tokenproxy", Mount: authMount, JWTFile: writeFile(t, "t", apiToken)}}})
+		var aerr *AuthError
+		if !errors.As(err, &aerr) || aerr.Unavailable {
+			t.Fatalf("login with an API-server token: %v", err)
 		}
 	})
 	t.Run("missing jwt file", func(t *testing.T) {
