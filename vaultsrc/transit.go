@@ -5,7 +5,10 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -217,6 +220,7 @@ type transitKey struct {
 	latest     int
 	exportable bool
 	versions   map[int]crypto.PublicKey
+	chains     map[int]string // PEM chain imported with set-certificate, per version
 }
 
 func (c *Client) readTransitKey(ctx context.Context, cfg TransitKeyConfig) (*transitKey, error) {
@@ -230,7 +234,7 @@ func (c *Client) readTransitKey(ctx context.Context, cfg TransitKeyConfig) (*tra
 	if s == nil || s.Data == nil {
 		return nil, &ResponseError{Op: op, StatusCode: 404, Messages: []string{"no such key"}}
 	}
-	k := &transitKey{versions: map[int]crypto.PublicKey{}}
+	k := &transitKey{versions: map[int]crypto.PublicKey{}, chains: map[int]string{}}
 	k.keyType, _ = s.Data["type"].(string)
 	k.latest, _ = jsonInt(s.Data["latest_version"])
 	k.exportable, _ = s.Data["exportable"].(bool)
@@ -253,6 +257,9 @@ func (c *Client) readTransitKey(ctx context.Context, cfg TransitKeyConfig) (*tra
 			return nil, fmt.Errorf("%s: version %d: %w", op, v, err)
 		}
 		k.versions[v] = pub
+		if chain, _ := m["certificate_chain"].(string); chain != "" {
+			k.chains[v] = chain
+		}
 	}
 	if k.versions[k.latest] == nil {
 		return nil, fmt.Errorf("%s: no public key for the latest version %d", op, k.latest)
@@ -278,14 +285,16 @@ func parseTransitPublicKey(keyType, s string) (crypto.PublicKey, error) {
 	return x509.ParsePKCS1PublicKey(b.Bytes)
 }
 
-// TransitCertConfig pairs a Transit key with its certificate, kept (public)
-// in KV v2. The pair serves as a TLS client certificate and as the HTTP
-// signature key and certificate, with the private key never leaving Vault.
+// TransitCertConfig pairs a Transit key with its certificate. The pair serves
+// as a TLS client certificate and as the HTTP signature key and certificate,
+// with the private key never leaving Vault. The certificate (public) is read
+// from a KV v2 field, or, when Certificate is not set, from the chain imported
+// into Transit itself with set-certificate (see TransitCSR).
 //
 //	cert:
 //	  vault_transit:
 //	    key: {mount: transit, key: qseal}
-//	    certificate: {path: tokenproxy/bank/qseal, field: certificate}
+//	    certificate: {path: tokenproxy/bank/qseal, field: certificate}   # omit to use the chain in Transit
 //	    poll_interval: 30s
 type TransitCertConfig struct {
 	Key TransitKeyConfig `yaml:"key"`
@@ -295,9 +304,12 @@ type TransitCertConfig struct {
 	PollInterval time.Duration `yaml:"poll_interval,omitempty"`
 }
 
+// inTransit reports whether the certificate chain is kept in Transit.
+func (t TransitCertConfig) inTransit() bool { return t.Certificate == (secret.VaultRef{}) }
+
 func (t TransitCertConfig) withDefaults() TransitCertConfig {
 	t.Key = t.Key.withDefaults()
-	if t.Certificate.Mount == "" {
+	if !t.inTransit() && t.Certificate.Mount == "" {
 		t.Certificate.Mount = "secret"
 	}
 	if t.PollInterval == 0 {
@@ -312,11 +324,13 @@ func (t TransitCertConfig) Validate(at string) error {
 	if err := t.Key.Validate(at + ".key"); err != nil {
 		errs = append(errs, err)
 	}
-	if t.Certificate.Path == "" {
-		errs = append(errs, fmt.Errorf("%s.certificate.path: missing; name the KV v2 secret holding the certificate", at))
-	}
-	if t.Certificate.Field == "" {
-		errs = append(errs, fmt.Errorf("%s.certificate.field: missing; name the field with the PEM certificate", at))
+	if !t.inTransit() {
+		if t.Certificate.Path == "" {
+			errs = append(errs, fmt.Errorf("%s.certificate.path: missing; name the KV v2 secret holding the certificate (or omit certificate to use the chain stored in Transit)", at))
+		}
+		if t.Certificate.Field == "" {
+			errs = append(errs, fmt.Errorf("%s.certificate.field: missing; name the field with the PEM certificate", at))
+		}
 	}
 	if t.PollInterval < 0 {
 		errs = append(errs, fmt.Errorf("%s.poll_interval: must be positive, e.g. 30s", at))
@@ -345,6 +359,9 @@ func (s *TransitCertSource) PollInterval() time.Duration { return s.cfg.PollInte
 
 // String implements certs.Source.
 func (s *TransitCertSource) String() string {
+	if s.cfg.inTransit() {
+		return fmt.Sprintf("vault transit %s/keys/%s with its stored certificate chain", s.cfg.Key.Mount, s.cfg.Key.Key)
+	}
 	return fmt.Sprintf("vault transit %s/keys/%s with certificate kv %s/%s#%s",
 		s.cfg.Key.Mount, s.cfg.Key.Key, s.cfg.Certificate.Mount, s.cfg.Certificate.Path, s.cfg.Certificate.Field)
 }
@@ -357,6 +374,9 @@ func (s *TransitCertSource) Fetch(ctx context.Context, version string) (*tls.Cer
 }
 
 func (s *TransitCertSource) fetch(ctx context.Context, version string) (*tls.Certificate, string, error) {
+	if s.cfg.inTransit() {
+		return s.fetchFromTransit(ctx, version)
+	}
 	kv := s.cfg.Certificate
 	cur, err := s.c.kvCurrentVersion(ctx, kv.Mount, kv.Path)
 	if err != nil {
@@ -379,6 +399,89 @@ func (s *TransitCertSource) fetch(ctx context.Context, version string) (*tls.Cer
 		return nil, v, fmt.Errorf("vault kv %s/%s (version %d): %w", kv.Mount, kv.Path, cur, err)
 	}
 	return cert, v, nil
+}
+
+// fetchFromTransit serves the newest key version that has a certificate
+// chain imported; the version string names that key version and its chain.
+func (s *TransitCertSource) fetchFromTransit(ctx context.Context, version string) (*tls.Certificate, string, error) {
+	k, err := s.c.readTransitKey(ctx, s.cfg.Key)
+	if err != nil {
+		return nil, version, err
+	}
+	kv := 0
+	for v := range k.chains {
+		kv = max(kv, v)
+	}
+	if kv == 0 {
+		return nil, version, fmt.Errorf("vault transit key %s/keys/%s: no version has a certificate chain; import one with set-certificate",
+			s.cfg.Key.Mount, s.cfg.Key.Key)
+	}
+	sum := sha256.Sum256([]byte(k.chains[kv]))
+	v := fmt.Sprintf("v%d-%x", kv, sum[:6])
+	if v == version {
+		return nil, version, nil
+	}
+	chain, leaf, err := parseCertChain([]byte(k.chains[kv]))
+	if err != nil {
+		return nil, v, fmt.Errorf("vault transit key %s/keys/%s version %d: %w", s.cfg.Key.Mount, s.cfg.Key.Key, kv, err)
+	}
+	signer, err := s.c.newTransitSigner(s.cfg.Key, kv, k.versions[kv])
+	if err != nil {
+		return nil, v, err
+	}
+	return &tls.Certificate{Certificate: chain, Leaf: leaf, PrivateKey: signer}, v, nil
+}
+
+// TransitCSR asks Transit for a PKCS #10 certificate signing request for
+// version (0: the latest) of the key, signed by that key inside Vault, with
+// the subject and names of tmpl. It is the first onboarding step with a bank
+// or QTSP: send the CSR, then import the chain they return with
+// TransitSetCertificateChain.
+func (c *Client) TransitCSR(ctx context.Context, key TransitKeyConfig, version int, tmpl *x509.CertificateRequest) ([]byte, error) {
+	key = key.withDefaults()
+	// Vault takes the template as a CSR; any key signs it, Vault replaces key and signature.
+	throwaway, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	t := *tmpl
+	t.SignatureAlgorithm = x509.UnknownSignatureAlgorithm
+	der, err := x509.CreateCertificateRequest(rand.Reader, &t, throwaway)
+	if err != nil {
+		return nil, fmt.Errorf("building the CSR template: %w", err)
+	}
+	body := map[string]any{"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))}
+	if version > 0 {
+		body["version"] = version
+	}
+	op := fmt.Sprintf("creating a CSR with vault transit key %s/keys/%s", key.Mount, key.Key)
+	s, err := c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
+		return a.Logical().WriteWithContext(ctx, key.Mount+"/keys/"+key.Key+"/csr", body)
+	})
+	if err != nil {
+		return nil, err
+	}
+	csr, _ := s.Data["csr"].(string)
+	if csr == "" {
+		return nil, fmt.Errorf("%s: no csr in Vault's answer", op)
+	}
+	return []byte(csr), nil
+}
+
+// TransitSetCertificateChain imports the PEM certificate chain (leaf first)
+// issued for version (0: the latest) of the key. Vault checks that the leaf's
+// public key is the key's.
+func (c *Client) TransitSetCertificateChain(ctx context.Context, key TransitKeyConfig, version int, chainPEM []byte) error {
+	key = key.withDefaults()
+	body := map[string]any{"certificate_chain": string(chainPEM)}
+	if version > 0 {
+		body["version"] = version
+	}
+	op := fmt.Sprintf("importing a certificate chain into vault transit key %s/keys/%s", key.Mount, key.Key)
+	_, err := c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
+		return a.Logical().WriteWithContext(ctx, key.Mount+"/keys/"+key.Key+"/set-certificate", body)
+	})
+	return err
 }
 
 // TransitCertificate builds a *tls.Certificate from a PEM certificate (and

@@ -157,6 +157,8 @@ func TestSourceConfigValidate(t *testing.T) {
 		{"pki no role", PKIConfig{CommonName: "cn"}.Validate("r.pki"), "r.pki.role: missing"},
 		{"transit ok", TransitCertConfig{Key: TransitKeyConfig{Key: "k"}, Certificate: secret.VaultRef{Path: "p", Field: "f"}}.Validate("x"), ""},
 		{"transit no key", TransitCertConfig{}.Validate("s.t"), "s.t.key.key: missing"},
+		{"transit chain in transit", TransitCertConfig{Key: TransitKeyConfig{Key: "k"}}.Validate("x"), ""},
+		{"transit kv without field", TransitCertConfig{Key: TransitKeyConfig{Key: "k"}, Certificate: secret.VaultRef{Path: "p"}}.Validate("s.t"), "s.t.certificate.field: missing"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
