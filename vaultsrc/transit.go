@@ -184,7 +184,10 @@ func (s *TransitSigner) SignContext(ctx context.Context, digest []byte, opts cry
 	resp, err := s.c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
 		return a.Logical().WriteWithContext(ctx, s.cfg.Mount+"/sign/"+s.cfg.Key, body)
 	})
-	s.c.health.report("vault transit "+s.cfg.Mount+"/keys/"+s.cfg.Key, err)
+	// Health follows whether signing works at all; a refused input is the caller's problem.
+	if err == nil || isUnavailable(err) || errors.Is(err, ErrPermissionDenied) || errors.Is(err, ErrNotFound) {
+		s.c.health.report("vault transit "+s.cfg.Mount+"/keys/"+s.cfg.Key, err)
+	}
 	if err != nil {
 		return nil, err
 	}
