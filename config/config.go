@@ -10,6 +10,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/signer"
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 // Defaults.
@@ -41,7 +42,10 @@ type Config struct {
 	// Callers are the identities apps present in Proxy-Authorization (Basic)
 	// when a gateway shares tokenproxy between apps; routes name them in allow.callers.
 	Callers []Caller `yaml:"callers"`
-	Routes  []Route  `yaml:"routes"`
+	// Vault, when set, is the Vault server secrets, certificates and signing
+	// keys can come from.
+	Vault  *vaultsrc.Config `yaml:"vault"`
+	Routes []Route          `yaml:"routes"`
 }
 
 // Caller is one app allowed to use a shared gateway, by name and password.
@@ -133,6 +137,13 @@ type TLS struct {
 type ClientCertificate struct {
 	PKCS12 *PKCS12 `yaml:"pkcs12"`
 	PEM    *PEM    `yaml:"pem"`
+	// VaultKV is a PFX (base64) and passcode, or a PEM certificate and key, in Vault KV v2.
+	VaultKV *vaultsrc.KVCertConfig `yaml:"vault_kv"`
+	// VaultPKI issues a short-lived certificate from Vault's PKI engine and renews it.
+	VaultPKI *vaultsrc.PKIConfig `yaml:"vault_pki"`
+	// VaultTransit keeps the private key in Vault Transit (never readable); the
+	// certificate comes from KV or from Transit.
+	VaultTransit *vaultsrc.TransitCertConfig `yaml:"vault_transit"`
 	// ReloadInterval is how often the files are checked for a rotation.
 	ReloadInterval time.Duration `yaml:"reload_interval"`
 

@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tokenproxy/tokenproxy/signer"
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 // LoadFile reads, decodes, defaults and validates a configuration file.
@@ -68,21 +69,26 @@ var (
 
 // typeLabels maps the Go types of the schema to where they appear in the file.
 var typeLabels = map[string]reflect.Type{
-	"config.Config":            reflect.TypeFor[Config](),
-	"config.Listen":            reflect.TypeFor[Listen](),
-	"config.Log":               reflect.TypeFor[Log](),
-	"config.Route":             reflect.TypeFor[Route](),
-	"config.TLS":               reflect.TypeFor[TLS](),
-	"config.ClientCertificate": reflect.TypeFor[ClientCertificate](),
-	"config.PKCS12":            reflect.TypeFor[PKCS12](),
-	"config.PEM":               reflect.TypeFor[PEM](),
-	"config.Token":             reflect.TypeFor[Token](),
-	"config.RateLimit":         reflect.TypeFor[RateLimit](),
-	"config.Timeouts":          reflect.TypeFor[Timeouts](),
-	"config.Check":             reflect.TypeFor[Check](),
-	"config.Allow":             reflect.TypeFor[Allow](),
-	"config.Caller":            reflect.TypeFor[Caller](),
-	"config.Signing":           reflect.TypeFor[signingKeys](),
+	"config.Config":              reflect.TypeFor[Config](),
+	"config.Listen":              reflect.TypeFor[Listen](),
+	"config.Log":                 reflect.TypeFor[Log](),
+	"config.Route":               reflect.TypeFor[Route](),
+	"config.TLS":                 reflect.TypeFor[TLS](),
+	"config.ClientCertificate":   reflect.TypeFor[ClientCertificate](),
+	"config.PKCS12":              reflect.TypeFor[PKCS12](),
+	"config.PEM":                 reflect.TypeFor[PEM](),
+	"config.Token":               reflect.TypeFor[Token](),
+	"config.RateLimit":           reflect.TypeFor[RateLimit](),
+	"config.Timeouts":            reflect.TypeFor[Timeouts](),
+	"config.Check":               reflect.TypeFor[Check](),
+	"config.Allow":               reflect.TypeFor[Allow](),
+	"vaultsrc.Config":            reflect.TypeFor[vaultsrc.Config](),
+	"vaultsrc.AuthConfig":        reflect.TypeFor[vaultsrc.AuthConfig](),
+	"vaultsrc.KVCertConfig":      reflect.TypeFor[vaultsrc.KVCertConfig](),
+	"vaultsrc.PKIConfig":         reflect.TypeFor[vaultsrc.PKIConfig](),
+	"vaultsrc.TransitCertConfig": reflect.TypeFor[vaultsrc.TransitCertConfig](),
+	"config.Caller":              reflect.TypeFor[Caller](),
+	"config.Signing":             reflect.TypeFor[signingKeys](),
 	"secret.Ref": reflect.TypeFor[struct {
 		Env   string `yaml:"env"`
 		File  string `yaml:"file"`
@@ -99,7 +105,8 @@ var blockNames = map[string]string{
 	"config.Config": "the top level", "config.Listen": "listen", "config.Log": "log", "config.Route": "a route",
 	"config.TLS": "tls", "config.ClientCertificate": "client_certificate", "config.PKCS12": "client_certificate.pkcs12",
 	"config.PEM": "client_certificate.pem", "config.Token": "token", "config.RateLimit": "token.rate_limit",
-	"config.Timeouts": "timeouts", "config.Check": "check", "config.Allow": "allow", "config.Caller": "a caller", "config.Signing": "signing", "secret.Ref": "a secret reference", "secret.VaultRef": "a vault secret reference",
+	"config.Timeouts": "timeouts", "config.Check": "check", "config.Allow": "allow", "vaultsrc.Config": "vault", "vaultsrc.AuthConfig": "vault.auth",
+	"vaultsrc.KVCertConfig": "vault_kv", "vaultsrc.PKIConfig": "vault_pki", "vaultsrc.TransitCertConfig": "vault_transit", "config.Caller": "a caller", "config.Signing": "signing", "secret.Ref": "a secret reference", "secret.VaultRef": "a vault secret reference",
 }
 
 // explainYAML rewrites the YAML decoder's messages into ones that name the

@@ -151,6 +151,13 @@ func (c *Config) Validate() error {
 		add("log.format", "%q is not json or console", c.Log.Format)
 	}
 
+	if c.Vault != nil {
+		if err := c.Vault.Validate(); err != nil {
+			vaultErr(&errs, err)
+		}
+	} else if c.usesVault() {
+		add("vault", "missing; the configuration refers to Vault, so give the server and how to log in: vault: {address: https://vault:8200, auth: {method: kubernetes, kubernetes: {role: tokenproxy}}}")
+	}
 	if len(c.Routes) == 0 {
 		add("routes", "no routes; add at least one, e.g. {name: bankingcircle, preset: bankingcircle-sandbox, ...}")
 	}
@@ -243,7 +250,7 @@ func (c *Config) Validate() error {
 			if sg.Profile == "" {
 				add(p+".signing.profile", "missing; one of berlin-group, stet, custom, rfc9421")
 			}
-			if sg.Key.Source == nil && sg.Key.PKCS12 == nil && sg.Key.PEM == nil {
+			if sg.Key.Source == nil && sg.Key.PKCS12 == nil && sg.Key.PEM == nil && sg.Key.VaultKV == nil && sg.Key.VaultPKI == nil && sg.Key.VaultTransit == nil {
 				add(p+".signing.key", "missing; the signing key and certificate (QSealC): pkcs12: {file, passcode} or pem: {cert_file, key_file}")
 			} else {
 				validateCertBlock(&errs, p+".signing.key", sg.Key, false)
@@ -314,10 +321,22 @@ func validateCertBlock(errs *[]error, path string, cc ClientCertificate, require
 	add := func(p, format string, a ...any) {
 		*errs = append(*errs, &FieldError{Path: p, Msg: fmt.Sprintf(format, a...)})
 	}
+	n := 0
+	for _, set := range []bool{cc.PKCS12 != nil, cc.PEM != nil, cc.VaultKV != nil, cc.VaultPKI != nil, cc.VaultTransit != nil} {
+		if set {
+			n++
+		}
+	}
 	switch {
 	case cc.Source != nil:
-	case cc.PKCS12 != nil && cc.PEM != nil:
-		add(path, "set pkcs12 or pem, not both")
+	case n > 1:
+		add(path, "set one of pkcs12, pem, vault_kv, vault_pki or vault_transit")
+	case cc.VaultKV != nil:
+		vaultErr(errs, cc.VaultKV.Validate(path+".vault_kv"))
+	case cc.VaultPKI != nil:
+		vaultErr(errs, cc.VaultPKI.Validate(path+".vault_pki"))
+	case cc.VaultTransit != nil:
+		vaultErr(errs, cc.VaultTransit.Validate(path+".vault_transit"))
 	case cc.PKCS12 != nil:
 		if cc.PKCS12.File == "" {
 			add(path+".pkcs12.file", "missing; give the path of the .pfx/.p12 file")
@@ -336,4 +355,40 @@ func validateCertBlock(errs *[]error, path string, cc ClientCertificate, require
 	if cc.ReloadInterval < 0 {
 		add(path+".reload_interval", "must not be negative (0 takes the default)")
 	}
+}
+
+// vaultErr turns vaultsrc's "path: message" errors into FieldErrors.
+func vaultErr(errs *[]error, err error) {
+	if err == nil {
+		return
+	}
+	for line := range strings.SplitSeq(err.Error(), "\n") {
+		if path, msg, ok := strings.Cut(line, ": "); ok {
+			*errs = append(*errs, &FieldError{Path: path, Msg: msg})
+		} else if line != "" {
+			*errs = append(*errs, errors.New(line))
+		}
+	}
+}
+
+// usesVault reports whether the configuration refers to Vault anywhere.
+func (c *Config) usesVault() bool {
+	refs := func(cc ClientCertificate) bool {
+		return cc.VaultKV != nil || cc.VaultPKI != nil || cc.VaultTransit != nil ||
+			(cc.PKCS12 != nil && cc.PKCS12.Passcode.Vault != nil)
+	}
+	for _, cl := range c.Callers {
+		if cl.Password.Vault != nil {
+			return true
+		}
+	}
+	for _, r := range c.Routes {
+		if refs(r.ClientCert) || (r.Signing != nil && refs(r.Signing.Key)) {
+			return true
+		}
+		if t := r.Token; t != nil && (t.Username.Vault != nil || t.Password.Vault != nil) {
+			return true
+		}
+	}
+	return false
 }

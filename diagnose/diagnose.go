@@ -27,6 +27,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/proxy"
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/tokencache"
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 // Verdict of one step; the worst one sets the exit status.
@@ -79,6 +80,8 @@ type Options struct {
 	// ExpiryWarning turns a certificate expiring within it into a warning; default 30 days.
 	ExpiryWarning time.Duration
 	Vault         secret.VaultReader
+	// VaultClient provides certificates kept in Vault.
+	VaultClient *vaultsrc.Client
 }
 
 // Run diagnoses every route of cfg (or only the one named route) and writes
@@ -147,7 +150,7 @@ func (d *routeCheck) run(ctx context.Context) {
 		d.step("token", Skip, "skipped: TLS handshake failed", "")
 		return
 	}
-	r, err := proxy.BuildRoute(ctx, d.i, d.rc, proxy.BuildOptions{Log: zap.NewNop(), Limiters: &tokencache.Limiters{}, Vault: d.o.Vault})
+	r, err := proxy.BuildRoute(ctx, d.i, d.rc, proxy.BuildOptions{Log: zap.NewNop(), Limiters: &tokencache.Limiters{}, Vault: d.o.Vault, VaultClient: d.o.VaultClient})
 	if err != nil {
 		d.step("route", Fail, err.Error(), "")
 		return
@@ -197,6 +200,13 @@ func (d *routeCheck) checkCertificate(ctx context.Context) bool {
 			return false
 		}
 		src = &certs.FileSource{CertFile: cc.PEM.CertFile, KeyFile: cc.PEM.KeyFile}
+	case cc.VaultKV != nil && d.o.VaultClient != nil:
+		src = d.o.VaultClient.KVCertSource(*cc.VaultKV)
+	case cc.VaultTransit != nil && d.o.VaultClient != nil:
+		src = d.o.VaultClient.TransitCertSource(*cc.VaultTransit)
+	case cc.VaultPKI != nil:
+		d.step("client certificate", OK, "issued from Vault PKI role "+cc.VaultPKI.Role+" when the route is built", "")
+		return true
 	default:
 		d.step("client certificate", Skip, "none configured", "")
 		return true

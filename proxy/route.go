@@ -20,6 +20,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/signer"
 	"github.com/tokenproxy/tokenproxy/tokencache"
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 // Signer adds signing headers to an outgoing request whose body is body.
@@ -48,8 +49,10 @@ type Route struct {
 	MaxBody int64
 
 	reloaders []*certs.Reloader
-	held      []HeldCertificate
-	allow     *allowPolicy
+	// background runs alongside the server (e.g. Vault PKI renewal).
+	background []func(context.Context)
+	held       []HeldCertificate
+	allow      *allowPolicy
 	// owned are request headers tokenproxy sets on this route; the app's
 	// values are dropped.
 	owned []string
@@ -83,6 +86,8 @@ type BuildOptions struct {
 	Limiters *tokencache.Limiters
 	// Vault resolves vault: secret references; nil when none is configured.
 	Vault secret.VaultReader
+	// VaultClient provides certificates and keys kept in Vault; nil when none is configured.
+	VaultClient *vaultsrc.Client
 	// TokenObserver receives token cache events (metrics); may be nil.
 	TokenObserver tokencache.Observer
 	// Callers are the gateway callers' credentials, built by New.
@@ -135,10 +140,18 @@ func BuildRoute(ctx context.Context, i int, rc config.Route, o BuildOptions) (*R
 	}
 
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: rc.TLS.ServerName}
-	if src, cp := certSource(rc.ClientCert, o.Vault); src != nil {
+	if pki := rc.ClientCert.VaultPKI; pki != nil {
+		holder, err := issuePKI(ctx, p+".client_certificate.vault_pki", r, pki, o)
+		if err != nil {
+			return nil, err
+		}
+		r.ClientCert = holder
+		r.AddCertificate("client", holder, nil)
+		tlsConf.GetClientCertificate = holder.GetClientCertificate
+	} else if src, cp := certSource(rc.ClientCert, o); src != nil {
 		holder := certs.NewHolder(nil)
 		rl := &certs.Reloader{Name: "route " + rc.Name + " client certificate", Holder: holder, Source: src,
-			Interval: rc.ClientCert.ReloadInterval, Log: log}
+			Interval: pollInterval(rc.ClientCert), Log: log}
 		if o.OnReload != nil {
 			rl.OnResult = func(ok bool) { o.OnReload(rc.Name, "client_certificate", ok) }
 		}
@@ -188,12 +201,22 @@ func BuildRoute(ctx context.Context, i int, rc config.Route, o BuildOptions) (*R
 
 // certSource returns the client certificate's source and the config path
 // suffix naming it, or nil when the route presents no certificate.
-func certSource(cc config.ClientCertificate, vault secret.VaultReader) (certs.Source, string) {
+func certSource(cc config.ClientCertificate, o BuildOptions) (certs.Source, string) {
 	switch {
 	case cc.Source != nil:
 		return cc.Source, ""
+	case cc.VaultKV != nil:
+		if o.VaultClient == nil {
+			return &failingSource{err: secret.ErrNoVault}, ".vault_kv"
+		}
+		return o.VaultClient.KVCertSource(*cc.VaultKV), ".vault_kv"
+	case cc.VaultTransit != nil:
+		if o.VaultClient == nil {
+			return &failingSource{err: secret.ErrNoVault}, ".vault_transit"
+		}
+		return o.VaultClient.TransitCertSource(*cc.VaultTransit), ".vault_transit"
 	case cc.PKCS12 != nil:
-		pass, err := cc.PKCS12.Passcode.Open(vault)
+		pass, err := cc.PKCS12.Passcode.Open(o.Vault)
 		if err != nil {
 			return &failingSource{err: err}, ".pkcs12.passcode"
 		}
@@ -270,12 +293,15 @@ func buildTokens(ctx context.Context, p, route string, t *config.Token, tr *http
 // buildSigner loads the signing key (apart from the TLS client certificate),
 // validates the signing options against it and installs the signer.
 func buildSigner(ctx context.Context, p string, r *Route, sg *config.Signing, o BuildOptions, log *zap.Logger) error {
-	src, cp := certSource(sg.Key, o.Vault)
+	if sg.Key.VaultPKI != nil {
+		return &BuildError{Path: p + ".key.vault_pki", Err: errors.New("a signing key cannot come from Vault PKI"), Fix: "use vault_transit (the key never leaves Vault) or vault_kv"}
+	}
+	src, cp := certSource(sg.Key, o)
 	holder := certs.NewHolder(nil)
 	opts := sg.Options
 	validate := func(c *tls.Certificate) error { return opts.Validate(c, time.Now()) }
 	rl := &certs.Reloader{Name: "route " + r.Name + " signing key", Holder: holder, Source: src,
-		Interval: sg.Key.ReloadInterval, Log: log, Validate: validate}
+		Interval: pollInterval(sg.Key), Log: log, Validate: validate}
 	if o.OnReload != nil {
 		rl.OnResult = func(ok bool) { o.OnReload(r.Name, "signing_key", ok) }
 	}
@@ -299,4 +325,34 @@ func buildSigner(ctx context.Context, p string, r *Route, sg *config.Signing, o 
 		r.owned = append(r.owned, "TPP-Signature-Certificate")
 	}
 	return nil
+}
+
+// Background returns the route's background jobs (Vault PKI renewal), to be run.
+func (r *Route) Background() []func(context.Context) { return r.background }
+
+// pollInterval is how often a certificate source is checked: the Vault
+// block's poll_interval when it sets one, else reload_interval.
+func pollInterval(cc config.ClientCertificate) time.Duration {
+	switch {
+	case cc.VaultKV != nil && cc.VaultKV.PollInterval > 0:
+		return cc.VaultKV.PollInterval
+	case cc.VaultTransit != nil && cc.VaultTransit.PollInterval > 0:
+		return cc.VaultTransit.PollInterval
+	}
+	return cc.ReloadInterval
+}
+
+// issuePKI issues the route's first client certificate from Vault PKI (a
+// failure is fatal at start-up) and schedules its renewals.
+func issuePKI(ctx context.Context, p string, r *Route, cfg *vaultsrc.PKIConfig, o BuildOptions) (*certs.Holder, error) {
+	if o.VaultClient == nil {
+		return nil, &BuildError{Path: p, Err: secret.ErrNoVault}
+	}
+	holder := certs.NewHolder(nil)
+	iss := o.VaultClient.PKIIssuer(*cfg, holder)
+	if _, err := iss.Issue(ctx); err != nil {
+		return nil, &BuildError{Path: p, Err: err, Fix: "check the PKI mount, the role and that the Vault policy allows pki/issue/<role>"}
+	}
+	r.background = append(r.background, iss.Run)
+	return holder, nil
 }

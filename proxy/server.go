@@ -31,6 +31,9 @@ type Options struct {
 	// Admin, when set, is served on the admin listener; it receives the
 	// Server so it can report readiness.
 	Admin func(*Server) http.Handler
+	// Degraded, when set, reports a dependency that is down while the
+	// server still serves on what it holds (Vault unreachable): /readyz says so.
+	Degraded func() error
 }
 
 // Server runs tokenproxy's listeners: the forward proxy, each route's local
@@ -123,6 +126,12 @@ func (s *Server) Ready() (bool, string) {
 			return false, "route " + r.Name + " has no client certificate"
 		}
 	}
+	if s.opts.Degraded != nil {
+		if err := s.opts.Degraded(); err != nil {
+			// Still ready: the last good material keeps serving until it expires.
+			return true, "degraded: " + err.Error()
+		}
+	}
 	return true, "ok"
 }
 
@@ -203,6 +212,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	for _, r := range s.routes {
 		for _, rl := range r.reloaders {
 			wg.Go(func() { rl.Run(bg) })
+		}
+		for _, job := range r.background {
+			wg.Go(func() { job(bg) })
 		}
 	}
 	wg.Go(func() { s.warnExpiry(bg) })

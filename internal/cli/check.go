@@ -25,7 +25,20 @@ It prints no secret.`,
 			if err != nil {
 				return err
 			}
-			rep, err := diagnose.Run(e.context(), cfg, route, cmd.OutOrStdout(), diagnose.Options{Timeout: timeout})
+			log, err := e.buildLogger(cfg.Log)
+			if err != nil {
+				return &ExitError{Code: ExitConfig, Err: err}
+			}
+			vc, err := openVault(e.context(), cfg, log)
+			if err != nil {
+				return err
+			}
+			opts := diagnose.Options{Timeout: timeout}
+			if vc != nil {
+				defer vc.Close()
+				opts.Vault, opts.VaultClient = vc, vc
+			}
+			rep, err := diagnose.Run(e.context(), cfg, route, cmd.OutOrStdout(), opts)
 			if err != nil {
 				return &ExitError{Code: ExitUsage, Err: err}
 			}

@@ -23,6 +23,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/version"
 	"github.com/tokenproxy/tokenproxy/metrics"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 // Exit codes.
@@ -190,7 +191,14 @@ func (e *env) validateCommand() *cobra.Command {
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: err}
 			}
-			srv, err := proxy.New(e.context(), cfg, proxy.Options{Log: log})
+			vc, err := openVault(e.context(), cfg, log)
+			if err != nil {
+				return err
+			}
+			if vc != nil {
+				defer vc.Close()
+			}
+			srv, err := proxy.New(e.context(), cfg, proxy.Options{Log: log, Build: buildOptions(vc)})
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 			}
@@ -239,15 +247,50 @@ func (e *env) runCommand() *cobra.Command {
 	return cmd
 }
 
+// openVault logs in to Vault when the configuration has a vault: block. A
+// failed first login is a configuration error (exit 2) naming the method and
+// role, never the secret.
+func openVault(ctx context.Context, cfg *config.Config, log *zap.Logger) (*vaultsrc.Client, error) {
+	if cfg.Vault == nil {
+		return nil, nil
+	}
+	c, err := vaultsrc.New(ctx, *cfg.Vault, vaultsrc.WithLogger(log))
+	if err != nil {
+		return nil, &ExitError{Code: ExitConfig, Err: fmt.Errorf("vault: %w", err)}
+	}
+	return c, nil
+}
+
+// buildOptions wires the Vault client, when there is one, into route building.
+func buildOptions(vc *vaultsrc.Client) proxy.BuildOptions {
+	if vc == nil {
+		return proxy.BuildOptions{}
+	}
+	return proxy.BuildOptions{Vault: vc, VaultClient: vc}
+}
+
 // Serve builds the server for cfg and serves until ctx ends, then drains.
 func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	vc, err := openVault(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if vc != nil {
+		defer vc.Close()
+	}
 	m := metrics.New()
-	srv, err := proxy.New(ctx, cfg, proxy.Options{
+	bo := buildOptions(vc)
+	bo.TokenObserver, bo.OnReload = m, m.Reload
+	opts := proxy.Options{
 		Log:      log,
 		Observer: m,
-		Build:    proxy.BuildOptions{TokenObserver: m, OnReload: m.Reload},
+		Build:    bo,
 		Admin:    func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) },
-	})
+	}
+	if vc != nil {
+		opts.Degraded = func() error { return vc.Health().Err() }
+	}
+	srv, err := proxy.New(ctx, cfg, opts)
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 	}

@@ -74,7 +74,7 @@ func run(t *testing.T, args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
 	log, logs := testlog.New(t)
 	logs.ForbidStrings(passcode, "password-xyz-123", "wrong-passcode-77")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	code := cli.Execute(args, cli.WithOutput(&out, &errb), cli.WithLogger(log), cli.WithContext(ctx))
 	for _, s := range []string{passcode, "password-xyz-123", "wrong-passcode-77"} {
