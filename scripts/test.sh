@@ -3,6 +3,7 @@
 # .ci/run calls it. Environment:
 #   TOKENPROXY_FUZZTIME  how long each fuzz target runs (default 10s; 0 skips)
 #   TOKENPROXY_SKIP_SETUP=1  use what is already installed/running
+#   TOKENPROXY_SKIP_IMAGE=1  do not build the container image (needs root and buildah)
 #   TOKENPROXY_CACHE     where the Vault dev server binary is cached (default ~/.cache/tokenproxy)
 #   VAULT_DEV_PORT       port of the Vault dev server for the tests (default 8200; it also binds +1)
 set -euo pipefail
@@ -58,6 +59,19 @@ if [[ "$FUZZTIME" != 0 ]]; then
   done < <(grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./tools/' | while read -r f; do
              d=$(dirname "$f"); grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //' | sed "s|^|./${d#./} |"
            done | sort -u)
+fi
+
+step "Kubernetes manifests: strict decoding into the API types, kustomize rendering, security checks"
+bash .ci/manifests.sh
+
+if [[ "${TOKENPROXY_SKIP_IMAGE:-}" != 1 ]]; then
+  step "container image: buildah build without a registry; runs as uid 65532 and answers version"
+  if [[ $(id -u) == 0 ]]; then
+    bash .ci/image.sh
+  else
+    echo "skipped: building the image needs root (buildah); set TOKENPROXY_SKIP_IMAGE=1 to silence" >&2
+    exit 1
+  fi
 fi
 
 step "all tests passed"
