@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/signer"
 	"github.com/tokenproxy/tokenproxy/tokencache"
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 // Observer receives one event per proxied request, for metrics. It must not block.
@@ -132,6 +133,11 @@ func (p *pipeline) send(req *http.Request, route *Route, body []byte, tok *token
 	}
 	if route.Signer != nil {
 		if err := route.Signer.Sign(out, body); err != nil {
+			var unavailable *vaultsrc.UnavailableError
+			if errors.As(err, &unavailable) {
+				return nil, &apiError{Status: http.StatusServiceUnavailable, Code: CodeSigningUnavailable, cause: err, RetryAfter: time.Second,
+					Message: "the signing key is held in Vault, which cannot be reached right now; retry shortly"}
+			}
 			if errors.Is(err, signer.ErrMissingHeader) {
 				return nil, &apiError{Status: http.StatusBadRequest, Code: CodeMissingHeader, cause: err,
 					Message: "the request lacks a header the route's signature must cover: " + err.Error()}
