@@ -19,6 +19,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -149,12 +150,14 @@ func repoRoot() (string, error) {
 
 // freePortPair finds a port p such that p and p+1 are free (the dev server binds both).
 func freePortPair() (int, error) {
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	// Vault binds the port and the next one. Pairs are drawn below Linux's
+	// ephemeral range (32768-60999), where neighbouring ports are seldom taken.
+	for range 200 {
+		p := 20000 + 2*mrand.IntN(6000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
 		if err != nil {
-			return 0, err
+			continue
 		}
-		p := l.Addr().(*net.TCPAddr).Port
 		l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+1))
 		l.Close()
 		if err == nil {
