@@ -3,6 +3,7 @@ package vaultsrc
 import (
 	"io"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -89,7 +90,11 @@ func TestOutage(t *testing.T) {
 	stopped := time.Now()
 	waitFor(t, 3*time.Second, "health to report degraded", func() bool { return !c.Health().OK })
 	t.Logf("degraded reported %s after the stop", time.Since(stopped).Round(time.Millisecond))
-	for time.Since(stopped) < 3*time.Second {
+	outage := 30 * time.Second // the length issue-level acceptance asks for; TOKENPROXY_VAULT_OUTAGE overrides
+	if d, err := time.ParseDuration(os.Getenv("TOKENPROXY_VAULT_OUTAGE")); err == nil {
+		outage = d
+	}
+	for time.Since(stopped) < outage {
 		if v, err := password.Get(t.Context()); err != nil || v.Reveal() != "pw-1" {
 			t.Fatalf("password during the outage = %v, %v", v, err)
 		}
@@ -99,7 +104,7 @@ func TestOutage(t *testing.T) {
 	if st.FastFails == 0 {
 		t.Fatal("no request was held back while Vault was down")
 	}
-	t.Logf("during a 3 s outage: %d requests sent to Vault, %d held back by the back-off; health: %v", st.Requests, st.FastFails, c.Health().Err())
+	t.Logf("during a %v outage: %d requests sent to Vault, %d held back by the back-off; health: %v", outage, st.Requests, st.FastFails, c.Health().Err())
 
 	srv.Restart()
 	seed("pw-2", pfx1, pfx2) // version 2 is the new certificate
