@@ -23,7 +23,7 @@ import (
 )
 
 // mtlsUpstream serves h over TLS, requiring a client certificate from ca.
-func mtlsUpstream(t *testing.T, ca *testpki.CA, h http.Handler) *httptest.Server {
+func mtlsUpstream(t testing.TB, ca *testpki.CA, h http.Handler) *httptest.Server {
 	t.Helper()
 	sc, err := ca.IssueServer([]string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
 	if err != nil {
