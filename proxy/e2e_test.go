@@ -452,3 +452,17 @@ func TestDrain(t *testing.T) {
 
 var _ = context.Background
 var _ = errors.New
+
+// A certificate within certificate_expiry_warning of its expiry is logged
+// at start-up.
+func TestExpiryWarning(t *testing.T) {
+	h := newHarness(t, harnessOpts{top: "certificate_expiry_warning: 48h\n"}) // test certificates live 24 h
+	waitFor(t, 2*time.Second, func() bool {
+		return h.logs.Count(`"msg":"certificate expires soon; rotate it"`, `"route":"bankingcircle"`, `"certificate":"client"`) == 1
+	})
+	quiet := newHarness(t, harnessOpts{top: "certificate_expiry_warning: 1h\n"})
+	time.Sleep(100 * time.Millisecond)
+	if quiet.logs.Count("certificate expires soon") != 0 {
+		t.Fatal("warned about a certificate outside the window")
+	}
+}

@@ -34,7 +34,7 @@ import (
 
 // startWithVault builds and serves tokenproxy from yaml with a Vault client
 // logged in with the dev server's token.
-func startWithVault(t *testing.T, srv *vaulttest.Server, yaml string) (*proxy.Server, *testlog.Capture) {
+func startWithVault(t *testing.T, srv *vaulttest.Server, yaml string) (*proxy.Server, *testlog.Capture, *vaultsrc.Client) {
 	t.Helper()
 	// A child token with a value unique enough to search the log for.
 	tok, err := srv.Client().Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"root"}, TTL: "10m"})
@@ -65,7 +65,7 @@ func startWithVault(t *testing.T, srv *vaulttest.Server, yaml string) (*proxy.Se
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return s, logs
+	return s, logs, vc
 }
 
 // A PFX rotated in Vault KV while ≥200 requests/s go through the proxy:
@@ -98,7 +98,7 @@ func TestVaultKVRotationUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
 	_ = ca.WriteCertFile(caFile)
-	s, logs := startWithVault(t, srv, fmt.Sprintf(`
+	s, logs, vc := startWithVault(t, srv, fmt.Sprintf(`
 listen: {proxy: 127.0.0.1:0, admin: 'off'}
 routes:
   - name: bankingcircle
@@ -122,6 +122,7 @@ routes:
 	tick := time.NewTicker(time.Second / rate)
 	defer tick.Stop()
 	var wg sync.WaitGroup
+	vaultBefore := vc.Stats().Requests
 	start := time.Now()
 	wg.Go(func() {
 		for {
@@ -160,6 +161,13 @@ routes:
 	close(stop)
 	wg.Wait()
 	elapsed := time.Since(start)
+	vaultRequests := vc.Stats().Requests - vaultBefore
+	// Only polls (metadata every 200 ms), the read of the new version and the
+	// token fetch's secret reads: never a Vault call per proxied request.
+	if limit := int64(elapsed/(200*time.Millisecond)) + 10; int64(vaultRequests) > limit {
+		t.Fatalf("%d Vault requests for %d proxied requests in %v; want polls only (≤ %d)", vaultRequests, ok.Load(), elapsed, limit)
+	}
+	t.Logf("Vault requests during the load: %d (%.0f per minute) for %d proxied requests", vaultRequests, float64(vaultRequests)/elapsed.Minutes(), ok.Load())
 	if failed.Load() != 0 {
 		t.Fatalf("%d requests failed during the rotation (%d succeeded)", failed.Load(), ok.Load())
 	}
@@ -204,7 +212,7 @@ func TestVaultTransitSigning(t *testing.T) {
 	_ = ca.WriteCertFile(caFile)
 	qwac, _ := ca.IssueClient("TPP QWAC")
 	qf, _ := testpki.WriteFiles(dir, "qwac", qwac, "x")
-	s, _ := startWithVault(t, srv, fmt.Sprintf(`
+	s, _, _ := startWithVault(t, srv, fmt.Sprintf(`
 listen: {proxy: 127.0.0.1:0, admin: 'off'}
 routes:
   - name: bg
