@@ -6,18 +6,28 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 // BenchmarkRSA2048Sign is Go's own RSA-2048 PKCS#1 v1.5 signing rate on
@@ -45,10 +55,39 @@ func BenchmarkRSA2048Sign(b *testing.B) {
 func BenchmarkSignedRequestThroughProxy(b *testing.B) {
 	ca, _ := testpki.NewCA("bench CA")
 	dir := b.TempDir()
-	qwac, _ := ca.IssueClient("qwac")
 	qseal, _ := ca.IssueClient("qseal", testpki.WithKeyType(testpki.RSA2048))
-	qf, _ := testpki.WriteFiles(dir, "qwac", qwac, "x")
 	sf, _ := testpki.WriteFiles(dir, "qseal", qseal, "x")
+	benchSigned(b, ca, dir, fmt.Sprintf("{pem: {cert_file: %s, key_file: %s}}", sf.Cert, sf.Key), "")
+}
+
+// BenchmarkTransitSignedRequestThroughProxy is the same with the signing key
+// in Vault Transit (a Vault dev server on the same cores): every signature is
+// a Transit call.
+func BenchmarkTransitSignedRequestThroughProxy(b *testing.B) {
+	if os.Getenv("VAULT_ADDR") == "" {
+		b.Skip("needs VAULT_ADDR/VAULT_TOKEN (bash .ci/vault.sh start)")
+	}
+	srv := vaulttest.Start(b)
+	transit, kv := vaulttest.Unique("transit"), vaulttest.Unique("kv")
+	srv.Mount(transit, "transit")
+	srv.Mount(kv, "kv-v2")
+	srv.Write(transit+"/keys/qseal", map[string]any{"type": "rsa-2048", "exportable": false})
+	pubPEM := srv.Read(transit + "/keys/qseal").Data["keys"].(map[string]any)["1"].(map[string]any)["public_key"].(string)
+	blk, _ := pem.Decode([]byte(pubPEM))
+	pub, _ := x509.ParsePKIXPublicKey(blk.Bytes)
+	ca, _ := testpki.NewCA("bench CA")
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(77), Subject: pkix.Name{CommonName: "qseal"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, ca.Certificate(), pub, ca.Signer())
+	srv.PutKV(kv, "qseal", map[string]any{"certificate": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))})
+	b.Setenv("TP_BENCH_VAULT_TOKEN", srv.Token)
+	benchSigned(b, ca, b.TempDir(), fmt.Sprintf("{vault_transit: {key: {mount: %s, key: qseal}, certificate: {mount: %s, path: qseal, field: certificate}}}", transit, kv),
+		fmt.Sprintf("vault: {address: %s, auth: {method: token, token: {env: TP_BENCH_VAULT_TOKEN}}}\n", srv.Addr))
+}
+
+func benchSigned(b *testing.B, ca *testpki.CA, dir, key, top string) {
+	qwac, _ := ca.IssueClient("qwac")
+	qf, _ := testpki.WriteFiles(dir, "qwac", qwac, "x")
 	caFile := filepath.Join(dir, "ca.pem")
 	_ = ca.WriteCertFile(caFile)
 	up := mtlsUpstream(b, ca, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -56,7 +95,7 @@ func BenchmarkSignedRequestThroughProxy(b *testing.B) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"ok":true}`))
 	}))
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+	cfg, err := config.Parse([]byte(top + fmt.Sprintf(`
 listen: {proxy: 127.0.0.1:0, admin: 'off'}
 routes:
   - name: bg
@@ -66,12 +105,21 @@ routes:
     client_certificate: {pem: {cert_file: %s, key_file: %s}}
     signing:
       profile: berlin-group
-      key: {pem: {cert_file: %s, key_file: %s}}
-`, up.URL, caFile, qf.Cert, qf.Key, sf.Cert, sf.Key)))
+      key: %s
+`, up.URL, caFile, qf.Cert, qf.Key, key)))
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, err := proxy.New(context.Background(), cfg, proxy.Options{Log: zap.NewNop()})
+	bo := proxy.BuildOptions{}
+	if cfg.Vault != nil {
+		vc, err := vaultsrc.New(context.Background(), *cfg.Vault)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer vc.Close()
+		bo = proxy.BuildOptions{Vault: vc, VaultClient: vc}
+	}
+	srv, err := proxy.New(context.Background(), cfg, proxy.Options{Log: zap.NewNop(), Build: bo})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -83,9 +131,12 @@ routes:
 	go func() { done <- srv.Serve(ctx) }()
 	defer func() { cancel(); <-done }()
 	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: srv.Addr("proxy")}), MaxIdleConnsPerHost: 64}}
+	var mu sync.Mutex
+	var lat []time.Duration
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
+			t0 := time.Now()
 			req, _ := http.NewRequest(http.MethodGet, "http://psd2.bank.example/v1/accounts", nil)
 			req.Header.Set("PSU-ID", "PSU-1")
 			resp, err := c.Do(req)
@@ -97,6 +148,16 @@ routes:
 			if resp.StatusCode != 200 {
 				b.Fatalf("status %d", resp.StatusCode)
 			}
+			d := time.Since(t0)
+			mu.Lock()
+			lat = append(lat, d)
+			mu.Unlock()
 		}
 	})
+	b.StopTimer()
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	}
 }
