@@ -138,6 +138,21 @@ func (m *Metrics) WatchCertificate(route, kind string, load func() *tls.Certific
 	m.mu.Unlock()
 }
 
+// WatchDependency exports tokenproxy_dependency_up{dependency=name}: 1 while
+// up() reports true (e.g. Vault reachable and logged in), else 0.
+func (m *Metrics) WatchDependency(name string, up func() bool) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "tokenproxy_dependency_up",
+		Help:        "1 while a dependency (vault) is reachable and healthy; material already loaded keeps serving while it is 0.",
+		ConstLabels: prometheus.Labels{"dependency": name},
+	}, func() float64 {
+		if up() {
+			return 1
+		}
+		return 0
+	}))
+}
+
 var expiryDesc = prometheus.NewDesc("tokenproxy_certificate_expiry_seconds",
 	"Seconds until the certificate currently served expires (negative once expired).",
 	[]string{"route", "certificate"}, nil)

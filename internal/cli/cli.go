@@ -289,6 +289,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}
 	if vc != nil {
 		opts.Degraded = func() error { return vc.Health().Err() }
+		m.WatchDependency("vault", func() bool { return vc.Health().OK })
 	}
 	srv, err := proxy.New(ctx, cfg, opts)
 	if err != nil {
