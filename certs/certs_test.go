@@ -69,7 +69,7 @@ func TestParse(t *testing.T) {
 				if !errors.Is(err, tc.want) {
 					t.Fatalf("err = %v, want %v", err, tc.want)
 				}
-				if err != nil && strings.Contains(err.Error(), "pass") && tc.want != certs.ErrWrongPasscode {
+				if err != nil && strings.Contains(err.Error(), "pass") && !errors.Is(tc.want, certs.ErrWrongPasscode) {
 					t.Fatalf("error mentions the passcode: %v", err)
 				}
 				return

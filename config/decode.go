@@ -19,7 +19,7 @@ import (
 
 // LoadFile reads, decodes, defaults and validates a configuration file.
 func LoadFile(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(path) //nolint:gosec // the operator names the configuration file
 	if err != nil {
 		return nil, fmt.Errorf("reading configuration: %w", err)
 	}
@@ -56,7 +56,7 @@ func Decode(data []byte) (*Config, error) {
 		return nil, explainYAML(err)
 	}
 	var extra any
-	if err := dec.Decode(&extra); err != io.EOF {
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return nil, errors.New("the configuration holds more than one YAML document; keep one")
 	}
 	return &cfg, nil

@@ -16,7 +16,7 @@ type Preset struct {
 // the ones its documentation gives: the API and the authorization service
 // are separate hosts, in sandbox and in production (note the www).
 var Presets = map[string]Preset{
-	"bankingcircle-sandbox": {
+	"bankingcircle-sandbox": { //nolint:gosec // TokenURL is an endpoint, not a credential
 		Description: "Banking Circle sandbox",
 		Hosts:       []string{"sandbox.bankingcircleconnect.com"},
 		Upstream:    "https://sandbox.bankingcircleconnect.com",
@@ -24,7 +24,7 @@ var Presets = map[string]Preset{
 		TokenURL:    "https://authorizationsandbox.bankingcircleconnect.com/api/v1/authorizations/authorize",
 		CheckPath:   "/api/v1/accounts?PageNumber=1&PageSize=1",
 	},
-	"bankingcircle-production": {
+	"bankingcircle-production": { //nolint:gosec // TokenURL is an endpoint, not a credential
 		Description: "Banking Circle production",
 		Hosts:       []string{"www.bankingcircleconnect.com"},
 		Upstream:    "https://www.bankingcircleconnect.com",

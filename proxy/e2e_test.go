@@ -310,8 +310,10 @@ func TestRefusals(t *testing.T) {
 	})
 	t.Run("CONNECT", func(t *testing.T) {
 		hc := h.client()
-		_, err := hc.Get("https://" + bcHost + "/api/v1/accounts")
-		if err == nil || !strings.Contains(err.Error(), "Forbidden") {
+		if resp, err := hc.Get("https://" + bcHost + "/api/v1/accounts"); err == nil || !strings.Contains(err.Error(), "Forbidden") {
+			if err == nil {
+				resp.Body.Close()
+			}
 			t.Fatalf("CONNECT was not refused: %v", err)
 		}
 		req, _ := http.NewRequest(http.MethodConnect, h.proxyURL.String(), nil)
@@ -322,7 +324,9 @@ func TestRefusals(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		var body bytes.Buffer
-		body.ReadFrom(resp.Body)
+		if _, err := body.ReadFrom(resp.Body); err != nil {
+			t.Fatal(err)
+		}
 		if resp.StatusCode != 403 || resp.Header.Get(proxy.HeaderError) != proxy.CodeConnectRefused ||
 			!strings.Contains(body.String(), "http://"+bcHost) {
 			t.Fatalf("%d %s", resp.StatusCode, body.String())
@@ -445,7 +449,8 @@ func TestDrain(t *testing.T) {
 	if err := <-h.done; err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Get(accountsURL); err == nil {
+	if resp, err := c.Get(accountsURL); err == nil {
+		resp.Body.Close()
 		t.Fatal("proxy still accepting after drain")
 	}
 }

@@ -26,9 +26,9 @@ const (
 	CodeBodyTooLarge       = "body_too_large"
 	CodeBadRequest         = "bad_request"
 	CodeTokenThrottled     = "token_throttled"
-	CodeTokenRejected      = "token_credentials_rejected"
+	CodeTokenRejected      = "token_credentials_rejected" //nolint:gosec // an error code, not a credential
 	CodeTokenForbidden     = "token_forbidden"
-	CodeTokenUnavailable   = "token_unavailable"
+	CodeTokenUnavailable   = "token_unavailable" //nolint:gosec // an error code, not a credential
 	CodeNoCredentials      = "credentials_unavailable"
 	CodeSigningFailed      = "signing_failed"
 	CodeMissingHeader      = "missing_signed_header"

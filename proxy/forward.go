@@ -44,7 +44,7 @@ func newForwardHandler(p *pipeline, rt router, zl *zap.Logger) http.Handler {
 	gp.ConnectDial = nil
 	gp.Logger = log.New(zap.NewStdLog(zl.Named("goproxy")).Writer(), "", 0)
 	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		resp := p.errorResponse(r, &apiError{Status: http.StatusBadRequest, Code: CodeNotProxyRequest,
+		resp := p.errorResponse(r, &apiError{Status: http.StatusBadRequest, Code: CodeNotProxyRequest, //nolint:bodyclose // writeResponse closes the body
 			Message: "this is tokenproxy's forward-proxy port: send absolute URLs (set HTTP_PROXY / http_proxy to this address), or call a route's local port"}, "")
 		writeResponse(w, resp)
 	})
@@ -68,7 +68,7 @@ func newForwardHandler(p *pipeline, rt router, zl *zap.Logger) http.Handler {
 		} else {
 			msg += "It also has no route for host " + quoteHost(host)
 		}
-		writeResponse(w, p.errorResponse(r, &apiError{Status: http.StatusForbidden, Code: CodeConnectRefused, Message: msg}, routeName(route)))
+		writeResponse(w, p.errorResponse(r, &apiError{Status: http.StatusForbidden, Code: CodeConnectRefused, Message: msg}, routeName(route))) //nolint:bodyclose // writeResponse closes the body
 	})
 }
 
@@ -83,11 +83,11 @@ func routeName(r *Route) string {
 func newLocalHandler(p *pipeline, route *Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodConnect {
-			writeResponse(w, p.errorResponse(r, &apiError{Status: http.StatusForbidden, Code: CodeConnectRefused,
+			writeResponse(w, p.errorResponse(r, &apiError{Status: http.StatusForbidden, Code: CodeConnectRefused, //nolint:bodyclose // writeResponse closes the body
 				Message: "this is route " + route.Name + "'s local port; send plain HTTP requests to it"}, route.Name))
 			return
 		}
-		writeResponse(w, p.handle(r, route, route.Upstream.Hostname()))
+		writeResponse(w, p.handle(r, route, route.Upstream.Hostname())) //nolint:bodyclose // writeResponse closes the body
 	})
 }
 

@@ -51,7 +51,6 @@ type harnessOpts struct {
 	extraRoute string // YAML appended to the route
 	top        string // YAML inserted at the top level
 	emu        func(*bankingcircle.Config)
-	noStart    bool
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -206,15 +205,6 @@ func errorCode(t *testing.T, a answer) string {
 		t.Fatalf("error header %q, body %q", a.header.Get(proxy.HeaderError), a.body)
 	}
 	return e.Error
-}
-
-// leafCN reads the certificate subject the emulator saw most recently.
-func (h *harness) lastHandshakeCN() string {
-	hs := h.emu.Handshakes()
-	if len(hs) == 0 {
-		return ""
-	}
-	return hs[len(hs)-1].Subject
 }
 
 var _ = tls.VersionTLS12

@@ -64,7 +64,12 @@ func startWithVault(t *testing.T, srv *vaulttest.Server, yaml string) (*proxy.Se
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
 	return s, logs, vc
 }
 

@@ -3,6 +3,7 @@ package secret
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -85,7 +86,7 @@ func TestSources(t *testing.T) {
 	if _, err := missing.Get(ctx); err == nil || !strings.Contains(err.Error(), "TP_TEST_UNSET_VARIABLE is not set") {
 		t.Fatalf("missing env: %v", err)
 	}
-	if _, err := (Ref{Vault: &VaultRef{Path: "a", Field: "b"}}).Open(nil); err != ErrNoVault {
+	if _, err := (Ref{Vault: &VaultRef{Path: "a", Field: "b"}}).Open(nil); !errors.Is(err, ErrNoVault) {
 		t.Fatalf("vault without client: %v", err)
 	}
 	nofile, _ := Ref{File: filepath.Join(dir, "nope")}.Open(nil)

@@ -3,6 +3,7 @@ package tokencache
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -99,7 +100,8 @@ func (b *BasicGet) Fetch(ctx context.Context) (*Token, error) {
 // scrubURLError keeps the cause of a transport error but drops the URL,
 // which could carry query parameters.
 func scrubURLError(err error) error {
-	if ue, ok := err.(*url.Error); ok {
+	var ue *url.Error
+	if errors.As(err, &ue) {
 		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
 	}
 	return err

@@ -119,7 +119,9 @@ func (c *Cache) slow(ctx context.Context) (*Token, Outcome, error) {
 	if cl == nil {
 		cl = &call{done: make(chan struct{})}
 		c.flight = cl
-		go c.fetch(cl)
+		// The fetch is shared by every waiter and bounded by its own timeout:
+		// one caller's cancellation must not end it for the others.
+		go c.fetch(cl) //nolint:gosec // G118, see above
 	}
 	c.mu.Unlock()
 

@@ -114,7 +114,7 @@ func (l *Limiter) Throttled(retryAfter time.Duration, hasRetryAfter bool) time.D
 	l.strikes++
 	d := retryAfter
 	if !hasRetryAfter {
-		d = BackoffDelay(l.strikes, rand.Float64())
+		d = BackoffDelay(l.strikes, rand.Float64()) //nolint:gosec // jitter, not a secret
 	}
 	if until := time.Now().Add(d); until.After(l.backoffUntil) {
 		l.backoffUntil = until

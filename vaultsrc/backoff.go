@@ -6,19 +6,19 @@ import (
 )
 
 // backoffDelay is the wait before attempt number n (1 for the first retry):
-// base doubled per failure, capped at max, then scaled by a jitter factor in
-// [0.75, 1.25) taken from jitter in [0, 1). It is a pure function so the
+// base doubled per failure, capped at maxDelay, then scaled by a jitter factor
+// in [0.75, 1.25) taken from jitter in [0, 1). It is a pure function so the
 // schedule is tested without clocks.
-func backoffDelay(n int, base, max time.Duration, jitter float64) time.Duration {
+func backoffDelay(n int, base, maxDelay time.Duration, jitter float64) time.Duration {
 	if n < 1 {
 		n = 1
 	}
 	d := base
-	for i := 1; i < n && d < max; i++ {
+	for i := 1; i < n && d < maxDelay; i++ {
 		d *= 2
 	}
-	if d > max {
-		d = max
+	if d > maxDelay {
+		d = maxDelay
 	}
 	return time.Duration(float64(d) * (0.75 + jitter/2))
 }

@@ -93,8 +93,8 @@ func WithClock(now func() time.Time) Option { return func(o *options) { o.now = 
 
 // WithBackoff sets the first and the longest wait between attempts while
 // Vault is unreachable (default 250ms and 15s).
-func WithBackoff(base, max time.Duration) Option {
-	return func(o *options) { o.backoffBase, o.backoffMax = base, max }
+func WithBackoff(base, maxDelay time.Duration) Option {
+	return func(o *options) { o.backoffBase, o.backoffMax = base, maxDelay }
 }
 
 // WithMinLoginInterval sets the least time between two logins that were not
@@ -350,7 +350,7 @@ func (c *Client) reloginWithBackoff(ctx context.Context) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		d := backoffDelay(n, c.opts.backoffBase, c.opts.backoffMax, rand.Float64())
+		d := backoffDelay(n, c.opts.backoffBase, c.opts.backoffMax, rand.Float64()) //nolint:gosec // jitter, not a secret
 		c.log.Warn("vault login failed; retrying", zap.Error(err), zap.Duration("retry_in", d))
 		t := time.NewTimer(d)
 		select {
@@ -395,7 +395,8 @@ func (c *Client) do(ctx context.Context, op string, fn func(ctx context.Context,
 		c.noteOutcome(err)
 		if attempt == 0 && errors.Is(err, ErrPermissionDenied) && c.tokenRejected(ctx, tok) {
 			if lerr := c.reloginAfterRefusal(ctx, tok); lerr != nil {
-				return nil, fmt.Errorf("%w (and logging in again failed: %v)", err, lerr)
+				// Only the request's error classifies the failure; the login error is context.
+				return nil, fmt.Errorf("%w (and logging in again failed: %v)", err, lerr) //nolint:errorlint // see above
 			}
 			continue
 		}

@@ -112,8 +112,8 @@ func (c Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	switch {
-	case c.Address == "":
+	switch c.Address {
+	case "":
 		add("vault.address: missing; give Vault's URL, e.g. https://vault.internal:8200")
 	default:
 		u, err := url.Parse(c.Address)

@@ -115,7 +115,7 @@ func (c *Client) PKIIssuer(cfg PKIConfig, holder *certs.Holder) *PKIIssuer {
 		cfg:     cfg,
 		holder:  holder,
 		log:     c.log.With(zap.String("pki", cfg.Mount+"/issue/"+cfg.Role)),
-		renewAt: func(nb, na time.Time) time.Time { return renewAt(nb, na, rand.Float64()) },
+		renewAt: func(nb, na time.Time) time.Time { return renewAt(nb, na, rand.Float64()) }, //nolint:gosec // jitter, not a secret
 		limiter: rate.NewLimiter(rate.Every(cfg.RetryInterval), 1),
 		force:   make(chan struct{}, 1),
 	}

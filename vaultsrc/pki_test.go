@@ -148,7 +148,7 @@ func TestPKISoak(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsFor(holder.GetClientCertificate), DisableKeepAlives: true}}
 	var ok, failed atomic.Int64
 	serials := map[string]bool{}
-	var minLeft time.Duration = time.Hour
+	minLeft := time.Hour
 	end := time.Now().Add(5 * time.Minute)
 	for time.Now().Before(end) {
 		held := holder.Load()

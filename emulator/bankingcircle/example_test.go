@@ -46,8 +46,11 @@ func Example() {
 		panic(err)
 	}
 	var tok bankingcircle.TokenResponse
-	json.NewDecoder(resp.Body).Decode(&tok)
+	err = json.NewDecoder(resp.Body).Decode(&tok)
 	resp.Body.Close()
+	if err != nil {
+		panic(err)
+	}
 	fmt.Println("token:", resp.StatusCode, tok.TokenType, "expires_in", tok.ExpiresIn)
 
 	req, _ = http.NewRequest(http.MethodGet, emu.APIURL()+bankingcircle.AccountsPath+"?PageNumber=1&PageSize=50", nil)
@@ -57,8 +60,11 @@ func Example() {
 		panic(err)
 	}
 	var page bankingcircle.AccountsPage
-	json.NewDecoder(resp.Body).Decode(&page)
+	err = json.NewDecoder(resp.Body).Decode(&page)
 	resp.Body.Close()
+	if err != nil {
+		panic(err)
+	}
 	fmt.Println("accounts:", resp.StatusCode, len(page.Result), page.Result[0].OwnedByCompanyName, page.PageInfo)
 
 	st := emu.Stats()

@@ -672,7 +672,8 @@ func TestHandshakeFailures(t *testing.T) {
 
 	// The bank stops trusting our CA: the next handshake fails.
 	f.emu.SetClientCAs(otherCA.CertPool())
-	if _, err := f.client.Get(f.emu.APIURL() + bankingcircle.AccountsPath); err == nil {
+	if resp, err := f.client.Get(f.emu.APIURL() + bankingcircle.AccountsPath); err == nil {
+		resp.Body.Close()
 		t.Fatal("handshake with a no longer trusted certificate succeeded")
 	}
 	if r := do(t, f.clientWith(foreign), http.MethodGet, f.emu.AuthURL()+bankingcircle.AuthorizePath, basic(user, pass)); r.status != 200 {
@@ -702,7 +703,8 @@ func TestLatency(t *testing.T) {
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.emu.APIURL()+bankingcircle.AccountsPath, nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
-	if _, err := f.client.Do(req); err == nil {
+	if resp, err := f.client.Do(req); err == nil {
+		resp.Body.Close()
 		t.Fatal("a request against an hour of latency returned")
 	}
 	f.emu.SetAPILatency(0)

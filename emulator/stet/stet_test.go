@@ -68,7 +68,7 @@ func TestAccepted(t *testing.T) {
 		"Content-Type": "application/json"}
 	for _, keyID := range []string{keyURL, "{public_key}"} {
 		opts := signer.Options{Profile: signer.ProfileSTET, KeyID: keyID}
-		resp, body := send(t, client, http.MethodGet, srv.URL+"/stet/psd2/v1/accounts", opts, p.QSealC, nil, psu, nil)
+		resp, body := send(t, client, http.MethodGet, srv.URL+"/stet/psd2/v1/accounts", opts, p.QSealC, nil, psu, nil) //nolint:bodyclose // send reads and closes the body
 		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Request-ID") == "" {
 			t.Fatalf("GET accounts: %d %s", resp.StatusCode, body)
 		}
@@ -82,7 +82,7 @@ func TestAccepted(t *testing.T) {
 		if err := json.Unmarshal(body, &accounts); err != nil || len(accounts.Accounts) != 3 || accounts.ConnectedPSU != "MALLOW MARC" {
 			t.Fatalf("accounts body: %v %s", err, body)
 		}
-		resp, body = send(t, client, http.MethodPut, srv.URL+"/stet/psd2/v1/consents", opts, p.QSealC, consentBody, psu, nil)
+		resp, body = send(t, client, http.MethodPut, srv.URL+"/stet/psd2/v1/consents", opts, p.QSealC, consentBody, psu, nil) //nolint:bodyclose // send reads and closes the body
 		if resp.StatusCode != http.StatusCreated || len(body) != 0 {
 			t.Fatalf("PUT consents: %d %s", resp.StatusCode, body)
 		}
@@ -129,7 +129,7 @@ func TestRejected(t *testing.T) {
 				key = p.QSealC
 			}
 			body := append([]byte(nil), consentBody...)
-			resp, b := send(t, client, http.MethodPut, srv.URL+"/stet/psd2/v1/consents", opts, key, body, tc.hdr, tc.mutate)
+			resp, b := send(t, client, http.MethodPut, srv.URL+"/stet/psd2/v1/consents", opts, key, body, tc.hdr, tc.mutate) //nolint:bodyclose // send reads and closes the body
 			if resp.StatusCode != http.StatusUnauthorized {
 				t.Fatalf("status %d: %s", resp.StatusCode, b)
 			}

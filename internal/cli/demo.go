@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -58,7 +59,7 @@ func (o *demoObserver) TokenFetch(string, string, time.Duration) { o.fetches.Add
 func (o *demoObserver) LimiterWait(string, time.Duration)        {}
 func (o *demoObserver) TokenThrottled(string)                    {}
 
-func runDemo(ctx context.Context, out io.Writer, verbose bool, logw io.Writer) error {
+func runDemo(ctx context.Context, out io.Writer, verbose bool, logw io.Writer) (err error) {
 	p := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
 	p("tokenproxy demo: Banking Circle end to end, on this machine only\n")
 
@@ -88,7 +89,7 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool, logw io.Writer) e
 	p("  made a test CA, the bank's server certificate and an RSA-2048 client certificate")
 	p("  (a %d-byte PKCS#12 file with a random passcode), all in memory", len(pfx))
 
-	user, pass := "demo-m2m-user", randomString()
+	user, pass := "demo-m2m-user", randomString() //nolint:gosec // the demo emulator's user name; the password is random
 	emu, err := bankingcircle.New(bankingcircle.Config{
 		ServerCert: serverCert, ClientCAs: ca.CertPool(), Username: user, Password: pass, TokenTTL: demoTTL,
 		TokenRequestsPerMinute: 30,
@@ -163,7 +164,13 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool, logw io.Writer) e
 	sctx, stop := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(sctx) }()
-	defer func() { stop(); <-served }()
+	defer func() {
+		stop()
+		// A listener that failed is the cause of any failure above.
+		if serr := <-served; serr != nil {
+			err = errors.Join(serr, err)
+		}
+	}()
 	proxyURL := "http://" + srv.Addr("proxy")
 	p("  started tokenproxy, forward proxy at %s\n", proxyURL)
 
@@ -244,20 +251,20 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool, logw io.Writer) e
 	signedURL := "http://psd2.bank.example/v1/sandbox/accounts/" + berlingroup.DefaultMockAccountID
 	sreq, _ := http.NewRequest(http.MethodGet, signedURL, nil)
 	sreq.Header.Set("PSU-ID", "PSU-1234")
-	if resp, err := app.Do(sreq); err != nil {
+	sresp, err := app.Do(sreq)
+	if err != nil {
 		return fmt.Errorf("signed request: %w", err)
-	} else {
-		resp.Body.Close()
-		acc, rej, _ := bg.Counts()
-		p("  %-52s %d         accepted by the bank's signature check: %d, rejected: %d", "5. a Berlin Group call, signed by tokenproxy", resp.StatusCode, acc, rej)
-		if rec := bg.Received(); len(rec) > 0 {
-			sig := rec[len(rec)-1].Header.Get("Signature")
-			if i := strings.Index(sig, ",signature="); i > 0 {
-				sig = sig[:i] + ",signature=..."
-			}
-			p("     Signature: %s", sig)
-			p("     Digest: %s  X-Request-ID: %s", rec[len(rec)-1].Header.Get("Digest"), rec[len(rec)-1].Header.Get("X-Request-ID"))
+	}
+	sresp.Body.Close()
+	acc, rej, _ := bg.Counts()
+	p("  %-52s %d         accepted by the bank's signature check: %d, rejected: %d", "5. a Berlin Group call, signed by tokenproxy", sresp.StatusCode, acc, rej)
+	if rec := bg.Received(); len(rec) > 0 {
+		sig := rec[len(rec)-1].Header.Get("Signature")
+		if i := strings.Index(sig, ",signature="); i > 0 {
+			sig = sig[:i] + ",signature=..."
 		}
+		p("     Signature: %s", sig)
+		p("     Digest: %s  X-Request-ID: %s", rec[len(rec)-1].Header.Get("Digest"), rec[len(rec)-1].Header.Get("X-Request-ID"))
 	}
 
 	resp, err := app.Get("http://example.com/")

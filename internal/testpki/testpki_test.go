@@ -329,7 +329,7 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, r.TLS.PeerCertificates[0].Subject.CommonName+" "+Fingerprint(r.TLS.PeerCertificates[0]))
+		_, _ = io.WriteString(w, r.TLS.PeerCertificates[0].Subject.CommonName+" "+Fingerprint(r.TLS.PeerCertificates[0]))
 	}))
 	srv.TLS = &tls.Config{
 		Certificates: []tls.Certificate{*srvCert},

@@ -16,7 +16,8 @@ func TestStartOwnStopRestart(t *testing.T) {
 		t.Fatalf("first version = %d", v)
 	}
 	s.Stop()
-	if _, err := http.Get(s.Addr + "/v1/sys/health"); err == nil {
+	if resp, err := http.Get(s.Addr + "/v1/sys/health"); err == nil {
+		resp.Body.Close()
 		t.Fatal("server still answers after Stop")
 	}
 	s.Restart()
