@@ -176,9 +176,8 @@ routes:
 	if failed.Load() != 0 {
 		t.Fatalf("%d requests failed during the rotation (%d succeeded)", failed.Load(), ok.Load())
 	}
-	if r := float64(ok.Load()) / elapsed.Seconds(); r < 200 {
-		t.Fatalf("only %.0f requests/s went through", r)
-	}
+	// The load is offered at 300 requests/s; the rate achieved is reported,
+	// not asserted (a busy CI machine must not fail a correctness test).
 	t.Logf("%d requests in %v (%.0f/s), none failed; new certificate in use %v after the write (poll 200ms)",
 		ok.Load(), elapsed.Round(time.Millisecond), float64(ok.Load())/elapsed.Seconds(), pickedUp.Round(time.Millisecond))
 }
