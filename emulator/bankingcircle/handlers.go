@@ -91,6 +91,9 @@ func (s *Server) handleUnknown(w http.ResponseWriter, r *http.Request) {
 }
 
 // delay waits d unless the client gives up first; it reports whether to go on.
+// A client that gave up gets no answer at all: the handler aborts and the
+// connection is closed, as a hung server's would be (an empty 200 written on
+// the way out could otherwise race the client's own deadline).
 func delay(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return true
@@ -101,7 +104,7 @@ func delay(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	case <-ctx.Done():
-		return false
+		panic(http.ErrAbortHandler)
 	}
 }
 

@@ -704,8 +704,9 @@ func TestLatency(t *testing.T) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.emu.APIURL()+bankingcircle.AccountsPath, nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	if resp, err := f.client.Do(req); err == nil {
+		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		t.Fatal("a request against an hour of latency returned")
+		t.Fatalf("a request against an hour of latency returned %d %q %v", resp.StatusCode, b, resp.Header)
 	}
 	f.emu.SetAPILatency(0)
 	if r := f.accounts(t, "", tok); r.status != 200 {
