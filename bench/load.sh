@@ -10,6 +10,8 @@
 #   PROFILE=1                                 build with -tags pprof and save a CPU profile of
 #                                             each tokenproxy target in round 1 to $OUT
 #   TP_ENV="GOGC=200"                         extra environment for the tokenproxy processes
+#   HOLD=0                                    seconds to keep everything up after the checks, before
+#                                             the load, for manual profiling (ports and pids are printed)
 #   OUT=bench/out                             where results and profiles are written
 #   BENCH_PORT_BASE=28400                     first of the 127.0.0.1 ports used
 set -euo pipefail
@@ -346,6 +348,12 @@ run_wrk() { # seconds
   WRK_ABS_URL=$ABS WRK_HOST=$API_HOST timeout $(($1 + 30)) \
     wrk -t "$THREADS" -c "$CONNS" -d "${1}s" --latency -s "$ROOT/bench/wrk.lua" "${ARGS[@]}" "$URL"
 }
+
+if ((${HOLD:-0} > 0)); then
+  log "holding for ${HOLD}s: tokenproxy pid $TP_PID (forward 127.0.0.1:$P_TP_PROXY, local 127.0.0.1:$P_TP_LOCAL)," \
+    "nginx proxy pid $NGX_PID (127.0.0.1:$P_NGX), direct https://127.0.0.1:$P_DIRECT, work dir $WORK"
+  sleep "$HOLD"
+fi
 
 log "warm-up: 2 s per target"
 for t in $TARGETS; do
