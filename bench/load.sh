@@ -3,8 +3,10 @@
 # direct HTTPS call, with wrk, interleaved in one run. See bench/README.md.
 #
 # Environment (all optional):
-#   ROUNDS=3 DURATION=10 CONNS=64 THREADS=2   wrk rounds, seconds per run, connections, threads
+#   ROUNDS=5 DURATION=6 CONNS=64 THREADS=2    wrk rounds, seconds per run, connections, threads
 #   TARGETS="direct nginx ..."                which targets to load (default: all, see below)
+#   LAT_ROUNDS=2 LAT_DURATION=5               the latency runs: one connection, direct/nginx/tokenproxy
+#                                             (LAT_ROUNDS=0 skips them)
 #   MEMORY=1                                  0 skips the 1,000-idle-connections memory test
 #   IDLE_CONNS=1000                           connections held by the memory test
 #   PROFILE=1                                 build with -tags pprof and save a CPU profile of
@@ -17,8 +19,10 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-6}
+LAT_ROUNDS=${LAT_ROUNDS:-2}
+LAT_DURATION=${LAT_DURATION:-5}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 MEMORY=${MEMORY:-1}
@@ -73,6 +77,12 @@ if ((${#need[@]})); then
 fi
 command -v go >/dev/null || die "go is needed to build tokenproxy"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+for port in $(seq $((BASE + 1)) $((BASE + 50))); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    die "127.0.0.1:$port is in use (another run?); pick other ports with BENCH_PORT_BASE"
+  fi
+done
 
 WORK=$(mktemp -d /tmp/tokenproxy-bench.XXXXXX)
 chmod 755 "$WORK" # nginx workers may run as nobody and read the static files
@@ -344,9 +354,9 @@ target() {
   esac
 }
 
-run_wrk() { # seconds
+run_wrk() { # seconds [threads connections]
   WRK_ABS_URL=$ABS WRK_HOST=$API_HOST timeout $(($1 + 30)) \
-    wrk -t "$THREADS" -c "$CONNS" -d "${1}s" --latency -s "$ROOT/bench/wrk.lua" "${ARGS[@]}" "$URL"
+    wrk -t "${2:-$THREADS}" -c "${3:-$CONNS}" -d "${1}s" --latency -s "$ROOT/bench/wrk.lua" "${ARGS[@]}" "$URL"
 }
 
 if ((${HOLD:-0} > 0)); then
@@ -391,6 +401,26 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- latency with one connection: the time each hop adds, without queueing ---
+
+LATENCY=$OUT/latency.tsv
+printf 'target\tround\treq_s\tp50_us\tp99_us\n' >"$LATENCY"
+lat_targets=""
+for t in direct nginx tp-forward tp-local; do [[ " $TARGETS " == *" $t "* ]] && lat_targets+=" $t"; done
+if ((LAT_ROUNDS > 0)) && [[ -n $lat_targets ]]; then
+  log "latency: $LAT_ROUNDS rounds x [$lat_targets ] x ${LAT_DURATION}s, 1 connection"
+  for r in $(seq "$LAT_ROUNDS"); do
+    for t in $lat_targets; do
+      target "$t"
+      res=$(run_wrk "$LAT_DURATION" 1 1 | grep '^RESULT') || die "wrk failed on $t"
+      eval "${res#RESULT }"
+      ((status_errors + socket_errors == 0)) || die "$t: $((status_errors + socket_errors)) errors"
+      printf '%s\t%d\t%.0f\t%d\t%d\n' "$t" "$r" "$(awk -v n="$requests" -v d="$duration_us" 'BEGIN { print n / (d / 1e6) }')" \
+        "$p50_us" "$p99_us" >>"$LATENCY"
+    done
+  done
+fi
 
 # --- memory: 1,000 idle keep-alive client connections -----------------------
 
@@ -479,7 +509,26 @@ fi
       }
     }' "$RESULTS"
   echo
+  awk -F'\t' '
+    function median(list,   a, n, i, j, x) {
+      n = split(list, a, " ")
+      for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > x + 0; j--) a[j + 1] = a[j]; a[j + 1] = x }
+      if (n % 2) return a[(n + 1) / 2]
+      return (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    NR > 1 { if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 }; rps[$1] = rps[$1] " " $3; p50[$1] = p50[$1] " " $4; p99[$1] = p99[$1] " " $5 }
+    END {
+      if (n == 0) exit
+      print "latency with 1 connection (no queueing), medians:"
+      printf "%-15s %9s %9s %9s %16s\n", "target", "req/s", "p50 ms", "p99 ms", "p99 - direct ms"
+      for (i = 1; i <= n; i++) {
+        t = order[i]
+        d = ("direct" in p99) ? sprintf("%+.2f", (median(p99[t]) - median(p99["direct"])) / 1000) : "-"
+        printf "%-15s %9.0f %9.2f %9.2f %16s\n", t, median(rps[t]), median(p50[t]) / 1000, median(p99[t]) / 1000, d
+      }
+    }' "$LATENCY"
+  echo
   cat "$MEMFILE"
   echo
-  echo "per-round figures: $RESULTS"
+  echo "per-round figures: $RESULTS, $LATENCY"
 } | tee "$OUT/report.txt"
