@@ -456,6 +456,13 @@ if [[ $MEMORY == 1 ]]; then
   } >"$MEMFILE"
 fi
 
+# --- the cached-token lookup (a Go benchmark) --------------------------------
+
+GOBENCH=$OUT/gobench.txt
+log "go benchmark: cached-token lookup"
+(cd "$ROOT" && timeout 120 go test -run '^$' -bench '^BenchmarkGetCached$' -benchmem -count 3 ./tokencache) |
+  grep '^Benchmark' >"$GOBENCH" || echo "the Go benchmark failed" >"$GOBENCH"
+
 # --- report --------------------------------------------------------------------
 
 {
@@ -529,6 +536,9 @@ fi
     }' "$LATENCY"
   echo
   cat "$MEMFILE"
+  echo
+  echo "cached-token lookup (go test -bench GetCached ./tokencache, parallel):"
+  sed 's/^/  /' "$GOBENCH"
   echo
   echo "per-round figures: $RESULTS, $LATENCY"
 } | tee "$OUT/report.txt"
