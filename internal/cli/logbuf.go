@@ -11,9 +11,10 @@ import (
 )
 
 // Log lines of `run` are written in batches: at info level there is one line
-// per proxied request, and a write(2) per line cost about 10 µs of CPU per
-// request under load (bench/load.sh: tp-local-log against tp-local), a fifth
-// of the proxy's whole cost. Buffered, the lines cost about 2 µs.
+// per proxied request, and a write(2) per line to a file costs about 4 µs of
+// CPU on top of the 1.7 µs that encoding it takes (a zap benchmark of the
+// request line on the 2-core bench machine); batched, the write costs a few
+// hundred nanoseconds. See docs/performance.md.
 const (
 	logBufferSize    = 64 << 10
 	logFlushInterval = time.Second
