@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/tokenproxy/tokenproxy/signer"
 	"github.com/tokenproxy/tokenproxy/tokencache"
@@ -266,6 +267,32 @@ func (b *loggedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// WriteTo copies the body to w through a pooled buffer. goproxy copies
+// responses with io.Copy; without WriteTo that lands in
+// http.response.ReadFrom, which writes the headers in a syscall of their own
+// and then allocates a 32 KiB buffer per response (net.genericReadFrom).
+func (b *loggedBody) WriteTo(w io.Writer) (int64, error) {
+	buf := bufPool.Get().(*[]byte)
+	defer bufPool.Put(buf)
+	var written int64
+	for {
+		n, err := b.Read(*buf)
+		if n > 0 {
+			m, werr := w.Write((*buf)[:n])
+			written += int64(m)
+			if werr != nil {
+				return written, werr
+			}
+		}
+		if err == io.EOF {
+			return written, nil
+		}
+		if err != nil {
+			return written, err
+		}
+	}
+}
+
 func (b *loggedBody) Close() error {
 	err := b.ReadCloser.Close()
 	if b.done {
@@ -278,6 +305,16 @@ func (b *loggedBody) Close() error {
 	}
 	if b.p.observer != nil {
 		b.p.observer.Request(b.ex.route, b.resp.StatusCode, code, b.ex.upstream)
+	}
+	lvl := zapcore.InfoLevel
+	if b.ex.err != nil {
+		lvl = zapcore.WarnLevel
+	}
+	// Check first: when the level is disabled the fields, which cost an
+	// allocation per request, are not built at all.
+	ce := b.p.log.Check(lvl, "request")
+	if ce == nil {
+		return err
 	}
 	fields := make([]zap.Field, 0, 14)
 	fields = append(fields,
@@ -308,9 +345,7 @@ func (b *loggedBody) Close() error {
 		if b.ex.err.cause != nil {
 			fields = append(fields, zap.NamedError("cause", b.ex.err.cause))
 		}
-		b.p.log.Warn("request", fields...)
-		return err
 	}
-	b.p.log.Info("request", fields...)
+	ce.Write(fields...)
 	return err
 }

@@ -154,6 +154,14 @@ func (e *env) buildLogger(cfg config.Log) (*zap.Logger, error) {
 
 // NewLogger returns a zap logger writing to w at level in format json or console.
 func NewLogger(w io.Writer, level, format string) (*zap.Logger, error) {
+	core, err := newCore(zapcore.AddSync(w), level, format)
+	if err != nil {
+		return nil, err
+	}
+	return zap.New(core), nil
+}
+
+func newCore(ws zapcore.WriteSyncer, level, format string) (zapcore.Core, error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		return nil, fmt.Errorf("log level: %w", err)
@@ -168,7 +176,7 @@ func NewLogger(w io.Writer, level, format string) (*zap.Logger, error) {
 	} else {
 		enc = zapcore.NewJSONEncoder(ec)
 	}
-	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
+	return zapcore.NewCore(enc, ws, lvl), nil
 }
 
 func (e *env) validateCommand() *cobra.Command {
@@ -233,7 +241,7 @@ func (e *env) runCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log, err := e.buildLogger(cfg.Log)
+			log, err := e.buildRunLogger(cfg.Log)
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: err}
 			}
