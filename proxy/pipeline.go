@@ -284,7 +284,7 @@ func (b *loggedBody) WriteTo(w io.Writer) (int64, error) {
 				return written, werr
 			}
 		}
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return written, nil
 		}
 		if err != nil {
