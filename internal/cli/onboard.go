@@ -1,0 +1,183 @@
+package cli
+
+import (
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
+)
+
+// oidOrganizationIdentifier is X.520 organizationIdentifier (2.5.4.97), which
+// PSD2 certificates (QWAC, QSealC) carry as "PSDxx-<authority>-<id>".
+var oidOrganizationIdentifier = asn1.ObjectIdentifier{2, 5, 4, 97}
+
+func (e *env) onboardCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "onboard",
+		Short: "Onboard a Vault Transit key with a bank or QTSP: make a CSR, import the issued chain",
+		Long: `The private key stays in Vault Transit from the first step on:
+
+  tokenproxy onboard csr    --config FILE --key transit/qseal --subject "CN=TPP,O=Acme,C=DK,organizationIdentifier=PSDDK-DFSA-123"
+      prints a PKCS #10 request made and signed by Vault (transit/keys/<key>/csr);
+      send it to the QTSP or bank;
+  tokenproxy onboard import --config FILE --key transit/qseal --chain chain.pem
+      stores the chain they return next to the key (transit/keys/<key>/set-certificate;
+      Vault checks that the certificate is the key's).
+
+A route then signs (or presents TLS) with vault_transit: {key: {mount: transit, key: qseal}} and
+no certificate: block. The configuration's vault: block says how to log in; the Vault policy for
+these steps is an operator's, not the sidecar's.`,
+	}
+	var path, key, subject, out, chain string
+	var dns []string
+	var version int
+	csr := &cobra.Command{
+		Use:   "csr --config FILE --key MOUNT/KEY --subject DN",
+		Short: "Ask Vault Transit for a certificate signing request for a key",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			kc, err := parseTransitKey(key)
+			if err != nil {
+				return &ExitError{Code: ExitUsage, Err: err}
+			}
+			name, err := parseSubject(subject)
+			if err != nil {
+				return &ExitError{Code: ExitUsage, Err: err}
+			}
+			vc, err := e.onboardVault(path)
+			if err != nil {
+				return err
+			}
+			defer vc.Close()
+			pemCSR, err := vc.TransitCSR(e.context(), kc, version, &x509.CertificateRequest{Subject: name, DNSNames: dns})
+			if err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			if out == "" || out == "-" {
+				_, err = cmd.OutOrStdout().Write(pemCSR)
+				return err
+			}
+			if err := os.WriteFile(out, pemCSR, 0o644); err != nil { //nolint:gosec // a CSR is public
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote the CSR for %s to %s\n", key, out)
+			return nil
+		},
+	}
+	imp := &cobra.Command{
+		Use:   "import --config FILE --key MOUNT/KEY --chain FILE",
+		Short: "Import the certificate chain issued for a Transit key",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			kc, err := parseTransitKey(key)
+			if err != nil {
+				return &ExitError{Code: ExitUsage, Err: err}
+			}
+			pemChain, err := os.ReadFile(chain) //nolint:gosec // the operator names the file
+			if err != nil {
+				return &ExitError{Code: ExitUsage, Err: fmt.Errorf("--chain: %w", err)}
+			}
+			vc, err := e.onboardVault(path)
+			if err != nil {
+				return err
+			}
+			defer vc.Close()
+			if err := vc.TransitSetCertificateChain(e.context(), kc, version, pemChain); err != nil {
+				return &ExitError{Code: ExitFailure, Err: err}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "imported the certificate chain for %s\n", key)
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{csr, imp} {
+		c.Flags().StringVarP(&path, "config", "c", "", "configuration file (its vault: block)")
+		c.Flags().StringVar(&key, "key", "", "the Transit key as MOUNT/KEY, e.g. transit/qseal")
+		c.Flags().IntVar(&version, "version", 0, "key version (0: the latest)")
+	}
+	csr.Flags().StringVar(&subject, "subject", "", `subject DN, e.g. "CN=TPP QSealC,O=Acme Ltd,C=DK,organizationIdentifier=PSDDK-DFSA-12345678"`)
+	csr.Flags().StringSliceVar(&dns, "dns", nil, "DNS names (for a QWAC)")
+	csr.Flags().StringVarP(&out, "out", "o", "-", "where to write the CSR (PEM)")
+	imp.Flags().StringVar(&chain, "chain", "", "PEM file with the issued certificate first, then its CA chain")
+	cmd.AddCommand(csr, imp)
+	return cmd
+}
+
+func (e *env) onboardVault(path string) (*vaultsrc.Client, error) {
+	cfg, err := e.loadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Vault == nil {
+		return nil, &ExitError{Code: ExitConfig, Err: errors.New("the configuration has no vault: block")}
+	}
+	log, err := e.buildLogger(cfg.Log)
+	if err != nil {
+		return nil, &ExitError{Code: ExitConfig, Err: err}
+	}
+	return openVault(e.context(), cfg, log)
+}
+
+func parseTransitKey(s string) (vaultsrc.TransitKeyConfig, error) {
+	mount, key, ok := strings.Cut(strings.Trim(s, "/"), "/")
+	if !ok || mount == "" || key == "" || strings.Contains(key, "/") {
+		return vaultsrc.TransitKeyConfig{}, fmt.Errorf("--key %q: write MOUNT/KEY, e.g. transit/qseal", s)
+	}
+	return vaultsrc.TransitKeyConfig{Mount: mount, Key: key}, nil
+}
+
+// parseSubject reads "CN=..,O=..,OU=..,C=..,L=..,ST=..,organizationIdentifier=.."
+// (a comma inside a value is written \,).
+func parseSubject(s string) (pkix.Name, error) {
+	var n pkix.Name
+	if strings.TrimSpace(s) == "" {
+		return n, errors.New(`--subject is required, e.g. "CN=TPP QSealC,O=Acme Ltd,C=DK"`)
+	}
+	var parts []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+		case s[i] == ',':
+			parts = append(parts, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(s[i])
+		}
+	}
+	parts = append(parts, cur.String())
+	for _, p := range parts {
+		k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
+		v = strings.TrimSpace(v)
+		if !ok || v == "" {
+			return n, fmt.Errorf("--subject: %q is not KEY=VALUE", p)
+		}
+		switch strings.ToLower(strings.TrimSpace(k)) {
+		case "cn":
+			n.CommonName = v
+		case "o":
+			n.Organization = append(n.Organization, v)
+		case "ou":
+			n.OrganizationalUnit = append(n.OrganizationalUnit, v)
+		case "c":
+			n.Country = append(n.Country, v)
+		case "l":
+			n.Locality = append(n.Locality, v)
+		case "st":
+			n.Province = append(n.Province, v)
+		case "organizationidentifier", "2.5.4.97":
+			n.ExtraNames = append(n.ExtraNames, pkix.AttributeTypeAndValue{Type: oidOrganizationIdentifier, Value: v})
+		default:
+			return n, fmt.Errorf("--subject: unknown attribute %q (use CN, O, OU, C, L, ST, organizationIdentifier)", k)
+		}
+	}
+	return n, nil
+}
