@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -173,5 +177,63 @@ func TestDemo(t *testing.T) {
 		if !strings.Contains(out, w) {
 			t.Fatalf("demo report lacks %q:\n%s", w, out)
 		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// demo --serve keeps the proxy up for a stock client until it is stopped.
+func TestDemoServe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("demo takes a few seconds")
+	}
+	var out syncBuffer
+	log, _ := testlog.New(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() {
+		done <- cli.Execute([]string{"demo", "--serve"}, cli.WithOutput(&out, &out), cli.WithLogger(log), cli.WithContext(ctx))
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(out.String(), "Serving until Ctrl-C") {
+		if time.Now().After(deadline) {
+			t.Fatalf("demo did not start serving:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	m := regexp.MustCompile(`http_proxy=(http://127\.0\.0\.1:\d+) curl`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no proxy address in:\n%s", out.String())
+	}
+	pu, _ := url.Parse(m[1])
+	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}, Timeout: 10 * time.Second}
+	resp, err := c.Get("http://sandbox.bankingcircleconnect.com/api/v1/accounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d", code)
 	}
 }

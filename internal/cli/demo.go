@@ -13,9 +13,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -32,7 +34,8 @@ import (
 )
 
 func (e *env) demoCommand() *cobra.Command {
-	var verbose bool
+	var verbose, serve bool
+	var listen string
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run tokenproxy end to end against a built-in Banking Circle emulator (no credentials needed)",
@@ -42,10 +45,14 @@ in front of it, and sends requests through it with Go's stock HTTP client set up
 only by HTTP_PROXY. It prints what happened. Nothing leaves this machine.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(e.context(), cmd.OutOrStdout(), verbose, e.stderr)
+			ctx, stop := signal.NotifyContext(e.context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return runDemo(ctx, cmd.OutOrStdout(), demoOptions{verbose: verbose, serve: serve, listen: listen}, e.stderr)
 		},
 	}
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "also print tokenproxy's log lines (stderr)")
+	cmd.Flags().BoolVar(&serve, "serve", false, "after the report, keep the emulators and tokenproxy running (until Ctrl-C) to try them with curl")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "forward-proxy address of the demo (e.g. 127.0.0.1:8080 with --serve)")
 	return cmd
 }
 
@@ -59,7 +66,13 @@ func (o *demoObserver) TokenFetch(string, string, time.Duration) { o.fetches.Add
 func (o *demoObserver) LimiterWait(string, time.Duration)        {}
 func (o *demoObserver) TokenThrottled(string)                    {}
 
-func runDemo(ctx context.Context, out io.Writer, verbose bool, logw io.Writer) (err error) {
+type demoOptions struct {
+	verbose, serve bool
+	listen         string
+}
+
+func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) (err error) {
+	verbose := o.verbose
 	p := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
 	p("tokenproxy demo: Banking Circle end to end, on this machine only\n")
 
@@ -121,7 +134,7 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool, logw io.Writer) (
 	os.Setenv("TOKENPROXY_DEMO_USERNAME", user)
 	os.Setenv("TOKENPROXY_DEMO_PASSWORD", pass)
 	cfg := &config.Config{
-		Listen: config.Listen{Proxy: "127.0.0.1:0", Admin: "off"},
+		Listen: config.Listen{Proxy: o.listen, Admin: "off"},
 		Routes: []config.Route{{
 			Name: "bankingcircle", Preset: "bankingcircle-sandbox", Upstream: emu.APIURL(),
 			TLS:        config.TLS{RootCAs: ca.CertPool()},
@@ -283,7 +296,19 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool, logw io.Writer) (
 		a := first.Result[0]
 		p("First account: %s, %s, %s, IBAN %s", a.AccountID, a.OwnedByCompanyName, a.Currency, strings.Join(a.IBANs[:1], ""))
 	}
+	if o.serve {
+		emu.SetTokenTTL(5 * time.Minute)
+		p("\nServing until Ctrl-C. Try it with curl (which reads only the lowercase http_proxy):")
+		p("  http_proxy=%s curl -s http://sandbox.bankingcircleconnect.com/api/v1/accounts", proxyURL)
+		p("  http_proxy=%s curl -s -H 'PSU-ID: PSU-1' %s", proxyURL, signedURL)
+		p("  http_proxy=%s curl -s http://example.com/            # no route: 403 with a JSON body", proxyURL)
+		p("  curl -s -x %s https://sandbox.bankingcircleconnect.com/  # CONNECT: refused, with the reason", proxyURL)
+		<-ctx.Done()
+		p("stopping")
+		return nil
+	}
 	p("\nNext: write a config (README.md, \"Banking Circle\"), check it with `tokenproxy validate --config FILE`, then `tokenproxy run --config FILE`.")
+	p("Or keep the demo running and try it with curl: `tokenproxy demo --serve --listen 127.0.0.1:8080`.")
 	return nil
 }
 
