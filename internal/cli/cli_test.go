@@ -213,6 +213,11 @@ func TestDemoServe(t *testing.T) {
 	}()
 	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(out.String(), "Serving until Ctrl-C") {
+		select {
+		case code := <-done:
+			t.Fatalf("demo --serve stopped with exit %d:\n%s", code, out.String())
+		default:
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("demo did not start serving:\n%s", out.String())
 		}

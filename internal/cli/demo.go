@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpproxy"
 
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/config"
@@ -192,7 +194,11 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 	os.Setenv("http_proxy", proxyURL)
 	os.Setenv("NO_PROXY", "")
 	os.Setenv("no_proxy", "")
-	app := &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment}, Timeout: 20 * time.Second}
+	// The standard environment proxy rules (those of http.ProxyFromEnvironment,
+	// which reads the environment only once per process) read now, so that a
+	// second demo in one process sees its own proxy.
+	fromEnv := httpproxy.FromEnvironment().ProxyFunc()
+	app := &http.Client{Transport: &http.Transport{Proxy: func(r *http.Request) (*url.URL, error) { return fromEnv(r.URL) }}, Timeout: 20 * time.Second}
 	const accounts = "http://sandbox.bankingcircleconnect.com/api/v1/accounts?PageNumber=1&PageSize=50"
 	p("The app is Go's net/http client with HTTP_PROXY=%s.", proxyURL)
 	p("It calls %s\nwith no certificate, no password and no token.\n", accounts)
