@@ -25,17 +25,13 @@ It prints no secret.`,
 			if err != nil {
 				return err
 			}
-			log, err := e.buildLogger(cfg.Log)
-			if err != nil {
-				return &ExitError{Code: ExitConfig, Err: err}
-			}
-			vc, err := openVault(e.context(), cfg, log)
+			_, vc, err := e.loggerAndVault(cfg)
 			if err != nil {
 				return err
 			}
+			defer closeVault(vc)
 			opts := diagnose.Options{Timeout: timeout}
 			if vc != nil {
-				defer vc.Close()
 				opts.Vault, opts.VaultClient = vc, vc
 			}
 			rep, err := diagnose.Run(e.context(), cfg, route, cmd.OutOrStdout(), opts)

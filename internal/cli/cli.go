@@ -195,17 +195,11 @@ func (e *env) validateCommand() *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "configuration OK (%d routes; credentials not loaded)\n", len(cfg.Routes))
 				return nil
 			}
-			log, err := e.buildLogger(cfg.Log)
-			if err != nil {
-				return &ExitError{Code: ExitConfig, Err: err}
-			}
-			vc, err := openVault(e.context(), cfg, log)
+			log, vc, err := e.loggerAndVault(cfg)
 			if err != nil {
 				return err
 			}
-			if vc != nil {
-				defer vc.Close()
-			}
+			defer closeVault(vc)
 			srv, err := proxy.New(e.context(), cfg, proxy.Options{Log: log, Build: buildOptions(vc)})
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
@@ -267,6 +261,27 @@ func openVault(ctx context.Context, cfg *config.Config, log *zap.Logger) (*vault
 		return nil, &ExitError{Code: ExitConfig, Err: fmt.Errorf("vault: %w", err)}
 	}
 	return c, nil
+}
+
+// loggerAndVault builds the command's logger and, when the configuration
+// has a vault: block, logs in to Vault (the client is nil otherwise).
+func (e *env) loggerAndVault(cfg *config.Config) (*zap.Logger, *vaultsrc.Client, error) {
+	log, err := e.buildLogger(cfg.Log)
+	if err != nil {
+		return nil, nil, &ExitError{Code: ExitConfig, Err: err}
+	}
+	vc, err := openVault(e.context(), cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return log, vc, nil
+}
+
+// closeVault stops a Vault client's background renewal; nil is fine.
+func closeVault(vc *vaultsrc.Client) {
+	if vc != nil {
+		_ = vc.Close()
+	}
 }
 
 // buildOptions wires the Vault client, when there is one, into route building.

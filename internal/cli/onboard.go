@@ -117,11 +117,8 @@ func (e *env) onboardVault(path string) (*vaultsrc.Client, error) {
 	if cfg.Vault == nil {
 		return nil, &ExitError{Code: ExitConfig, Err: errors.New("the configuration has no vault: block")}
 	}
-	log, err := e.buildLogger(cfg.Log)
-	if err != nil {
-		return nil, &ExitError{Code: ExitConfig, Err: err}
-	}
-	return openVault(e.context(), cfg, log)
+	_, vc, err := e.loggerAndVault(cfg)
+	return vc, err
 }
 
 func parseTransitKey(s string) (vaultsrc.TransitKeyConfig, error) {
