@@ -119,22 +119,7 @@ routes:
 		defer vc.Close()
 		bo = proxy.BuildOptions{Vault: vc, VaultClient: vc}
 	}
-	srv, err := proxy.New(context.Background(), cfg, proxy.Options{Log: zap.NewNop(), Build: bo})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Error(err)
-		}
-	}()
+	srv := serve(b, cfg, proxy.Options{Log: zap.NewNop(), Build: bo})
 	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: srv.Addr("proxy")}), MaxIdleConnsPerHost: 64}}
 	var mu sync.Mutex
 	var lat []time.Duration

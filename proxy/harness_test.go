@@ -209,3 +209,25 @@ func errorCode(t *testing.T, a answer) string {
 
 var _ = tls.VersionTLS12
 var _ = strings.Contains
+
+// serve builds tokenproxy from cfg, listens, and serves until the test ends.
+func serve(t testing.TB, cfg *config.Config, opts proxy.Options) *proxy.Server {
+	t.Helper()
+	srv, err := proxy.New(context.Background(), cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return srv
+}

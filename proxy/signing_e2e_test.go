@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"context"
 	"crypto"
 	"crypto/tls"
 	"fmt"
@@ -86,22 +85,7 @@ func TestSignedRequestsThroughProxy(t *testing.T) {
 		t.Fatalf("%v\n%s", err, yaml)
 	}
 	log, logs := testlog.New(t)
-	srv, err := proxy.New(context.Background(), cfg, proxy.Options{Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	srv := serve(t, cfg, proxy.Options{Log: log})
 	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: srv.Addr("proxy")})}}
 
 	tests := []struct {

@@ -54,22 +54,7 @@ func startWithVault(t *testing.T, srv *vaulttest.Server, yaml string) (*proxy.Se
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { vc.Close() })
-	s, err := proxy.New(context.Background(), cfg, proxy.Options{Log: log, Build: proxy.BuildOptions{Vault: vc, VaultClient: vc}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	s := serve(t, cfg, proxy.Options{Log: log, Build: proxy.BuildOptions{Vault: vc, VaultClient: vc}})
 	return s, logs, vc
 }
 
