@@ -151,7 +151,7 @@ func BuildRoute(ctx context.Context, i int, rc config.Route, o BuildOptions) (*R
 	} else if src, cp := certSource(rc.ClientCert, o); src != nil {
 		holder := certs.NewHolder(nil)
 		rl := &certs.Reloader{Name: "route " + rc.Name + " client certificate", Holder: holder, Source: src,
-			Interval: pollInterval(rc.ClientCert), Log: log}
+			Interval: pollInterval(src, rc.ClientCert), Log: log}
 		if o.OnReload != nil {
 			rl.OnResult = func(ok bool) { o.OnReload(rc.Name, "client_certificate", ok) }
 		}
@@ -301,7 +301,7 @@ func buildSigner(ctx context.Context, p string, r *Route, sg *config.Signing, o 
 	opts := sg.Options
 	validate := func(c *tls.Certificate) error { return opts.Validate(c, time.Now()) }
 	rl := &certs.Reloader{Name: "route " + r.Name + " signing key", Holder: holder, Source: src,
-		Interval: pollInterval(sg.Key), Log: log, Validate: validate}
+		Interval: pollInterval(src, sg.Key), Log: log, Validate: validate}
 	if o.OnReload != nil {
 		rl.OnResult = func(ok bool) { o.OnReload(r.Name, "signing_key", ok) }
 	}
@@ -330,14 +330,12 @@ func buildSigner(ctx context.Context, p string, r *Route, sg *config.Signing, o 
 // Background returns the route's background jobs (Vault PKI renewal), to be run.
 func (r *Route) Background() []func(context.Context) { return r.background }
 
-// pollInterval is how often a certificate source is checked: the Vault
-// block's poll_interval when it sets one, else reload_interval.
-func pollInterval(cc config.ClientCertificate) time.Duration {
-	switch {
-	case cc.VaultKV != nil && cc.VaultKV.PollInterval > 0:
-		return cc.VaultKV.PollInterval
-	case cc.VaultTransit != nil && cc.VaultTransit.PollInterval > 0:
-		return cc.VaultTransit.PollInterval
+// pollInterval is how often a certificate source is checked: the source's
+// own interval when it has one (the Vault sources apply their poll_interval
+// and its default), else the block's reload_interval.
+func pollInterval(src certs.Source, cc config.ClientCertificate) time.Duration {
+	if p, ok := src.(interface{ PollInterval() time.Duration }); ok {
+		return p.PollInterval()
 	}
 	return cc.ReloadInterval
 }
