@@ -6,12 +6,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"net/url"
 	"os"
@@ -68,20 +64,9 @@ func BenchmarkTransitSignedRequestThroughProxy(b *testing.B) {
 		b.Skip("needs VAULT_ADDR/VAULT_TOKEN (bash .ci/vault.sh start)")
 	}
 	srv := vaulttest.Start(b)
-	transit, kv := vaulttest.Unique("transit"), vaulttest.Unique("kv")
-	srv.Mount(transit, "transit")
-	srv.Mount(kv, "kv-v2")
-	srv.Write(transit+"/keys/qseal", map[string]any{"type": "rsa-2048", "exportable": false})
-	pubPEM := srv.Read(transit + "/keys/qseal").Data["keys"].(map[string]any)["1"].(map[string]any)["public_key"].(string)
-	blk, _ := pem.Decode([]byte(pubPEM))
-	pub, _ := x509.ParsePKIXPublicKey(blk.Bytes)
-	ca, _ := testpki.NewCA("bench CA")
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(77), Subject: pkix.Name{CommonName: "qseal"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, ca.Certificate(), pub, ca.Signer())
-	srv.PutKV(kv, "qseal", map[string]any{"certificate": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))})
+	ca, transit, kv := transitQSealC(b, srv)
 	b.Setenv("TP_BENCH_VAULT_TOKEN", srv.Token)
-	benchSigned(b, ca, b.TempDir(), fmt.Sprintf("{vault_transit: {key: {mount: %s, key: qseal}, certificate: {mount: %s, path: qseal, field: certificate}}}", transit, kv),
+	benchSigned(b, ca, b.TempDir(), fmt.Sprintf("{vault_transit: {key: {mount: %s, key: qseal}, certificate: {mount: %s, path: tpp/qseal, field: certificate}}}", transit, kv),
 		fmt.Sprintf("vault: {address: %s, auth: {method: token, token: {env: TP_BENCH_VAULT_TOKEN}}}\n", srv.Addr))
 }
 

@@ -174,25 +174,7 @@ func TestVaultTransitSigning(t *testing.T) {
 		t.Skip("needs a Vault dev server")
 	}
 	srv := vaulttest.Start(t)
-	transit := vaulttest.Unique("transit")
-	srv.Mount(transit, "transit")
-	srv.Write(transit+"/keys/qseal", map[string]any{"type": "rsa-2048", "exportable": false})
-	kv := vaulttest.Unique("kv")
-	srv.Mount(kv, "kv-v2")
-	pubPEM := srv.Read(transit + "/keys/qseal").Data["keys"].(map[string]any)["1"].(map[string]any)["public_key"].(string)
-	blk, _ := pem.Decode([]byte(pubPEM))
-	pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := testpki.NewCA("QTSP test CA")
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(0x6AEB4444), Subject: pkix.Name{CommonName: "TPP QSealC (Transit)", Organization: []string{"TPP"}},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Certificate(), pub.(*rsa.PublicKey), ca.Signer())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.PutKV(kv, "tpp/qseal", map[string]any{"certificate": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))})
+	ca, transit, kv := transitQSealC(t, srv)
 
 	bg := berlingroup.New(berlingroup.Config{Roots: ca.CertPool()})
 	up := mtlsUpstream(t, ca, bg)
@@ -234,4 +216,33 @@ routes:
 	if _, err := srv.Client().Logical().Read(transit + "/export/signing-key/qseal"); err == nil || !strings.Contains(err.Error(), "exportable") {
 		t.Fatalf("key export: %v", err)
 	}
+}
+
+// transitQSealC makes a non-exportable RSA-2048 key "qseal" in a new Transit
+// mount, has a new test CA certify its public key, and stores that
+// certificate (PEM) at tpp/qseal, field certificate, in a new KV v2 mount.
+func transitQSealC(t testing.TB, srv *vaulttest.Server) (ca *testpki.CA, transit, kv string) {
+	t.Helper()
+	transit, kv = vaulttest.Unique("transit"), vaulttest.Unique("kv")
+	srv.Mount(transit, "transit")
+	srv.Mount(kv, "kv-v2")
+	srv.Write(transit+"/keys/qseal", map[string]any{"type": "rsa-2048", "exportable": false})
+	pubPEM := srv.Read(transit + "/keys/qseal").Data["keys"].(map[string]any)["1"].(map[string]any)["public_key"].(string)
+	blk, _ := pem.Decode([]byte(pubPEM))
+	pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err = testpki.NewCA("QTSP test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(0x6AEB4444), Subject: pkix.Name{CommonName: "TPP QSealC (Transit)", Organization: []string{"TPP"}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Certificate(), pub.(*rsa.PublicKey), ca.Signer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.PutKV(kv, "tpp/qseal", map[string]any{"certificate": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))})
+	return ca, transit, kv
 }
