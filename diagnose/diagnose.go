@@ -169,6 +169,8 @@ func (d *routeCheck) run(ctx context.Context) {
 func (d *routeCheck) checkCertificate(ctx context.Context) bool {
 	cc := d.rc.ClientCert
 	var src certs.Source
+	var c *tls.Certificate
+	var err error
 	switch {
 	case cc.Source != nil:
 		src = cc.Source
@@ -184,17 +186,16 @@ func (d *routeCheck) checkCertificate(ctx context.Context) bool {
 			d.step("pkcs12 passcode", Fail, err.Error(), "make the passcode secret available")
 			return false
 		}
-		data, _ := os.ReadFile(cc.PKCS12.File)
-		pv, _ := pass.Get(ctx)
-		if _, err := certs.ParsePKCS12(data, pv.Reveal()); errors.Is(err, certs.ErrWrongPasscode) {
+		src = &certs.FileSource{PKCS12File: cc.PKCS12.File, Passcode: pass}
+		// One fetch decodes the file; its errors say whether the passcode opened it.
+		if c, _, err = src.Fetch(ctx, ""); errors.Is(err, certs.ErrWrongPasscode) {
 			d.step("pkcs12 passcode", Fail, "the passcode does not open "+cc.PKCS12.File, "set the passcode the provider gave with this .pfx file (Banking Circle: the one you set when resetting the initial passphrase)")
 			return false
-		} else if err != nil {
+		} else if err != nil && !errors.Is(err, certs.ErrKeyMismatch) {
 			d.step("pkcs12 passcode", Fail, err.Error(), "check that the file is the PKCS#12 (.pfx) the provider issued")
 			return false
 		}
 		d.step("pkcs12 passcode", OK, "opens "+cc.PKCS12.File, "")
-		src = &certs.FileSource{PKCS12File: cc.PKCS12.File, Passcode: pass}
 	case cc.PEM != nil:
 		if !d.readable("certificate file", cc.PEM.CertFile) || !d.readable("key file", cc.PEM.KeyFile) {
 			return false
@@ -211,7 +212,9 @@ func (d *routeCheck) checkCertificate(ctx context.Context) bool {
 		d.step("client certificate", Skip, "none configured", "")
 		return true
 	}
-	c, _, err := src.Fetch(ctx, "")
+	if c == nil && err == nil {
+		c, _, err = src.Fetch(ctx, "")
+	}
 	if err != nil {
 		fix := "check that certificate and key belong together"
 		if errors.Is(err, certs.ErrKeyMismatch) {
@@ -236,13 +239,11 @@ func (d *routeCheck) checkCertificate(ctx context.Context) bool {
 	}
 	d.step("certificate", v, fmt.Sprintf("%s; valid until %s (%d days), key matches", desc, leaf.NotAfter.UTC().Format("2006-01-02"), int(left.Hours()/24)), fix)
 	if len(c.Certificate) > 1 {
-		inter := x509.NewCertPool()
-		for _, der := range c.Certificate[1:] {
-			if ic, err := x509.ParseCertificate(der); err == nil {
-				inter.AddCert(ic)
-			}
+		issuer, err := x509.ParseCertificate(c.Certificate[1])
+		if err == nil {
+			err = leaf.CheckSignatureFrom(issuer)
 		}
-		if err := leaf.CheckSignatureFrom(firstCert(c)); err != nil {
+		if err != nil {
 			d.step("certificate chain", Warn, "the chain in the file does not start with the leaf's issuer", "include the intermediate CA certificates in order")
 		} else {
 			d.step("certificate chain", OK, fmt.Sprintf("%d CA certificate(s) included", len(c.Certificate)-1), "")
@@ -250,11 +251,6 @@ func (d *routeCheck) checkCertificate(ctx context.Context) bool {
 	}
 	d.cert = c
 	return true
-}
-
-func firstCert(c *tls.Certificate) *x509.Certificate {
-	ic, _ := x509.ParseCertificate(c.Certificate[1])
-	return ic
 }
 
 func (d *routeCheck) readable(what, path string) bool {
