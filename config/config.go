@@ -4,10 +4,8 @@
 package config
 
 import (
-	"crypto/x509"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/signer"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
@@ -128,9 +126,6 @@ type TLS struct {
 	CAFile string `yaml:"ca_file"`
 	// ServerName overrides the name verified in the upstream's certificate.
 	ServerName string `yaml:"server_name"`
-
-	// RootCAs, when set in code (the demo, tests), replaces CAFile.
-	RootCAs *x509.CertPool `yaml:"-"`
 }
 
 // ClientCertificate is the certificate presented to the upstream (mTLS).
@@ -147,8 +142,39 @@ type ClientCertificate struct {
 	// ReloadInterval is how often the files are checked for a rotation.
 	ReloadInterval time.Duration `yaml:"reload_interval"`
 
-	// Source, when set in code (the demo, tests), replaces the files.
-	Source certs.Source `yaml:"-"`
+	// InCode, set in code (the demo, tests) and never in a file, names a
+	// certificate source the route builder is given.
+	InCode string `yaml:"-"`
+}
+
+// Kinds of certificate block, as Kind names them (each is also the block's key).
+const (
+	CertInCode       = "in_code"
+	CertPKCS12       = "pkcs12"
+	CertPEM          = "pem"
+	CertVaultKV      = "vault_kv"
+	CertVaultPKI     = "vault_pki"
+	CertVaultTransit = "vault_transit"
+)
+
+// Kind says where the certificate comes from: one of the Cert* constants,
+// "" when the block is empty, or "several" when more than one is set.
+func (cc ClientCertificate) Kind() string {
+	kind := ""
+	for _, k := range []struct {
+		name string
+		set  bool
+	}{{CertInCode, cc.InCode != ""}, {CertPKCS12, cc.PKCS12 != nil}, {CertPEM, cc.PEM != nil},
+		{CertVaultKV, cc.VaultKV != nil}, {CertVaultPKI, cc.VaultPKI != nil}, {CertVaultTransit, cc.VaultTransit != nil}} {
+		switch {
+		case !k.set:
+		case kind == "":
+			kind = k.name
+		default:
+			return "several"
+		}
+	}
+	return kind
 }
 
 // PKCS12 is a .pfx/.p12 file and its passcode.

@@ -10,18 +10,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/problem"
 	"github.com/tokenproxy/tokenproxy/secret"
 )
 
 // FieldError is a problem with one field of the configuration.
-type FieldError struct {
-	// Path locates the field, e.g. routes[0].token.password.
-	Path string
-	// Msg says what is wrong and how to fix it.
-	Msg string
-}
-
-func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+type FieldError = problem.FieldError
 
 // ApplyDefaults fills in presets and defaults.
 func (c *Config) ApplyDefaults() {
@@ -91,7 +85,7 @@ var routeName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(path, format string, a ...any) {
-		errs = append(errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, a...)})
+		errs = append(errs, problem.Field(path, fmt.Sprintf(format, a...)))
 	}
 	addrs := map[string]string{}
 	checkAddr := func(path, addr string) {
@@ -250,7 +244,7 @@ func (c *Config) Validate() error {
 			if sg.Profile == "" {
 				add(p+".signing.profile", "missing; one of berlin-group, stet, custom, rfc9421")
 			}
-			if sg.Key.Source == nil && sg.Key.PKCS12 == nil && sg.Key.PEM == nil && sg.Key.VaultKV == nil && sg.Key.VaultPKI == nil && sg.Key.VaultTransit == nil {
+			if sg.Key.Kind() == "" {
 				add(p+".signing.key", "missing; the signing key and certificate (QSealC): pkcs12: {file, passcode} or pem: {cert_file, key_file}")
 			} else {
 				validateCertBlock(&errs, p+".signing.key", sg.Key, false)
@@ -294,8 +288,7 @@ func (c *Config) Validate() error {
 
 func checkRef(errs *[]error, path string, r secret.Ref) {
 	if err := r.Validate(path); err != nil {
-		path, msg, _ := strings.Cut(err.Error(), ": ")
-		*errs = append(*errs, &FieldError{Path: path, Msg: msg})
+		*errs = append(*errs, err)
 	}
 }
 
@@ -319,38 +312,34 @@ func validHost(h string) bool {
 // validateCertBlock checks a client_certificate or signing.key block.
 func validateCertBlock(errs *[]error, path string, cc ClientCertificate, required bool) {
 	add := func(p, format string, a ...any) {
-		*errs = append(*errs, &FieldError{Path: p, Msg: fmt.Sprintf(format, a...)})
+		*errs = append(*errs, problem.Field(p, fmt.Sprintf(format, a...)))
 	}
-	n := 0
-	for _, set := range []bool{cc.PKCS12 != nil, cc.PEM != nil, cc.VaultKV != nil, cc.VaultPKI != nil, cc.VaultTransit != nil} {
-		if set {
-			n++
-		}
-	}
-	switch {
-	case cc.Source != nil:
-	case n > 1:
+	switch cc.Kind() {
+	case CertInCode:
+	case "several":
 		add(path, "set one of pkcs12, pem, vault_kv, vault_pki or vault_transit")
-	case cc.VaultKV != nil:
+	case CertVaultKV:
 		vaultErr(errs, cc.VaultKV.Validate(path+".vault_kv"))
-	case cc.VaultPKI != nil:
+	case CertVaultPKI:
 		vaultErr(errs, cc.VaultPKI.Validate(path+".vault_pki"))
-	case cc.VaultTransit != nil:
+	case CertVaultTransit:
 		vaultErr(errs, cc.VaultTransit.Validate(path+".vault_transit"))
-	case cc.PKCS12 != nil:
+	case CertPKCS12:
 		if cc.PKCS12.File == "" {
 			add(path+".pkcs12.file", "missing; give the path of the .pfx/.p12 file")
 		}
 		checkRef(errs, path+".pkcs12.passcode", cc.PKCS12.Passcode)
-	case cc.PEM != nil:
+	case CertPEM:
 		if cc.PEM.CertFile == "" {
 			add(path+".pem.cert_file", "missing; give the path of the PEM certificate")
 		}
 		if cc.PEM.KeyFile == "" {
 			add(path+".pem.key_file", "missing; give the path of the PEM private key")
 		}
-	case required:
-		add(path, "missing; Banking Circle requires the M2M certificate: pkcs12: {file: client.pfx, passcode: {env: PFX_PASSCODE}}")
+	case "":
+		if required {
+			add(path, "missing; Banking Circle requires the M2M certificate: pkcs12: {file: client.pfx, passcode: {env: PFX_PASSCODE}}")
+		}
 	}
 	if cc.ReloadInterval < 0 {
 		add(path+".reload_interval", "must not be negative (0 takes the default)")
@@ -364,7 +353,7 @@ func vaultErr(errs *[]error, err error) {
 	}
 	for line := range strings.SplitSeq(err.Error(), "\n") {
 		if path, msg, ok := strings.Cut(line, ": "); ok {
-			*errs = append(*errs, &FieldError{Path: path, Msg: msg})
+			*errs = append(*errs, problem.Field(path, msg))
 		} else if line != "" {
 			*errs = append(*errs, errors.New(line))
 		}
@@ -374,8 +363,13 @@ func vaultErr(errs *[]error, err error) {
 // usesVault reports whether the configuration refers to Vault anywhere.
 func (c *Config) usesVault() bool {
 	refs := func(cc ClientCertificate) bool {
-		return cc.VaultKV != nil || cc.VaultPKI != nil || cc.VaultTransit != nil ||
-			(cc.PKCS12 != nil && cc.PKCS12.Passcode.Vault != nil)
+		switch cc.Kind() {
+		case CertVaultKV, CertVaultPKI, CertVaultTransit:
+			return true
+		case CertPKCS12:
+			return cc.PKCS12.Passcode.Vault != nil
+		}
+		return false
 	}
 	for _, cl := range c.Callers {
 		if cl.Password.Vault != nil {

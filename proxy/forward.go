@@ -11,6 +11,8 @@ import (
 
 	"github.com/elazarl/goproxy"
 	"go.uber.org/zap"
+
+	"github.com/tokenproxy/tokenproxy/route"
 )
 
 // errNoDefaultTransport guards goproxy's fallback transport, which skips TLS
@@ -19,9 +21,9 @@ import (
 var errNoDefaultTransport = errors.New("goproxy's default transport is disabled")
 
 // router finds a route by the host an app asked for.
-type router map[string]*Route
+type router map[string]*route.Route
 
-func (rt router) match(hostport string) (*Route, string) {
+func (rt router) match(hostport string) (*route.Route, string) {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
@@ -72,7 +74,7 @@ func newForwardHandler(p *pipeline, rt router, zl *zap.Logger) http.Handler {
 	})
 }
 
-func routeName(r *Route) string {
+func routeName(r *route.Route) string {
 	if r == nil {
 		return ""
 	}
@@ -80,7 +82,7 @@ func routeName(r *Route) string {
 }
 
 // newLocalHandler serves a route's local port: every request goes to that route.
-func newLocalHandler(p *pipeline, route *Route) http.Handler {
+func newLocalHandler(p *pipeline, route *route.Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodConnect {
 			writeResponse(w, p.errorResponse(r, &apiError{Status: http.StatusForbidden, Code: CodeConnectRefused, //nolint:bodyclose // writeResponse closes the body

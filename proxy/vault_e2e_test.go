@@ -29,6 +29,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
@@ -54,7 +55,7 @@ func startWithVault(t *testing.T, srv *vaulttest.Server, yaml string) (*proxy.Se
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { vc.Close() })
-	s := serve(t, cfg, proxy.Options{Log: log, Build: proxy.BuildOptions{Vault: vc, VaultClient: vc}})
+	s := serve(t, cfg, route.Options{Vault: vc, VaultClient: vc}, proxy.Options{Log: log})
 	return s, logs, vc
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/version"
 	"github.com/tokenproxy/tokenproxy/metrics"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
@@ -200,11 +201,13 @@ func (e *env) validateCommand() *cobra.Command {
 				return err
 			}
 			defer closeVault(vc)
-			srv, err := proxy.New(e.context(), cfg, proxy.Options{Log: log, Build: buildOptions(vc)})
+			bo := buildOptions(vc)
+			bo.Log = log
+			routes, err := route.Build(e.context(), cfg, bo)
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 			}
-			for _, r := range srv.Routes() {
+			for _, r := range routes {
 				line := fmt.Sprintf("route %s: %s -> %s", r.Name, strings.Join(r.Hosts, ", "), r.Upstream)
 				if r.ClientCert != nil {
 					c := r.ClientCert.Load()
@@ -285,11 +288,17 @@ func closeVault(vc *vaultsrc.Client) {
 }
 
 // buildOptions wires the Vault client, when there is one, into route building.
-func buildOptions(vc *vaultsrc.Client) proxy.BuildOptions {
+func buildOptions(vc *vaultsrc.Client) route.Options {
 	if vc == nil {
-		return proxy.BuildOptions{}
+		return route.Options{}
 	}
-	return proxy.BuildOptions{Vault: vc, VaultClient: vc}
+	return route.Options{Vault: vc, VaultClient: vc}
+}
+
+// serverOptions are the server's listeners and timings from cfg.
+func serverOptions(cfg *config.Config, log *zap.Logger) proxy.Options {
+	return proxy.Options{Log: log, ProxyAddr: cfg.Listen.Proxy, AdminAddr: cfg.Listen.Admin,
+		ShutdownGrace: cfg.ShutdownGrace, ExpiryWarning: cfg.CertificateExpiryWarning}
 }
 
 // Serve builds the server for cfg and serves until ctx ends, then drains.
@@ -303,21 +312,19 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}
 	m := metrics.New()
 	bo := buildOptions(vc)
-	bo.TokenObserver, bo.OnReload = m, m.Reload
-	opts := proxy.Options{
-		Log:      log,
-		Observer: m,
-		Build:    bo,
-		Admin:    func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) },
+	bo.Log, bo.TokenObserver, bo.OnReload = log, m, m.Reload
+	routes, err := route.Build(ctx, cfg, bo)
+	if err != nil {
+		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 	}
+	opts := serverOptions(cfg, log)
+	opts.Observer = m
+	opts.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) }
 	if vc != nil {
 		opts.Degraded = func() error { return vc.Health().Err() }
 		m.WatchDependency("vault", func() bool { return vc.Health().OK })
 	}
-	srv, err := proxy.New(ctx, cfg, opts)
-	if err != nil {
-		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
-	}
+	srv := proxy.New(routes, opts)
 	for _, r := range srv.Routes() {
 		for _, hc := range r.Certificates() {
 			m.WatchCertificate(r.Name, hc.Kind, hc.Holder.Load)

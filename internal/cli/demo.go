@@ -31,6 +31,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/emulator/berlingroup"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/signer"
 )
@@ -139,8 +140,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 		Listen: config.Listen{Proxy: o.listen, Admin: "off"},
 		Routes: []config.Route{{
 			Name: "bankingcircle", Preset: "bankingcircle-sandbox", Upstream: emu.APIURL(),
-			TLS:        config.TLS{RootCAs: ca.CertPool()},
-			ClientCert: config.ClientCertificate{Source: &certs.StaticSource{Cert: loaded, Desc: "in-memory PKCS#12"}},
+			ClientCert: config.ClientCertificate{InCode: "client"},
 			Token: &config.Token{
 				URL:       emu.AuthURL() + bankingcircle.AuthorizePath,
 				Username:  secret.Ref{Env: "TOKENPROXY_DEMO_USERNAME"},
@@ -150,11 +150,10 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 			},
 		}, {
 			Name: "berlingroup", Hosts: []string{"psd2.bank.example"}, Upstream: bgSrv.URL,
-			TLS:        config.TLS{RootCAs: ca.CertPool()},
-			ClientCert: config.ClientCertificate{Source: &certs.StaticSource{Cert: loaded, Desc: "in-memory PKCS#12"}},
+			ClientCert: config.ClientCertificate{InCode: "client"},
 			Signing: &config.Signing{
 				Options: signer.Options{Profile: "berlin-group"},
-				Key:     config.ClientCertificate{Source: &certs.StaticSource{Cert: qseal, Desc: "in-memory QSealC"}},
+				Key:     config.ClientCertificate{InCode: "qsealc"},
 			},
 		}},
 	}
@@ -169,10 +168,15 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 		}
 	}
 	obs := &demoObserver{}
-	srv, err := proxy.New(ctx, cfg, proxy.Options{Log: log, Build: proxy.BuildOptions{TokenObserver: obs}})
+	routes, err := route.Build(ctx, cfg, route.Options{Log: log, TokenObserver: obs, RootCAs: ca.CertPool(),
+		Certificates: map[string]certs.Source{
+			"client": &certs.StaticSource{Cert: loaded, Desc: "in-memory PKCS#12"},
+			"qsealc": &certs.StaticSource{Cert: qseal, Desc: "in-memory QSealC"},
+		}})
 	if err != nil {
 		return err
 	}
+	srv := proxy.New(routes, serverOptions(cfg, log))
 	if err := srv.Listen(); err != nil {
 		return err
 	}
