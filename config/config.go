@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/secret"
-	"github.com/tokenproxy/tokenproxy/signer"
-	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 // Defaults.
@@ -42,8 +40,8 @@ type Config struct {
 	Callers []Caller `yaml:"callers"`
 	// Vault, when set, is the Vault server secrets, certificates and signing
 	// keys can come from.
-	Vault  *vaultsrc.Config `yaml:"vault"`
-	Routes []Route          `yaml:"routes"`
+	Vault  *Vault  `yaml:"vault"`
+	Routes []Route `yaml:"routes"`
 }
 
 // Caller is one app allowed to use a shared gateway, by name and password.
@@ -108,7 +106,7 @@ type Route struct {
 // algorithm, key_id, ...) and where the signing key and certificate (the
 // QSealC, apart from the TLS client certificate) come from.
 type Signing struct {
-	signer.Options `yaml:",inline"`
+	SigningOptions `yaml:",inline"`
 	// Key is the signing key and its certificate, loaded and rotated like a
 	// client certificate.
 	Key ClientCertificate `yaml:"key"`
@@ -133,12 +131,12 @@ type ClientCertificate struct {
 	PKCS12 *PKCS12 `yaml:"pkcs12"`
 	PEM    *PEM    `yaml:"pem"`
 	// VaultKV is a PFX (base64) and passcode, or a PEM certificate and key, in Vault KV v2.
-	VaultKV *vaultsrc.KVCertConfig `yaml:"vault_kv"`
+	VaultKV *VaultKV `yaml:"vault_kv"`
 	// VaultPKI issues a short-lived certificate from Vault's PKI engine and renews it.
-	VaultPKI *vaultsrc.PKIConfig `yaml:"vault_pki"`
+	VaultPKI *VaultPKI `yaml:"vault_pki"`
 	// VaultTransit keeps the private key in Vault Transit (never readable); the
 	// certificate comes from KV or from Transit.
-	VaultTransit *vaultsrc.TransitCertConfig `yaml:"vault_transit"`
+	VaultTransit *VaultTransit `yaml:"vault_transit"`
 	// ReloadInterval is how often the files are checked for a rotation.
 	ReloadInterval time.Duration `yaml:"reload_interval"`
 

@@ -145,11 +145,7 @@ func (c *Config) Validate() error {
 		add("log.format", "%q is not json or console", c.Log.Format)
 	}
 
-	if c.Vault != nil {
-		if err := c.Vault.Validate(); err != nil {
-			vaultErr(&errs, err)
-		}
-	} else if c.usesVault() {
+	if c.Vault == nil && c.usesVault() {
 		add("vault", "missing; the configuration refers to Vault, so give the server and how to log in: vault: {address: https://vault:8200, auth: {method: kubernetes, kubernetes: {role: tokenproxy}}}")
 	}
 	if len(c.Routes) == 0 {
@@ -318,12 +314,8 @@ func validateCertBlock(errs *[]error, path string, cc ClientCertificate, require
 	case CertInCode:
 	case "several":
 		add(path, "set one of pkcs12, pem, vault_kv, vault_pki or vault_transit")
-	case CertVaultKV:
-		vaultErr(errs, cc.VaultKV.Validate(path+".vault_kv"))
-	case CertVaultPKI:
-		vaultErr(errs, cc.VaultPKI.Validate(path+".vault_pki"))
-	case CertVaultTransit:
-		vaultErr(errs, cc.VaultTransit.Validate(path+".vault_transit"))
+	case CertVaultKV, CertVaultPKI, CertVaultTransit:
+		// Checked by the route builder's Check, which knows the Vault sources.
 	case CertPKCS12:
 		if cc.PKCS12.File == "" {
 			add(path+".pkcs12.file", "missing; give the path of the .pfx/.p12 file")
@@ -343,20 +335,6 @@ func validateCertBlock(errs *[]error, path string, cc ClientCertificate, require
 	}
 	if cc.ReloadInterval < 0 {
 		add(path+".reload_interval", "must not be negative (0 takes the default)")
-	}
-}
-
-// vaultErr turns vaultsrc's "path: message" errors into FieldErrors.
-func vaultErr(errs *[]error, err error) {
-	if err == nil {
-		return
-	}
-	for line := range strings.SplitSeq(err.Error(), "\n") {
-		if path, msg, ok := strings.Cut(line, ": "); ok {
-			*errs = append(*errs, problem.Field(path, msg))
-		} else if line != "" {
-			*errs = append(*errs, errors.New(line))
-		}
 	}
 }
 

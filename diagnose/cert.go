@@ -40,7 +40,7 @@ func (d *routeCheck) checkCertificate(ctx context.Context) bool {
 		return false
 	}
 	if err != nil {
-		fe := route.CertError(d.path()+".client_certificate"+cp, err)
+		fe := route.CertError(d.path()+".client_certificate"+cp, cc.Kind(), err)
 		d.step("certificate", Fail, err.Error(), fe.Fix)
 		return false
 	}
@@ -54,7 +54,7 @@ func (d *routeCheck) checkCertificate(ctx context.Context) bool {
 // the error of loading it.
 func (d *routeCheck) passcodeStep(err error) bool {
 	file := d.rc.ClientCert.PKCS12.File
-	fe := route.CertError(d.path()+".client_certificate.pkcs12", err)
+	fe := route.CertError(d.path()+".client_certificate.pkcs12", config.CertPKCS12, err)
 	switch {
 	case err == nil || errors.Is(err, certs.ErrKeyMismatch):
 		d.step("pkcs12 passcode", OK, "opens "+file, "")

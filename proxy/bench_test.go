@@ -98,7 +98,7 @@ routes:
 	}
 	bo := route.Options{}
 	if cfg.Vault != nil {
-		vc, err := vaultsrc.New(context.Background(), *cfg.Vault)
+		vc, err := vaultsrc.New(context.Background(), route.VaultConfig(*cfg.Vault))
 		if err != nil {
 			b.Fatal(err)
 		}

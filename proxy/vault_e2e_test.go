@@ -50,7 +50,7 @@ func startWithVault(t *testing.T, srv *vaulttest.Server, yaml string) (*proxy.Se
 	}
 	log, logs := testlog.New(t)
 	logs.ForbidStrings(tok.Auth.ClientToken)
-	vc, err := vaultsrc.New(context.Background(), *cfg.Vault, vaultsrc.WithLogger(log))
+	vc, err := vaultsrc.New(context.Background(), route.VaultConfig(*cfg.Vault), vaultsrc.WithLogger(log))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -182,7 +182,7 @@ func loadClientCert(ctx context.Context, p string, r *Route, cc config.ClientCer
 		rl.OnResult = func(ok bool) { o.OnReload(r.Name, "client_certificate", ok) }
 	}
 	if err := rl.Load(ctx); err != nil {
-		return nil, CertError(p+cp, err)
+		return nil, CertError(p+cp, cc.Kind(), err)
 	}
 	r.addCertificate("client", holder, rl)
 	return holder, nil
@@ -190,12 +190,12 @@ func loadClientCert(ctx context.Context, p string, r *Route, cc config.ClientCer
 
 // issuePKI issues the route's first client certificate from Vault PKI (a
 // failure is fatal at start-up) and schedules its renewals.
-func issuePKI(ctx context.Context, p string, r *Route, cfg *vaultsrc.PKIConfig, o Options) (*certs.Holder, error) {
+func issuePKI(ctx context.Context, p string, r *Route, cfg *config.VaultPKI, o Options) (*certs.Holder, error) {
 	if o.VaultClient == nil {
 		return nil, &problem.FieldError{Path: p, Err: secret.ErrNoVault}
 	}
 	holder := certs.NewHolder(nil)
-	iss := o.VaultClient.PKIIssuer(*cfg, holder)
+	iss := o.VaultClient.PKIIssuer(pkiConfig(*cfg), holder)
 	if _, err := iss.Issue(ctx); err != nil {
 		return nil, &problem.FieldError{Path: p, Err: err, Fix: "check the PKI mount, the role and that the Vault policy allows pki/issue/<role>"}
 	}

@@ -31,12 +31,12 @@ func CertSource(cc config.ClientCertificate, o Options) (certs.Source, string) {
 		if o.VaultClient == nil {
 			return &failingSource{err: secret.ErrNoVault}, "." + kind
 		}
-		return o.VaultClient.KVCertSource(*cc.VaultKV), "." + kind
+		return o.VaultClient.KVCertSource(kvConfig(*cc.VaultKV)), "." + kind
 	case config.CertVaultTransit:
 		if o.VaultClient == nil {
 			return &failingSource{err: secret.ErrNoVault}, "." + kind
 		}
-		return o.VaultClient.TransitCertSource(*cc.VaultTransit), "." + kind
+		return o.VaultClient.TransitCertSource(transitConfig(*cc.VaultTransit)), "." + kind
 	case config.CertPKCS12:
 		pass, err := cc.PKCS12.Passcode.Open(o.Vault)
 		if err != nil {
@@ -86,8 +86,8 @@ func pollInterval(src certs.Source, cc config.ClientCertificate) time.Duration {
 }
 
 // CertError names the field and the fix for each way loading a certificate
-// block at path can fail.
-func CertError(path string, err error) *problem.FieldError {
+// block of kind (a config.Cert* constant) at path can fail.
+func CertError(path, kind string, err error) *problem.FieldError {
 	var exp *certs.ExpiredError
 	var nyv *certs.NotYetValidError
 	var pe *passcodeError
@@ -108,7 +108,16 @@ func CertError(path string, err error) *problem.FieldError {
 		return &problem.FieldError{Path: path, Err: nyv}
 	case errors.Is(err, secret.ErrNoVault):
 		return &problem.FieldError{Path: path, Err: err}
-	default:
-		return &problem.FieldError{Path: path, Err: err, Fix: "check that the file is a PKCS#12 (.pfx/.p12) or PEM certificate with its key"}
 	}
+	var fix string
+	switch kind {
+	case config.CertVaultTransit:
+		fix = "check that the Transit key exists and that its certificate chain was imported with `tokenproxy onboard import` (or that certificate: names the KV field holding it)"
+	case config.CertVaultKV:
+		fix = "check that the KV secret holds a base64 PKCS#12 and its passcode, or a PEM certificate and key, in the configured fields"
+	case config.CertInCode:
+	default:
+		fix = "check that the file is a PKCS#12 (.pfx/.p12) or PEM certificate with its key"
+	}
+	return &problem.FieldError{Path: path, Err: err, Fix: fix}
 }

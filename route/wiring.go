@@ -61,7 +61,7 @@ func buildSigner(ctx context.Context, p string, r *Route, sg *config.Signing, o 
 	}
 	src, cp := CertSource(sg.Key, o)
 	holder := certs.NewHolder(nil)
-	opts := sg.Options
+	opts := signerOptions(sg.SigningOptions)
 	validate := func(c *tls.Certificate) error { return opts.Validate(c, time.Now()) }
 	rl := &certs.Reloader{Name: "route " + r.Name + " signing key", Holder: holder, Source: src,
 		Interval: pollInterval(src, sg.Key), Log: o.Log.With(zap.String("route", r.Name)), Validate: validate}
@@ -73,7 +73,7 @@ func buildSigner(ctx context.Context, p string, r *Route, sg *config.Signing, o 
 		if errors.As(err, &ve) {
 			return &problem.FieldError{Path: p + "." + ve.Field, Err: errors.New(ve.Msg)}
 		}
-		return CertError(p+".key"+cp, err)
+		return CertError(p+".key"+cp, sg.Key.Kind(), err)
 	}
 	sgn, err := signer.New(opts, holder)
 	if err != nil {

@@ -134,6 +134,11 @@ func (e *env) loadConfig(path string) (*config.Config, error) {
 		return nil, &ExitError{Code: ExitUsage, Err: errors.New("--config is required")}
 	}
 	cfg, err := config.LoadFile(path)
+	if err == nil {
+		if err = route.Check(cfg); err != nil {
+			err = fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	if err != nil {
 		return nil, &ExitError{Code: ExitConfig, Err: fmt.Errorf("configuration is invalid:\n%w", err)}
 	}
@@ -259,7 +264,7 @@ func openVault(ctx context.Context, cfg *config.Config, log *zap.Logger) (*vault
 	if cfg.Vault == nil {
 		return nil, nil
 	}
-	c, err := vaultsrc.New(ctx, *cfg.Vault, vaultsrc.WithLogger(log))
+	c, err := vaultsrc.New(ctx, route.VaultConfig(*cfg.Vault), vaultsrc.WithLogger(log))
 	if err != nil {
 		return nil, &ExitError{Code: ExitConfig, Err: fmt.Errorf("vault: %w", err)}
 	}

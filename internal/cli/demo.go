@@ -33,7 +33,6 @@ import (
 	"github.com/tokenproxy/tokenproxy/proxy"
 	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/secret"
-	"github.com/tokenproxy/tokenproxy/signer"
 )
 
 func (e *env) demoCommand() *cobra.Command {
@@ -152,13 +151,13 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 			Name: "berlingroup", Hosts: []string{"psd2.bank.example"}, Upstream: bgSrv.URL,
 			ClientCert: config.ClientCertificate{InCode: "client"},
 			Signing: &config.Signing{
-				Options: signer.Options{Profile: "berlin-group"},
-				Key:     config.ClientCertificate{InCode: "qsealc"},
+				SigningOptions: config.SigningOptions{Profile: "berlin-group"},
+				Key:            config.ClientCertificate{InCode: "qsealc"},
 			},
 		}},
 	}
 	cfg.ApplyDefaults()
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cfg.Validate(), route.Check(cfg)); err != nil {
 		return err
 	}
 	log := zap.NewNop()
