@@ -192,32 +192,6 @@ func (b *loggedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// WriteTo copies the body to w through a pooled buffer. goproxy copies
-// responses with io.Copy; without WriteTo that lands in
-// http.response.ReadFrom, which writes the headers in a syscall of their own
-// and then allocates a 32 KiB buffer per response (net.genericReadFrom).
-func (b *loggedBody) WriteTo(w io.Writer) (int64, error) {
-	buf := bufPool.Get().(*[]byte)
-	defer bufPool.Put(buf)
-	var written int64
-	for {
-		n, err := b.Read(*buf)
-		if n > 0 {
-			m, werr := w.Write((*buf)[:n])
-			written += int64(m)
-			if werr != nil {
-				return written, werr
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			return written, nil
-		}
-		if err != nil {
-			return written, err
-		}
-	}
-}
-
 func (b *loggedBody) Close() error {
 	err := b.ReadCloser.Close()
 	if b.done {

@@ -129,7 +129,7 @@ func (s *Server) Listen() error {
 		s.mu.Unlock()
 		return nil
 	}
-	if err := bind("proxy", s.opts.ProxyAddr, newForwardHandler(s.pipe, rt, s.log)); err != nil {
+	if err := bind("proxy", s.opts.ProxyAddr, newForwardHandler(s.pipe, rt)); err != nil {
 		return s.closeAfter(err)
 	}
 	for _, r := range s.routes {
