@@ -241,12 +241,14 @@ func (s *Server) warnExpiry(ctx context.Context) {
 	}
 	check := func() {
 		now := time.Now()
+		n := 0
 		for _, r := range s.routes {
 			for _, hc := range r.Certificates() {
 				c := hc.Holder.Load()
 				if c == nil || c.Leaf == nil {
 					continue
 				}
+				n++
 				if left := c.Leaf.NotAfter.Sub(now); left < window {
 					s.log.Warn("certificate expires soon; rotate it", zap.String("route", r.Name), zap.String("certificate", hc.Kind),
 						zap.String("subject", c.Leaf.Subject.String()), zap.Time("not_after", c.Leaf.NotAfter),
@@ -254,6 +256,7 @@ func (s *Server) warnExpiry(ctx context.Context) {
 				}
 			}
 		}
+		s.log.Debug("certificate expiry checked", zap.Int("certificates", n), zap.Duration("window", window))
 	}
 	check()
 	t := time.NewTicker(time.Hour)

@@ -141,9 +141,11 @@ routes:
 	rotatedAt := time.Now()
 	newFP := putPFX("kv-client-2", "kv-pass-2")
 	var pickedUp time.Duration
+	var okAtPickup int64
 	waitFor(t, 5*time.Second, func() bool {
 		if emu.Stats().HandshakesByFingerprint[newFP] > 0 {
 			pickedUp = time.Since(rotatedAt)
+			okAtPickup = ok.Load()
 			return true
 		}
 		return false
@@ -161,6 +163,9 @@ routes:
 	t.Logf("Vault requests during the load: %d (%.0f per minute) for %d proxied requests", vaultRequests, float64(vaultRequests)/elapsed.Minutes(), ok.Load())
 	if failed.Load() != 0 {
 		t.Fatalf("%d requests failed during the rotation (%d succeeded)", failed.Load(), ok.Load())
+	}
+	if okAtPickup == 0 || ok.Load() <= okAtPickup {
+		t.Fatalf("%d requests succeeded before the new certificate was in use and %d after; want some on each side", okAtPickup, ok.Load()-okAtPickup)
 	}
 	// The load is offered at 300 requests/s; the rate achieved is reported,
 	// not asserted (a busy CI machine must not fail a correctness test).

@@ -120,6 +120,8 @@ func BuildRoute(ctx context.Context, i int, rc config.Route, o Options) (*Route,
 		if r.Tokens, err = buildTokens(ctx, p+".token", rc.Name, t, r.Transport, o); err != nil {
 			return nil, err
 		}
+		// An app's own Authorization never reaches a token route's upstream.
+		r.owned = append(r.owned, "Authorization")
 	}
 	return r, nil
 }

@@ -29,7 +29,8 @@ func (e *SigningError) Unwrap() error { return e.Err }
 // Prepare builds the request to send upstream for in, whose body is body:
 // https to the route's upstream with the app's path and query, end-to-end
 // headers only (no hop-by-hop header, no Proxy-Authorization, none of the
-// headers the route owns), the token's Authorization when tok is not nil,
+// headers the route owns: Authorization on a token route, the signing
+// headers on a signed one), the token's Authorization when tok is not nil,
 // and the signature when the route signs. It is called afresh for a retry,
 // so a retry is signed anew. A signing failure is a *SigningError.
 func (r *Route) Prepare(in *http.Request, body []byte, tok *tokencache.Token) (*http.Request, error) {
@@ -57,14 +58,8 @@ func (r *Route) outgoing(in *http.Request, body []byte) *http.Request {
 		h[k] = v
 	}
 	RemoveHopHeaders(h)
-	delete(h, "Authorization") // an app's own Authorization never reaches a token route's upstream
 	for _, k := range r.owned {
 		h.Del(k)
-	}
-	if r.Tokens == nil {
-		if v, ok := in.Header["Authorization"]; ok {
-			h["Authorization"] = v
-		}
 	}
 	out := (&http.Request{
 		Method:     in.Method,
