@@ -86,7 +86,28 @@ requests, with plain HTTP. The app holds no certificate, password, token or key.
 	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "", "log level: debug, info, warn, error (overrides log.level)")
 	root.PersistentFlags().StringVar(&e.logFormat, "log-format", "", "log format: json or console (overrides log.format)")
 	root.AddCommand(e.runCommand(), e.validateCommand(), e.checkCommand(), e.onboardCommand(), e.versionCommand(), e.demoCommand())
+	markUsageErrors(root)
 	return root
+}
+
+// usageError marks err as a mistake in the command line (exit status ExitUsage).
+func usageError(err error) error { return &ExitError{Code: ExitUsage, Err: err} }
+
+// markUsageErrors makes every flag error and argument error of c and its
+// subcommands an ExitUsage error.
+func markUsageErrors(c *cobra.Command) {
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
+	if args := c.Args; args != nil {
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if err := args(cmd, a); err != nil {
+				return usageError(err)
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		markUsageErrors(sub)
+	}
 }
 
 // Execute runs the command tree with args and returns the process exit code,
@@ -95,6 +116,10 @@ func Execute(args []string, opts ...Option) int {
 	cmd := NewCommand(opts...)
 	cmd.SetArgs(args)
 	err := cmd.Execute()
+	if _, _, ferr := cmd.Find(args); err != nil && ferr != nil {
+		// The command line names no command (an unknown command).
+		err = usageError(ferr)
+	}
 	if err == nil {
 		return ExitOK
 	}
@@ -103,9 +128,6 @@ func Execute(args []string, opts ...Option) int {
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		return ee.Code
-	}
-	if strings.Contains(err.Error(), "unknown command") || strings.Contains(err.Error(), "flag") {
-		return ExitUsage
 	}
 	return ExitFailure
 }
