@@ -2,8 +2,6 @@ package proxy_test
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -243,12 +241,11 @@ func transitQSealC(t testing.TB, srv *vaulttest.Server) (ca *testpki.CA, transit
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(0x6AEB4444), Subject: pkix.Name{CommonName: "TPP QSealC (Transit)", Organization: []string{"TPP"}},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Certificate(), pub.(*rsa.PublicKey), ca.Signer())
+	leaf, err := ca.CertifyKey("TPP QSealC (Transit)", pub, testpki.WithSerialNumber(big.NewInt(0x6AEB4444)),
+		testpki.WithSubject(pkix.Name{CommonName: "TPP QSealC (Transit)", Organization: []string{"TPP"}}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.PutKV(kv, "tpp/qseal", map[string]any{"certificate": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))})
+	srv.PutKV(kv, "tpp/qseal", map[string]any{"certificate": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}))})
 	return ca, transit, kv
 }
