@@ -10,12 +10,14 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/tokencache"
@@ -144,7 +146,16 @@ func (d *routeCheck) run(ctx context.Context) {
 	}
 	bo := d.o.Build
 	bo.Log, bo.Limiters = zap.NewNop(), &tokencache.Limiters{}
-	r, err := route.BuildRoute(ctx, d.i, d.rc, bo)
+	rc := d.rc
+	if d.cert != nil {
+		// The route presents the certificate checked above: it is loaded once.
+		srcs := map[string]certs.Source{}
+		maps.Copy(srcs, bo.Certificates)
+		srcs["diagnose:checked"] = &certs.StaticSource{Cert: d.cert, Desc: "the checked client certificate"}
+		bo.Certificates = srcs
+		rc.ClientCert = config.ClientCertificate{InCode: "diagnose:checked"}
+	}
+	r, err := route.BuildRoute(ctx, d.i, rc, bo)
 	if err != nil {
 		d.step("route", Fail, err.Error(), "")
 		return
