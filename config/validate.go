@@ -17,67 +17,6 @@ import (
 // FieldError is a problem with one field of the configuration.
 type FieldError = problem.FieldError
 
-// ApplyDefaults fills in presets and defaults.
-func (c *Config) ApplyDefaults() {
-	if c.Listen.Proxy == "" {
-		c.Listen.Proxy = DefaultProxyAddr
-	}
-	if c.Listen.Admin == "" {
-		c.Listen.Admin = DefaultAdminAddr
-	}
-	if c.ShutdownGrace == 0 {
-		c.ShutdownGrace = DefaultShutdownGrace
-	}
-	if c.CertificateExpiryWarning == 0 {
-		c.CertificateExpiryWarning = DefaultExpiryWarning
-	}
-	if c.Log.Level == "" {
-		c.Log.Level = "info"
-	}
-	if c.Log.Format == "" {
-		c.Log.Format = "json"
-	}
-	for i := range c.Routes {
-		r := &c.Routes[i]
-		r.applyPreset()
-		for j, h := range r.Hosts {
-			r.Hosts[j] = strings.ToLower(strings.TrimSuffix(h, "."))
-		}
-		if r.MaxBodyBytes == 0 {
-			r.MaxBodyBytes = DefaultMaxBodyBytes
-		}
-		if r.MaxConnections == 0 {
-			r.MaxConnections = DefaultMaxConns
-		}
-		if r.ClientCert.ReloadInterval == 0 {
-			r.ClientCert.ReloadInterval = DefaultReload
-		}
-		if r.Signing != nil && r.Signing.Key.ReloadInterval == 0 {
-			r.Signing.Key.ReloadInterval = DefaultReload
-		}
-		if r.Timeouts.Upstream == 0 {
-			r.Timeouts.Upstream = DefaultUpstream
-		}
-		if r.Timeouts.Dial == 0 {
-			r.Timeouts.Dial = DefaultDial
-		}
-		if t := r.Token; t != nil {
-			if t.Skew == 0 {
-				t.Skew = DefaultSkew
-			}
-			if t.MaxWait == 0 {
-				t.MaxWait = DefaultMaxWait
-			}
-			if t.FetchTimeout == 0 {
-				t.FetchTimeout = DefaultFetchTimeout
-			}
-			if t.DefaultTTL == 0 {
-				t.DefaultTTL = DefaultTokenTTL
-			}
-		}
-	}
-}
-
 var routeName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // validator collects the problems of one configuration.
