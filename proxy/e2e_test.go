@@ -348,6 +348,10 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("%d %s", a.status, a.body)
 		}
 	})
+	// The upstream accepts only the token tokenproxy fetched: were the app's
+	// Authorization sent instead, it would answer 401 (twice, after the
+	// retry). That the app's value is dropped even when no token is attached
+	// is route.TestPrepareHeaderHygiene's to show.
 	t.Run("app Authorization replaced", func(t *testing.T) {
 		req, _ := http.NewRequest("GET", accountsURL, nil)
 		req.Header.Set("Authorization", "Bearer app-own-token")
