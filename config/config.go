@@ -4,13 +4,9 @@
 package config
 
 import (
-	"crypto/x509"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/secret"
-	"github.com/tokenproxy/tokenproxy/signer"
-	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 // Defaults.
@@ -44,8 +40,8 @@ type Config struct {
 	Callers []Caller `yaml:"callers"`
 	// Vault, when set, is the Vault server secrets, certificates and signing
 	// keys can come from.
-	Vault  *vaultsrc.Config `yaml:"vault"`
-	Routes []Route          `yaml:"routes"`
+	Vault  *Vault  `yaml:"vault"`
+	Routes []Route `yaml:"routes"`
 }
 
 // Caller is one app allowed to use a shared gateway, by name and password.
@@ -110,7 +106,7 @@ type Route struct {
 // algorithm, key_id, ...) and where the signing key and certificate (the
 // QSealC, apart from the TLS client certificate) come from.
 type Signing struct {
-	signer.Options `yaml:",inline"`
+	SigningOptions `yaml:",inline"`
 	// Key is the signing key and its certificate, loaded and rotated like a
 	// client certificate.
 	Key ClientCertificate `yaml:"key"`
@@ -128,9 +124,6 @@ type TLS struct {
 	CAFile string `yaml:"ca_file"`
 	// ServerName overrides the name verified in the upstream's certificate.
 	ServerName string `yaml:"server_name"`
-
-	// RootCAs, when set in code (the demo, tests), replaces CAFile.
-	RootCAs *x509.CertPool `yaml:"-"`
 }
 
 // ClientCertificate is the certificate presented to the upstream (mTLS).
@@ -138,17 +131,48 @@ type ClientCertificate struct {
 	PKCS12 *PKCS12 `yaml:"pkcs12"`
 	PEM    *PEM    `yaml:"pem"`
 	// VaultKV is a PFX (base64) and passcode, or a PEM certificate and key, in Vault KV v2.
-	VaultKV *vaultsrc.KVCertConfig `yaml:"vault_kv"`
+	VaultKV *VaultKV `yaml:"vault_kv"`
 	// VaultPKI issues a short-lived certificate from Vault's PKI engine and renews it.
-	VaultPKI *vaultsrc.PKIConfig `yaml:"vault_pki"`
+	VaultPKI *VaultPKI `yaml:"vault_pki"`
 	// VaultTransit keeps the private key in Vault Transit (never readable); the
 	// certificate comes from KV or from Transit.
-	VaultTransit *vaultsrc.TransitCertConfig `yaml:"vault_transit"`
+	VaultTransit *VaultTransit `yaml:"vault_transit"`
 	// ReloadInterval is how often the files are checked for a rotation.
 	ReloadInterval time.Duration `yaml:"reload_interval"`
 
-	// Source, when set in code (the demo, tests), replaces the files.
-	Source certs.Source `yaml:"-"`
+	// InCode, set in code (the demo, tests) and never in a file, names a
+	// certificate source the route builder is given.
+	InCode string `yaml:"-"`
+}
+
+// Kinds of certificate block, as Kind names them (each is also the block's key).
+const (
+	CertInCode       = "in_code"
+	CertPKCS12       = "pkcs12"
+	CertPEM          = "pem"
+	CertVaultKV      = "vault_kv"
+	CertVaultPKI     = "vault_pki"
+	CertVaultTransit = "vault_transit"
+)
+
+// Kind says where the certificate comes from: one of the Cert* constants,
+// "" when the block is empty, or "several" when more than one is set.
+func (cc ClientCertificate) Kind() string {
+	kind := ""
+	for _, k := range []struct {
+		name string
+		set  bool
+	}{{CertInCode, cc.InCode != ""}, {CertPKCS12, cc.PKCS12 != nil}, {CertPEM, cc.PEM != nil},
+		{CertVaultKV, cc.VaultKV != nil}, {CertVaultPKI, cc.VaultPKI != nil}, {CertVaultTransit, cc.VaultTransit != nil}} {
+		switch {
+		case !k.set:
+		case kind == "":
+			kind = k.name
+		default:
+			return "several"
+		}
+	}
+	return kind
 }
 
 // PKCS12 is a .pfx/.p12 file and its passcode.

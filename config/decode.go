@@ -10,11 +10,9 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
-
-	"github.com/tokenproxy/tokenproxy/signer"
-	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 // LoadFile reads, decodes, defaults and validates a configuration file.
@@ -67,46 +65,60 @@ var (
 	reBadType = regexp.MustCompile("line (\\d+): cannot unmarshal !!(\\w+) `([^`]*)` into (\\S+)")
 )
 
-// typeLabels maps the Go types of the schema to where they appear in the file.
-var typeLabels = map[string]reflect.Type{
-	"config.Config":              reflect.TypeFor[Config](),
-	"config.Listen":              reflect.TypeFor[Listen](),
-	"config.Log":                 reflect.TypeFor[Log](),
-	"config.Route":               reflect.TypeFor[Route](),
-	"config.TLS":                 reflect.TypeFor[TLS](),
-	"config.ClientCertificate":   reflect.TypeFor[ClientCertificate](),
-	"config.PKCS12":              reflect.TypeFor[PKCS12](),
-	"config.PEM":                 reflect.TypeFor[PEM](),
-	"config.Token":               reflect.TypeFor[Token](),
-	"config.RateLimit":           reflect.TypeFor[RateLimit](),
-	"config.Timeouts":            reflect.TypeFor[Timeouts](),
-	"config.Check":               reflect.TypeFor[Check](),
-	"config.Allow":               reflect.TypeFor[Allow](),
-	"vaultsrc.Config":            reflect.TypeFor[vaultsrc.Config](),
-	"vaultsrc.AuthConfig":        reflect.TypeFor[vaultsrc.AuthConfig](),
-	"vaultsrc.KVCertConfig":      reflect.TypeFor[vaultsrc.KVCertConfig](),
-	"vaultsrc.PKIConfig":         reflect.TypeFor[vaultsrc.PKIConfig](),
-	"vaultsrc.TransitCertConfig": reflect.TypeFor[vaultsrc.TransitCertConfig](),
-	"config.Caller":              reflect.TypeFor[Caller](),
-	"config.Signing":             reflect.TypeFor[signingKeys](),
-	"secret.Ref": reflect.TypeFor[struct {
-		Env   string `yaml:"env"`
-		File  string `yaml:"file"`
-		Vault string `yaml:"vault"`
-	}](),
-	"secret.VaultRef": reflect.TypeFor[struct {
-		Mount string `yaml:"mount"`
-		Path  string `yaml:"path"`
-		Field string `yaml:"field"`
-	}](),
+// block is a struct of the schema: its type and where it appears in the file.
+type block struct {
+	t     reflect.Type
+	where string
 }
 
-var blockNames = map[string]string{
-	"config.Config": "the top level", "config.Listen": "listen", "config.Log": "log", "config.Route": "a route",
-	"config.TLS": "tls", "config.ClientCertificate": "client_certificate", "config.PKCS12": "client_certificate.pkcs12",
-	"config.PEM": "client_certificate.pem", "config.Token": "token", "config.RateLimit": "token.rate_limit",
-	"config.Timeouts": "timeouts", "config.Check": "check", "config.Allow": "allow", "vaultsrc.Config": "vault", "vaultsrc.AuthConfig": "vault.auth",
-	"vaultsrc.KVCertConfig": "vault_kv", "vaultsrc.PKIConfig": "vault_pki", "vaultsrc.TransitCertConfig": "vault_transit", "config.Caller": "a caller", "config.Signing": "signing", "secret.Ref": "a secret reference", "secret.VaultRef": "a vault secret reference",
+// blocks maps each struct of the schema, by the name the YAML decoder gives
+// it ("config.Token"), to its block, found by walking the schema from Config.
+var blocks = func() map[string]block {
+	m := map[string]block{}
+	var walk func(t reflect.Type, where string)
+	walk = func(t reflect.Type, where string) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct || t == reflect.TypeFor[time.Duration]() {
+			return
+		}
+		if _, seen := m[t.String()]; seen {
+			return
+		}
+		m[t.String()] = block{t: t, where: where}
+		for i := 0; i < t.NumField(); i++ {
+			name, opts, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+			switch {
+			case opts == "inline":
+				walk(t.Field(i).Type, where)
+			case name != "" && name != "-":
+				child := name
+				if where != "the top level" && !strings.HasPrefix(where, "a ") {
+					child = where + "." + name
+				}
+				walk(t.Field(i).Type, blockName(t.Field(i).Type, child))
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), "the top level")
+	return m
+}()
+
+// blockName names a block for messages: the keys it sits under, or what one
+// element of a list is.
+func blockName(t reflect.Type, path string) string {
+	switch {
+	case t == reflect.TypeFor[[]Route]():
+		return "a route"
+	case t == reflect.TypeFor[[]Caller]():
+		return "a caller"
+	case t.String() == "secret.Ref":
+		return "a secret reference"
+	case t.String() == "*secret.VaultRef" || t.String() == "secret.VaultRef":
+		return "a vault secret reference"
+	}
+	return path
 }
 
 // explainYAML rewrites the YAML decoder's messages into ones that name the
@@ -119,13 +131,14 @@ func explainYAML(err error) error {
 	msgs := make([]string, 0, len(te.Errors))
 	for _, e := range te.Errors {
 		if m := reUnknown.FindStringSubmatch(e); m != nil {
-			block := blockNames[m[3]]
-			if block == "" {
-				block = m[3]
+			b, ok := blocks[m[3]]
+			where := b.where
+			if !ok {
+				where = m[3]
 			}
-			msg := fmt.Sprintf("line %s: unknown key %q in %s", m[1], m[2], block)
-			if t, ok := typeLabels[m[3]]; ok {
-				msg += "; allowed keys: " + strings.Join(yamlKeys(t), ", ")
+			msg := fmt.Sprintf("line %s: unknown key %q in %s", m[1], m[2], where)
+			if ok {
+				msg += "; allowed keys: " + strings.Join(yamlKeys(b.t), ", ")
 			}
 			msgs = append(msgs, msg)
 			continue
@@ -142,8 +155,8 @@ func explainYAML(err error) error {
 			case "[]string":
 				want = "a list of strings"
 			default:
-				if b, ok := blockNames[want]; ok {
-					want = "a mapping (" + b + ")"
+				if b, ok := blocks[strings.TrimPrefix(want, "*")]; ok {
+					want = "a mapping (" + b.where + ")"
 				}
 			}
 			msgs = append(msgs, fmt.Sprintf("line %s: %q is not %s", m[1], m[3], want))
@@ -170,11 +183,4 @@ func yamlKeys(t reflect.Type) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// signingKeys lists the keys of a signing: block (the inlined signer options
-// and key) for error messages.
-type signingKeys struct {
-	signer.Options `yaml:",inline"`
-	Key            string `yaml:"key"`
 }

@@ -10,107 +10,64 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/problem"
 	"github.com/tokenproxy/tokenproxy/secret"
 )
 
 // FieldError is a problem with one field of the configuration.
-type FieldError struct {
-	// Path locates the field, e.g. routes[0].token.password.
-	Path string
-	// Msg says what is wrong and how to fix it.
-	Msg string
-}
-
-func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
-
-// ApplyDefaults fills in presets and defaults.
-func (c *Config) ApplyDefaults() {
-	if c.Listen.Proxy == "" {
-		c.Listen.Proxy = DefaultProxyAddr
-	}
-	if c.Listen.Admin == "" {
-		c.Listen.Admin = DefaultAdminAddr
-	}
-	if c.ShutdownGrace == 0 {
-		c.ShutdownGrace = DefaultShutdownGrace
-	}
-	if c.CertificateExpiryWarning == 0 {
-		c.CertificateExpiryWarning = DefaultExpiryWarning
-	}
-	if c.Log.Level == "" {
-		c.Log.Level = "info"
-	}
-	if c.Log.Format == "" {
-		c.Log.Format = "json"
-	}
-	for i := range c.Routes {
-		r := &c.Routes[i]
-		r.applyPreset()
-		for j, h := range r.Hosts {
-			r.Hosts[j] = strings.ToLower(strings.TrimSuffix(h, "."))
-		}
-		if r.MaxBodyBytes == 0 {
-			r.MaxBodyBytes = DefaultMaxBodyBytes
-		}
-		if r.MaxConnections == 0 {
-			r.MaxConnections = DefaultMaxConns
-		}
-		if r.ClientCert.ReloadInterval == 0 {
-			r.ClientCert.ReloadInterval = DefaultReload
-		}
-		if r.Signing != nil && r.Signing.Key.ReloadInterval == 0 {
-			r.Signing.Key.ReloadInterval = DefaultReload
-		}
-		if r.Timeouts.Upstream == 0 {
-			r.Timeouts.Upstream = DefaultUpstream
-		}
-		if r.Timeouts.Dial == 0 {
-			r.Timeouts.Dial = DefaultDial
-		}
-		if t := r.Token; t != nil {
-			if t.Skew == 0 {
-				t.Skew = DefaultSkew
-			}
-			if t.MaxWait == 0 {
-				t.MaxWait = DefaultMaxWait
-			}
-			if t.FetchTimeout == 0 {
-				t.FetchTimeout = DefaultFetchTimeout
-			}
-			if t.DefaultTTL == 0 {
-				t.DefaultTTL = DefaultTokenTTL
-			}
-		}
-	}
-}
+type FieldError = problem.FieldError
 
 var routeName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// validator collects the problems of one configuration.
+type validator struct {
+	c       *Config
+	errs    []error
+	addrs   map[string]string // listener address -> the field that uses it
+	callers map[string]bool
+	names   map[string]int    // route name -> index
+	hosts   map[string]string // host -> the route that routes it
+	gateway bool              // the proxy listens beyond loopback
+}
+
+func (v *validator) add(path, format string, a ...any) {
+	v.errs = append(v.errs, problem.Field(path, fmt.Sprintf(format, a...)))
+}
 
 // Validate checks the whole configuration and returns every problem found,
 // each a *FieldError, joined.
 func (c *Config) Validate() error {
-	var errs []error
-	add := func(path, format string, a ...any) {
-		errs = append(errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, a...)})
+	v := &validator{c: c, addrs: map[string]string{}, callers: map[string]bool{}, names: map[string]int{}, hosts: map[string]string{}}
+	v.top()
+	for i := range c.Routes {
+		v.route(i, &c.Routes[i])
 	}
-	addrs := map[string]string{}
-	checkAddr := func(path, addr string) {
-		if addr == "off" {
-			return
-		}
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil || port == "" {
-			add(path, "%q is not host:port; write e.g. 127.0.0.1:8080", addr)
-			return
-		}
-		if !isLoopback(host) && !c.Listen.AllowNonLoopback {
-			add(path, "%q listens beyond loopback; set listen.allow_non_loopback: true for gateway mode (and restrict callers), or use 127.0.0.1", addr)
-		}
-		if other, dup := addrs[addr]; dup && port != "0" {
-			add(path, "%q is also used by %s; give each listener its own port", addr, other)
-		}
-		addrs[addr] = path
+	return errors.Join(v.errs...)
+}
+
+// checkAddr checks a listener address.
+func (v *validator) checkAddr(path, addr string) {
+	c, add, addrs := v.c, v.add, v.addrs
+	if addr == "off" {
+		return
 	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		add(path, "%q is not host:port; write e.g. 127.0.0.1:8080", addr)
+		return
+	}
+	if !isLoopback(host) && !c.Listen.AllowNonLoopback {
+		add(path, "%q listens beyond loopback; set listen.allow_non_loopback: true for gateway mode (and restrict callers), or use 127.0.0.1", addr)
+	}
+	if other, dup := addrs[addr]; dup && port != "0" {
+		add(path, "%q is also used by %s; give each listener its own port", addr, other)
+	}
+	addrs[addr] = path
+}
+
+// top checks the listeners, callers, logging and the vault: block's presence.
+func (v *validator) top() {
+	c, add, checkAddr, callers := v.c, v.add, v.checkAddr, v.callers
 	checkAddr("listen.proxy", c.Listen.Proxy)
 	// The admin listener carries no credential and no secret, and kubelet
 	// probes and Prometheus reach it on the pod's address: it may bind beyond
@@ -119,11 +76,9 @@ func (c *Config) Validate() error {
 	c.Listen.AllowNonLoopback = true
 	checkAddr("listen.admin", c.Listen.Admin)
 	c.Listen.AllowNonLoopback = adminAllowed
-	gateway := false
 	if host, _, err := net.SplitHostPort(c.Listen.Proxy); err == nil && c.Listen.Proxy != "off" && !isLoopback(host) {
-		gateway = true
+		v.gateway = true
 	}
-	callers := map[string]bool{}
 	for i, cl := range c.Callers {
 		cp := fmt.Sprintf("callers[%d]", i)
 		switch {
@@ -135,7 +90,7 @@ func (c *Config) Validate() error {
 			add(cp+".name", "%q must not contain ':' or spaces (it is the Basic user name)", cl.Name)
 		}
 		callers[cl.Name] = true
-		checkRef(&errs, cp+".password", cl.Password)
+		checkRef(&v.errs, cp+".password", cl.Password)
 	}
 	if c.ShutdownGrace < 0 {
 		add("shutdown_grace", "must not be negative")
@@ -151,151 +106,163 @@ func (c *Config) Validate() error {
 		add("log.format", "%q is not json or console", c.Log.Format)
 	}
 
-	if c.Vault != nil {
-		if err := c.Vault.Validate(); err != nil {
-			vaultErr(&errs, err)
-		}
-	} else if c.usesVault() {
+	if c.Vault == nil && c.usesVault() {
 		add("vault", "missing; the configuration refers to Vault, so give the server and how to log in: vault: {address: https://vault:8200, auth: {method: kubernetes, kubernetes: {role: tokenproxy}}}")
 	}
 	if len(c.Routes) == 0 {
 		add("routes", "no routes; add at least one, e.g. {name: bankingcircle, preset: bankingcircle-sandbox, ...}")
 	}
-	names := map[string]int{}
-	hosts := map[string]string{}
-	for i := range c.Routes {
-		r := &c.Routes[i]
-		p := fmt.Sprintf("routes[%d]", i)
-		if r.Name != "" {
-			p = fmt.Sprintf("routes[%d](%s)", i, r.Name)
+}
+
+// route checks routes[i].
+func (v *validator) route(i int, r *Route) {
+	add, checkAddr, names, hosts := v.add, v.checkAddr, v.names, v.hosts
+	p := fmt.Sprintf("routes[%d]", i)
+	if r.Name != "" {
+		p = fmt.Sprintf("routes[%d](%s)", i, r.Name)
+	}
+	switch {
+	case r.Name == "":
+		add(p+".name", "missing; name the route, e.g. name: bankingcircle")
+	case !routeName.MatchString(r.Name):
+		add(p+".name", "%q must be lowercase letters, digits, - or _ (at most 63)", r.Name)
+	default:
+		if j, dup := names[r.Name]; dup {
+			add(p+".name", "%q is also the name of routes[%d]; names must be unique", r.Name, j)
 		}
-		switch {
-		case r.Name == "":
-			add(p+".name", "missing; name the route, e.g. name: bankingcircle")
-		case !routeName.MatchString(r.Name):
-			add(p+".name", "%q must be lowercase letters, digits, - or _ (at most 63)", r.Name)
-		default:
-			if j, dup := names[r.Name]; dup {
-				add(p+".name", "%q is also the name of routes[%d]; names must be unique", r.Name, j)
-			}
-			names[r.Name] = i
+		names[r.Name] = i
+	}
+	if r.Preset != "" {
+		if _, ok := Presets[r.Preset]; !ok {
+			add(p+".preset", "unknown preset %q; known presets: %s", r.Preset, strings.Join(PresetNames(), ", "))
 		}
-		if r.Preset != "" {
-			if _, ok := Presets[r.Preset]; !ok {
-				add(p+".preset", "unknown preset %q; known presets: %s", r.Preset, strings.Join(PresetNames(), ", "))
-			}
+	}
+	if len(r.Hosts) == 0 && r.Listen == "" {
+		add(p+".hosts", "missing; list the host names apps call (or set listen: for a local port)")
+	}
+	for j, h := range r.Hosts {
+		hp := fmt.Sprintf("%s.hosts[%d]", p, j)
+		if !validHost(h) {
+			add(hp, "%q is not a host name (write it without scheme, path or port)", h)
+			continue
 		}
-		if len(r.Hosts) == 0 && r.Listen == "" {
-			add(p+".hosts", "missing; list the host names apps call (or set listen: for a local port)")
+		if other, dup := hosts[h]; dup {
+			add(hp, "%q is also routed by %s; a host belongs to one route", h, other)
 		}
-		for j, h := range r.Hosts {
-			hp := fmt.Sprintf("%s.hosts[%d]", p, j)
-			if !validHost(h) {
-				add(hp, "%q is not a host name (write it without scheme, path or port)", h)
-				continue
-			}
-			if other, dup := hosts[h]; dup {
-				add(hp, "%q is also routed by %s; a host belongs to one route", h, other)
-			}
-			hosts[h] = p
+		hosts[h] = p
+	}
+	if r.Upstream == "" {
+		add(p+".upstream", "missing; give the API's https:// base URL or a preset")
+	} else if u, err := url.Parse(r.Upstream); err != nil || u.Host == "" {
+		add(p+".upstream", "%q is not an absolute URL", r.Upstream)
+	} else if u.Scheme != "https" {
+		add(p+".upstream", "%q must be https://; tokenproxy originates TLS to the upstream", r.Upstream)
+	} else if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		add(p+".upstream", "must not carry credentials, a query or a fragment")
+	}
+	if r.Listen != "" {
+		checkAddr(p+".listen", r.Listen)
+	}
+	if r.MaxConnections < 0 {
+		add(p+".max_connections", "must not be negative (0 takes the default, %d)", DefaultMaxConns)
+	}
+	if r.MaxBodyBytes < 0 {
+		add(p+".max_body_bytes", "must not be negative")
+	}
+	if r.Timeouts.Upstream < 0 || r.Timeouts.Dial < 0 {
+		add(p+".timeouts", "durations must not be negative")
+	}
+	validateCertBlock(&v.errs, p+".client_certificate", r.ClientCert, strings.HasPrefix(r.Preset, "bankingcircle"))
+	if r.Listen != "" {
+		if host, _, err := net.SplitHostPort(r.Listen); err == nil && !isLoopback(host) && r.Allow == nil {
+			add(p+".allow", "missing; route %s listens beyond loopback, so say who may use it: allow: {cidrs: [10.0.0.0/8]} and/or allow: {callers: [app]}", r.Name)
 		}
-		if r.Upstream == "" {
-			add(p+".upstream", "missing; give the API's https:// base URL or a preset")
-		} else if u, err := url.Parse(r.Upstream); err != nil || u.Host == "" {
-			add(p+".upstream", "%q is not an absolute URL", r.Upstream)
-		} else if u.Scheme != "https" {
-			add(p+".upstream", "%q must be https://; tokenproxy originates TLS to the upstream", r.Upstream)
-		} else if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-			add(p+".upstream", "must not carry credentials, a query or a fragment")
+	}
+	if r.Allow == nil && v.gateway {
+		add(p+".allow", "missing; the proxy listens beyond loopback (gateway mode), so every route must say who may use it: allow: {cidrs: [10.0.0.0/8]} and/or allow: {callers: [app]}")
+	}
+	v.allow(p, r.Allow)
+	v.signing(p, r.Signing)
+	v.token(p, r.Token)
+}
+
+// allow checks a route's allow: block.
+func (v *validator) allow(p string, a *Allow) {
+	add, callers := v.add, v.callers
+	if a != nil {
+		if len(a.CIDRs) == 0 && len(a.Callers) == 0 {
+			add(p+".allow", "empty; give cidrs, callers or both")
 		}
-		if r.Listen != "" {
-			checkAddr(p+".listen", r.Listen)
-		}
-		if r.MaxConnections < 0 {
-			add(p+".max_connections", "must not be negative (0 takes the default, %d)", DefaultMaxConns)
-		}
-		if r.MaxBodyBytes < 0 {
-			add(p+".max_body_bytes", "must not be negative")
-		}
-		if r.Timeouts.Upstream < 0 || r.Timeouts.Dial < 0 {
-			add(p+".timeouts", "durations must not be negative")
-		}
-		validateCertBlock(&errs, p+".client_certificate", r.ClientCert, strings.HasPrefix(r.Preset, "bankingcircle"))
-		if r.Listen != "" {
-			if host, _, err := net.SplitHostPort(r.Listen); err == nil && !isLoopback(host) && r.Allow == nil {
-				add(p+".allow", "missing; route %s listens beyond loopback, so say who may use it: allow: {cidrs: [10.0.0.0/8]} and/or allow: {callers: [app]}", r.Name)
-			}
-		}
-		if r.Allow == nil && gateway {
-			add(p+".allow", "missing; the proxy listens beyond loopback (gateway mode), so every route must say who may use it: allow: {cidrs: [10.0.0.0/8]} and/or allow: {callers: [app]}")
-		}
-		if a := r.Allow; a != nil {
-			if len(a.CIDRs) == 0 && len(a.Callers) == 0 {
-				add(p+".allow", "empty; give cidrs, callers or both")
-			}
-			for j, cidr := range a.CIDRs {
-				if _, err := netip.ParsePrefix(cidr); err != nil {
-					if _, err2 := netip.ParseAddr(cidr); err2 != nil {
-						add(fmt.Sprintf("%s.allow.cidrs[%d]", p, j), "%q is not a CIDR prefix (10.0.0.0/8) or address", cidr)
-					}
+		for j, cidr := range a.CIDRs {
+			if _, err := netip.ParsePrefix(cidr); err != nil {
+				if _, err2 := netip.ParseAddr(cidr); err2 != nil {
+					add(fmt.Sprintf("%s.allow.cidrs[%d]", p, j), "%q is not a CIDR prefix (10.0.0.0/8) or address", cidr)
 				}
 			}
-			for j, name := range a.Callers {
-				if !callers[name] {
-					add(fmt.Sprintf("%s.allow.callers[%d]", p, j), "%q is not defined in callers:; add {name: %s, password: {file: ...}}", name, name)
-				}
-			}
 		}
-		if sg := r.Signing; sg != nil {
-			if sg.Profile == "" {
-				add(p+".signing.profile", "missing; one of berlin-group, stet, custom, rfc9421")
-			}
-			if sg.Key.Source == nil && sg.Key.PKCS12 == nil && sg.Key.PEM == nil && sg.Key.VaultKV == nil && sg.Key.VaultPKI == nil && sg.Key.VaultTransit == nil {
-				add(p+".signing.key", "missing; the signing key and certificate (QSealC): pkcs12: {file, passcode} or pem: {cert_file, key_file}")
-			} else {
-				validateCertBlock(&errs, p+".signing.key", sg.Key, false)
-			}
-		}
-		if t := r.Token; t != nil {
-			tp := p + ".token"
-			switch t.Type {
-			case TokenBasicGet:
-				if t.URL == "" {
-					add(tp+".url", "missing; give the authorization endpoint URL")
-				} else if u, err := url.Parse(t.URL); err != nil || u.Scheme != "https" || u.Host == "" {
-					add(tp+".url", "%q must be an https:// URL", t.URL)
-				}
-				checkRef(&errs, tp+".username", t.Username)
-				checkRef(&errs, tp+".password", t.Password)
-			case "":
-				add(tp+".type", "missing; one of: %s", TokenBasicGet)
-			default:
-				add(tp+".type", "unknown token type %q; one of: %s", t.Type, TokenBasicGet)
-			}
-			for _, d := range []struct {
-				name string
-				v    time.Duration
-			}{{"skew", t.Skew}, {"max_wait", t.MaxWait}, {"fetch_timeout", t.FetchTimeout}, {"default_ttl", t.DefaultTTL}} {
-				if d.v < 0 {
-					add(tp+"."+d.name, "must not be negative")
-				}
-			}
-			rl := t.RateLimit
-			if rl.RequestsPerMinute < 0 {
-				add(tp+".rate_limit.requests_per_minute", "must be at least 1 (0 takes the default)")
-			}
-			if rl.Burst < 0 || (rl.RequestsPerMinute > 0 && rl.Burst > rl.RequestsPerMinute) {
-				add(tp+".rate_limit.burst", "%d must be between 1 and requests_per_minute (%d)", rl.Burst, rl.RequestsPerMinute)
+		for j, name := range a.Callers {
+			if !callers[name] {
+				add(fmt.Sprintf("%s.allow.callers[%d]", p, j), "%q is not defined in callers:; add {name: %s, password: {file: ...}}", name, name)
 			}
 		}
 	}
-	return errors.Join(errs...)
+}
+
+// signing checks a route's signing: block (its options are the signer's to check).
+func (v *validator) signing(p string, sg *Signing) {
+	add := v.add
+	if sg != nil {
+		if sg.Profile == "" {
+			add(p+".signing.profile", "missing; one of berlin-group, stet, custom, rfc9421")
+		}
+		if sg.Key.Kind() == "" {
+			add(p+".signing.key", "missing; the signing key and certificate (QSealC): pkcs12: {file, passcode} or pem: {cert_file, key_file}")
+		} else {
+			validateCertBlock(&v.errs, p+".signing.key", sg.Key, false)
+		}
+	}
+}
+
+// token checks a route's token: block.
+func (v *validator) token(p string, t *Token) {
+	add := v.add
+	if t != nil {
+		tp := p + ".token"
+		switch t.Type {
+		case TokenBasicGet:
+			if t.URL == "" {
+				add(tp+".url", "missing; give the authorization endpoint URL")
+			} else if u, err := url.Parse(t.URL); err != nil || u.Scheme != "https" || u.Host == "" {
+				add(tp+".url", "%q must be an https:// URL", t.URL)
+			}
+			checkRef(&v.errs, tp+".username", t.Username)
+			checkRef(&v.errs, tp+".password", t.Password)
+		case "":
+			add(tp+".type", "missing; one of: %s", TokenBasicGet)
+		default:
+			add(tp+".type", "unknown token type %q; one of: %s", t.Type, TokenBasicGet)
+		}
+		for _, d := range []struct {
+			name string
+			v    time.Duration
+		}{{"skew", t.Skew}, {"max_wait", t.MaxWait}, {"fetch_timeout", t.FetchTimeout}, {"default_ttl", t.DefaultTTL}} {
+			if d.v < 0 {
+				add(tp+"."+d.name, "must not be negative")
+			}
+		}
+		rl := t.RateLimit
+		if rl.RequestsPerMinute < 0 {
+			add(tp+".rate_limit.requests_per_minute", "must be at least 1 (0 takes the default)")
+		}
+		if rl.Burst < 0 || (rl.RequestsPerMinute > 0 && rl.Burst > rl.RequestsPerMinute) {
+			add(tp+".rate_limit.burst", "%d must be between 1 and requests_per_minute (%d)", rl.Burst, rl.RequestsPerMinute)
+		}
+	}
 }
 
 func checkRef(errs *[]error, path string, r secret.Ref) {
 	if err := r.Validate(path); err != nil {
-		path, msg, _ := strings.Cut(err.Error(), ": ")
-		*errs = append(*errs, &FieldError{Path: path, Msg: msg})
+		*errs = append(*errs, err)
 	}
 }
 
@@ -319,63 +286,46 @@ func validHost(h string) bool {
 // validateCertBlock checks a client_certificate or signing.key block.
 func validateCertBlock(errs *[]error, path string, cc ClientCertificate, required bool) {
 	add := func(p, format string, a ...any) {
-		*errs = append(*errs, &FieldError{Path: p, Msg: fmt.Sprintf(format, a...)})
+		*errs = append(*errs, problem.Field(p, fmt.Sprintf(format, a...)))
 	}
-	n := 0
-	for _, set := range []bool{cc.PKCS12 != nil, cc.PEM != nil, cc.VaultKV != nil, cc.VaultPKI != nil, cc.VaultTransit != nil} {
-		if set {
-			n++
-		}
-	}
-	switch {
-	case cc.Source != nil:
-	case n > 1:
+	switch cc.Kind() {
+	case CertInCode:
+	case "several":
 		add(path, "set one of pkcs12, pem, vault_kv, vault_pki or vault_transit")
-	case cc.VaultKV != nil:
-		vaultErr(errs, cc.VaultKV.Validate(path+".vault_kv"))
-	case cc.VaultPKI != nil:
-		vaultErr(errs, cc.VaultPKI.Validate(path+".vault_pki"))
-	case cc.VaultTransit != nil:
-		vaultErr(errs, cc.VaultTransit.Validate(path+".vault_transit"))
-	case cc.PKCS12 != nil:
+	case CertVaultKV, CertVaultPKI, CertVaultTransit:
+		// Checked by the route builder's Check, which knows the Vault sources.
+	case CertPKCS12:
 		if cc.PKCS12.File == "" {
 			add(path+".pkcs12.file", "missing; give the path of the .pfx/.p12 file")
 		}
 		checkRef(errs, path+".pkcs12.passcode", cc.PKCS12.Passcode)
-	case cc.PEM != nil:
+	case CertPEM:
 		if cc.PEM.CertFile == "" {
 			add(path+".pem.cert_file", "missing; give the path of the PEM certificate")
 		}
 		if cc.PEM.KeyFile == "" {
 			add(path+".pem.key_file", "missing; give the path of the PEM private key")
 		}
-	case required:
-		add(path, "missing; Banking Circle requires the M2M certificate: pkcs12: {file: client.pfx, passcode: {env: PFX_PASSCODE}}")
+	case "":
+		if required {
+			add(path, "missing; Banking Circle requires the M2M certificate: pkcs12: {file: client.pfx, passcode: {env: PFX_PASSCODE}}")
+		}
 	}
 	if cc.ReloadInterval < 0 {
 		add(path+".reload_interval", "must not be negative (0 takes the default)")
 	}
 }
 
-// vaultErr turns vaultsrc's "path: message" errors into FieldErrors.
-func vaultErr(errs *[]error, err error) {
-	if err == nil {
-		return
-	}
-	for line := range strings.SplitSeq(err.Error(), "\n") {
-		if path, msg, ok := strings.Cut(line, ": "); ok {
-			*errs = append(*errs, &FieldError{Path: path, Msg: msg})
-		} else if line != "" {
-			*errs = append(*errs, errors.New(line))
-		}
-	}
-}
-
 // usesVault reports whether the configuration refers to Vault anywhere.
 func (c *Config) usesVault() bool {
 	refs := func(cc ClientCertificate) bool {
-		return cc.VaultKV != nil || cc.VaultPKI != nil || cc.VaultTransit != nil ||
-			(cc.PKCS12 != nil && cc.PKCS12.Passcode.Vault != nil)
+		switch cc.Kind() {
+		case CertVaultKV, CertVaultPKI, CertVaultTransit:
+			return true
+		case CertPKCS12:
+			return cc.PKCS12.Passcode.Vault != nil
+		}
+		return false
 	}
 	for _, cl := range c.Callers {
 		if cl.Password.Vault != nil {

@@ -121,7 +121,7 @@ func (m *Metrics) LimiterWait(route string, d time.Duration) {
 // TokenThrottled implements tokencache.Observer.
 func (m *Metrics) TokenThrottled(route string) { m.throttled.WithLabelValues(route).Inc() }
 
-// Reload records a credential reload attempt (proxy.BuildOptions.OnReload).
+// Reload records a credential reload attempt (route.Options.OnReload).
 func (m *Metrics) Reload(route, credential string, ok bool) {
 	result := "success"
 	if !ok {

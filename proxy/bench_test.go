@@ -23,6 +23,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
@@ -95,16 +96,16 @@ routes:
 	if err != nil {
 		b.Fatal(err)
 	}
-	bo := proxy.BuildOptions{}
+	bo := route.Options{}
 	if cfg.Vault != nil {
-		vc, err := vaultsrc.New(context.Background(), *cfg.Vault)
+		vc, err := vaultsrc.New(context.Background(), route.VaultConfig(*cfg.Vault))
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer vc.Close()
-		bo = proxy.BuildOptions{Vault: vc, VaultClient: vc}
+		bo = route.Options{Vault: vc, VaultClient: vc}
 	}
-	srv := serve(b, cfg, proxy.Options{Log: zap.NewNop(), Build: bo})
+	srv := serve(b, cfg, bo, proxy.Options{Log: zap.NewNop()})
 	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: srv.Addr("proxy")}), MaxIdleConnsPerHost: 64}}
 	var mu sync.Mutex
 	var lat []time.Duration

@@ -3,5 +3,6 @@
 // route by host, given the route's bearer token (and signature, when the
 // route signs), sent over the route's own mTLS transport, and answered with
 // the upstream's response or with tokenproxy's own JSON error carrying the
-// X-Tokenproxy-Error header.
+// X-Tokenproxy-Error header. The routes come built from package route; the
+// proxy knows nothing of the configuration file or where credentials live.
 package proxy

@@ -348,6 +348,10 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("%d %s", a.status, a.body)
 		}
 	})
+	// The upstream accepts only the token tokenproxy fetched: were the app's
+	// Authorization sent instead, it would answer 401 (twice, after the
+	// retry). That the app's value is dropped even when no token is attached
+	// is route.TestPrepareHeaderHygiene's to show.
 	t.Run("app Authorization replaced", func(t *testing.T) {
 		req, _ := http.NewRequest("GET", accountsURL, nil)
 		req.Header.Set("Authorization", "Bearer app-own-token")
@@ -466,7 +470,8 @@ func TestExpiryWarning(t *testing.T) {
 		return h.logs.Count(`"msg":"certificate expires soon; rotate it"`, `"route":"bankingcircle"`, `"certificate":"client"`) == 1
 	})
 	quiet := newHarness(t, harnessOpts{top: "certificate_expiry_warning: 1h\n"})
-	time.Sleep(100 * time.Millisecond)
+	// The check logs that it ran; only after it has may silence mean something.
+	waitFor(t, 2*time.Second, func() bool { return quiet.logs.Count(`"msg":"certificate expiry checked"`) >= 1 })
 	if quiet.logs.Count("certificate expires soon") != 0 {
 		t.Fatal("warned about a certificate outside the window")
 	}

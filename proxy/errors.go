@@ -2,18 +2,15 @@ package proxy
 
 import (
 	"bytes"
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/problem"
+	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
@@ -40,6 +37,8 @@ const (
 	CodeUpstreamDial       = "upstream_unreachable"
 	CodeUpstreamFailed     = "upstream_failed"
 	CodeShuttingDown       = "shutting_down"
+	CodeCallerAuthRequired = route.CodeCallerAuthRequired
+	CodeCallerNotAllowed   = route.CodeCallerNotAllowed
 )
 
 // HeaderError names tokenproxy's own error responses.
@@ -118,39 +117,49 @@ func tokenError(err error) *apiError {
 
 // upstreamError maps a failed round trip to the app's answer.
 func upstreamError(err error) *apiError {
-	var (
-		verr  *tls.CertificateVerificationError
-		uaerr x509.UnknownAuthorityError
-		herr  x509.HostnameError
-		cierr x509.CertificateInvalidError
-		oerr  *net.OpError
-		nerr  net.Error
-	)
-	msg := err.Error()
-	switch {
-	case errors.As(err, &verr) || errors.As(err, &uaerr) || errors.As(err, &herr) || errors.As(err, &cierr):
+	switch problem.Classify(err) {
+	case problem.Untrusted:
 		return &apiError{Status: http.StatusBadGateway, Code: CodeUpstreamUntrusted, cause: err,
 			Message: "tokenproxy does not trust the upstream's TLS certificate; check the route's tls.ca_file and tls.server_name"}
-	case strings.Contains(msg, "remote error: tls: bad certificate"),
-		strings.Contains(msg, "remote error: tls: certificate required"),
-		strings.Contains(msg, "remote error: tls: unknown certificate authority"),
-		strings.Contains(msg, "remote error: tls: expired certificate"),
-		strings.Contains(msg, "remote error: tls: revoked certificate"),
-		strings.Contains(msg, "remote error: tls: unknown certificate"),
-		strings.Contains(msg, "remote error: tls: access denied"):
+	case problem.ClientCertRefused:
 		return &apiError{Status: http.StatusBadGateway, Code: CodeClientCertRefused, cause: err,
 			Message: "the upstream rejected tokenproxy's client certificate during the TLS handshake; check that the route's certificate is the one the provider issued and is still valid"}
-	case strings.Contains(msg, "tls:"):
+	case problem.HandshakeFailed:
 		return &apiError{Status: http.StatusBadGateway, Code: CodeUpstreamTLS, cause: err,
 			Message: "the TLS handshake with the upstream failed"}
-	case errors.As(err, &oerr) && oerr.Op == "dial":
+	case problem.NameNotFound, problem.Unreachable:
 		return &apiError{Status: http.StatusBadGateway, Code: CodeUpstreamDial, cause: err,
 			Message: "tokenproxy could not connect to the upstream"}
-	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &nerr) && nerr.Timeout()):
+	case problem.Timeout:
 		return &apiError{Status: http.StatusGatewayTimeout, Code: CodeUpstreamTimeout, cause: err,
 			Message: "the upstream did not answer in time"}
 	default:
 		return &apiError{Status: http.StatusBadGateway, Code: CodeUpstreamFailed, cause: err,
 			Message: "the exchange with the upstream failed"}
 	}
+}
+
+// signingError maps a request the route could not sign to the app's answer.
+func signingError(err error) *apiError {
+	var se *route.SigningError
+	switch {
+	case errors.As(err, &se) && se.Unavailable:
+		return &apiError{Status: http.StatusServiceUnavailable, Code: CodeSigningUnavailable, cause: err, RetryAfter: time.Second,
+			Message: "the signing key is held in Vault, which cannot be reached right now; retry shortly"}
+	case errors.As(err, &se) && se.MissingHeader:
+		return &apiError{Status: http.StatusBadRequest, Code: CodeMissingHeader, cause: err,
+			Message: "the request lacks a header the route's signature must cover: " + se.Err.Error()}
+	default:
+		return &apiError{Status: http.StatusInternalServerError, Code: CodeSigningFailed, cause: err,
+			Message: "tokenproxy could not sign the request; see its log"}
+	}
+}
+
+// deniedError maps a refusal of the route's allow policy to the app's answer.
+func deniedError(d *route.Denied) *apiError {
+	e := &apiError{Status: d.Status, Code: d.Code, Message: d.Message}
+	if d.Challenge != "" {
+		e.headers = map[string]string{"Proxy-Authenticate": d.Challenge}
+	}
+	return e
 }

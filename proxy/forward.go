@@ -1,27 +1,18 @@
 package proxy
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"log"
 	"net"
 	"net/http"
 	"strings"
 
-	"github.com/elazarl/goproxy"
-	"go.uber.org/zap"
+	"github.com/tokenproxy/tokenproxy/route"
 )
 
-// errNoDefaultTransport guards goproxy's fallback transport, which skips TLS
-// verification and honours the environment's proxy: every request is
-// answered by the pipeline, so it must never dial.
-var errNoDefaultTransport = errors.New("goproxy's default transport is disabled")
-
 // router finds a route by the host an app asked for.
-type router map[string]*Route
+type router map[string]*route.Route
 
-func (rt router) match(hostport string) (*Route, string) {
+func (rt router) match(hostport string) (*route.Route, string) {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
@@ -32,35 +23,17 @@ func (rt router) match(hostport string) (*Route, string) {
 
 // newForwardHandler is the forward proxy apps reach through HTTP_PROXY.
 // Absolute-URI requests are routed by host; CONNECT is refused with an
-// explanation because tokenproxy itself originates the TLS.
-func newForwardHandler(p *pipeline, rt router, zl *zap.Logger) http.Handler {
-	gp := goproxy.NewProxyHttpServer()
-	gp.Tr = &http.Transport{
-		Proxy: nil,
-		DialContext: func(context.Context, string, string) (net.Conn, error) {
-			return nil, errNoDefaultTransport
-		},
-	}
-	gp.ConnectDial = nil
-	gp.Logger = log.New(zap.NewStdLog(zl.Named("goproxy")).Writer(), "", 0)
-	gp.NonproxyHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		resp := p.errorResponse(r, &apiError{Status: http.StatusBadRequest, Code: CodeNotProxyRequest, //nolint:bodyclose // writeResponse closes the body
-			Message: "this is tokenproxy's forward-proxy port: send absolute URLs (set HTTP_PROXY / http_proxy to this address), or call a route's local port"}, "")
-		writeResponse(w, resp)
-	})
-	gp.OnRequest().DoFunc(func(r *http.Request, _ *goproxy.ProxyCtx) (*http.Request, *http.Response) {
-		route, host := rt.match(r.URL.Host)
-		if r.URL.Scheme != "http" {
-			return r, p.errorResponse(r, &apiError{Status: http.StatusBadRequest, Code: CodeBadRequest,
-				Message: fmt.Sprintf("scheme %q is not proxied; call http:// URLs, tokenproxy sends them upstream as https", r.URL.Scheme)}, routeName(route))
-		}
-		return r, p.handle(r, route, host)
-	})
+// explanation because tokenproxy itself originates the TLS. Every answer is
+// written by writeResponse, as on a route's local port.
+func newForwardHandler(p *pipeline, rt router) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodConnect {
-			gp.ServeHTTP(w, r)
-			return
-		}
+		writeResponse(w, p.forward(r, rt)) //nolint:bodyclose // writeResponse closes the body
+	})
+}
+
+// forward answers one request on the forward-proxy port.
+func (p *pipeline) forward(r *http.Request, rt router) *http.Response {
+	if r.Method == http.MethodConnect {
 		route, host := rt.match(r.Host)
 		msg := "tokenproxy does not tunnel CONNECT: it originates the TLS itself so that it can present the client certificate and attach the token. "
 		if route != nil {
@@ -68,11 +41,21 @@ func newForwardHandler(p *pipeline, rt router, zl *zap.Logger) http.Handler {
 		} else {
 			msg += "It also has no route for host " + quoteHost(host)
 		}
-		writeResponse(w, p.errorResponse(r, &apiError{Status: http.StatusForbidden, Code: CodeConnectRefused, Message: msg}, routeName(route))) //nolint:bodyclose // writeResponse closes the body
-	})
+		return p.errorResponse(r, &apiError{Status: http.StatusForbidden, Code: CodeConnectRefused, Message: msg}, routeName(route))
+	}
+	if !r.URL.IsAbs() {
+		return p.errorResponse(r, &apiError{Status: http.StatusBadRequest, Code: CodeNotProxyRequest,
+			Message: "this is tokenproxy's forward-proxy port: send absolute URLs (set HTTP_PROXY / http_proxy to this address), or call a route's local port"}, "")
+	}
+	route, host := rt.match(r.URL.Host)
+	if r.URL.Scheme != "http" {
+		return p.errorResponse(r, &apiError{Status: http.StatusBadRequest, Code: CodeBadRequest,
+			Message: fmt.Sprintf("scheme %q is not proxied; call http:// URLs, tokenproxy sends them upstream as https", r.URL.Scheme)}, routeName(route))
+	}
+	return p.handle(r, route, host)
 }
 
-func routeName(r *Route) string {
+func routeName(r *route.Route) string {
 	if r == nil {
 		return ""
 	}
@@ -80,7 +63,7 @@ func routeName(r *Route) string {
 }
 
 // newLocalHandler serves a route's local port: every request goes to that route.
-func newLocalHandler(p *pipeline, route *Route) http.Handler {
+func newLocalHandler(p *pipeline, route *route.Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodConnect {
 			writeResponse(w, p.errorResponse(r, &apiError{Status: http.StatusForbidden, Code: CodeConnectRefused, //nolint:bodyclose // writeResponse closes the body

@@ -22,6 +22,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/metrics"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/route"
 )
 
 const (
@@ -128,13 +129,10 @@ routes:
 	h := &harness{t: t, ca: ca, emu: emu, logs: logs, dir: dir, pfx: files.PFX}
 	m := metrics.New()
 	h.metrics = m
-	srv, err := proxy.New(context.Background(), cfg, proxy.Options{
-		Log: log, Observer: m, Build: proxy.BuildOptions{TokenObserver: m, OnReload: m.Reload},
+	srv := build(t, cfg, route.Options{Log: log, TokenObserver: m, OnReload: m.Reload}, proxy.Options{
+		Log: log, Observer: m,
 		Admin: func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) },
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, r := range srv.Routes() {
 		for _, hc := range r.Certificates() {
 			m.WatchCertificate(r.Name, hc.Kind, hc.Holder.Load)
@@ -210,13 +208,26 @@ func errorCode(t *testing.T, a answer) string {
 var _ = tls.VersionTLS12
 var _ = strings.Contains
 
-// serve builds tokenproxy from cfg, listens, and serves until the test ends.
-func serve(t testing.TB, cfg *config.Config, opts proxy.Options) *proxy.Server {
+// build builds cfg's routes with bo and a server for them, listening on
+// cfg's addresses.
+func build(t testing.TB, cfg *config.Config, bo route.Options, opts proxy.Options) *proxy.Server {
 	t.Helper()
-	srv, err := proxy.New(context.Background(), cfg, opts)
+	if bo.Log == nil {
+		bo.Log = opts.Log
+	}
+	routes, err := route.Build(context.Background(), cfg, bo)
 	if err != nil {
 		t.Fatal(err)
 	}
+	opts.ProxyAddr, opts.AdminAddr = cfg.Listen.Proxy, cfg.Listen.Admin
+	opts.ShutdownGrace, opts.ExpiryWarning = cfg.ShutdownGrace, cfg.CertificateExpiryWarning
+	return proxy.New(routes, opts)
+}
+
+// serve builds tokenproxy from cfg, listens, and serves until the test ends.
+func serve(t testing.TB, cfg *config.Config, bo route.Options, opts proxy.Options) *proxy.Server {
+	t.Helper()
+	srv := build(t, cfg, bo, opts)
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,27 +19,49 @@ func testLoggedBody(log *zap.Logger, body string) *loggedBody {
 		req: req, resp: resp, host: "api.example", ex: exchange{route: "r", token: "hit"}, start: timeNow()}
 }
 
-// onlyWriter hides bytes.Buffer's ReadFrom, as a ResponseWriter wrapper would.
-type onlyWriter struct{ io.Writer }
-
-// io.Copy (goproxy's copy of a response) goes through WriteTo: all of the
-// body arrives, and the log line counts its bytes.
-func TestLoggedBodyWriteTo(t *testing.T) {
-	core, logs := observer.New(zapcore.InfoLevel)
+// writeResponse, the one writer of both entry points, copies all of the
+// body, counts its bytes in the log line, flushes a streamed body and passes
+// the upstream's trailers on.
+func TestWriteResponse(t *testing.T) {
 	body := strings.Repeat("0123456789abcdef", 5000) // more than one pooled buffer
-	lb := testLoggedBody(zap.New(core), body)
-	var out bytes.Buffer
-	n, err := io.Copy(onlyWriter{&out}, lb)
-	if err != nil || n != int64(len(body)) || out.String() != body {
-		t.Fatalf("copied %d bytes, err %v; want %d", n, err, len(body))
-	}
-	lb.Close()
-	lines := logs.FilterMessage("request").All()
-	if len(lines) != 1 {
-		t.Fatalf("%d request lines; want 1", len(lines))
-	}
-	if got := lines[0].ContextMap()["bytes"]; got != int64(len(body)) {
-		t.Fatalf("logged bytes %v; want %d", got, len(body))
+	for _, tc := range []struct {
+		name          string
+		contentLength int64
+		trailer       http.Header
+		wantFlush     bool
+	}{
+		{name: "sized", contentLength: int64(len(body))},
+		{name: "streamed", contentLength: -1, wantFlush: true},
+		{name: "trailers", contentLength: -1, trailer: http.Header{"Checksum": {"abc"}}, wantFlush: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			core, logs := observer.New(zapcore.InfoLevel)
+			lb := testLoggedBody(zap.New(core), body)
+			lb.resp.ContentLength = tc.contentLength
+			lb.resp.Trailer = tc.trailer
+			lb.resp.Body = lb
+			rec := httptest.NewRecorder()
+			writeResponse(rec, lb.resp)
+			res := rec.Result()
+			if got := rec.Body.String(); got != body {
+				t.Fatalf("wrote %d bytes; want %d", len(got), len(body))
+			}
+			if rec.Flushed != tc.wantFlush {
+				t.Fatalf("flushed %v; want %v", rec.Flushed, tc.wantFlush)
+			}
+			for k, v := range tc.trailer {
+				if got := res.Trailer.Get(k); got != v[0] {
+					t.Fatalf("trailer %s = %q; want %q", k, got, v[0])
+				}
+			}
+			lines := logs.FilterMessage("request").All()
+			if len(lines) != 1 {
+				t.Fatalf("%d request lines; want 1", len(lines))
+			}
+			if got := lines[0].ContextMap()["bytes"]; got != int64(len(body)) {
+				t.Fatalf("logged bytes %v; want %d", got, len(body))
+			}
+		})
 	}
 }
 

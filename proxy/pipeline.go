@@ -1,21 +1,17 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/tokenproxy/tokenproxy/signer"
+	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/tokencache"
-	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 // Observer receives one event per proxied request, for metrics. It must not block.
@@ -44,7 +40,7 @@ type exchange struct {
 // handle serves req on route (nil when no route matched) and returns the
 // response to give the app: the upstream's, or tokenproxy's own JSON error.
 // The returned body logs the request when it is closed.
-func (p *pipeline) handle(req *http.Request, route *Route, host string) *http.Response {
+func (p *pipeline) handle(req *http.Request, route *route.Route, host string) *http.Response {
 	start := time.Now()
 	ex := exchange{token: "none"}
 	resp := p.serve(req, route, host, &ex)
@@ -58,22 +54,20 @@ func (p *pipeline) handle(req *http.Request, route *Route, host string) *http.Re
 	return resp
 }
 
-func (p *pipeline) serve(req *http.Request, route *Route, host string, ex *exchange) *http.Response {
+func (p *pipeline) serve(req *http.Request, route *route.Route, host string, ex *exchange) *http.Response {
 	if route == nil {
 		ex.err = &apiError{Status: http.StatusForbidden, Code: CodeNoRoute,
 			Message: "tokenproxy has no route for host " + quoteHost(host) + "; it forwards only to configured APIs"}
 		return nil
 	}
 	ex.route = route.Name
-	if route.allow != nil {
-		caller, aerr := route.allow.check(req)
-		ex.caller = caller
-		if aerr != nil {
-			ex.err = aerr
-			return nil
-		}
+	caller, denied := route.Authorize(req)
+	ex.caller = caller
+	if denied != nil {
+		ex.err = deniedError(denied)
+		return nil
 	}
-	if route.ClientCert != nil && route.ClientCert.Load() == nil {
+	if !route.Ready() {
 		ex.err = &apiError{Status: http.StatusServiceUnavailable, Code: CodeNoCredentials, Message: "the route's client certificate is not loaded yet"}
 		return nil
 	}
@@ -125,31 +119,16 @@ func (p *pipeline) serve(req *http.Request, route *Route, host string, ex *excha
 	return resp
 }
 
-// send builds the upstream request afresh (so a retry is signed anew) and
-// performs the round trip.
-func (p *pipeline) send(req *http.Request, route *Route, body []byte, tok *tokencache.Token, ex *exchange) (*http.Response, *apiError) {
-	out := outgoing(req, route, body)
-	if tok != nil {
-		out.Header.Set("Authorization", tok.Header)
-	}
-	if route.Signer != nil {
-		if err := route.Signer.Sign(out, body); err != nil {
-			var unavailable *vaultsrc.UnavailableError
-			if errors.As(err, &unavailable) {
-				return nil, &apiError{Status: http.StatusServiceUnavailable, Code: CodeSigningUnavailable, cause: err, RetryAfter: time.Second,
-					Message: "the signing key is held in Vault, which cannot be reached right now; retry shortly"}
-			}
-			if errors.Is(err, signer.ErrMissingHeader) {
-				return nil, &apiError{Status: http.StatusBadRequest, Code: CodeMissingHeader, cause: err,
-					Message: "the request lacks a header the route's signature must cover: " + err.Error()}
-			}
-			return nil, &apiError{Status: http.StatusInternalServerError, Code: CodeSigningFailed, cause: err,
-				Message: "tokenproxy could not sign the request; see its log"}
-		}
+// send prepares the upstream request through the route (afresh, so a retry
+// is signed anew) and performs the round trip.
+func (p *pipeline) send(req *http.Request, rt *route.Route, body []byte, tok *tokencache.Token, ex *exchange) (*http.Response, *apiError) {
+	out, err := rt.Prepare(req, body, tok)
+	if err != nil {
+		return nil, signingError(err)
 	}
 	ex.requestID = out.Header.Get("X-Request-Id")
 	t0 := time.Now()
-	resp, err := route.Transport.RoundTrip(out)
+	resp, err := rt.Transport.RoundTrip(out)
 	ex.upstream += time.Since(t0)
 	if err != nil {
 		if req.Context().Err() != nil {
@@ -157,62 +136,8 @@ func (p *pipeline) send(req *http.Request, route *Route, body []byte, tok *token
 		}
 		return nil, upstreamError(err)
 	}
-	removeHopHeaders(resp.Header)
+	route.RemoveHopHeaders(resp.Header)
 	return resp, nil
-}
-
-// outgoing copies req for the upstream: https to the route's upstream, the
-// app's path and query, end-to-end headers only, and a replayable body.
-func outgoing(req *http.Request, route *Route, body []byte) *http.Request {
-	up := route.Upstream
-	u := &url.URL{Scheme: "https", Host: up.Host, RawQuery: req.URL.RawQuery}
-	u.Path, u.RawPath = joinPath(up, req.URL)
-	h := make(http.Header, len(req.Header)+4)
-	for k, v := range req.Header {
-		h[k] = v
-	}
-	removeHopHeaders(h)
-	delete(h, "Authorization") // an app's own Authorization never reaches a token route's upstream
-	for _, k := range route.owned {
-		h.Del(k)
-	}
-	if route.Tokens == nil {
-		if v, ok := req.Header["Authorization"]; ok {
-			h["Authorization"] = v
-		}
-	}
-	out := (&http.Request{
-		Method:     req.Method,
-		URL:        u,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     h,
-		Host:       up.Host,
-	}).WithContext(req.Context())
-	if len(body) > 0 {
-		out.ContentLength = int64(len(body))
-		out.Body = io.NopCloser(bytes.NewReader(body))
-		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	} else {
-		out.Body = http.NoBody
-		if req.ContentLength > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
-			out.ContentLength = 0
-		}
-	}
-	return out
-}
-
-func joinPath(base, req *url.URL) (path, rawPath string) {
-	if base.Path == "" || base.Path == "/" {
-		return req.Path, req.RawPath
-	}
-	bp := strings.TrimSuffix(base.Path, "/")
-	path = bp + "/" + strings.TrimPrefix(req.Path, "/")
-	if req.RawPath != "" {
-		rawPath = strings.TrimSuffix(base.EscapedPath(), "/") + "/" + strings.TrimPrefix(req.RawPath, "/")
-	}
-	return path, rawPath
 }
 
 // readBody buffers the request body up to limit, so it can be signed and
@@ -265,32 +190,6 @@ func (b *loggedBody) Read(p []byte) (int, error) {
 		b.rerr = err
 	}
 	return n, err
-}
-
-// WriteTo copies the body to w through a pooled buffer. goproxy copies
-// responses with io.Copy; without WriteTo that lands in
-// http.response.ReadFrom, which writes the headers in a syscall of their own
-// and then allocates a 32 KiB buffer per response (net.genericReadFrom).
-func (b *loggedBody) WriteTo(w io.Writer) (int64, error) {
-	buf := bufPool.Get().(*[]byte)
-	defer bufPool.Put(buf)
-	var written int64
-	for {
-		n, err := b.Read(*buf)
-		if n > 0 {
-			m, werr := w.Write((*buf)[:n])
-			written += int64(m)
-			if werr != nil {
-				return written, werr
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			return written, nil
-		}
-		if err != nil {
-			return written, err
-		}
-	}
 }
 
 func (b *loggedBody) Close() error {

@@ -12,20 +12,25 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/tokencache"
+	"github.com/tokenproxy/tokenproxy/route"
 )
 
 var timeNow = time.Now
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// Options configure a Server beyond its configuration file.
+// Options configure a Server: its listeners and what it reports to.
 type Options struct {
 	Log *zap.Logger
-	// Build holds the dependencies routes are built with; Log and Limiters
-	// are filled in when empty.
-	Build BuildOptions
+	// ProxyAddr is the forward proxy's address; "" or "off" binds none.
+	ProxyAddr string
+	// AdminAddr is the admin listener's address; "" or "off" binds none.
+	AdminAddr string
+	// ShutdownGrace is how long Serve waits for in-flight requests.
+	ShutdownGrace time.Duration
+	// ExpiryWarning logs a warning for any held certificate that expires
+	// within it (at start-up and hourly); 0 turns the warning off.
+	ExpiryWarning time.Duration
 	// Observer receives per-request events (metrics); may be nil.
 	Observer Observer
 	// Admin, when set, is served on the admin listener; it receives the
@@ -39,9 +44,8 @@ type Options struct {
 // Server runs tokenproxy's listeners: the forward proxy, each route's local
 // port, and the admin endpoint.
 type Server struct {
-	cfg    *config.Config
 	log    *zap.Logger
-	routes []*Route
+	routes []*route.Route
 	pipe   *pipeline
 	opts   Options
 
@@ -56,45 +60,19 @@ type namedServer struct {
 	ln   net.Listener
 }
 
-// New builds every route (loading certificates and checking secrets) and
-// returns a Server ready to Listen. Any credential problem is returned here,
-// naming the configuration field.
-func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error) {
+// New returns a Server for built routes (see package route), ready to Listen.
+func New(routes []*route.Route, opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
-	if opts.Build.Log == nil {
-		opts.Build.Log = opts.Log
-	}
-	if opts.Build.Limiters == nil {
-		opts.Build.Limiters = &tokencache.Limiters{}
-	}
-	s := &Server{cfg: cfg, log: opts.Log, opts: opts, pipe: &pipeline{log: opts.Log, observer: opts.Observer}}
-	var errs []error
-	callers, err := buildCallers(ctx, cfg.Callers, opts.Build.Vault)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	opts.Build.callers = callers
-	for i, rc := range cfg.Routes {
-		r, err := BuildRoute(ctx, i, rc, opts.Build)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		s.routes = append(s.routes, r)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return &Server{log: opts.Log, opts: opts, routes: routes, pipe: &pipeline{log: opts.Log, observer: opts.Observer}}
 }
 
-// Routes returns the built routes.
-func (s *Server) Routes() []*Route { return s.routes }
+// Routes returns the routes served.
+func (s *Server) Routes() []*route.Route { return s.routes }
 
 // Route returns the route named name, or nil.
-func (s *Server) Route(name string) *Route {
+func (s *Server) Route(name string) *route.Route {
 	for _, r := range s.routes {
 		if r.Name == name {
 			return r
@@ -103,26 +81,13 @@ func (s *Server) Route(name string) *Route {
 	return nil
 }
 
-// SetSigner installs a signer on a route before the server starts.
-func (s *Server) SetSigner(route string, sg Signer) error {
-	r := s.Route(route)
-	if r == nil {
-		return fmt.Errorf("no route %q", route)
-	}
-	r.Signer = sg
-	return nil
-}
-
-// Draining reports whether the server is shutting down.
-func (s *Server) Draining() bool { return s.draining.Load() }
-
 // Ready reports whether every route has its credentials and the server is not draining.
 func (s *Server) Ready() (bool, string) {
 	if s.draining.Load() {
 		return false, "draining"
 	}
 	for _, r := range s.routes {
-		if r.ClientCert != nil && r.ClientCert.Load() == nil {
+		if !r.Ready() {
 			return false, "route " + r.Name + " has no client certificate"
 		}
 	}
@@ -164,7 +129,7 @@ func (s *Server) Listen() error {
 		s.mu.Unlock()
 		return nil
 	}
-	if err := bind("proxy", s.cfg.Listen.Proxy, newForwardHandler(s.pipe, rt, s.log)); err != nil {
+	if err := bind("proxy", s.opts.ProxyAddr, newForwardHandler(s.pipe, rt)); err != nil {
 		return s.closeAfter(err)
 	}
 	for _, r := range s.routes {
@@ -173,7 +138,7 @@ func (s *Server) Listen() error {
 		}
 	}
 	if s.opts.Admin != nil {
-		if err := bind("admin", s.cfg.Listen.Admin, s.opts.Admin(s)); err != nil {
+		if err := bind("admin", s.opts.AdminAddr, s.opts.Admin(s)); err != nil {
 			return s.closeAfter(err)
 		}
 	}
@@ -210,10 +175,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer stopBG()
 	var wg sync.WaitGroup
 	for _, r := range s.routes {
-		for _, rl := range r.reloaders {
-			wg.Go(func() { rl.Run(bg) })
-		}
-		for _, job := range r.background {
+		for _, job := range r.Jobs() {
 			wg.Go(func() { job(bg) })
 		}
 	}
@@ -236,7 +198,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case serveErr = <-errc:
 	}
 	s.draining.Store(true)
-	grace := s.cfg.ShutdownGrace
+	grace := s.opts.ShutdownGrace
 	s.log.Info("draining", zap.Duration("grace", grace))
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
@@ -273,18 +235,20 @@ func (s *Server) Serve(ctx context.Context) error {
 // warnExpiry logs a warning, at start-up and then hourly, for every held
 // certificate within the configured window of its expiry.
 func (s *Server) warnExpiry(ctx context.Context) {
-	window := s.cfg.CertificateExpiryWarning
+	window := s.opts.ExpiryWarning
 	if window <= 0 {
 		return
 	}
 	check := func() {
 		now := time.Now()
+		n := 0
 		for _, r := range s.routes {
-			for _, hc := range r.held {
+			for _, hc := range r.Certificates() {
 				c := hc.Holder.Load()
 				if c == nil || c.Leaf == nil {
 					continue
 				}
+				n++
 				if left := c.Leaf.NotAfter.Sub(now); left < window {
 					s.log.Warn("certificate expires soon; rotate it", zap.String("route", r.Name), zap.String("certificate", hc.Kind),
 						zap.String("subject", c.Leaf.Subject.String()), zap.Time("not_after", c.Leaf.NotAfter),
@@ -292,6 +256,7 @@ func (s *Server) warnExpiry(ctx context.Context) {
 				}
 			}
 		}
+		s.log.Debug("certificate expiry checked", zap.Int("certificates", n), zap.Duration("window", window))
 	}
 	check()
 	t := time.NewTicker(time.Hour)

@@ -19,6 +19,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/route"
 )
 
 // mtlsUpstream serves h over TLS, requiring a client certificate from ca.
@@ -63,7 +64,7 @@ func TestSignedRequestsThroughProxy(t *testing.T) {
 	bgSrv := mtlsUpstream(t, ca, bg)
 	stSrv := mtlsUpstream(t, ca, st)
 
-	route := func(name, host, upstream, signing string) string {
+	routeYAML := func(name, host, upstream, signing string) string {
 		return fmt.Sprintf(`
   - name: %s
     hosts: [%s]
@@ -78,14 +79,14 @@ func TestSignedRequestsThroughProxy(t *testing.T) {
 `, name, host, upstream, caFile, qwacFiles.Cert, qwacFiles.Key, signing, sealFiles.Cert, sealFiles.Key)
 	}
 	yaml := "listen: {proxy: 127.0.0.1:0, admin: 'off'}\nroutes:" +
-		route("bg", "psd2.bank.example", bgSrv.URL, "      profile: berlin-group") +
-		route("stet", "api.stet.example", stSrv.URL, "      profile: stet\n      key_id: "+stetKeyID)
+		routeYAML("bg", "psd2.bank.example", bgSrv.URL, "      profile: berlin-group") +
+		routeYAML("stet", "api.stet.example", stSrv.URL, "      profile: stet\n      key_id: "+stetKeyID)
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
 		t.Fatalf("%v\n%s", err, yaml)
 	}
 	log, logs := testlog.New(t)
-	srv := serve(t, cfg, proxy.Options{Log: log})
+	srv := serve(t, cfg, route.Options{}, proxy.Options{Log: log})
 	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: srv.Addr("proxy")})}}
 
 	tests := []struct {

@@ -13,6 +13,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/tokenproxy/tokenproxy/problem"
 )
 
 const redacted = "[redacted]"
@@ -88,19 +90,19 @@ func (r Ref) Validate(path string) error {
 	if r.Vault != nil {
 		n++
 		if r.Vault.Path == "" {
-			return fmt.Errorf("%s.vault.path: missing; name the KV v2 secret path, e.g. path: tokenproxy/bankingcircle", path)
+			return problem.Field(path+".vault.path", "missing; name the KV v2 secret path, e.g. path: tokenproxy/bankingcircle")
 		}
 		if r.Vault.Field == "" {
-			return fmt.Errorf("%s.vault.field: missing; name the key inside the secret, e.g. field: password", path)
+			return problem.Field(path+".vault.field", "missing; name the key inside the secret, e.g. field: password")
 		}
 	}
 	switch n {
 	case 0:
-		return fmt.Errorf("%s: missing; give one of env: VARIABLE, file: /path, or vault: {path, field}", path)
+		return problem.Field(path, "missing; give one of env: VARIABLE, file: /path, or vault: {path, field}")
 	case 1:
 		return nil
 	default:
-		return fmt.Errorf("%s: set exactly one of env, file or vault", path)
+		return problem.Field(path, "set exactly one of env, file or vault")
 	}
 }
 

@@ -30,10 +30,7 @@ It prints no secret.`,
 				return err
 			}
 			defer closeVault(vc)
-			opts := diagnose.Options{Timeout: timeout}
-			if vc != nil {
-				opts.Vault, opts.VaultClient = vc, vc
-			}
+			opts := diagnose.Options{Timeout: timeout, Build: buildOptions(vc)}
 			rep, err := diagnose.Run(e.context(), cfg, route, cmd.OutOrStdout(), opts)
 			if err != nil {
 				return &ExitError{Code: ExitUsage, Err: err}

@@ -23,6 +23,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/version"
 	"github.com/tokenproxy/tokenproxy/metrics"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
@@ -85,7 +86,28 @@ requests, with plain HTTP. The app holds no certificate, password, token or key.
 	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "", "log level: debug, info, warn, error (overrides log.level)")
 	root.PersistentFlags().StringVar(&e.logFormat, "log-format", "", "log format: json or console (overrides log.format)")
 	root.AddCommand(e.runCommand(), e.validateCommand(), e.checkCommand(), e.onboardCommand(), e.versionCommand(), e.demoCommand())
+	markUsageErrors(root)
 	return root
+}
+
+// usageError marks err as a mistake in the command line (exit status ExitUsage).
+func usageError(err error) error { return &ExitError{Code: ExitUsage, Err: err} }
+
+// markUsageErrors makes every flag error and argument error of c and its
+// subcommands an ExitUsage error.
+func markUsageErrors(c *cobra.Command) {
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
+	if args := c.Args; args != nil {
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if err := args(cmd, a); err != nil {
+				return usageError(err)
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		markUsageErrors(sub)
+	}
 }
 
 // Execute runs the command tree with args and returns the process exit code,
@@ -94,6 +116,10 @@ func Execute(args []string, opts ...Option) int {
 	cmd := NewCommand(opts...)
 	cmd.SetArgs(args)
 	err := cmd.Execute()
+	if _, _, ferr := cmd.Find(args); err != nil && ferr != nil {
+		// The command line names no command (an unknown command).
+		err = usageError(ferr)
+	}
 	if err == nil {
 		return ExitOK
 	}
@@ -102,9 +128,6 @@ func Execute(args []string, opts ...Option) int {
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		return ee.Code
-	}
-	if strings.Contains(err.Error(), "unknown command") || strings.Contains(err.Error(), "flag") {
-		return ExitUsage
 	}
 	return ExitFailure
 }
@@ -133,6 +156,11 @@ func (e *env) loadConfig(path string) (*config.Config, error) {
 		return nil, &ExitError{Code: ExitUsage, Err: errors.New("--config is required")}
 	}
 	cfg, err := config.LoadFile(path)
+	if err == nil {
+		if err = route.Check(cfg); err != nil {
+			err = fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	if err != nil {
 		return nil, &ExitError{Code: ExitConfig, Err: fmt.Errorf("configuration is invalid:\n%w", err)}
 	}
@@ -200,11 +228,13 @@ func (e *env) validateCommand() *cobra.Command {
 				return err
 			}
 			defer closeVault(vc)
-			srv, err := proxy.New(e.context(), cfg, proxy.Options{Log: log, Build: buildOptions(vc)})
+			bo := buildOptions(vc)
+			bo.Log = log
+			routes, err := route.Build(e.context(), cfg, bo)
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 			}
-			for _, r := range srv.Routes() {
+			for _, r := range routes {
 				line := fmt.Sprintf("route %s: %s -> %s", r.Name, strings.Join(r.Hosts, ", "), r.Upstream)
 				if r.ClientCert != nil {
 					c := r.ClientCert.Load()
@@ -256,7 +286,7 @@ func openVault(ctx context.Context, cfg *config.Config, log *zap.Logger) (*vault
 	if cfg.Vault == nil {
 		return nil, nil
 	}
-	c, err := vaultsrc.New(ctx, *cfg.Vault, vaultsrc.WithLogger(log))
+	c, err := vaultsrc.New(ctx, route.VaultConfig(*cfg.Vault), vaultsrc.WithLogger(log))
 	if err != nil {
 		return nil, &ExitError{Code: ExitConfig, Err: fmt.Errorf("vault: %w", err)}
 	}
@@ -285,11 +315,17 @@ func closeVault(vc *vaultsrc.Client) {
 }
 
 // buildOptions wires the Vault client, when there is one, into route building.
-func buildOptions(vc *vaultsrc.Client) proxy.BuildOptions {
+func buildOptions(vc *vaultsrc.Client) route.Options {
 	if vc == nil {
-		return proxy.BuildOptions{}
+		return route.Options{}
 	}
-	return proxy.BuildOptions{Vault: vc, VaultClient: vc}
+	return route.Options{Vault: vc, VaultClient: vc}
+}
+
+// serverOptions are the server's listeners and timings from cfg.
+func serverOptions(cfg *config.Config, log *zap.Logger) proxy.Options {
+	return proxy.Options{Log: log, ProxyAddr: cfg.Listen.Proxy, AdminAddr: cfg.Listen.Admin,
+		ShutdownGrace: cfg.ShutdownGrace, ExpiryWarning: cfg.CertificateExpiryWarning}
 }
 
 // Serve builds the server for cfg and serves until ctx ends, then drains.
@@ -303,21 +339,19 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}
 	m := metrics.New()
 	bo := buildOptions(vc)
-	bo.TokenObserver, bo.OnReload = m, m.Reload
-	opts := proxy.Options{
-		Log:      log,
-		Observer: m,
-		Build:    bo,
-		Admin:    func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) },
+	bo.Log, bo.TokenObserver, bo.OnReload = log, m, m.Reload
+	routes, err := route.Build(ctx, cfg, bo)
+	if err != nil {
+		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 	}
+	opts := serverOptions(cfg, log)
+	opts.Observer = m
+	opts.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) }
 	if vc != nil {
 		opts.Degraded = func() error { return vc.Health().Err() }
 		m.WatchDependency("vault", func() bool { return vc.Health().OK })
 	}
-	srv, err := proxy.New(ctx, cfg, opts)
-	if err != nil {
-		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
-	}
+	srv := proxy.New(routes, opts)
 	for _, r := range srv.Routes() {
 		for _, hc := range r.Certificates() {
 			m.WatchCertificate(r.Name, hc.Kind, hc.Holder.Load)

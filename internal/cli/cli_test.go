@@ -119,6 +119,8 @@ func TestValidateAndStartupErrors(t *testing.T) {
 			[]string{"client_certificate.pem", "private key does not match"}},
 		{"expired", pkcs12(oldFiles.PFX, f.passFile), 2,
 			[]string{"client_certificate", "expired on", "renewed"}},
+		{"passcode variable unset", fmt.Sprintf("      pkcs12: {file: %s, passcode: {env: TOKENPROXY_TEST_UNSET_PASSCODE}}", f.pfx), 2,
+			[]string{"client_certificate.pkcs12.passcode", "TOKENPROXY_TEST_UNSET_PASSCODE", "set the environment variable"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,6 +157,52 @@ func TestConfigErrorsExit2(t *testing.T) {
 	}
 	if code, _, _ := run(t, "validate"); code != cli.ExitUsage {
 		t.Fatalf("no --config: exit %d", code)
+	}
+}
+
+// A passcode's fix is the secret's, not the file format's.
+func TestPasscodeFixFitsItsCause(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.config(t, fmt.Sprintf("      pkcs12: {file: %s, passcode: {env: TOKENPROXY_TEST_UNSET_PASSCODE}}", f.pfx))
+	_, out, errOut := run(t, "validate", "--config", cfg)
+	if strings.Contains(out+errOut, "check that the file is a PKCS#12") {
+		t.Fatalf("a missing passcode variable gets the malformed-file fix:\n%s", errOut)
+	}
+}
+
+// validate --skip-credentials runs the signer's own option check.
+func TestSkipCredentialsChecksSigningOptions(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct{ name, signing, want string }{
+		{"bad algorithm", "algorithm: rsa-md5", "signing.algorithm"},
+		{"bad key_id template", "key_id: \"{nope}\"", "signing.key_id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(f.dir, "signed.yaml")
+			write(t, p, fmt.Sprintf(`
+routes:
+  - name: bg
+    hosts: [psd2.bank.example]
+    upstream: https://psd2.bank.example
+    signing:
+      profile: berlin-group
+      %s
+      key: {pkcs12: {file: %s, passcode: {file: %s}}}
+`, tc.signing, f.pfx, f.passFile))
+			code, _, errOut := run(t, "validate", "--skip-credentials", "--config", p)
+			if code != cli.ExitConfig || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("exit %d, want %d naming %s:\n%s", code, cli.ExitConfig, tc.want, errOut)
+			}
+		})
+	}
+}
+
+// Command-line mistakes exit with ExitUsage, whatever their wording.
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{"bogus"}, {"validate", "--nope"}, {"version", "extra"}} {
+		if code, _, errOut := run(t, args...); code != cli.ExitUsage {
+			t.Fatalf("%q: exit %d, want %d: %s", args, code, cli.ExitUsage, errOut)
+		}
 	}
 }
 

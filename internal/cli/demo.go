@@ -31,8 +31,8 @@ import (
 	"github.com/tokenproxy/tokenproxy/emulator/berlingroup"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/secret"
-	"github.com/tokenproxy/tokenproxy/signer"
 )
 
 func (e *env) demoCommand() *cobra.Command {
@@ -74,35 +74,14 @@ type demoOptions struct {
 }
 
 func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) (err error) {
-	verbose := o.verbose
 	p := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
 	p("tokenproxy demo: Banking Circle end to end, on this machine only\n")
 
-	// Certificates, made in memory: a CA, the bank's server certificate and the
-	// M2M client certificate, delivered as a passcode-protected PKCS#12 file.
-	ca, err := testpki.NewCA("tokenproxy demo CA")
+	ca, serverCert, loaded, pfxSize, err := demoCertificates()
 	if err != nil {
 		return err
 	}
-	serverCert, err := ca.IssueServer([]string{"localhost", "sandbox.bankingcircleconnect.com"}, []net.IP{net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return err
-	}
-	client, err := ca.IssueClient("demo-m2m-user", testpki.WithKeyType(testpki.RSA2048))
-	if err != nil {
-		return err
-	}
-	passcode := randomString()
-	pfx, err := testpki.EncodePFX(client, passcode)
-	if err != nil {
-		return err
-	}
-	loaded, err := certs.ParsePKCS12(pfx, passcode)
-	if err != nil {
-		return err
-	}
-	p("  made a test CA, the bank's server certificate and an RSA-2048 client certificate")
-	p("  (a %d-byte PKCS#12 file with a random passcode), all in memory", len(pfx))
+	p("  made a test CA, the bank's server certificate and an RSA-2048 client certificate\n  (a %d-byte PKCS#12 file with a random passcode), all in memory", pfxSize)
 
 	user, pass := "demo-m2m-user", randomString() //nolint:gosec // the demo emulator's user name; the password is random
 	emu, err := bankingcircle.New(bankingcircle.Config{
@@ -116,8 +95,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 		return err
 	}
 	defer emu.Close()
-	p("  started the Banking Circle emulator: API %s, authorization %s", emu.APIURL(), emu.AuthURL())
-	p("  (client certificate required, tokens expire after %s, 30 token requests per minute per IP)", demoTTL)
+	p("  started the Banking Circle emulator: API %s, authorization %s\n  (client certificate required, tokens expire after %s, 30 token requests per minute per IP)", emu.APIURL(), emu.AuthURL(), demoTTL)
 
 	// A Berlin Group bank that demands signed requests: its emulator checks
 	// Digest, keyId, TPP-Signature-Certificate and the signature itself.
@@ -135,44 +113,25 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 	// The route: the bankingcircle-sandbox preset, pointed at the emulator.
 	os.Setenv("TOKENPROXY_DEMO_USERNAME", user)
 	os.Setenv("TOKENPROXY_DEMO_PASSWORD", pass)
-	cfg := &config.Config{
-		Listen: config.Listen{Proxy: o.listen, Admin: "off"},
-		Routes: []config.Route{{
-			Name: "bankingcircle", Preset: "bankingcircle-sandbox", Upstream: emu.APIURL(),
-			TLS:        config.TLS{RootCAs: ca.CertPool()},
-			ClientCert: config.ClientCertificate{Source: &certs.StaticSource{Cert: loaded, Desc: "in-memory PKCS#12"}},
-			Token: &config.Token{
-				URL:       emu.AuthURL() + bankingcircle.AuthorizePath,
-				Username:  secret.Ref{Env: "TOKENPROXY_DEMO_USERNAME"},
-				Password:  secret.Ref{Env: "TOKENPROXY_DEMO_PASSWORD"},
-				Skew:      500 * time.Millisecond,
-				RateLimit: config.RateLimit{RequestsPerMinute: 20, Burst: 5},
-			},
-		}, {
-			Name: "berlingroup", Hosts: []string{"psd2.bank.example"}, Upstream: bgSrv.URL,
-			TLS:        config.TLS{RootCAs: ca.CertPool()},
-			ClientCert: config.ClientCertificate{Source: &certs.StaticSource{Cert: loaded, Desc: "in-memory PKCS#12"}},
-			Signing: &config.Signing{
-				Options: signer.Options{Profile: "berlin-group"},
-				Key:     config.ClientCertificate{Source: &certs.StaticSource{Cert: qseal, Desc: "in-memory QSealC"}},
-			},
-		}},
-	}
+	cfg := demoConfig(o.listen, emu, bgSrv.URL)
 	cfg.ApplyDefaults()
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cfg.Validate(), route.Check(cfg)); err != nil {
 		return err
 	}
-	log := zap.NewNop()
-	if verbose {
-		if log, err = NewLogger(logw, "info", "console"); err != nil {
-			return err
-		}
-	}
-	obs := &demoObserver{}
-	srv, err := proxy.New(ctx, cfg, proxy.Options{Log: log, Build: proxy.BuildOptions{TokenObserver: obs}})
+	log, err := demoLogger(o.verbose, logw)
 	if err != nil {
 		return err
 	}
+	obs := &demoObserver{}
+	routes, err := route.Build(ctx, cfg, route.Options{Log: log, TokenObserver: obs, RootCAs: ca.CertPool(),
+		Certificates: map[string]certs.Source{
+			"client": &certs.StaticSource{Cert: loaded, Desc: "in-memory PKCS#12"},
+			"qsealc": &certs.StaticSource{Cert: qseal, Desc: "in-memory QSealC"},
+		}})
+	if err != nil {
+		return err
+	}
+	srv := proxy.New(routes, serverOptions(cfg, log))
 	if err := srv.Listen(); err != nil {
 		return err
 	}
@@ -189,7 +148,85 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 	proxyURL := "http://" + srv.Addr("proxy")
 	p("  started tokenproxy, forward proxy at %s\n", proxyURL)
 
-	// The app: Go's stock client, configured only by the environment.
+	app := demoApp(proxyURL)
+	const accounts = "http://sandbox.bankingcircleconnect.com/api/v1/accounts?PageNumber=1&PageSize=50"
+	p("The app is Go's net/http client with HTTP_PROXY=%s.", proxyURL)
+	p("It calls %s\nwith no certificate, no password and no token.\n", accounts)
+
+	served200, first, err := demoSteps(p, app, accounts, emu, obs)
+	if err != nil {
+		return err
+	}
+	signedURL, err := demoSigned(p, app, bg)
+	if err != nil {
+		return err
+	}
+
+	demoNoRoute(p, app)
+
+	demoSummary(p, emu, obs, served200, first)
+	if o.serve {
+		demoServe(ctx, p, emu, proxyURL, signedURL)
+		return nil
+	}
+	p("\nNext: write a config (README.md, \"Banking Circle\"), check it with `tokenproxy validate --config FILE`, then `tokenproxy run --config FILE`.")
+	p("Or keep the demo running and try it with curl: `tokenproxy demo --serve --listen 127.0.0.1:8080`.")
+	return nil
+}
+
+// demoSummary prints what the bank saw and the first account.
+func demoSummary(p func(string, ...any), emu *bankingcircle.Server, obs *demoObserver, served200 int64, first bankingcircle.AccountsPage) {
+	st := emu.Stats()
+	p("\nSummary: %d requests served, %d tokens fetched (%d token requests at the bank), %d answered from the cached token,",
+		served200, st.TokensIssued, st.TokenRequests, obs.hits.Load())
+	p("%d TLS handshakes with the client certificate; the bank rejected %d request(s) for a revoked token, each retried once with a new token.",
+		st.Handshakes, st.APIUnauthorized)
+	if len(first.Result) > 0 {
+		a := first.Result[0]
+		p("First account: %s, %s, %s, IBAN %s", a.AccountID, a.OwnedByCompanyName, a.Currency, strings.Join(a.IBANs[:1], ""))
+	}
+}
+
+// demoServe keeps the demo serving until ctx ends, with curl examples.
+func demoServe(ctx context.Context, p func(string, ...any), emu *bankingcircle.Server, proxyURL, signedURL string) {
+	emu.SetTokenTTL(5 * time.Minute)
+	p("\nServing until Ctrl-C. Try it with curl (which reads only the lowercase http_proxy):")
+	p("  http_proxy=%s curl -s http://sandbox.bankingcircleconnect.com/api/v1/accounts", proxyURL)
+	p("  http_proxy=%s curl -s -H 'PSU-ID: PSU-1' %s", proxyURL, signedURL)
+	p("  http_proxy=%s curl -s http://example.com/            # no route: 403 with a JSON body", proxyURL)
+	p("  curl -s -x %s https://sandbox.bankingcircleconnect.com/  # CONNECT: refused, with the reason", proxyURL)
+	<-ctx.Done()
+	p("stopping")
+}
+
+// demoConfig is the demo's configuration: the bankingcircle-sandbox preset
+// pointed at the emulator, and a signed Berlin Group route.
+func demoConfig(listen string, emu *bankingcircle.Server, bgURL string) *config.Config {
+	return &config.Config{
+		Listen: config.Listen{Proxy: listen, Admin: "off"},
+		Routes: []config.Route{{
+			Name: "bankingcircle", Preset: "bankingcircle-sandbox", Upstream: emu.APIURL(),
+			ClientCert: config.ClientCertificate{InCode: "client"},
+			Token: &config.Token{
+				URL:       emu.AuthURL() + bankingcircle.AuthorizePath,
+				Username:  secret.Ref{Env: "TOKENPROXY_DEMO_USERNAME"},
+				Password:  secret.Ref{Env: "TOKENPROXY_DEMO_PASSWORD"},
+				Skew:      500 * time.Millisecond,
+				RateLimit: config.RateLimit{RequestsPerMinute: 20, Burst: 5},
+			},
+		}, {
+			Name: "berlingroup", Hosts: []string{"psd2.bank.example"}, Upstream: bgURL,
+			ClientCert: config.ClientCertificate{InCode: "client"},
+			Signing: &config.Signing{
+				SigningOptions: config.SigningOptions{Profile: "berlin-group"},
+				Key:            config.ClientCertificate{InCode: "qsealc"},
+			},
+		}},
+	}
+}
+
+// demoApp is the app: Go's stock client, configured only by the environment.
+func demoApp(proxyURL string) *http.Client {
 	os.Setenv("HTTP_PROXY", proxyURL)
 	os.Setenv("http_proxy", proxyURL)
 	os.Setenv("NO_PROXY", "")
@@ -198,11 +235,58 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 	// which reads the environment only once per process) read now, so that a
 	// second demo in one process sees its own proxy.
 	fromEnv := httpproxy.FromEnvironment().ProxyFunc()
-	app := &http.Client{Transport: &http.Transport{Proxy: func(r *http.Request) (*url.URL, error) { return fromEnv(r.URL) }}, Timeout: 20 * time.Second}
-	const accounts = "http://sandbox.bankingcircleconnect.com/api/v1/accounts?PageNumber=1&PageSize=50"
-	p("The app is Go's net/http client with HTTP_PROXY=%s.", proxyURL)
-	p("It calls %s\nwith no certificate, no password and no token.\n", accounts)
+	return &http.Client{Transport: &http.Transport{Proxy: func(r *http.Request) (*url.URL, error) { return fromEnv(r.URL) }}, Timeout: 20 * time.Second}
+}
 
+// demoNoRoute shows the answer for a host with no route (step 6).
+func demoNoRoute(p func(string, ...any), app *http.Client) {
+	resp, err := app.Get("http://example.com/")
+	if err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		p("  %-52s %d %s", "6. a host with no route: http://example.com/", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+}
+
+// demoLogger logs to logw in verbose mode, and nowhere otherwise.
+func demoLogger(verbose bool, logw io.Writer) (*zap.Logger, error) {
+	if !verbose {
+		return zap.NewNop(), nil
+	}
+	return NewLogger(logw, "info", "console")
+}
+
+// demoCertificates makes, in memory, a CA, the bank's server certificate and
+// the M2M client certificate, delivered as a passcode-protected PKCS#12 file
+// (its size is returned) and loaded from it.
+func demoCertificates() (ca *testpki.CA, server, client *tls.Certificate, pfxSize int, err error) {
+	ca, err = testpki.NewCA("tokenproxy demo CA")
+	if err != nil {
+		return nil, nil, nil, 0, err
+	}
+	server, err = ca.IssueServer([]string{"localhost", "sandbox.bankingcircleconnect.com"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, nil, nil, 0, err
+	}
+	m2m, err := ca.IssueClient("demo-m2m-user", testpki.WithKeyType(testpki.RSA2048))
+	if err != nil {
+		return nil, nil, nil, 0, err
+	}
+	passcode := randomString()
+	pfx, err := testpki.EncodePFX(m2m, passcode)
+	if err != nil {
+		return nil, nil, nil, 0, err
+	}
+	client, err = certs.ParsePKCS12(pfx, passcode)
+	if err != nil {
+		return nil, nil, nil, 0, err
+	}
+	return ca, server, client, len(pfx), nil
+}
+
+// demoSteps runs the token-cache steps of the demo (1-4) and returns how many
+// requests were served and the first page of accounts.
+func demoSteps(p func(string, ...any), app *http.Client, accounts string, emu *bankingcircle.Server, obs *demoObserver) (int64, bankingcircle.AccountsPage, error) {
 	var served200 atomic.Int64
 	var first bankingcircle.AccountsPage
 	call := func(n int, concurrent bool) (ok int, err error) {
@@ -253,26 +337,31 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 		return nil
 	}
 	if err := step("1. 20 concurrent requests, no token yet", 20, true); err != nil {
-		return err
+		return 0, first, err
 	}
 	if err := step("2. 10 more requests, token still valid", 10, false); err != nil {
-		return err
+		return 0, first, err
 	}
 	time.Sleep(demoTTL + 200*time.Millisecond)
 	if err := step(fmt.Sprintf("3. after %s the token has expired: 10 concurrent", demoTTL), 10, true); err != nil {
-		return err
+		return 0, first, err
 	}
 	emu.RevokeTokens()
 	if err := step("4. the bank revokes the token (401): 1 request", 1, false); err != nil {
-		return err
+		return 0, first, err
 	}
 
+	return served200.Load(), first, nil
+}
+
+// demoSigned makes the demo's signed Berlin Group call (step 5) and returns its URL.
+func demoSigned(p func(string, ...any), app *http.Client, bg *berlingroup.Handler) (string, error) {
 	signedURL := "http://psd2.bank.example/v1/sandbox/accounts/" + berlingroup.DefaultMockAccountID
 	sreq, _ := http.NewRequest(http.MethodGet, signedURL, nil)
 	sreq.Header.Set("PSU-ID", "PSU-1234")
 	sresp, err := app.Do(sreq)
 	if err != nil {
-		return fmt.Errorf("signed request: %w", err)
+		return "", fmt.Errorf("signed request: %w", err)
 	}
 	sresp.Body.Close()
 	acc, rej, _ := bg.Counts()
@@ -286,36 +375,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 		p("     Digest: %s  X-Request-ID: %s", rec[len(rec)-1].Header.Get("Digest"), rec[len(rec)-1].Header.Get("X-Request-ID"))
 	}
 
-	resp, err := app.Get("http://example.com/")
-	if err == nil {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		p("  %-52s %d %s", "6. a host with no route: http://example.com/", resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-
-	st := emu.Stats()
-	p("\nSummary: %d requests served, %d tokens fetched (%d token requests at the bank), %d answered from the cached token,",
-		served200.Load(), st.TokensIssued, st.TokenRequests, obs.hits.Load())
-	p("%d TLS handshakes with the client certificate; the bank rejected %d request(s) for a revoked token, each retried once with a new token.",
-		st.Handshakes, st.APIUnauthorized)
-	if len(first.Result) > 0 {
-		a := first.Result[0]
-		p("First account: %s, %s, %s, IBAN %s", a.AccountID, a.OwnedByCompanyName, a.Currency, strings.Join(a.IBANs[:1], ""))
-	}
-	if o.serve {
-		emu.SetTokenTTL(5 * time.Minute)
-		p("\nServing until Ctrl-C. Try it with curl (which reads only the lowercase http_proxy):")
-		p("  http_proxy=%s curl -s http://sandbox.bankingcircleconnect.com/api/v1/accounts", proxyURL)
-		p("  http_proxy=%s curl -s -H 'PSU-ID: PSU-1' %s", proxyURL, signedURL)
-		p("  http_proxy=%s curl -s http://example.com/            # no route: 403 with a JSON body", proxyURL)
-		p("  curl -s -x %s https://sandbox.bankingcircleconnect.com/  # CONNECT: refused, with the reason", proxyURL)
-		<-ctx.Done()
-		p("stopping")
-		return nil
-	}
-	p("\nNext: write a config (README.md, \"Banking Circle\"), check it with `tokenproxy validate --config FILE`, then `tokenproxy run --config FILE`.")
-	p("Or keep the demo running and try it with curl: `tokenproxy demo --serve --listen 127.0.0.1:8080`.")
-	return nil
+	return signedURL, nil
 }
 
 func randomString() string {

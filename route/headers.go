@@ -1,4 +1,4 @@
-package proxy
+package route
 
 import (
 	"net/http"
@@ -20,9 +20,9 @@ var hopHeaders = []string{
 	"Upgrade",
 }
 
-// removeHopHeaders deletes hop-by-hop headers, including those the
+// RemoveHopHeaders deletes hop-by-hop headers, including those the
 // Connection header names.
-func removeHopHeaders(h http.Header) {
+func RemoveHopHeaders(h http.Header) {
 	for _, f := range h["Connection"] {
 		for sf := range strings.SplitSeq(f, ",") {
 			if sf = textproto.TrimString(sf); sf != "" {

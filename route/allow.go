@@ -1,4 +1,4 @@
-package proxy
+package route
 
 import (
 	"context"
@@ -11,10 +11,31 @@ import (
 	"strings"
 
 	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/problem"
 	"github.com/tokenproxy/tokenproxy/secret"
 )
 
-// Gateway-mode error codes.
+// Denied is a request the route's allow policy refuses.
+type Denied struct {
+	Status  int
+	Code    string
+	Message string
+	// Challenge, when set, is the Proxy-Authenticate value to send.
+	Challenge string
+}
+
+func (d *Denied) Error() string { return d.Code + ": " + d.Message }
+
+// Authorize returns nil when req may use the route, and the caller's name
+// when one authenticated (gateway mode).
+func (r *Route) Authorize(req *http.Request) (string, *Denied) {
+	if r.allow == nil {
+		return "", nil
+	}
+	return r.allow.check(req)
+}
+
+// Gateway-mode error codes, sent to the app in the proxy's JSON error.
 const (
 	CodeCallerAuthRequired = "caller_authentication_required"
 	CodeCallerNotAllowed   = "caller_not_allowed"
@@ -30,11 +51,11 @@ func buildCallers(ctx context.Context, cs []config.Caller, vault secret.VaultRea
 		p := fmt.Sprintf("callers[%d].password", i)
 		src, err := c.Password.Open(vault)
 		if err != nil {
-			return nil, &BuildError{Path: p, Err: err}
+			return nil, &problem.FieldError{Path: p, Err: err}
 		}
 		v, err := src.Get(ctx)
 		if err != nil {
-			return nil, &BuildError{Path: p, Err: err, Fix: "make the secret available (" + src.String() + ")"}
+			return nil, &problem.FieldError{Path: p, Err: err, Fix: "make the secret available (" + src.String() + ")"}
 		}
 		set[c.Name] = sha256.Sum256([]byte(c.Name + ":" + v.Reveal()))
 	}
@@ -66,7 +87,7 @@ func newAllowPolicy(route string, a *config.Allow, all callerSet) *allowPolicy {
 
 // check returns nil when req may use the route, and the caller's name when
 // one authenticated.
-func (p *allowPolicy) check(req *http.Request) (string, *apiError) {
+func (p *allowPolicy) check(req *http.Request) (string, *Denied) {
 	if len(p.prefixes) > 0 {
 		ap, err := netip.ParseAddrPort(req.RemoteAddr)
 		ok := false
@@ -80,7 +101,7 @@ func (p *allowPolicy) check(req *http.Request) (string, *apiError) {
 			}
 		}
 		if !ok {
-			return "", &apiError{Status: http.StatusForbidden, Code: CodeCallerNotAllowed,
+			return "", &Denied{Status: http.StatusForbidden, Code: CodeCallerNotAllowed,
 				Message: "source address " + ap.Addr().Unmap().String() + " may not use route " + p.route}
 		}
 	}
@@ -89,16 +110,16 @@ func (p *allowPolicy) check(req *http.Request) (string, *apiError) {
 	}
 	name, ok := p.authenticate(req.Header.Get("Proxy-Authorization"))
 	if !ok {
-		return "", &apiError{Status: http.StatusProxyAuthRequired, Code: CodeCallerAuthRequired,
-			headers: map[string]string{"Proxy-Authenticate": `Basic realm="tokenproxy"`},
-			Message: "route " + p.route + " needs the caller's credentials in Proxy-Authorization: Basic (e.g. HTTP_PROXY=http://NAME:PASSWORD@host:port)"}
+		return "", &Denied{Status: http.StatusProxyAuthRequired, Code: CodeCallerAuthRequired,
+			Challenge: `Basic realm="tokenproxy"`,
+			Message:   "route " + p.route + " needs the caller's credentials in Proxy-Authorization: Basic (e.g. HTTP_PROXY=http://NAME:PASSWORD@host:port)"}
 	}
 	for _, c := range p.callers {
 		if c == name {
 			return name, nil
 		}
 	}
-	return name, &apiError{Status: http.StatusForbidden, Code: CodeCallerNotAllowed,
+	return name, &Denied{Status: http.StatusForbidden, Code: CodeCallerNotAllowed,
 		Message: "caller " + name + " may not use route " + p.route}
 }
 

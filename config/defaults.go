@@ -1,0 +1,144 @@
+package config
+
+import (
+	"strings"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/secret"
+)
+
+// Defaults of the Vault blocks.
+const (
+	DefaultVaultTimeout      = 10 * time.Second
+	DefaultVaultPollInterval = 30 * time.Second
+	DefaultPKIRetryInterval  = 10 * time.Second
+	DefaultKVMount           = "secret"
+	DefaultPKIMount          = "pki"
+	DefaultTransitMount      = "transit"
+	DefaultAppRoleMount      = "approle"
+	DefaultKubernetesMount   = "kubernetes"
+	DefaultKubernetesJWTFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+	DefaultRequestsPerMinute = 6 // token requests per minute per authorization host
+	DefaultBurst             = 2
+)
+
+// ApplyDefaults fills in presets and defaults.
+func (c *Config) ApplyDefaults() {
+	if c.Listen.Proxy == "" {
+		c.Listen.Proxy = DefaultProxyAddr
+	}
+	if c.Listen.Admin == "" {
+		c.Listen.Admin = DefaultAdminAddr
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
+	}
+	if c.CertificateExpiryWarning == 0 {
+		c.CertificateExpiryWarning = DefaultExpiryWarning
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+	if c.Vault != nil {
+		c.Vault.applyDefaults()
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		r.applyPreset()
+		for j, h := range r.Hosts {
+			r.Hosts[j] = strings.ToLower(strings.TrimSuffix(h, "."))
+		}
+		if r.MaxBodyBytes == 0 {
+			r.MaxBodyBytes = DefaultMaxBodyBytes
+		}
+		if r.MaxConnections == 0 {
+			r.MaxConnections = DefaultMaxConns
+		}
+		if r.ClientCert.ReloadInterval == 0 {
+			r.ClientCert.ReloadInterval = DefaultReload
+		}
+		if r.Signing != nil && r.Signing.Key.ReloadInterval == 0 {
+			r.Signing.Key.ReloadInterval = DefaultReload
+		}
+		if r.Timeouts.Upstream == 0 {
+			r.Timeouts.Upstream = DefaultUpstream
+		}
+		if r.Timeouts.Dial == 0 {
+			r.Timeouts.Dial = DefaultDial
+		}
+		r.ClientCert.applyDefaults()
+		if r.Signing != nil {
+			r.Signing.Key.applyDefaults()
+		}
+		if t := r.Token; t != nil {
+			if t.Skew == 0 {
+				t.Skew = DefaultSkew
+			}
+			if t.MaxWait == 0 {
+				t.MaxWait = DefaultMaxWait
+			}
+			if t.FetchTimeout == 0 {
+				t.FetchTimeout = DefaultFetchTimeout
+			}
+			if t.DefaultTTL == 0 {
+				t.DefaultTTL = DefaultTokenTTL
+			}
+			if t.RateLimit.RequestsPerMinute == 0 {
+				t.RateLimit.RequestsPerMinute = DefaultRequestsPerMinute
+			}
+			if t.RateLimit.Burst == 0 {
+				t.RateLimit.Burst = min(DefaultBurst, t.RateLimit.RequestsPerMinute)
+			}
+		}
+	}
+}
+
+func (v *Vault) applyDefaults() {
+	if v.Timeout == 0 {
+		v.Timeout = DefaultVaultTimeout
+	}
+	if a := v.Auth.AppRole; a != nil && a.Mount == "" {
+		a.Mount = DefaultAppRoleMount
+	}
+	if k := v.Auth.Kubernetes; k != nil {
+		if k.Mount == "" {
+			k.Mount = DefaultKubernetesMount
+		}
+		if k.JWTFile == "" {
+			k.JWTFile = DefaultKubernetesJWTFile
+		}
+	}
+}
+
+func (cc *ClientCertificate) applyDefaults() {
+	if kv := cc.VaultKV; kv != nil {
+		if kv.Mount == "" {
+			kv.Mount = DefaultKVMount
+		}
+		if kv.PollInterval == 0 {
+			kv.PollInterval = DefaultVaultPollInterval
+		}
+	}
+	if p := cc.VaultPKI; p != nil {
+		if p.Mount == "" {
+			p.Mount = DefaultPKIMount
+		}
+		if p.RetryInterval == 0 {
+			p.RetryInterval = DefaultPKIRetryInterval
+		}
+	}
+	if t := cc.VaultTransit; t != nil {
+		if t.Key.Mount == "" {
+			t.Key.Mount = DefaultTransitMount
+		}
+		if t.Certificate != (secret.VaultRef{}) && t.Certificate.Mount == "" {
+			t.Certificate.Mount = DefaultKVMount
+		}
+		if t.PollInterval == 0 {
+			t.PollInterval = DefaultVaultPollInterval
+		}
+	}
+}

@@ -1,0 +1,90 @@
+package route
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tokenproxy/tokenproxy/certs"
+	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/problem"
+	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/signer"
+	"github.com/tokenproxy/tokenproxy/tokencache"
+)
+
+// buildTokens resolves the token credentials once and returns the route's
+// token cache over its source, paced by the authorization host's limiter.
+func buildTokens(ctx context.Context, p, route string, t *config.Token, tr *http.Transport, o Options) (*tokencache.Cache, error) {
+	user, err := t.Username.Open(o.Vault)
+	if err != nil {
+		return nil, &problem.FieldError{Path: p + ".username", Err: err}
+	}
+	pass, err := t.Password.Open(o.Vault)
+	if err != nil {
+		return nil, &problem.FieldError{Path: p + ".password", Err: err}
+	}
+	for _, s := range []struct {
+		path string
+		src  secret.Source
+	}{{p + ".username", user}, {p + ".password", pass}} {
+		if _, err := s.src.Get(ctx); err != nil {
+			return nil, &problem.FieldError{Path: s.path, Err: err, Fix: "make the secret available (" + s.src.String() + ")"}
+		}
+	}
+	u, _ := url.Parse(t.URL)
+	lim := o.Limiters.For(u.Host, tokencache.Budget{PerMinute: t.RateLimit.RequestsPerMinute, Burst: t.RateLimit.Burst})
+	src := &tokencache.BasicGet{
+		URL: t.URL, Username: user, Password: pass, DefaultTTL: t.DefaultTTL, Limiter: lim,
+		Client: &http.Client{
+			Transport:     tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+	return tokencache.New(src, lim, tokencache.Options{
+		Route: route, Skew: t.Skew, MaxWait: t.MaxWait, FetchTimeout: t.FetchTimeout,
+		Log: o.Log, Observer: o.TokenObserver,
+	}), nil
+}
+
+// buildSigner loads the signing key (apart from the TLS client certificate),
+// validates the signing options against it and installs the signer and the
+// headers it owns.
+func buildSigner(ctx context.Context, p string, r *Route, sg *config.Signing, o Options) error {
+	if sg.Key.VaultPKI != nil {
+		return &problem.FieldError{Path: p + ".key.vault_pki", Err: errors.New("a signing key cannot come from Vault PKI"), Fix: "use vault_transit (the key never leaves Vault) or vault_kv"}
+	}
+	src, cp := CertSource(sg.Key, o)
+	holder := certs.NewHolder(nil)
+	opts := signerOptions(sg.SigningOptions)
+	validate := func(c *tls.Certificate) error { return opts.Validate(c, time.Now()) }
+	rl := &certs.Reloader{Name: "route " + r.Name + " signing key", Holder: holder, Source: src,
+		Interval: pollInterval(src, sg.Key), Log: o.Log.With(zap.String("route", r.Name)), Validate: validate}
+	if o.OnReload != nil {
+		rl.OnResult = func(ok bool) { o.OnReload(r.Name, "signing_key", ok) }
+	}
+	if err := rl.Load(ctx); err != nil {
+		var ve *signer.ValidationError
+		if errors.As(err, &ve) {
+			return &problem.FieldError{Path: p + "." + ve.Field, Err: errors.New(ve.Msg)}
+		}
+		return CertError(p+".key"+cp, sg.Key.Kind(), err)
+	}
+	sgn, err := signer.New(opts, holder)
+	if err != nil {
+		return &problem.FieldError{Path: p, Err: err}
+	}
+	owned, err := opts.OwnedHeaders()
+	if err != nil {
+		return &problem.FieldError{Path: p, Err: err}
+	}
+	r.Signer = sgn
+	r.addCertificate("signing", holder, rl)
+	r.owned = append(r.owned, owned...)
+	return nil
+}
