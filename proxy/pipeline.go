@@ -88,7 +88,7 @@ func (p *pipeline) serve(req *http.Request, route *Route, host string, ex *excha
 	if route.Tokens != nil {
 		var out tokencache.Outcome
 		var err error
-		tok, out, err = route.Tokens.Get(req.Context())
+		tok, out, err = route.Tokens.Get(req.Context(), "")
 		ex.token = out.String()
 		if err != nil {
 			ex.err = tokenError(err)
@@ -109,8 +109,8 @@ func (p *pipeline) serve(req *http.Request, route *Route, host string, ex *excha
 	// already replaced it), get a new one through the limiter and try once more.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	route.Tokens.Invalidate(tok)
-	tok2, _, err := route.Tokens.Get(req.Context())
+	route.Tokens.Invalidate("", tok)
+	tok2, _, err := route.Tokens.Get(req.Context(), "")
 	ex.token = "refetch"
 	ex.retried = true
 	if err != nil {

@@ -278,7 +278,7 @@ func buildTokens(ctx context.Context, p, route string, t *config.Token, tr *http
 	u, _ := url.Parse(t.URL)
 	lim := o.Limiters.For(u.Host, tokencache.Budget{PerMinute: t.RateLimit.RequestsPerMinute, Burst: t.RateLimit.Burst})
 	src := &tokencache.BasicGet{
-		URL: t.URL, Username: user, Password: pass, DefaultTTL: t.DefaultTTL, Limiter: lim,
+		URL: t.URL, Username: user, Password: pass, DefaultTTL: t.DefaultTTL,
 		Client: &http.Client{
 			Transport:     tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -287,7 +287,7 @@ func buildTokens(ctx context.Context, p, route string, t *config.Token, tr *http
 	return tokencache.New(src, lim, tokencache.Options{
 		Route: route, Skew: t.Skew, MaxWait: t.MaxWait, FetchTimeout: t.FetchTimeout,
 		Log: o.Log, Observer: o.TokenObserver,
-	}), nil
+	})
 }
 
 // buildSigner loads the signing key (apart from the TLS client certificate),
