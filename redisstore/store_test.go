@@ -162,7 +162,7 @@ func TestWrongKey(t *testing.T) {
 
 type fenceObserver struct{ fenced, hits, waits atomic.Int64 }
 
-func (o *fenceObserver) SharedHit(string)                { o.hits.Add(1) }
+func (o *fenceObserver) SharedHit(string)               { o.hits.Add(1) }
 func (o *fenceObserver) LockWait(string, time.Duration) { o.waits.Add(1) }
 func (o *fenceObserver) FencingRejected(string)         { o.fenced.Add(1) }
 
