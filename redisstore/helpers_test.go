@@ -23,7 +23,8 @@ var testKey = []byte("0123456789abcdef0123456789abcdef")
 // refresh token once (as rotating banks do: a second use is invalid_grant).
 type bank struct {
 	ttl   time.Duration
-	delay time.Duration
+	setup time.Duration // from send to arrival (connection set-up)
+	delay time.Duration // from arrival to the answer
 	n     atomic.Int64
 	retry time.Duration // when > 0, the next request is answered 429 with this Retry-After
 
@@ -37,6 +38,9 @@ type bank struct {
 func (b *bank) Host() string { return "bank.example" }
 
 func (b *bank) Fetch(ctx context.Context, subject string) (*tokencache.Token, error) {
+	if b.setup > 0 {
+		time.Sleep(b.setup)
+	}
 	b.mu.Lock()
 	b.arrivals = append(b.arrivals, time.Now())
 	if b.retry > 0 {
