@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenproxy/tokenproxy/internal/redistest"
+	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
@@ -144,6 +145,8 @@ func newReplica(t testing.TB, srv *redistest.Server, src tokencache.Source, o re
 		o.maxReplicas = 3
 	}
 	r := &replica{ops: &opCounter{}, deps: make(chan bool, 16)}
+	log, capture := testlog.New(t)
+	capture.ForbidStrings("tok-", string(o.key)) // every token value starts tok-
 	r.client = redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs: []string{srv.Addr()}, DialTimeout: 200 * time.Millisecond, ReadTimeout: 500 * time.Millisecond,
 		MaxRetries: -1, Dialer: (&net.Dialer{}).DialContext,
@@ -152,7 +155,7 @@ func newReplica(t testing.TB, srv *redistest.Server, src tokencache.Source, o re
 	t.Cleanup(func() { r.client.Close() })
 	s, err := New(context.Background(), Options{
 		Client: r.client, Key: o.key, Prefix: "tp-test", MaxReplicas: o.maxReplicas,
-		PollInterval: 50 * time.Millisecond, HealthInterval: 100 * time.Millisecond, Observer: o.obs,
+		PollInterval: 50 * time.Millisecond, HealthInterval: 100 * time.Millisecond, Observer: o.obs, Log: log,
 		OnDependency: func(up bool) {
 			select {
 			case r.deps <- up:
@@ -164,10 +167,13 @@ func newReplica(t testing.TB, srv *redistest.Server, src tokencache.Source, o re
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	if up := <-r.deps; !up {
+		t.Fatal("a new store reported Redis down")
+	}
 	r.shared = s
 	c, err := tokencache.New(src, s.Pacer(src.Host(), o.budget, o.fetchTimeout), tokencache.Options{
 		Route: o.route, Skew: o.skew, MaxWait: o.maxWait, FetchTimeout: o.fetchTimeout,
-		Store: s.Route(o.route, o.maxWait+o.fetchTimeout),
+		Store: s.Route(o.route, o.maxWait+o.fetchTimeout), Log: log,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -60,8 +60,9 @@ type Options struct {
 	HealthInterval time.Duration
 	// Log receives state changes (Redis lost, rejoined) and failures.
 	Log *zap.Logger
-	// OnDependency is called with false when Redis becomes unreachable and
-	// with true when it is back (tokenproxy_dependency_up{dependency="redis"}).
+	// OnDependency is called by New with the initial state, then with false
+	// when Redis becomes unreachable and with true when it is back
+	// (tokenproxy_dependency_up{dependency="redis"}).
 	OnDependency func(up bool)
 	// Observer receives shared-store events for metrics; may be nil.
 	Observer Observer
@@ -133,6 +134,9 @@ func New(ctx context.Context, o Options) (*Shared, error) {
 	s.cancel = cancel
 	ps := s.rdb.Subscribe(bg, s.notify)
 	go s.run(bg, ps)
+	if s.opts.OnDependency != nil {
+		s.opts.OnDependency(s.Up())
+	}
 	return s, nil
 }
 

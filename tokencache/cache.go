@@ -236,6 +236,33 @@ func (c *Cache) Invalidate(subject string, t *Token) {
 	}
 }
 
+// Forget drops subject's token (for instance when its consent is revoked);
+// a fetch in flight for a named subject completes but its token is not kept.
+func (c *Cache) Forget(subject string) {
+	if subject == "" {
+		c.route.cur.Store(nil)
+		return
+	}
+	c.subjects.Delete(subject)
+}
+
+// Sweep forgets the subjects whose token expired more than idle ago and
+// that have no fetch in flight, so idle customers do not hold memory; it
+// returns how many it dropped. The route-wide token is never swept.
+func (c *Cache) Sweep(idle time.Duration) int {
+	cutoff := time.Now().Add(-idle)
+	n := 0
+	c.subjects.Range(func(k, v any) bool {
+		e := v.(*entry)
+		if t := e.cur.Load(); (t == nil || t.Expiry.Before(cutoff)) && !e.busy.Load() {
+			c.subjects.CompareAndDelete(k, v)
+			n++
+		}
+		return true
+	})
+	return n
+}
+
 // Source returns the cache's token source (for diagnostics).
 func (c *Cache) Source() Source { return c.src }
 

@@ -240,6 +240,29 @@ func TestInvalidateOnlyCurrent(t *testing.T) {
 	})
 }
 
+func TestForgetAndSweep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &fakeSource{ttl: time.Minute}
+		c := newCache(t, src, Budget{PerMinute: 60, Burst: 10}, time.Second)
+		for _, s := range []string{"", "alice", "bob"} {
+			if _, _, err := c.Get(t.Context(), s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.Forget("alice")
+		if c.lookup("alice") != nil {
+			t.Fatal("alice not forgotten")
+		}
+		if n := c.Sweep(time.Hour); n != 0 {
+			t.Fatalf("swept %d valid subjects", n)
+		}
+		time.Sleep(2 * time.Minute)
+		if n := c.Sweep(30 * time.Second); n != 1 || c.lookup("bob") != nil || c.lookup("") == nil {
+			t.Fatalf("swept %d; want bob only", n)
+		}
+	})
+}
+
 // A consent error reaches the caller as itself.
 func TestConsentRequiredPassesThrough(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
