@@ -48,12 +48,13 @@ func newSealer(key []byte) (*sealer, error) {
 
 // seal returns version | nonce | ciphertext of plain, bound to aad.
 func (s *sealer) seal(plain, aad []byte) ([]byte, error) {
-	out := make([]byte, 1+s.aead.NonceSize(), 1+s.aead.NonceSize()+len(plain)+s.aead.Overhead())
-	out[0] = sealVersion
-	if _, err := rand.Read(out[1:]); err != nil {
+	nonce := make([]byte, s.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("redis store: nonce: %w", err)
 	}
-	return s.aead.Seal(out, out[1:], plain, aad), nil
+	out := make([]byte, 0, 1+len(nonce)+len(plain)+s.aead.Overhead())
+	out = append(append(out, sealVersion), nonce...)
+	return s.aead.Seal(out, nonce, plain, aad), nil
 }
 
 var errSealed = errors.New("sealed value does not open")

@@ -104,7 +104,10 @@ func (r *routeStore) fetchLocked(ctx context.Context, subject string, k credKeys
 	if _, err := pipe.Exec(ctx); err != nil {
 		return r.failed(ctx, err, have, fetch)
 	}
-	fence := uint64(incr.Val())
+	if incr.Val() <= 0 {
+		return nil, have, fmt.Errorf("redis store: generation counter of route %q is %d", r.route, incr.Val())
+	}
+	fence := uint64(incr.Val()) //nolint:gosec // G115: checked positive above
 	tok, err = fetch(ctx)
 	if err != nil {
 		return nil, have, err

@@ -223,7 +223,7 @@ func (c *Cache) start(e *entry, subject string) *call {
 	e.busy.Store(true)
 	// The fetch is shared by every waiter and bounded by its own timeout:
 	// one caller's cancellation must not end it for the others.
-	go c.fetch(e, subject, e.gen, cl) //nolint:gosec // G118, see above
+	go c.fetch(e, subject, e.gen, cl)
 	return cl
 }
 

@@ -152,7 +152,7 @@ func (l *Limiter) Acquire(ctx context.Context, maxWait time.Duration) (Permit, e
 		}
 		if at.After(deadline) {
 			retry := at.Sub(now)
-			if at == farFuture {
+			if at.Equal(farFuture) {
 				retry = time.Second
 			}
 			return Permit{}, &ThrottledError{RetryAfter: retry, Reason: reason}
@@ -221,7 +221,7 @@ func (l *Limiter) Counting() []time.Duration {
 	var out []time.Duration
 	for _, s := range l.sent {
 		switch {
-		case s.until == farFuture:
+		case s.until.Equal(farFuture):
 			out = append(out, -1)
 		case s.until.After(now):
 			out = append(out, s.until.Sub(now))

@@ -143,8 +143,8 @@ func TestBudgetAsBankCounts(t *testing.T) {
 				}
 				// The budget is used, not merely respected: at least N per 62 s
 				// plus the time requests take.
-				if min := 4 * tc.budget.PerMinute; len(b.arrivals) < min {
-					t.Fatalf("%d requests in 5 minutes; the budget allows at least %d", len(b.arrivals), min)
+				if least := 4 * tc.budget.PerMinute; len(b.arrivals) < least {
+					t.Fatalf("%d requests in 5 minutes; the budget allows at least %d", len(b.arrivals), least)
 				}
 				if throttled.Load() == 0 {
 					t.Fatal("no caller was throttled in a storm")
