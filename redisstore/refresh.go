@@ -57,12 +57,12 @@ func (r *routeStore) Refresh(ctx context.Context, subject string, have uint64, f
 			return tok, gen, nil
 		}
 		owner := uniqueID()
-		got, err := r.s.rdb.SetNX(ctx, k.lock, owner, r.lockTTL).Result()
+		fence, err := lockScript.Run(ctx, r.s.rdb, []string{k.lock, k.gen}, owner, r.lockTTL.Milliseconds(), genTTL.Milliseconds()).Int64()
 		if err != nil {
 			return r.failed(ctx, err, have, fetch)
 		}
-		if got {
-			return r.fetchLocked(ctx, subject, k, owner, have, fresh, fetch)
+		if fence > 0 {
+			return r.fetchLocked(ctx, subject, k, owner, uint64(fence), have, fresh, fetch)
 		}
 		// Another replica is fetching: wait for its token.
 		wake, stop := r.s.watch(k.id)
@@ -85,9 +85,9 @@ func (r *routeStore) sharedHit(start time.Time, waited bool) {
 	}
 }
 
-// fetchLocked fetches while holding the lock, stores the token fenced by a
-// fresh generation and releases the lock.
-func (r *routeStore) fetchLocked(ctx context.Context, subject string, k credKeys, owner string, have uint64, fresh func(*tokencache.Token) bool, fetch tokencache.FetchFunc) (*tokencache.Token, uint64, error) {
+// fetchLocked fetches while holding the lock, stores the token fenced by the
+// generation taken with the lock and releases the lock.
+func (r *routeStore) fetchLocked(ctx context.Context, subject string, k credKeys, owner string, fence, have uint64, fresh func(*tokencache.Token) bool, fetch tokencache.FetchFunc) (*tokencache.Token, uint64, error) {
 	defer r.release(k, owner)
 	// The holder before us may have stored a token since we looked.
 	tok, gen, err := r.load(ctx, subject, k)
@@ -98,16 +98,6 @@ func (r *routeStore) fetchLocked(ctx context.Context, subject string, k credKeys
 		r.sharedHit(time.Now(), false)
 		return tok, gen, nil
 	}
-	pipe := r.s.rdb.TxPipeline()
-	incr := pipe.Incr(ctx, k.gen)
-	pipe.PExpire(ctx, k.gen, genTTL)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return r.failed(ctx, err, have, fetch)
-	}
-	if incr.Val() <= 0 {
-		return nil, have, fmt.Errorf("redis store: generation counter of route %q is %d", r.route, incr.Val())
-	}
-	fence := uint64(incr.Val()) //nolint:gosec // G115: checked positive above
 	tok, err = fetch(ctx)
 	if err != nil {
 		return nil, have, err

@@ -14,6 +14,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0`)
 
+// lockScript takes a credential's fetch lock and, with it, the next fencing
+// generation. KEYS[1] lock, KEYS[2] generation counter; ARGV[1] owner,
+// ARGV[2] lock TTL in ms, ARGV[3] counter TTL in ms. Returns the generation,
+// or 0 when another process holds the lock.
+var lockScript = redis.NewScript(`
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 0
+end
+local g = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return g`)
+
 // storeScript writes a sealed token only if its generation is newer than
 // the stored one (fencing: a writer whose lock expired cannot overwrite a
 // newer token), then tells the other replicas.
