@@ -111,6 +111,35 @@ func TestRefreshAheadSingleAcrossReplicas(t *testing.T) {
 	}
 }
 
+// A replica without a token (just started) takes the valid token another
+// replica stored, even while that one is being refreshed, instead of waiting.
+func TestColdReplicaTakesValidSharedToken(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBank(2*time.Second, 800*time.Millisecond)
+	a := newReplica(t, srv, b, replicaOpts{skew: 30 * time.Second}) // capped to 500 ms
+	if _, _, err := a.cache.Get(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1600 * time.Millisecond)
+	if tok, _, _ := a.cache.Get(context.Background(), ""); tok.Value != "tok-1" { // starts the slow refresh
+		t.Fatalf("a: %s", tok.Value)
+	}
+	cold := newReplica(t, srv, b, replicaOpts{skew: 30 * time.Second})
+	start := time.Now()
+	tok, _, err := cold.cache.Get(context.Background(), "")
+	if err != nil || tok.Value != "tok-1" || time.Since(start) > 300*time.Millisecond {
+		t.Fatalf("cold replica: %v %v after %v; want tok-1 at once", tok, err, time.Since(start))
+	}
+	eventually(t, 3*time.Second, "both on tok-2", func() bool {
+		ta, _, _ := a.cache.Get(context.Background(), "")
+		tc, _, _ := cold.cache.Get(context.Background(), "")
+		return ta.Value == "tok-2" && tc.Value == "tok-2"
+	})
+	if n := b.n.Load(); n != 2 {
+		t.Fatalf("%d token requests, want 2", n)
+	}
+}
+
 // Rotating refresh tokens: two replicas × 200 concurrent requests for one
 // subject after expiry refresh it once, and no refresh token is used twice.
 func TestRotatingSubjectRefreshSingle(t *testing.T) {

@@ -223,7 +223,14 @@ func (c *Cache) start(e *entry, subject string) *call {
 	e.busy.Store(true)
 	// The fetch is shared by every waiter and bounded by its own timeout:
 	// one caller's cancellation must not end it for the others.
-	go c.fetch(e, subject, e.gen, cl)
+	// Without a valid token of its own, a cache takes any valid token another
+	// replica stored, even one due for refresh, rather than wait: its next Get
+	// then joins the refresh ahead.
+	accept := c.fresh
+	if t := e.cur.Load(); t == nil || !time.Now().Before(t.Expiry) {
+		accept = valid
+	}
+	go c.fetch(e, subject, e.gen, accept, cl)
 	return cl
 }
 
@@ -269,12 +276,12 @@ func (c *Cache) Source() Source { return c.src }
 // fetch runs one refresh of e on behalf of every waiting caller. It owns cl
 // until it closes cl.done, and it runs on its own context so that one
 // caller giving up does not fail the others.
-func (c *Cache) fetch(e *entry, subject string, have uint64, cl *call) {
+func (c *Cache) fetch(e *entry, subject string, have uint64, accept func(*Token) bool, cl *call) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.MaxWait+c.opts.FetchTimeout)
 	defer cancel()
 	start := time.Now()
 	fetched := false
-	tok, gen, err := c.store.Refresh(ctx, subject, have, c.fresh, func(ctx context.Context) (*Token, error) {
+	tok, gen, err := c.store.Refresh(ctx, subject, have, accept, func(ctx context.Context) (*Token, error) {
 		fetched = true
 		return c.fetchPaced(ctx, subject)
 	})
@@ -307,6 +314,9 @@ func (c *Cache) fresh(t *Token) bool {
 	now := time.Now()
 	return now.Before(t.Expiry.Add(-EffectiveSkew(c.opts.Skew, t, now)))
 }
+
+// valid reports whether t has not expired.
+func valid(t *Token) bool { return time.Now().Before(t.Expiry) }
 
 // prepare sets t's refresh time, logging once per cache when the lifetime
 // caps the configured skew.

@@ -15,11 +15,13 @@ type FetchFunc func(ctx context.Context) (*Token, error)
 type Store interface {
 	// Refresh returns a token for subject whose generation differs from
 	// have (the generation of the token the caller holds, 0 for none) and
-	// for which fresh reports true; the caller owns the returned *Token.
+	// that accept takes (the cache accepts any valid token when it has none,
+	// else only one outside its refresh window); the caller owns the
+	// returned *Token.
 	// Across every cache sharing the store, at most one fetches a subject at
 	// a time: Refresh either calls fetch once, or waits for the token
 	// another cache fetched. gen is the returned token's generation.
-	Refresh(ctx context.Context, subject string, have uint64, fresh func(*Token) bool, fetch FetchFunc) (tok *Token, gen uint64, err error)
+	Refresh(ctx context.Context, subject string, have uint64, accept func(*Token) bool, fetch FetchFunc) (tok *Token, gen uint64, err error)
 }
 
 // MemoryStore shares nothing: every Refresh fetches. It is the store of a
