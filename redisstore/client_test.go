@@ -2,6 +2,9 @@ package redisstore
 
 import (
 	"context"
+	"crypto/tls"
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenproxy/tokenproxy/internal/redistest"
+	"github.com/tokenproxy/tokenproxy/internal/testpki"
 )
 
 // An ACL user with the right password passes Check; a wrong password is a
@@ -53,5 +57,54 @@ func TestClientCredentials(t *testing.T) {
 	}
 	if _, err := NewClient(ClientConfig{DialTimeout: time.Second, ReadTimeout: time.Second}); err == nil {
 		t.Fatal("NewClient accepted no address")
+	}
+}
+
+// The store works over TLS (a managed Redis), verifying the server's
+// certificate against the configured CA.
+func TestClientTLS(t *testing.T) {
+	ca, err := testpki.NewCA("redis test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.IssueServer([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	files, err := testpki.WriteFiles(dir, "redis", leaf, "unused")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.crt")
+	if err := ca.WriteCertFile(caFile); err != nil {
+		t.Fatal(err)
+	}
+	clientTLS := &tls.Config{RootCAs: ca.CertPool(), MinVersion: tls.VersionTLS12}
+	srv := redistest.StartTLS(t, &redistest.TLS{CertFile: files.Cert, KeyFile: files.Key, CAFile: caFile, Client: clientTLS})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		conf *tls.Config
+		ok   bool
+	}{
+		{"trusted CA", clientTLS, true},
+		{"unknown CA", &tls.Config{MinVersion: tls.VersionTLS12}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := NewClient(ClientConfig{Addrs: []string{srv.Addr()}, TLS: tc.conf, DialTimeout: time.Second, ReadTimeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			s, err := New(ctx, Options{Client: c, Key: testKey, Prefix: "tp-tls", MaxReplicas: 1, PollInterval: time.Second, HealthInterval: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if err := s.Check(ctx); (err == nil) != tc.ok {
+				t.Fatalf("Check: %v; want ok=%v", err, tc.ok)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ package redistest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -22,6 +23,7 @@ type Server struct {
 	bin  string
 	dir  string
 	port int
+	tls  *TLS
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -38,9 +40,22 @@ func Binary() string {
 	return ""
 }
 
+// TLS makes the server accept only TLS connections, with the certificate
+// and key in PEM files; Client is what the readiness probe dials with.
+type TLS struct {
+	CertFile, KeyFile, CAFile string
+	Client                    *tls.Config
+}
+
 // Start runs a redis-server for t and stops it at cleanup. Without the
 // binary the test is skipped, or fails when CI=true.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return StartTLS(t, nil)
+}
+
+// StartTLS is Start with TLS (nil: plain TCP).
+func StartTLS(t testing.TB, tc *TLS) *Server {
 	t.Helper()
 	bin := Binary()
 	if bin == "" {
@@ -49,7 +64,7 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip("redis-server is not installed")
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: freePort(t)}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: freePort(t), tls: tc}
 	s.Restart()
 	t.Cleanup(s.Stop)
 	return s
@@ -81,6 +96,11 @@ func (s *Server) Restart() {
 	}
 	args := []string{"--port", fmt.Sprint(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
 		"--save", "", "--appendonly", "no", "--protected-mode", "yes", "--logfile", filepath.Join(s.dir, "redis.log")}
+	if s.tls != nil {
+		args[1] = "0" // no plain port
+		args = append(args, "--tls-port", fmt.Sprint(s.port), "--tls-cert-file", s.tls.CertFile,
+			"--tls-key-file", s.tls.KeyFile, "--tls-ca-cert-file", s.tls.CAFile, "--tls-auth-clients", "no")
+	}
 	cmd := exec.Command(s.bin, args...) //nolint:gosec // G204: the redis-server found on PATH, with fixed arguments
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("starting redis-server: %v", err)
@@ -88,7 +108,7 @@ func (s *Server) Restart() {
 	s.cmd = cmd
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if ping(s.Addr()) {
+		if s.ping() {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -97,8 +117,15 @@ func (s *Server) Restart() {
 	s.t.Fatalf("redis-server did not answer on %s:\n%s", s.Addr(), log)
 }
 
-func ping(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+func (s *Server) ping() bool {
+	d := &net.Dialer{Timeout: 200 * time.Millisecond}
+	var c net.Conn
+	var err error
+	if s.tls != nil {
+		c, err = tls.DialWithDialer(d, "tcp", s.Addr(), s.tls.Client)
+	} else {
+		c, err = d.Dial("tcp", s.Addr())
+	}
 	if err != nil {
 		return false
 	}
