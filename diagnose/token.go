@@ -21,15 +21,14 @@ func (d *routeCheck) checkToken(ctx context.Context, r *route.Route) *tokencache
 	ctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
 	defer cancel()
 	start := time.Now()
-	tok, err := r.Tokens.Source().Fetch(ctx)
+	tok, err := r.Tokens.Source().Fetch(ctx, "")
 	var fe *tokencache.FetchError
-	var te *tokencache.ThrottledError
 	switch {
 	case err == nil:
 		d.step("token", OK, fmt.Sprintf("obtained in %s, expires in %s", time.Since(start).Round(time.Millisecond), time.Until(tok.Expiry).Round(time.Second)), "")
 		return tok
-	case errors.As(err, &te):
-		d.step("token", Warn, "the token endpoint answered 429 (throttled); retry after "+round(te.RetryAfter).String(),
+	case errors.As(err, &fe) && fe.Throttled():
+		d.step("token", Warn, "the token endpoint answered 429 (throttled); retry after "+round(fe.RetryAfter).String(),
 			"too many token requests from this IP: check that no other client shares the credentials, and lower rate_limit")
 	case errors.As(err, &fe) && fe.Status == http.StatusUnauthorized:
 		d.step("token", Fail, "the token endpoint rejected the username or password (HTTP 401)",

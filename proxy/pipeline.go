@@ -82,7 +82,7 @@ func (p *pipeline) serve(req *http.Request, route *route.Route, host string, ex 
 	if route.Tokens != nil {
 		var out tokencache.Outcome
 		var err error
-		tok, out, err = route.Tokens.Get(req.Context())
+		tok, out, err = route.Tokens.Get(req.Context(), "")
 		ex.token = out.String()
 		if err != nil {
 			ex.err = tokenError(err)
@@ -103,8 +103,8 @@ func (p *pipeline) serve(req *http.Request, route *route.Route, host string, ex 
 	// already replaced it), get a new one through the limiter and try once more.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	route.Tokens.Invalidate(tok)
-	tok2, _, err := route.Tokens.Get(req.Context())
+	route.Tokens.Invalidate("", tok)
+	tok2, _, err := route.Tokens.Get(req.Context(), "")
 	ex.token = "refetch"
 	ex.retried = true
 	if err != nil {

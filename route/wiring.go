@@ -40,16 +40,20 @@ func buildTokens(ctx context.Context, p, route string, t *config.Token, tr *http
 	u, _ := url.Parse(t.URL)
 	lim := o.Limiters.For(u.Host, tokencache.Budget{PerMinute: t.RateLimit.RequestsPerMinute, Burst: t.RateLimit.Burst})
 	src := &tokencache.BasicGet{
-		URL: t.URL, Username: user, Password: pass, DefaultTTL: t.DefaultTTL, Limiter: lim,
+		URL: t.URL, Username: user, Password: pass, DefaultTTL: t.DefaultTTL,
 		Client: &http.Client{
 			Transport:     tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 	}
-	return tokencache.New(src, lim, tokencache.Options{
+	cache, err := tokencache.New(src, lim, tokencache.Options{
 		Route: route, Skew: t.Skew, MaxWait: t.MaxWait, FetchTimeout: t.FetchTimeout,
 		Log: o.Log, Observer: o.TokenObserver,
-	}), nil
+	})
+	if err != nil {
+		return nil, &problem.FieldError{Path: p, Err: err}
+	}
+	return cache, nil
 }
 
 // buildSigner loads the signing key (apart from the TLS client certificate),

@@ -27,8 +27,6 @@ type BasicGet struct {
 	Client *http.Client
 	// DefaultTTL applies when the answer has no expires_in.
 	DefaultTTL time.Duration
-	// Limiter, when set, receives 429s so the back-off covers every route on this host.
-	Limiter *Limiter
 
 	host string
 }
@@ -44,7 +42,8 @@ func (b *BasicGet) Host() string {
 }
 
 // Fetch implements Source.
-func (b *BasicGet) Fetch(ctx context.Context) (*Token, error) {
+// The flow has no subject: every subject gets the route's token.
+func (b *BasicGet) Fetch(ctx context.Context, _ string) (*Token, error) {
 	user, err := b.Username.Get(ctx)
 	if err != nil {
 		return nil, &FetchError{Reason: "reading the username (" + b.Username.String() + ")", Err: err}
@@ -76,13 +75,8 @@ func (b *BasicGet) Fetch(ctx context.Context) (*Token, error) {
 	}
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests:
-		d, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), now)
-		if b.Limiter != nil {
-			d = b.Limiter.Throttled(d, ok)
-		} else if !ok {
-			d = BackoffDelay(1, 0.5)
-		}
-		return nil, &ThrottledError{RetryAfter: d, Reason: "the token endpoint answered 429 Too Many Requests"}
+		d, _ := ParseRetryAfter(resp.Header.Get("Retry-After"), now)
+		return nil, &FetchError{Status: resp.StatusCode, RetryAfter: d, Reason: "the token endpoint answered 429 Too Many Requests", Excerpt: excerpt}
 	case resp.StatusCode == http.StatusUnauthorized:
 		return nil, &FetchError{Status: resp.StatusCode, Reason: "the token endpoint rejected the username or password", Excerpt: excerpt}
 	case resp.StatusCode == http.StatusForbidden:

@@ -3,6 +3,7 @@ package tokencache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,8 +14,13 @@ import (
 // Source performs one token request. Implementations do no caching, pacing
 // or retrying: the Cache does.
 type Source interface {
-	Fetch(ctx context.Context) (*Token, error)
-	// Host is the authorization host, whose Limiter paces this source.
+	// Fetch performs one token request for subject ("" for a route-wide
+	// token). A 429 is returned as *FetchError{Status: 429, RetryAfter: d}
+	// (RetryAfter 0 when the header was absent); the cache alone decides
+	// the back-off. A subject without a usable consent gets a
+	// *ConsentRequiredError.
+	Fetch(ctx context.Context, subject string) (*Token, error)
+	// Host is the authorization host, whose budget paces this source.
 	Host() string
 }
 
@@ -23,7 +29,7 @@ type Outcome uint8
 
 // Outcomes of Get.
 const (
-	Hit     Outcome = iota + 1 // the cached token was valid
+	Hit     Outcome = iota + 1 // the cached token was valid (perhaps being refreshed meanwhile)
 	Fetched                    // the caller waited for a fetch (its own or a shared one)
 )
 
@@ -42,35 +48,54 @@ func (o Outcome) String() string {
 type Observer interface {
 	TokenHit(route string)
 	TokenFetch(route, result string, d time.Duration)
+	// LimiterWait is called only for fetches that waited for the budget or
+	// a back-off.
 	LimiterWait(route string, d time.Duration)
 	TokenThrottled(route string)
 }
 
-// Options configure a Cache.
+// Options configure a Cache. Configuration supplies every value; New applies
+// no defaults.
 type Options struct {
 	// Route names the cache in logs and metrics.
 	Route string
-	// Skew is how long before expiry a token stops being reused.
+	// Skew is how long before expiry a token is refreshed, capped at a
+	// quarter of the token's lifetime (see EffectiveSkew).
 	Skew time.Duration
-	// MaxWait bounds how long a fetch waits for the limiter or a back-off
+	// MaxWait bounds how long a fetch waits for the budget or a back-off
 	// before failing with a ThrottledError.
 	MaxWait time.Duration
 	// FetchTimeout bounds one token request once it is sent.
 	FetchTimeout time.Duration
-	Log          *zap.Logger
-	Observer     Observer
+	// Store shares tokens with other replicas; nil keeps them in this
+	// process (MemoryStore).
+	Store    Store
+	Log      *zap.Logger
+	Observer Observer
 }
 
-// Cache holds one route's current token. Get is safe for concurrent use and
-// does not allocate when the cached token is valid.
+// Cache holds one route's tokens, one per subject. Get is safe for
+// concurrent use and does not allocate when the cached token is valid.
 type Cache struct {
-	opts Options
-	src  Source
-	lim  *Limiter
+	opts  Options
+	src   Source
+	pacer Pacer
+	store Store
+	log   *zap.Logger
 
-	cur atomic.Pointer[Token]
+	route    entry    // subject ""
+	subjects sync.Map // string → *entry
+	capped   atomic.Bool
+}
 
-	mu     sync.Mutex // guards flight
+// entry is one subject's token and its refresh.
+type entry struct {
+	cur  atomic.Pointer[Token]
+	busy atomic.Bool  // a fetch is in flight
+	hold atomic.Int64 // unix nanos before which no refresh-ahead starts (after a failed one)
+
+	mu     sync.Mutex // guards the fields below, and starting a flight
+	gen    uint64     // the store's generation of cur
 	flight *call
 }
 
@@ -81,51 +106,104 @@ type call struct {
 	err  error
 }
 
-// New returns a Cache that fetches from src paced by lim.
-func New(src Source, lim *Limiter, opts Options) *Cache {
-	if opts.MaxWait <= 0 {
-		opts.MaxWait = 10 * time.Second
+// New returns a Cache that fetches from src paced by pacer.
+func New(src Source, pacer Pacer, opts Options) (*Cache, error) {
+	switch {
+	case src == nil || pacer == nil:
+		return nil, errors.New("token cache: a source and a pacer are required")
+	case opts.Skew < 0:
+		return nil, fmt.Errorf("token cache for route %q: skew %v is negative", opts.Route, opts.Skew)
+	case opts.MaxWait <= 0 || opts.FetchTimeout <= 0:
+		return nil, fmt.Errorf("token cache for route %q: max_wait (%v) and fetch_timeout (%v) must be positive", opts.Route, opts.MaxWait, opts.FetchTimeout)
 	}
-	if opts.FetchTimeout <= 0 {
-		opts.FetchTimeout = 30 * time.Second
+	c := &Cache{opts: opts, src: src, pacer: pacer, store: opts.Store, log: opts.Log}
+	if c.store == nil {
+		c.store = MemoryStore{}
 	}
-	if opts.Log == nil {
-		opts.Log = zap.NewNop()
+	if c.log == nil {
+		c.log = zap.NewNop()
 	}
-	return &Cache{opts: opts, src: src, lim: lim}
+	c.log = c.log.With(zap.String("route", opts.Route), zap.String("auth_host", src.Host()))
+	return c, nil
 }
 
-// Get returns a valid token: the cached one, or one fetched now. While a
-// fetch is in flight, every caller waits for that same fetch. If ctx ends
-// first, Get returns a *ThrottledError telling the caller when to retry; the
-// fetch goes on for whoever asks next.
-func (c *Cache) Get(ctx context.Context) (*Token, Outcome, error) {
-	if t := c.cur.Load(); t != nil && time.Now().Before(t.refreshAt) {
-		if c.opts.Observer != nil {
-			c.opts.Observer.TokenHit(c.opts.Route)
+// Get returns a valid token for subject ("" for the route-wide token): the
+// cached one, or one fetched now. A token within the skew of its expiry is
+// still returned while its refresh runs; only a caller without a valid token
+// waits, sharing the one in-flight fetch. If ctx ends first, Get returns a
+// *ThrottledError telling the caller when to retry; the fetch goes on for
+// whoever asks next.
+func (c *Cache) Get(ctx context.Context, subject string) (*Token, Outcome, error) {
+	if e := c.lookup(subject); e != nil {
+		if t := e.cur.Load(); t != nil {
+			now := time.Now()
+			if now.Before(t.refreshAt) {
+				c.hit()
+				return t, Hit, nil
+			}
+			if now.Before(t.Expiry) {
+				c.refreshAhead(e, subject, now)
+				c.hit()
+				return t, Hit, nil
+			}
 		}
-		return t, Hit, nil
 	}
-	return c.slow(ctx)
+	return c.wait(ctx, subject)
 }
 
-func (c *Cache) slow(ctx context.Context) (*Token, Outcome, error) {
-	c.mu.Lock()
-	if t := c.cur.Load(); t != nil && time.Now().Before(t.refreshAt) {
-		c.mu.Unlock()
+func (c *Cache) hit() {
+	if c.opts.Observer != nil {
+		c.opts.Observer.TokenHit(c.opts.Route)
+	}
+}
+
+// lookup returns subject's entry, or nil; it does not allocate.
+func (c *Cache) lookup(subject string) *entry {
+	if subject == "" {
+		return &c.route
+	}
+	if v, ok := c.subjects.Load(subject); ok {
+		return v.(*entry)
+	}
+	return nil
+}
+
+func (c *Cache) entryFor(subject string) *entry {
+	if e := c.lookup(subject); e != nil {
+		return e
+	}
+	v, _ := c.subjects.LoadOrStore(subject, &entry{})
+	return v.(*entry)
+}
+
+// refreshAhead starts e's refresh unless one runs or a failed one asked to
+// hold off.
+func (c *Cache) refreshAhead(e *entry, subject string, now time.Time) {
+	if e.busy.Load() || now.UnixNano() < e.hold.Load() {
+		return
+	}
+	e.mu.Lock()
+	if e.flight == nil {
+		c.start(e, subject)
+	}
+	e.mu.Unlock()
+}
+
+func (c *Cache) wait(ctx context.Context, subject string) (*Token, Outcome, error) {
+	e := c.entryFor(subject)
+	e.mu.Lock()
+	if t := e.cur.Load(); t != nil && time.Now().Before(t.Expiry) {
+		e.mu.Unlock() // filled meanwhile
+		c.hit()
 		return t, Hit, nil
 	}
-	cl := c.flight
+	cl := e.flight
 	if cl == nil {
-		cl = &call{done: make(chan struct{})}
-		c.flight = cl
-		// The fetch is shared by every waiter and bounded by its own timeout:
-		// one caller's cancellation must not end it for the others.
-		go c.fetch(cl) //nolint:gosec // G118, see above
+		cl = c.start(e, subject)
 	}
-	c.mu.Unlock()
+	e.mu.Unlock()
 
-	// A caller waits at most for the whole fetch (limiter wait plus the request).
+	// A caller waits at most for the whole fetch (budget wait plus the request).
 	t := time.NewTimer(c.opts.MaxWait + c.opts.FetchTimeout)
 	defer t.Stop()
 	select {
@@ -134,86 +212,157 @@ func (c *Cache) slow(ctx context.Context) (*Token, Outcome, error) {
 	case <-t.C:
 		return nil, Fetched, &ThrottledError{RetryAfter: time.Second, Reason: "the token request did not complete in time"}
 	case <-ctx.Done():
-		retry := time.Second
-		if d := c.lim.BackoffRemaining(); d > retry {
-			retry = d
-		}
-		return nil, Fetched, &ThrottledError{RetryAfter: retry, Reason: "the token request did not complete in time"}
+		return nil, Fetched, &ThrottledError{RetryAfter: max(time.Second, c.pacer.BackoffRemaining()), Reason: "the token request did not complete in time"}
 	}
 }
 
-// Invalidate drops t if it is still the current token, so the next Get
-// fetches anew. A token already replaced by another caller is left alone.
-func (c *Cache) Invalidate(t *Token) {
-	if t != nil {
-		c.cur.CompareAndSwap(t, nil)
+// start begins a fetch for e; e.mu is held.
+func (c *Cache) start(e *entry, subject string) *call {
+	cl := &call{done: make(chan struct{})}
+	e.flight = cl
+	e.busy.Store(true)
+	// The fetch is shared by every waiter and bounded by its own timeout:
+	// one caller's cancellation must not end it for the others.
+	// Without a valid token of its own, a cache takes any valid token another
+	// replica stored, even one due for refresh, rather than wait: its next Get
+	// then joins the refresh ahead.
+	accept := c.fresh
+	if t := e.cur.Load(); t == nil || !time.Now().Before(t.Expiry) {
+		accept = valid
 	}
+	go c.fetch(e, subject, e.gen, accept, cl)
+	return cl
+}
+
+// Invalidate drops t if it is still subject's current token (after the
+// upstream rejected it), so the next Get fetches anew. A token already
+// replaced is left alone.
+func (c *Cache) Invalidate(subject string, t *Token) {
+	if e := c.lookup(subject); e != nil && t != nil {
+		e.cur.CompareAndSwap(t, nil)
+	}
+}
+
+// Forget drops subject's token (for instance when its consent is revoked);
+// a fetch in flight for a named subject completes but its token is not kept.
+func (c *Cache) Forget(subject string) {
+	if subject == "" {
+		c.route.cur.Store(nil)
+		return
+	}
+	c.subjects.Delete(subject)
+}
+
+// Sweep forgets the subjects whose token expired more than idle ago and
+// that have no fetch in flight, so idle customers do not hold memory; it
+// returns how many it dropped. The route-wide token is never swept.
+func (c *Cache) Sweep(idle time.Duration) int {
+	cutoff := time.Now().Add(-idle)
+	n := 0
+	c.subjects.Range(func(k, v any) bool {
+		e := v.(*entry)
+		if t := e.cur.Load(); (t == nil || t.Expiry.Before(cutoff)) && !e.busy.Load() {
+			c.subjects.CompareAndDelete(k, v)
+			n++
+		}
+		return true
+	})
+	return n
 }
 
 // Source returns the cache's token source (for diagnostics).
 func (c *Cache) Source() Source { return c.src }
 
-// Current returns the cached token, valid or not, or nil.
-func (c *Cache) Current() *Token { return c.cur.Load() }
-
-// fetch runs one token request on behalf of every waiting caller. It owns
-// cl until it closes cl.done, and it runs on its own context so that one
+// fetch runs one refresh of e on behalf of every waiting caller. It owns cl
+// until it closes cl.done, and it runs on its own context so that one
 // caller giving up does not fail the others.
-func (c *Cache) fetch(cl *call) {
+func (c *Cache) fetch(e *entry, subject string, have uint64, accept func(*Token) bool, cl *call) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.MaxWait+c.opts.FetchTimeout)
 	defer cancel()
 	start := time.Now()
-	log := c.opts.Log.With(zap.String("route", c.opts.Route), zap.String("auth_host", c.src.Host()))
-
-	tok, err := c.fetchPaced(ctx, log)
-	result := "ok"
-	if err != nil {
-		result = resultOf(err)
+	fetched := false
+	tok, gen, err := c.store.Refresh(ctx, subject, have, accept, func(ctx context.Context) (*Token, error) {
+		fetched = true
+		return c.fetchPaced(ctx, subject)
+	})
+	if c.opts.Observer != nil && (fetched || err != nil) {
+		c.opts.Observer.TokenFetch(c.opts.Route, resultOf(err), time.Since(start))
 	}
-	if c.opts.Observer != nil {
-		c.opts.Observer.TokenFetch(c.opts.Route, result, time.Since(start))
-	}
-
-	c.mu.Lock()
+	now := time.Now()
 	if err == nil {
-		c.cur.Store(tok)
+		c.prepare(tok, now)
 	}
-	c.flight = nil
-	c.mu.Unlock()
+
+	e.mu.Lock()
+	if err == nil {
+		e.cur.Store(tok)
+		e.gen = gen
+	} else {
+		// Keep serving a still-valid token; try again no sooner than a second
+		// (or the back-off) from now, so a failing refresh does not spin.
+		e.hold.Store(now.Add(max(time.Second, c.pacer.BackoffRemaining())).UnixNano())
+	}
+	e.flight = nil
+	e.busy.Store(false)
+	e.mu.Unlock()
 	cl.tok, cl.err = tok, err
 	close(cl.done)
 }
 
-func (c *Cache) fetchPaced(ctx context.Context, log *zap.Logger) (*Token, error) {
-	waited, err := c.lim.Acquire(ctx, c.opts.MaxWait)
-	if waited > 0 && c.opts.Observer != nil {
-		c.opts.Observer.LimiterWait(c.opts.Route, waited)
+// fresh reports whether t is outside its refresh window now.
+func (c *Cache) fresh(t *Token) bool {
+	now := time.Now()
+	return now.Before(t.Expiry.Add(-EffectiveSkew(c.opts.Skew, t, now)))
+}
+
+// valid reports whether t has not expired.
+func valid(t *Token) bool { return time.Now().Before(t.Expiry) }
+
+// prepare sets t's refresh time, logging once per cache when the lifetime
+// caps the configured skew.
+func (c *Cache) prepare(t *Token, now time.Time) {
+	skew := EffectiveSkew(c.opts.Skew, t, now)
+	t.refreshAt = t.Expiry.Add(-skew)
+	if skew < c.opts.Skew && c.capped.CompareAndSwap(false, true) {
+		c.log.Info("token lifetime is short for the configured skew; refreshing at a quarter of the lifetime before expiry instead",
+			zap.Duration("skew", c.opts.Skew), zap.Duration("lifetime", t.Expiry.Sub(t.Issued).Round(time.Millisecond)),
+			zap.Duration("effective_skew", skew))
+	}
+}
+
+func (c *Cache) fetchPaced(ctx context.Context, subject string) (*Token, error) {
+	p, err := c.pacer.Acquire(ctx, c.opts.MaxWait)
+	if p.Waited > 0 && c.opts.Observer != nil {
+		c.opts.Observer.LimiterWait(c.opts.Route, p.Waited)
 	}
 	if err != nil {
-		log.Warn("token request not sent", zap.Duration("limiter_wait", waited), zap.Error(err))
+		c.log.Warn("token request not sent", zap.Duration("limiter_wait", p.Waited), zap.Error(err))
 		return nil, err
 	}
+	defer p.Done()
 	sent := time.Now()
 	fctx, cancel := context.WithTimeout(ctx, c.opts.FetchTimeout)
 	defer cancel()
-	tok, err := c.src.Fetch(fctx)
+	tok, err := c.src.Fetch(fctx, subject)
 	took := time.Since(sent)
-	if err != nil {
-		var te *ThrottledError
-		if errors.As(err, &te) {
-			if c.opts.Observer != nil {
-				c.opts.Observer.TokenThrottled(c.opts.Route)
-			}
-			log.Warn("token endpoint answered 429; backing off",
-				zap.Duration("backoff", te.RetryAfter), zap.Duration("duration", took))
-			return nil, err
+	var fe *FetchError
+	switch {
+	case errors.As(err, &fe) && fe.Throttled():
+		d := c.pacer.Throttled(fe.RetryAfter)
+		if c.opts.Observer != nil {
+			c.opts.Observer.TokenThrottled(c.opts.Route)
 		}
-		log.Error("token request failed", zap.Duration("duration", took), zap.Duration("limiter_wait", waited), zap.Error(err))
+		c.log.Warn("token endpoint answered 429; backing off", zap.Duration("backoff", d), zap.Duration("duration", took))
+		return nil, &ThrottledError{RetryAfter: d, Reason: "the token endpoint answered 429 Too Many Requests"}
+	case err != nil:
+		c.log.Error("token request failed", zap.Duration("duration", took), zap.Duration("limiter_wait", p.Waited), zap.Error(err))
 		return nil, err
 	}
-	c.lim.Succeeded()
-	tok.refreshAt = tok.Expiry.Add(-c.opts.Skew)
-	log.Info("token fetched", zap.Duration("duration", took), zap.Duration("limiter_wait", waited),
+	c.pacer.Succeeded()
+	if tok.Issued.IsZero() {
+		tok.Issued = time.Now()
+	}
+	c.log.Info("token fetched", zap.Duration("duration", took), zap.Duration("limiter_wait", p.Waited),
 		zap.Duration("expires_in", time.Until(tok.Expiry).Round(time.Second)), zap.String("token_type", tok.Type))
 	return tok, nil
 }
@@ -221,10 +370,13 @@ func (c *Cache) fetchPaced(ctx context.Context, log *zap.Logger) (*Token, error)
 func resultOf(err error) string {
 	var te *ThrottledError
 	var fe *FetchError
+	var ce *ConsentRequiredError
 	switch {
+	case err == nil:
+		return "ok"
 	case errors.As(err, &te):
 		return "throttled"
-	case errors.As(err, &fe) && fe.CredentialsRejected():
+	case errors.As(err, &fe) && fe.CredentialsRejected(), errors.As(err, &ce):
 		return "rejected"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"

@@ -4,103 +4,215 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // fakeSource hands out numbered tokens with a fixed TTL, or 429s while throttle > 0.
 type fakeSource struct {
 	ttl      time.Duration
-	lim      *Limiter
 	delay    time.Duration
 	fetches  atomic.Int64
 	throttle atomic.Int64
 	retry    time.Duration // Retry-After sent with a 429; 0 means none
+	fail     error         // returned by every fetch when set
 
-	mu    sync.Mutex
-	times []time.Time
+	mu       sync.Mutex
+	times    []time.Time
+	subjects []string
 }
 
 func (f *fakeSource) Host() string { return "auth.example" }
 
-func (f *fakeSource) Fetch(ctx context.Context) (*Token, error) {
+func (f *fakeSource) Fetch(ctx context.Context, subject string) (*Token, error) {
 	n := f.fetches.Add(1)
 	f.mu.Lock()
 	f.times = append(f.times, time.Now())
+	f.subjects = append(f.subjects, subject)
 	f.mu.Unlock()
 	if f.delay > 0 {
-		time.Sleep(f.delay)
+		if err := sleepUntil(ctx, f.delay, nil); err != nil {
+			return nil, err
+		}
+	}
+	if f.fail != nil {
+		return nil, f.fail
 	}
 	if f.throttle.Load() > 0 {
 		f.throttle.Add(-1)
-		d := f.lim.Throttled(f.retry, f.retry > 0)
-		return nil, &ThrottledError{RetryAfter: d, Reason: "429"}
+		return nil, &FetchError{Status: 429, RetryAfter: f.retry, Reason: "429"}
 	}
 	v := fmt.Sprintf("tok-%d", n)
-	return &Token{Value: v, Type: "Bearer", Header: "Bearer " + v, Expiry: time.Now().Add(f.ttl)}, nil
+	return &Token{Value: v, Type: "Bearer", Header: "Bearer " + v, Expiry: time.Now().Add(f.ttl), Issued: time.Now()}, nil
 }
 
-func newCache(src *fakeSource, b Budget, maxWait time.Duration) *Cache {
-	lim := NewLimiter(b)
-	src.lim = lim
-	return New(src, lim, Options{Route: "r", Skew: 10 * time.Second, MaxWait: maxWait})
+type countingObserver struct {
+	hits, fetches, waits, throttled atomic.Int64
 }
 
-func TestConcurrentCallersShareOneFetch(t *testing.T) {
+func (o *countingObserver) TokenHit(string)                          { o.hits.Add(1) }
+func (o *countingObserver) TokenFetch(string, string, time.Duration) { o.fetches.Add(1) }
+func (o *countingObserver) LimiterWait(string, time.Duration)        { o.waits.Add(1) }
+func (o *countingObserver) TokenThrottled(string)                    { o.throttled.Add(1) }
+
+func newCache(t testing.TB, src *fakeSource, b Budget, maxWait time.Duration, opts ...func(*Options)) *Cache {
+	t.Helper()
+	o := Options{Route: "r", Skew: 10 * time.Second, MaxWait: maxWait, FetchTimeout: 30 * time.Second}
+	for _, f := range opts {
+		f(&o)
+	}
+	c, err := New(src, NewLimiter(b), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// getMany runs n concurrent Gets for subject and returns how many callers saw each token.
+func getMany(t *testing.T, c *Cache, subject string, n int) map[string]int {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seen := map[string]int{}
+	for range n {
+		wg.Go(func() {
+			tok, _, err := c.Get(t.Context(), subject)
+			if err != nil {
+				t.Errorf("Get: %v", err)
+				return
+			}
+			mu.Lock()
+			seen[tok.Value]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return seen
+}
+
+// 1,000 concurrent callers cause exactly one token request when the token is
+// absent or expired, none while it is valid, and none wait while the valid
+// token is being refreshed.
+func TestThousandConcurrentOneFetch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := &fakeSource{ttl: 5 * time.Minute, delay: 50 * time.Millisecond}
-		c := newCache(src, Budget{PerMinute: 6, Burst: 1}, 10*time.Second)
-		get1000 := func() map[string]int {
-			var wg sync.WaitGroup
-			var mu sync.Mutex
-			seen := map[string]int{}
-			for range 1000 {
-				wg.Go(func() {
-					tok, _, err := c.Get(t.Context())
-					if err != nil {
-						t.Errorf("Get: %v", err)
-						return
-					}
-					mu.Lock()
-					seen[tok.Value]++
-					mu.Unlock()
-				})
-			}
-			wg.Wait()
-			return seen
-		}
-		if seen := get1000(); src.fetches.Load() != 1 || len(seen) != 1 {
+		c := newCache(t, src, Budget{PerMinute: 6, Burst: 1}, 10*time.Second)
+		if seen := getMany(t, c, "", 1000); src.fetches.Load() != 1 || len(seen) != 1 {
 			t.Fatalf("cold: %d fetches, tokens %v; want exactly 1", src.fetches.Load(), seen)
 		}
-		if get1000(); src.fetches.Load() != 1 {
+		if getMany(t, c, "", 1000); src.fetches.Load() != 1 {
 			t.Fatalf("valid token: %d fetches; want no new fetch", src.fetches.Load()-1)
 		}
-		// Past expiry minus skew: exactly one more fetch for 1,000 callers.
+		// Inside the skew: everyone gets tok-1 at once, one refresh starts.
 		time.Sleep(5*time.Minute - 10*time.Second)
-		if seen := get1000(); src.fetches.Load() != 2 || seen["tok-2"] != 1000 {
-			t.Fatalf("expired: %d fetches, tokens %v; want 2 fetches and all callers on tok-2", src.fetches.Load(), seen)
+		start := time.Now()
+		if seen := getMany(t, c, "", 1000); seen["tok-1"] != 1000 || time.Since(start) != 0 {
+			t.Fatalf("refresh ahead: tokens %v after %v; want all on tok-1 without waiting", seen, time.Since(start))
+		}
+		synctest.Wait()
+		time.Sleep(src.delay)
+		if seen := getMany(t, c, "", 1000); src.fetches.Load() != 2 || seen["tok-2"] != 1000 {
+			t.Fatalf("refreshed: %d fetches, tokens %v; want 2 fetches and all callers on tok-2", src.fetches.Load(), seen)
+		}
+		// Past expiry: callers wait for exactly one fetch.
+		time.Sleep(6 * time.Minute)
+		if seen := getMany(t, c, "", 1000); src.fetches.Load() != 3 || seen["tok-3"] != 1000 {
+			t.Fatalf("expired: %d fetches, tokens %v; want 3 fetches and all callers on tok-3", src.fetches.Load(), seen)
 		}
 	})
 }
 
-func TestSkew(t *testing.T) {
+// Subjects have their own tokens; the subject reaches the source.
+func TestSubjectsAreSeparate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		src := &fakeSource{ttl: time.Minute}
-		c := newCache(src, Budget{PerMinute: 60, Burst: 5}, time.Second)
-		tok, out, _ := c.Get(t.Context())
-		if out != Fetched {
-			t.Fatalf("outcome %v", out)
+		src := &fakeSource{ttl: time.Hour, delay: 10 * time.Millisecond}
+		c := newCache(t, src, Budget{PerMinute: 60, Burst: 10}, 10*time.Second)
+		a := getMany(t, c, "alice", 100)
+		b := getMany(t, c, "bob", 100)
+		r := getMany(t, c, "", 100)
+		if len(a) != 1 || len(b) != 1 || len(r) != 1 || src.fetches.Load() != 3 {
+			t.Fatalf("alice %v bob %v route %v, %d fetches", a, b, r, src.fetches.Load())
 		}
-		time.Sleep(49 * time.Second)
-		if t2, out, _ := c.Get(t.Context()); t2 != tok || out != Hit {
-			t.Fatalf("within skew window: got %v %v", t2, out)
+		for k := range a {
+			if b[k] > 0 || r[k] > 0 {
+				t.Fatal("two subjects share a token")
+			}
 		}
-		time.Sleep(1 * time.Second) // 50 s: expiry 60 s minus skew 10 s
-		if t2, _, _ := c.Get(t.Context()); t2 == tok {
-			t.Fatal("token reused inside the skew")
+		if fmt.Sprint(src.subjects) != "[alice bob ]" {
+			t.Fatalf("subjects sent %q", src.subjects)
+		}
+	})
+}
+
+func TestEffectiveSkew(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tests := []struct {
+		name     string
+		skew     time.Duration
+		issued   time.Time
+		life     time.Duration
+		expected time.Duration
+	}{
+		{"long token keeps skew", 30 * time.Second, now, 5 * time.Minute, 30 * time.Second},
+		{"5 s token", 30 * time.Second, now, 5 * time.Second, 1250 * time.Millisecond},
+		{"exactly four skews", 10 * time.Second, now, 40 * time.Second, 10 * time.Second},
+		{"zero skew", 0, now, time.Minute, 0},
+		{"issued unknown: remaining life", 30 * time.Second, time.Time{}, 8 * time.Second, 2 * time.Second},
+		{"expired", 30 * time.Second, now, -time.Second, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := &Token{Issued: tc.issued, Expiry: now.Add(tc.life)}
+			if got := EffectiveSkew(tc.skew, tok, now); got != tc.expected {
+				t.Fatalf("EffectiveSkew = %v, want %v", got, tc.expected)
+			}
+		})
+	}
+}
+
+// expires_in 5 with the default 30 s skew once gave 200, 503, 503…: every call
+// fetched and the budget ran out. Now the skew is capped, every call is
+// served, one token serves 3.75 s, and the choice is logged once.
+func TestShortLifetimeDefaultSkew(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		core, logs := observer.New(zap.InfoLevel)
+		src := &fakeSource{ttl: 5 * time.Second, delay: 20 * time.Millisecond}
+		c := newCache(t, src, DefaultBudget, 10*time.Second, func(o *Options) {
+			o.Skew = 30 * time.Second
+			o.Log = zap.New(core)
+		})
+		for i := range 5 {
+			if _, _, err := c.Get(t.Context(), ""); err != nil {
+				t.Fatalf("call %d: %v", i, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := src.fetches.Load(); n != 1 {
+			t.Fatalf("5 calls 20 ms apart made %d token requests, want 1", n)
+		}
+		// A minute of calls every 20 ms with a budget that fits one token per
+		// 3.75 s: every call served, with no caller waiting.
+		c2 := newCache(t, &fakeSource{ttl: 5 * time.Second, delay: 20 * time.Millisecond}, Budget{PerMinute: 20, Burst: 2}, 10*time.Second,
+			func(o *Options) { o.Skew = 30 * time.Second; o.Log = zap.New(core) })
+		src2 := c2.src.(*fakeSource)
+		for i := range 3000 {
+			tok, _, err := c2.Get(t.Context(), "")
+			if err != nil || !time.Now().Before(tok.Expiry) {
+				t.Fatalf("call %d at %v: %v", i, time.Now(), err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := src2.fetches.Load(); n < 15 || n > 17 {
+			t.Fatalf("%d token requests in 60 s of a 5 s token, want 16 (one per 3.75 s)", n)
+		}
+		if n := logs.FilterMessageSnippet("lifetime is short").Len(); n != 2 {
+			t.Fatalf("skew cap logged %d times for two caches, want once each", n)
 		}
 	})
 }
@@ -108,194 +220,122 @@ func TestSkew(t *testing.T) {
 func TestInvalidateOnlyCurrent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := &fakeSource{ttl: time.Hour}
-		c := newCache(src, Budget{PerMinute: 60, Burst: 5}, time.Second)
-		old, _, _ := c.Get(t.Context())
-		c.Invalidate(old)
-		cur, _, _ := c.Get(t.Context())
-		if cur == old || src.fetches.Load() != 2 {
-			t.Fatalf("invalidate did not force a fetch")
+		c := newCache(t, src, Budget{PerMinute: 60, Burst: 5}, time.Second)
+		for _, sub := range []string{"", "alice"} {
+			old, _, _ := c.Get(t.Context(), sub)
+			c.Invalidate(sub, old)
+			cur, _, _ := c.Get(t.Context(), sub)
+			if cur == old {
+				t.Fatalf("%q: invalidate did not force a fetch", sub)
+			}
+			c.Invalidate(sub, old) // stale: must not drop cur
+			if again, out, _ := c.Get(t.Context(), sub); again != cur || out != Hit {
+				t.Fatalf("%q: invalidating a stale token dropped the current one", sub)
+			}
 		}
-		c.Invalidate(old) // stale: must not drop cur
-		if again, out, _ := c.Get(t.Context()); again != cur || out != Hit {
-			t.Fatal("invalidating a stale token dropped the current one")
+		c.Invalidate("nobody", nil)
+		if src.fetches.Load() != 4 {
+			t.Fatalf("%d fetches, want 4", src.fetches.Load())
 		}
 	})
 }
 
-// A storm of forced refreshes (every token rejected upstream) sends at most
-// PerMinute token requests in any minute, and callers get a ThrottledError
-// with a retry hint instead of waiting forever.
-func TestStormStaysInBudget(t *testing.T) {
-	for _, b := range []Budget{{PerMinute: 5, Burst: 1}, {PerMinute: 5, Burst: 5}, {PerMinute: 12, Burst: 3}} {
-		t.Run(fmt.Sprintf("%d/min burst %d", b.PerMinute, b.Burst), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				src := &fakeSource{ttl: time.Hour}
-				c := newCache(src, b, 2*time.Second)
-				var throttled atomic.Int64
-				var wg sync.WaitGroup
-				for w := range 20 {
-					wg.Go(func() {
-						for i := range 60 {
-							ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-							tok, _, err := c.Get(ctx)
-							cancel()
-							var te *ThrottledError
-							switch {
-							case errors.As(err, &te):
-								if te.RetryAfter <= 0 {
-									t.Errorf("throttled without a retry hint")
-								}
-								throttled.Add(1)
-							case err != nil:
-								t.Errorf("worker %d call %d: %v", w, i, err)
-							default:
-								c.Invalidate(tok) // as an upstream 401 would
-							}
-							time.Sleep(time.Second)
-						}
-					})
+func TestForgetAndSweep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &fakeSource{ttl: time.Minute}
+		c := newCache(t, src, Budget{PerMinute: 60, Burst: 10}, time.Second)
+		for _, s := range []string{"", "alice", "bob"} {
+			if _, _, err := c.Get(t.Context(), s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.Forget("alice")
+		if c.lookup("alice") != nil {
+			t.Fatal("alice not forgotten")
+		}
+		if n := c.Sweep(time.Hour); n != 0 {
+			t.Fatalf("swept %d valid subjects", n)
+		}
+		time.Sleep(2 * time.Minute)
+		if n := c.Sweep(30 * time.Second); n != 1 || c.lookup("bob") != nil || c.lookup("") == nil {
+			t.Fatalf("swept %d; want bob only", n)
+		}
+	})
+}
+
+// A consent error reaches the caller as itself.
+func TestConsentRequiredPassesThrough(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &fakeSource{ttl: time.Hour, fail: &ConsentRequiredError{Subject: "alice", Cause: "no consent stored"}}
+		c := newCache(t, src, Budget{PerMinute: 60, Burst: 5}, time.Second)
+		_, _, err := c.Get(t.Context(), "alice")
+		var ce *ConsentRequiredError
+		if !errors.As(err, &ce) || ce.Subject != "alice" {
+			t.Fatalf("err %v, want *ConsentRequiredError", err)
+		}
+		if resultOf(err) != "rejected" {
+			t.Fatalf("result %q", resultOf(err))
+		}
+	})
+}
+
+func TestNewRejectsMissingOptions(t *testing.T) {
+	src := &fakeSource{}
+	for _, o := range []Options{{MaxWait: time.Second}, {FetchTimeout: time.Second}, {Skew: -1, MaxWait: 1, FetchTimeout: 1}} {
+		if _, err := New(src, NewLimiter(DefaultBudget), o); err == nil {
+			t.Fatalf("New accepted %+v", o)
+		}
+	}
+}
+
+func benchCache(b testing.TB) *Cache {
+	src := &fakeSource{ttl: time.Hour}
+	c := newCache(b, src, Budget{PerMinute: 6, Burst: 1}, time.Second)
+	return c
+}
+
+// fill puts n subjects' tokens into c and returns their names.
+func fill(tb testing.TB, c *Cache, n int) []string {
+	names := make([]string, n)
+	now := time.Now()
+	for i := range names {
+		names[i] = "customer-" + strconv.Itoa(i)
+		e := c.entryFor(names[i])
+		tok := &Token{Value: names[i], Expiry: now.Add(time.Hour), Issued: now}
+		c.prepare(tok, now)
+		e.cur.Store(tok)
+	}
+	if _, _, err := c.Get(context.Background(), ""); err != nil {
+		tb.Fatal(err)
+	}
+	return names
+}
+
+func BenchmarkGetCached(b *testing.B) {
+	c := benchCache(b)
+	names := fill(b, c, 100_000)
+	ctx := context.Background()
+	for _, bc := range []struct{ name, subject string }{{"route", ""}, {"subject-of-100k", names[77_777]}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if tok, _, err := c.Get(ctx, bc.subject); err != nil || tok == nil {
+						b.Fatal(err)
+					}
 				}
-				wg.Wait()
-				src.mu.Lock()
-				defer src.mu.Unlock()
-				if got := maxInWindow(src.times, time.Minute); got > b.PerMinute {
-					t.Fatalf("%d token requests in one minute; budget %d", got, b.PerMinute)
-				}
-				if throttled.Load() == 0 {
-					t.Fatal("no caller was throttled in a storm")
-				}
-				t.Logf("%d fetches over %v, %d throttled answers", len(src.times), src.times[len(src.times)-1].Sub(src.times[0]), throttled.Load())
 			})
 		})
 	}
 }
 
-func maxInWindow(ts []time.Time, w time.Duration) int {
-	best := 0
-	for i := range ts {
-		n := 0
-		for j := i; j < len(ts) && ts[j].Sub(ts[i]) < w; j++ {
-			n++
-		}
-		best = max(best, n)
-	}
-	return best
-}
-
-// After a 429 with Retry-After nothing is sent until it has passed.
-func TestRetryAfterHonoured(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := &fakeSource{ttl: time.Hour, retry: 30 * time.Second}
-		src.throttle.Store(1)
-		c := newCache(src, Budget{PerMinute: 60, Burst: 10}, time.Second)
-		start := time.Now()
-		_, _, err := c.Get(t.Context())
-		var te *ThrottledError
-		if !errors.As(err, &te) || te.RetryAfter != 30*time.Second {
-			t.Fatalf("first Get: %v; want throttled for 30s", err)
-		}
-		for time.Since(start) < 29*time.Second {
-			if _, _, err := c.Get(t.Context()); !errors.As(err, &te) {
-				t.Fatalf("during back-off: %v", err)
-			}
-			time.Sleep(time.Second)
-		}
-		if n := src.fetches.Load(); n != 1 {
-			t.Fatalf("%d token requests during the back-off; want only the first", n)
-		}
-		time.Sleep(2 * time.Second)
-		if _, _, err := c.Get(t.Context()); err != nil {
-			t.Fatalf("after back-off: %v", err)
-		}
-		if src.fetches.Load() != 2 {
-			t.Fatal("no fetch after the back-off")
-		}
-	})
-}
-
-// A caller willing to wait longer than the back-off waits it out.
-func TestWaitsOutShortBackoff(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		src := &fakeSource{ttl: time.Hour, retry: 2 * time.Second}
-		src.throttle.Store(1)
-		c := newCache(src, Budget{PerMinute: 60, Burst: 10}, 5*time.Second)
-		if _, _, err := c.Get(t.Context()); err == nil {
-			t.Fatal("expected the 429 to surface")
-		}
-		start := time.Now()
-		if _, _, err := c.Get(t.Context()); err != nil {
-			t.Fatalf("Get: %v", err)
-		}
-		if waited := time.Since(start); waited < 2*time.Second {
-			t.Fatalf("sent after %v, before Retry-After", waited)
-		}
-	})
-}
-
-func TestBackoffDelay(t *testing.T) {
-	tests := []struct {
-		n        int
-		u        float64
-		min, max time.Duration
-	}{
-		{1, 0, time.Second, time.Second},
-		{1, 0.999, time.Second, 2 * time.Second},
-		{2, 0, 2 * time.Second, 2 * time.Second},
-		{3, 0.5, 6 * time.Second, 6 * time.Second},
-		{20, 0, backoffMax / 2, backoffMax / 2},
-		{20, 0.999, backoffMax / 2, backoffMax},
-		{0, 0, time.Second, time.Second},
-	}
-	for _, tc := range tests {
-		t.Run(fmt.Sprintf("n=%d u=%v", tc.n, tc.u), func(t *testing.T) {
-			if d := BackoffDelay(tc.n, tc.u); d < tc.min || d > tc.max {
-				t.Fatalf("BackoffDelay = %v, want in [%v, %v]", d, tc.min, tc.max)
-			}
-		})
-	}
-}
-
-func TestLimitersShareHost(t *testing.T) {
-	var ls Limiters
-	a := ls.For("auth.example", Budget{PerMinute: 10, Burst: 3})
-	b := ls.For("auth.example", Budget{PerMinute: 4, Burst: 1})
-	if a != b {
-		t.Fatal("two limiters for one host")
-	}
-	if got := a.Budget(); got != (Budget{PerMinute: 4, Burst: 1}) {
-		t.Fatalf("shared budget %+v; want the smaller", got)
-	}
-	if ls.For("other.example", Budget{}) == a {
-		t.Fatal("hosts share a limiter")
-	}
-}
-
-func BenchmarkGetCached(b *testing.B) {
-	src := &fakeSource{ttl: time.Hour}
-	c := newCache(src, Budget{PerMinute: 6, Burst: 1}, time.Second)
-	ctx := context.Background()
-	if _, _, err := c.Get(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if tok, _, err := c.Get(ctx); err != nil || tok == nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}
-
 func TestGetCachedDoesNotAllocate(t *testing.T) {
-	src := &fakeSource{ttl: time.Hour}
-	c := newCache(src, Budget{PerMinute: 6, Burst: 1}, time.Second)
+	c := benchCache(t)
+	names := fill(t, c, 100_000)
 	ctx := context.Background()
-	if _, _, err := c.Get(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if n := testing.AllocsPerRun(1000, func() { _, _, _ = c.Get(ctx) }); n != 0 {
-		t.Fatalf("cached Get allocates %v times", n)
+	for _, sub := range []string{"", names[0], names[99_999]} {
+		if n := testing.AllocsPerRun(1000, func() { _, _, _ = c.Get(ctx, sub) }); n != 0 {
+			t.Fatalf("cached Get(%q) allocates %v times", sub, n)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package tokencache
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -24,6 +25,9 @@ type FetchError struct {
 	Status int
 	Reason string
 	Err    error
+	// RetryAfter is the provider's Retry-After on a 429, or 0 when it sent
+	// none. The cache alone decides the back-off from it.
+	RetryAfter time.Duration
 	// Excerpt is the start of a non-2xx answer's body, for operator
 	// diagnostics (`tokenproxy check`) only: it is never logged by the cache
 	// nor sent to an app, since an endpoint might echo what it received.
@@ -50,3 +54,22 @@ func (e *FetchError) CredentialsRejected() bool { return e.Status == 401 }
 // Forbidden reports whether the endpoint refused the caller outright (often
 // an IP allowlist).
 func (e *FetchError) Forbidden() bool { return e.Status == 403 }
+
+// Throttled reports whether the endpoint answered 429 Too Many Requests.
+func (e *FetchError) Throttled() bool { return e.Status == 429 }
+
+// ConsentRequiredError means subject has no usable consent: the customer must
+// authorise (again) before a token can be had. Sources return it; the proxy
+// answers 401 consent_required. Cause is for logs and never holds a secret.
+type ConsentRequiredError struct {
+	Subject string
+	Cause   string
+}
+
+func (e *ConsentRequiredError) Error() string {
+	msg := "no usable consent for subject " + strconv.Quote(e.Subject)
+	if e.Cause != "" {
+		msg += ": " + e.Cause
+	}
+	return msg
+}

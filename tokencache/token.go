@@ -1,8 +1,10 @@
 // Package tokencache fetches bearer tokens from a provider's authorization
-// endpoint and reuses them until they expire. Concurrent callers share one
-// in-flight fetch; fetches to one authorization host are paced by a Limiter
-// that keeps them under the provider's per-minute budget and backs off after
-// a 429.
+// endpoint and reuses them until they expire. A token is refreshed ahead of
+// its expiry while callers keep using it; concurrent callers share one
+// in-flight fetch per subject; fetches to one authorization host are paced by
+// a Pacer that keeps them within the provider's per-minute budget as the
+// provider counts it (by arrival) and backs off after a 429. A Store shares
+// tokens, the fetch and the budget between replicas.
 package tokencache
 
 import (
@@ -25,8 +27,11 @@ type Token struct {
 	Expiry time.Time
 	// Header is the ready-made Authorization header value, "Bearer <token>".
 	Header string
+	// Issued is when the token was obtained (the response's arrival); the
+	// lifetime Expiry-Issued caps the cache's skew. Zero when unknown.
+	Issued time.Time
 
-	refreshAt time.Time // Expiry less the cache's skew
+	refreshAt time.Time // Expiry less the cache's effective skew
 }
 
 // String never returns the token.
@@ -79,7 +84,7 @@ func ParseResponse(body []byte, now time.Time, defaultTTL time.Duration) (*Token
 	if typ == "" || equalFold(typ, "bearer") {
 		typ = "Bearer"
 	}
-	return &Token{Value: r.AccessToken, Type: typ, Expiry: now.Add(ttl), Header: typ + " " + r.AccessToken}, nil
+	return &Token{Value: r.AccessToken, Type: typ, Expiry: now.Add(ttl), Issued: now, Header: typ + " " + r.AccessToken}, nil
 }
 
 func equalFold(a, b string) bool {

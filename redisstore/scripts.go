@@ -1,0 +1,100 @@
+package redisstore
+
+import "github.com/redis/go-redis/v9"
+
+// The scripts keep every key of one call in one hash slot (the keys share a
+// {hash tag}), so they run on Redis Cluster too. Times come from Redis TIME,
+// so replicas' clocks do not matter.
+
+// releaseScript deletes the lock only if this process still holds it.
+// KEYS[1] lock; ARGV[1] owner.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`)
+
+// lockScript takes a credential's fetch lock and, with it, the next fencing
+// generation. KEYS[1] lock, KEYS[2] generation counter; ARGV[1] owner,
+// ARGV[2] lock TTL in ms, ARGV[3] counter TTL in ms. Returns the generation,
+// or 0 when another process holds the lock.
+var lockScript = redis.NewScript(`
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 0
+end
+local g = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return g`)
+
+// storeScript writes a sealed token only if its generation is newer than
+// the stored one (fencing: a writer whose lock expired cannot overwrite a
+// newer token), then tells the other replicas.
+// KEYS[1] token hash; ARGV[1] generation, ARGV[2] sealed value, ARGV[3] TTL
+// in ms, ARGV[4] channel, ARGV[5] message. Returns 1 when written.
+var storeScript = redis.NewScript(`
+local g = redis.call('HGET', KEYS[1], 'gen')
+if g and tonumber(g) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'gen', ARGV[1], 'val', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1`)
+
+// acquireScript is the cluster-wide budget of one authorization host: a
+// sliding-window log in a sorted set whose scores are the times (ms, Redis
+// clock) at which each request stops counting. A request is added with the
+// latest time it can still count (send + fetch timeout + hold) and lowered
+// to completion + hold when it completes (completeScript); a shared back-off
+// key blocks everything after a 429.
+// KEYS[1] window, KEYS[2] back-off; ARGV[1] limit, ARGV[2] in-flight bound
+// in ms, ARGV[3] request id. Returns {1, 0} when granted, else {0, ms to wait}.
+var acquireScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local back = redis.call('PTTL', KEYS[2])
+if back > 0 then
+  return {0, back}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local n = redis.call('ZCARD', KEYS[1])
+local limit = tonumber(ARGV[1])
+if n < limit then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+  return {1, 0}
+end
+local r = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
+return {0, math.max(1, tonumber(r[2]) - now)}`)
+
+// completeScript moves a request's end of counting to completion + hold.
+// KEYS[1] window; ARGV[1] hold in ms, ARGV[2] request id.
+var completeScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], 'XX', 'LT', now + tonumber(ARGV[1]), ARGV[2])`)
+
+// replayScript adds requests this replica sent on its local budget while
+// Redis was unreachable, so the shared window counts them after rejoining.
+// KEYS[1] window; ARGV pairs of (ms from now until it stops counting, id).
+var replayScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local longest = 0
+for i = 1, #ARGV, 2 do
+  local d = tonumber(ARGV[i])
+  redis.call('ZADD', KEYS[1], now + d, ARGV[i + 1])
+  if d > longest then longest = d end
+end
+if longest > 0 and redis.call('PTTL', KEYS[1]) < longest then
+  redis.call('PEXPIRE', KEYS[1], longest)
+end
+return #ARGV / 2`)
+
+// backoffScript extends the shared back-off to ARGV[1] ms, never shortens it.
+// KEYS[1] back-off.
+var backoffScript = redis.NewScript(`
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return redis.call('PTTL', KEYS[1])`)
