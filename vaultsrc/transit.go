@@ -44,6 +44,13 @@ func (t TransitKeyConfig) Validate(at string) error {
 	return nil
 }
 
+// transitHealthName is the one health entry of a Transit key, reported to by
+// its signers (each signature) and by its certificate source (each poll), so
+// that either one succeeding after an outage clears the other's failure.
+func transitHealthName(k TransitKeyConfig) string {
+	return "vault transit " + k.Mount + "/keys/" + k.Key
+}
+
 // TransitSigner is a crypto.Signer whose private key stays in Vault: Sign
 // sends the digest to transit/sign/<key> (prehashed) and returns the
 // signature. It is pinned to one key version, the one whose public key it
@@ -85,8 +92,8 @@ func (c *Client) TransitSignerFor(ctx context.Context, cfg TransitKeyConfig, pub
 			return c.newTransitSigner(cfg, v, k.versions[v])
 		}
 	}
-	return nil, fmt.Errorf("vault transit key %s/%s: no version's public key matches the certificate's (%s)",
-		cfg.Mount, cfg.Key, certs.KeyDescription(pub))
+	return nil, certs.Refuse(fmt.Errorf("vault transit key %s/%s: no version's public key matches the certificate's (%s)",
+		cfg.Mount, cfg.Key, certs.KeyDescription(pub)))
 }
 
 func (c *Client) newTransitSigner(cfg TransitKeyConfig, version int, pub crypto.PublicKey) (*TransitSigner, error) {
@@ -181,7 +188,7 @@ func (s *TransitSigner) SignContext(ctx context.Context, digest []byte, opts cry
 	})
 	// Health follows whether signing works at all; a refused input is the caller's problem.
 	if err == nil || isUnavailable(err) || errors.Is(err, ErrPermissionDenied) || errors.Is(err, ErrNotFound) {
-		s.c.health.report("vault transit "+s.cfg.Mount+"/keys/"+s.cfg.Key, err)
+		s.c.health.report(transitHealthName(s.cfg), err)
 	}
 	if err != nil {
 		return nil, err

@@ -71,8 +71,9 @@ func (t TransitCertConfig) Validate(at string) error {
 // new version it reads the certificate and pins the signer to the key version
 // matching the certificate's public key.
 type TransitCertSource struct {
-	c   *Client
-	cfg TransitCertConfig
+	c       *Client
+	cfg     TransitCertConfig
+	refused refusal
 }
 
 var _ certs.Source = (*TransitCertSource)(nil)
@@ -97,7 +98,9 @@ func (s *TransitCertSource) String() string {
 // Fetch implements certs.Source.
 func (s *TransitCertSource) Fetch(ctx context.Context, version string) (*tls.Certificate, string, error) {
 	c, v, err := s.fetch(ctx, version)
-	s.c.health.report(s.String(), err)
+	// One health entry per key: the polls and the key's signatures report to it,
+	// so a signature that failed during an outage is cleared by the next good poll.
+	s.c.health.report(transitHealthName(s.cfg.Key), s.refused.healthErr(c, v, err))
 	return c, v, err
 }
 
@@ -120,7 +123,7 @@ func (s *TransitCertSource) fetch(ctx context.Context, version string) (*tls.Cer
 	}
 	certPEM, err := stringField(data, kv.Field, kv.Mount, kv.Path, cur)
 	if err != nil {
-		return nil, v, err
+		return nil, v, certs.Refuse(err)
 	}
 	cert, err := s.c.TransitCertificate(ctx, s.cfg.Key, []byte(certPEM))
 	if err != nil {
@@ -151,7 +154,7 @@ func (s *TransitCertSource) fetchFromTransit(ctx context.Context, version string
 	}
 	chain, leaf, err := parseCertChain([]byte(k.chains[kv]))
 	if err != nil {
-		return nil, v, fmt.Errorf("vault transit key %s/keys/%s version %d: %w", s.cfg.Key.Mount, s.cfg.Key.Key, kv, err)
+		return nil, v, certs.Refuse(fmt.Errorf("vault transit key %s/keys/%s version %d: %w", s.cfg.Key.Mount, s.cfg.Key.Key, kv, err))
 	}
 	signer, err := s.c.newTransitSigner(s.cfg.Key, kv, k.versions[kv])
 	if err != nil {
@@ -163,10 +166,13 @@ func (s *TransitCertSource) fetchFromTransit(ctx context.Context, version string
 // TransitCertificate builds a *tls.Certificate from a PEM certificate (and
 // chain) whose private key is the Transit key named by key. The result can be
 // stored in a certs.Holder for mTLS and used for HTTP signatures.
+//
+// A certificate that does not parse or whose key is no version of the Transit
+// key is a *certs.RefusedError; failing to read the key from Vault is not.
 func (c *Client) TransitCertificate(ctx context.Context, key TransitKeyConfig, certPEM []byte) (*tls.Certificate, error) {
 	chain, leaf, err := parseCertChain(certPEM)
 	if err != nil {
-		return nil, err
+		return nil, certs.Refuse(err)
 	}
 	signer, err := c.TransitSignerFor(ctx, key, leaf.PublicKey)
 	if err != nil {
