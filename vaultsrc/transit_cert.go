@@ -144,7 +144,8 @@ func (s *TransitCertSource) fetchFromTransit(ctx context.Context, version string
 		kv = max(kv, v)
 	}
 	if kv == 0 {
-		return nil, version, fmt.Errorf("vault transit key %s/keys/%s: no version has a certificate chain; import one with set-certificate",
+		return nil, version, fmt.Errorf("vault transit key %[1]s/keys/%[2]s: no version has a certificate chain; "+
+			"make a CSR with `tokenproxy onboard csr --key %[1]s/%[2]s`, then import the issued chain with `tokenproxy onboard import --key %[1]s/%[2]s --chain FILE`",
 			s.cfg.Key.Mount, s.cfg.Key.Key)
 	}
 	sum := sha256.Sum256([]byte(k.chains[kv]))
