@@ -200,7 +200,7 @@ func issue(t testing.TB, ca *testpki.CA, key crypto.Signer, serial *big.Int, nb,
 	if serial != nil {
 		opts = append(opts, testpki.WithSerialNumber(serial))
 	}
-	leaf, err := ca.IssueFor("tpp.example", key.Public(), opts...)
+	leaf, err := ca.CertifyKey("tpp.example", key.Public(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -96,7 +96,7 @@ func newTestCA(t *testing.T) *testCA {
 // issue signs a client certificate for pub.
 func (ca *testCA) issue(t *testing.T, cn string, serial int64, pub crypto.PublicKey) *x509.Certificate {
 	t.Helper()
-	c, err := ca.IssueFor(cn, pub, testpki.WithSerialNumber(big.NewInt(serial)))
+	c, err := ca.CertifyKey(cn, pub, testpki.WithSerialNumber(big.NewInt(serial)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,7 +73,7 @@ func TestOnboardTransit(t *testing.T) {
 	}
 
 	ca, _ := testpki.NewCA("QTSP")
-	leaf, err := ca.IssueFor("TPP QSealC", csr.PublicKey, testpki.WithSubject(csr.Subject), testpki.WithSerialNumber(big.NewInt(4242)))
+	leaf, err := ca.CertifyKey("TPP QSealC", csr.PublicKey, testpki.WithSubject(csr.Subject), testpki.WithSerialNumber(big.NewInt(4242)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -390,7 +390,7 @@ func BenchmarkIssueClient(b *testing.B) {
 	}
 }
 
-func TestIssueFor(t *testing.T) {
+func TestCertifyKey(t *testing.T) {
 	ca, err := NewCA("root")
 	if err != nil {
 		t.Fatal(err)
@@ -400,7 +400,7 @@ func TestIssueFor(t *testing.T) {
 		t.Fatal(err)
 	}
 	subject := pkix.Name{Country: []string{"DK"}, Organization: []string{"Acme"}}
-	cert, err := ca.IssueFor("held elsewhere", key.Public(), WithSubject(subject), WithSerialNumber(big.NewInt(42)))
+	cert, err := ca.CertifyKey("held elsewhere", key.Public(), WithSubject(subject), WithSerialNumber(big.NewInt(42)))
 	if err != nil {
 		t.Fatal(err)
 	}
