@@ -33,9 +33,8 @@ type Reloader struct {
 	// the type comment), on the polling goroutine, after the Holder changed.
 	Report func(Result)
 	// OnResult, if set, is called like Report with ok = (result == Success).
-	//
-	// Deprecated: use Report, which tells a refused version from an
-	// unreachable source.
+	// It is the older form of Report, which also tells a refused version
+	// from an unreachable source; it goes once route building uses Report.
 	OnResult func(ok bool)
 	// Validate, if set, must accept new material before it is stored (e.g.
 	// the signer checking the key can do the configured algorithm).
