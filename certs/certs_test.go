@@ -6,14 +6,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
-
 	"github.com/tokenproxy/tokenproxy/certs"
+	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/secret"
 )
@@ -103,7 +102,9 @@ func TestCheckValidity(t *testing.T) {
 }
 
 // A rotation on disk is picked up; a corrupt or expired replacement leaves
-// the old certificate serving and is logged once.
+// the old certificate serving and is logged and reported once per version,
+// however often it is polled; a missing file is reported once as
+// unreachable. No passcode reaches the log, in any field.
 func TestReloaderRotation(t *testing.T) {
 	ca := mustCA(t)
 	dir := t.TempDir()
@@ -117,11 +118,12 @@ func TestReloaderRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	pass, _ := secret.Ref{File: passFile}.Open(nil)
-	core, logs := observer.New(zap.InfoLevel)
+	log, capture := testlog.New(t)
+	capture.ForbidStrings("s3cret-passcode", "new-passcode")
 	h := certs.NewHolder(nil)
-	var results []bool
+	var results []certs.Result
 	rl := &certs.Reloader{Name: "test", Holder: h, Source: &certs.FileSource{PKCS12File: files.PFX, Passcode: pass},
-		Log: zap.New(core), OnResult: func(ok bool) { results = append(results, ok) }}
+		Log: log, Report: func(r certs.Result) { results = append(results, r) }}
 	ctx := context.Background()
 	if err := rl.Load(ctx); err != nil {
 		t.Fatal(err)
@@ -143,29 +145,48 @@ func TestReloaderRotation(t *testing.T) {
 		t.Fatalf("holder serves %q after %d swaps", cn, swaps)
 	}
 
-	// Corrupt replacement: old keeps serving, logged once.
+	// Corrupt replacement: old keeps serving, logged and reported once.
 	if err := testpki.WriteFileAtomic(files.PFX, []byte("not a pfx"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := rl.Poll(ctx); !certs.IsRefused(err) {
+		t.Fatalf("corrupt file: %v, want a refusal", err)
+	}
 	for range 3 {
-		if _, err := rl.Poll(ctx); err == nil {
+		if changed, _ := rl.Poll(ctx); changed {
 			t.Fatal("corrupt file accepted")
 		}
 	}
 	if cn := h.Load().Leaf.Subject.CommonName; cn != "second" {
 		t.Fatalf("corrupt rotation replaced the certificate: %q", cn)
 	}
-	if n := logs.FilterMessage("certificate reload failed; the previous certificate keeps serving").Len(); n != 1 {
+	if n := capture.Count("certificate reload failed; the previous certificate keeps serving"); n != 1 {
 		t.Fatalf("failure logged %d times, want once", n)
 	}
-	// Expired replacement: refused too.
+	// Missing file: unreachable, reported once over several polls.
+	if err := os.Remove(files.PFX); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := rl.Poll(ctx); err == nil || certs.IsRefused(err) {
+			t.Fatalf("missing file: %v, want a read failure", err)
+		}
+	}
+	if n := capture.Count("certificate source unreachable"); n != 1 {
+		t.Fatalf("unreachable source logged %d times, want once", n)
+	}
+	// Expired replacement: refused too, once.
 	now := time.Now()
 	old := mustClient(t, ca, "expired", testpki.WithValidity(now.Add(-48*time.Hour), now.Add(-time.Hour)))
 	if _, err := testpki.WriteFiles(dir, "client", old, "s3cret-passcode"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rl.Poll(ctx); err == nil || h.Load().Leaf.Subject.CommonName != "second" {
+	var ee *certs.ExpiredError
+	if _, err := rl.Poll(ctx); !errors.As(err, &ee) || h.Load().Leaf.Subject.CommonName != "second" {
 		t.Fatalf("expired replacement: err=%v serving %q", err, h.Load().Leaf.Subject.CommonName)
+	}
+	if changed, err := rl.Poll(ctx); changed || err != nil {
+		t.Fatalf("the refused version polled again: %v, %v; want unchanged", changed, err)
 	}
 	// Passcode rotated together with a new file: picked up.
 	third := mustClient(t, ca, "third")
@@ -178,18 +199,52 @@ func TestReloaderRotation(t *testing.T) {
 	if changed, err := rl.Poll(ctx); !changed || h.Load().Leaf.Subject.CommonName != "third" {
 		t.Fatalf("passcode rotation: %v", err)
 	}
-	for _, e := range logs.All() {
-		for _, f := range e.Context {
-			if strings.Contains(f.String, "passcode") && strings.Contains(f.String, "s3cret") {
-				t.Fatalf("log carries the passcode: %v", e)
-			}
-		}
-		if strings.Contains(e.Message, "s3cret") || strings.Contains(e.Message, "new-passcode") {
-			t.Fatalf("log carries the passcode: %v", e)
+	want := []certs.Result{certs.Success, certs.Refused, certs.Unreachable, certs.Refused, certs.Success}
+	if swaps != 2 || !slices.Equal(results, want) {
+		t.Fatalf("swaps %d, results %v, want %v", swaps, results, want)
+	}
+}
+
+// A version refused because it is not valid yet is not fetched again until
+// its NotBefore has passed; then it is stored without a new version.
+func TestReloaderNotYetValid(t *testing.T) {
+	ca := mustCA(t)
+	dir := t.TempDir()
+	now := time.Now()
+	clock := now
+	files, err := testpki.WriteFiles(dir, "client", mustClient(t, ca, "current"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, capture := testlog.New(t)
+	h := certs.NewHolder(nil)
+	var results []certs.Result
+	rl := &certs.Reloader{Name: "nyv", Holder: h, Source: &certs.FileSource{CertFile: files.Cert, KeyFile: files.Key},
+		Log: log, Now: func() time.Time { return clock }, Report: func(r certs.Result) { results = append(results, r) }}
+	ctx := context.Background()
+	if err := rl.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	early := mustClient(t, ca, "early", testpki.WithValidity(now.Add(time.Hour), now.Add(48*time.Hour)))
+	if _, err := testpki.WriteFiles(dir, "client", early, ""); err != nil {
+		t.Fatal(err)
+	}
+	var nyv *certs.NotYetValidError
+	for i := range 3 {
+		clock = clock.Add(10 * time.Minute)
+		if _, err := rl.Poll(ctx); i == 0 && !errors.As(err, &nyv) {
+			t.Fatalf("early certificate: %v, want NotYetValidError", err)
 		}
 	}
-	if swaps != 2 || len(results) == 0 {
-		t.Fatalf("swaps %d results %v", swaps, results)
+	if n := capture.Count("certificate reload failed"); n != 1 || h.Load().Leaf.Subject.CommonName != "current" {
+		t.Fatalf("logged %d times, serving %q", n, h.Load().Leaf.Subject.CommonName)
+	}
+	clock = now.Add(time.Hour + time.Second)
+	if changed, err := rl.Poll(ctx); !changed || err != nil || h.Load().Leaf.Subject.CommonName != "early" {
+		t.Fatalf("after NotBefore: changed %v, %v", changed, err)
+	}
+	if want := []certs.Result{certs.Refused, certs.Success}; !slices.Equal(results, want) {
+		t.Fatalf("results %v, want %v", results, want)
 	}
 }
 

@@ -188,9 +188,13 @@ func Check(c *tls.Certificate, now time.Time) error {
 	return nil
 }
 
-// KeyDescription names a key's algorithm and size, e.g. "RSA-2048", for logs and errors.
+// KeyDescription names a key's algorithm and size the way logs and error
+// messages show it, e.g. "RSA-2048", "ECDSA P-384" or "Ed25519"; a nil key is
+// "missing". It is the one description used by certs, signer and vaultsrc.
 func KeyDescription(pub crypto.PublicKey) string {
 	switch k := pub.(type) {
+	case nil:
+		return "missing"
 	case *rsa.PublicKey:
 		return fmt.Sprintf("RSA-%d", k.N.BitLen())
 	case *ecdsa.PublicKey:

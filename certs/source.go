@@ -14,7 +14,9 @@ import (
 // Source yields certificate material from where it is kept (files, Vault).
 // Fetch returns (nil, version, nil) when nothing changed since version; the
 // version is opaque and never logged. A Source returns only material that
-// fully parsed.
+// fully parsed: material it read and could not use is returned as a
+// *RefusedError with the new version, so that version is not fetched again;
+// any other error means the source could not be read.
 type Source interface {
 	Fetch(ctx context.Context, version string) (cert *tls.Certificate, newVersion string, err error)
 	// String describes the source for logs; it never contains a secret.
@@ -60,7 +62,7 @@ func (s *FileSource) Fetch(ctx context.Context, version string) (*tls.Certificat
 		}
 		c, err := ParsePKCS12(data, pass.Reveal())
 		if err != nil {
-			return nil, v, fmt.Errorf("%s: %w", s.PKCS12File, err)
+			return nil, v, Refuse(fmt.Errorf("%s: %w", s.PKCS12File, err))
 		}
 		return c, v, nil
 	}
@@ -81,7 +83,7 @@ func (s *FileSource) Fetch(ctx context.Context, version string) (*tls.Certificat
 	}
 	c, err := ParsePEM(certPEM, keyPEM)
 	if err != nil {
-		return nil, v, fmt.Errorf("%s, %s: %w", s.CertFile, s.KeyFile, err)
+		return nil, v, Refuse(fmt.Errorf("%s, %s: %w", s.CertFile, s.KeyFile, err))
 	}
 	return c, v, nil
 }

@@ -113,21 +113,6 @@ func ecdsaASN1ToRaw(der []byte, size int) ([]byte, error) {
 	return out, nil
 }
 
-// describeKey names a public key the way error messages show it, e.g. "RSA-2048" or "ECDSA P-384".
-func describeKey(pub crypto.PublicKey) string {
-	switch k := pub.(type) {
-	case *rsa.PublicKey:
-		return fmt.Sprintf("RSA-%d", k.N.BitLen())
-	case *ecdsa.PublicKey:
-		return "ECDSA " + k.Curve.Params().Name
-	case ed25519.PublicKey:
-		return "Ed25519"
-	case nil:
-		return "missing"
-	}
-	return fmt.Sprintf("%T", pub)
-}
-
 // kindOf classifies a public key; 0 means a kind no algorithm here signs with.
 func kindOf(pub crypto.PublicKey) keyKind {
 	switch k := pub.(type) {

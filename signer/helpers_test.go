@@ -23,6 +23,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/testpki"
 )
 
 // readArchive reads a txtar-style file: a comment, then "-- name --" sections.
@@ -127,8 +129,7 @@ func fixedClock(unix int64) func() time.Time {
 
 // testPKI is a CA and signing certificates made once per test binary.
 type testPKI struct {
-	caKey      *ecdsa.PrivateKey
-	ca         *x509.Certificate
+	ca         *testpki.CA
 	rsa        *tls.Certificate // RSA-2048 QSealC-like certificate, serial 6AEB4444FBAAD267
 	rsaOther   *tls.Certificate // RSA-2048 with a non-ASCII issuer DN
 	ecdsa      *tls.Certificate
@@ -136,7 +137,7 @@ type testPKI struct {
 	expired    *tls.Certificate
 	rsaNoCert  *tls.Certificate
 	otherRSA   *rsa.PrivateKey
-	nonASCIICA *x509.Certificate
+	nonASCIICA *testpki.CA
 }
 
 var (
@@ -163,14 +164,15 @@ func newTestPKI(t testing.TB) *testPKI {
 		}
 	}
 	var err error
-	p.caKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(err)
 	now := time.Now()
+	// CAs without a common name: the issuer DN appears in key IDs as the profiles print it.
 	caName := pkix.Name{Country: []string{"NO"}, Locality: []string{"Trondheim"}, Organization: []string{"PSDNO-FSA-ABCA"}}
-	p.ca = selfSigned(t, p.caKey, caName, 1)
+	p.ca, err = testpki.NewCA("", testpki.WithSubject(caName), testpki.WithSerialNumber(big.NewInt(1)))
+	must(err)
 	ca2Name := pkix.Name{Country: []string{"NO"}, Locality: []string{"Ålesund"}, Organization: []string{"Bank Ø Test CA"},
 		ExtraNames: []pkix.AttributeTypeAndValue{{Type: oidOrganizationIdentifier, Value: "PSDNO-FSA-ABCA"}}}
-	p.nonASCIICA = selfSigned(t, p.caKey, ca2Name, 2)
+	p.nonASCIICA, err = testpki.NewCA("", testpki.WithSubject(ca2Name), testpki.WithSerialNumber(big.NewInt(2)))
+	must(err)
 
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	must(err)
@@ -182,43 +184,27 @@ func newTestPKI(t testing.TB) *testPKI {
 	must(err)
 
 	serial, _ := new(big.Int).SetString("6AEB4444FBAAD267", 16)
-	p.rsa = issue(t, p, p.ca, rsaKey, serial, now.Add(-time.Hour), now.Add(365*24*time.Hour))
-	p.rsaOther = issue(t, p, p.nonASCIICA, rsaKey, big.NewInt(0x0a0b), now.Add(-time.Hour), now.Add(365*24*time.Hour))
-	p.ecdsa = issue(t, p, p.ca, ecKey, big.NewInt(7), now.Add(-time.Hour), now.Add(365*24*time.Hour))
-	p.ed25519 = issue(t, p, p.ca, edKey, big.NewInt(8), now.Add(-time.Hour), now.Add(365*24*time.Hour))
-	p.expired = issue(t, p, p.ca, rsaKey, big.NewInt(9), now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	p.rsa = issue(t, p.ca, rsaKey, serial, now.Add(-time.Hour), now.Add(365*24*time.Hour))
+	p.rsaOther = issue(t, p.nonASCIICA, rsaKey, big.NewInt(0x0a0b), now.Add(-time.Hour), now.Add(365*24*time.Hour))
+	p.ecdsa = issue(t, p.ca, ecKey, big.NewInt(7), now.Add(-time.Hour), now.Add(365*24*time.Hour))
+	p.ed25519 = issue(t, p.ca, edKey, big.NewInt(8), now.Add(-time.Hour), now.Add(365*24*time.Hour))
+	p.expired = issue(t, p.ca, rsaKey, big.NewInt(9), now.Add(-48*time.Hour), now.Add(-24*time.Hour))
 	p.rsaNoCert = &tls.Certificate{PrivateKey: rsaKey}
 	return p
 }
 
-func selfSigned(t testing.TB, key *ecdsa.PrivateKey, name pkix.Name, serial int64) *x509.Certificate {
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: name, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(10 * 365 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+// issue makes a QSealC-like certificate for key, issued by ca; serial nil draws one at random.
+func issue(t testing.TB, ca *testpki.CA, key crypto.Signer, serial *big.Int, nb, na time.Time) *tls.Certificate {
+	opts := []testpki.Option{testpki.WithValidity(nb, na),
+		testpki.WithSubject(pkix.Name{Country: []string{"NO"}, Organization: []string{"Example TPP AS"}})}
+	if serial != nil {
+		opts = append(opts, testpki.WithSerialNumber(serial))
+	}
+	leaf, err := ca.CertifyKey("tpp.example", key.Public(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func issue(t testing.TB, p *testPKI, ca *x509.Certificate, key crypto.Signer, serial *big.Int, nb, na time.Time) *tls.Certificate {
-	tmpl := &x509.Certificate{SerialNumber: serial, NotBefore: nb, NotAfter: na,
-		Subject:  pkix.Name{Country: []string{"NO"}, Organization: []string{"Example TPP AS"}, CommonName: "tpp.example"},
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), p.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+	return &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
 }
 
 // swapKey is a KeySource whose key can be replaced, like the rotation holder.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/certs"
 )
 
 // Profiles.
@@ -400,8 +402,8 @@ func (p *plan) keyState(key *tls.Certificate, now time.Time) (*keyState, error) 
 		eq, ok := pub.(equaler)
 		if !ok || !eq.Equal(cert.PublicKey) {
 			return nil, verr("key", "the signing key (%s) does not belong to the signing certificate %q (serial %s, %s key); "+
-				"load the private key issued with this certificate", describeKey(pub), cert.Subject.String(),
-				strings.ToUpper(cert.SerialNumber.Text(16)), describeKey(cert.PublicKey))
+				"load the private key issued with this certificate", certs.KeyDescription(pub), cert.Subject.String(),
+				strings.ToUpper(cert.SerialNumber.Text(16)), certs.KeyDescription(cert.PublicKey))
 		}
 		if now.After(cert.NotAfter) {
 			return nil, verr("certificate", "the signing certificate %q expired on %s; install a renewed QSealC",
@@ -431,11 +433,11 @@ func (p *plan) keyState(key *tls.Certificate, now time.Time) (*keyState, error) 
 		case keyEd25519:
 			alg = algEd25519
 		default:
-			return nil, verr("algorithm", "no RFC 9421 algorithm signs with a %s key; use an RSA, ECDSA P-256 or Ed25519 key", describeKey(pub))
+			return nil, verr("algorithm", "no RFC 9421 algorithm signs with a %s key; use an RSA, ECDSA P-256 or Ed25519 key", certs.KeyDescription(pub))
 		}
 	} else if kind != alg.kind {
 		return nil, verr("algorithm", "%q needs %s key but the signing key is %s; %s", alg.name,
-			article(alg.kind), describeKey(pub), algorithmHint(p.cavage, kind))
+			article(alg.kind), certs.KeyDescription(pub), algorithmHint(p.cavage, kind))
 	}
 
 	keyID, err := expandKeyID(p.keyID, cert, pub, p.serialFormat, p.dnOrder)

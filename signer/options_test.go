@@ -14,7 +14,7 @@ func TestValidate(t *testing.T) {
 	p := getPKI(t)
 	now := time.Now()
 	mismatched := &tls.Certificate{Certificate: p.rsa.Certificate, Leaf: p.rsa.Leaf, PrivateKey: p.otherRSA}
-	notYet := issue(t, p, p.ca, p.otherRSA, nil, now.Add(time.Hour), now.Add(48*time.Hour))
+	notYet := issue(t, p.ca, p.otherRSA, nil, now.Add(time.Hour), now.Add(48*time.Hour))
 	for _, tc := range []struct {
 		name string
 		opts Options

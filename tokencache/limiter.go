@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/tokenproxy/tokenproxy/internal/backoff"
 )
 
 // Budget is a per-minute allowance of token requests to one authorization host.
@@ -263,15 +265,7 @@ func (l *Limiter) BackoffRemaining() time.Duration {
 // Retry-After: backoffBase·2^(n-1) capped at backoffMax, jittered into
 // [d/2, d) by u ∈ [0,1) so replicas do not retry in step.
 func BackoffDelay(n int, u float64) time.Duration {
-	if n < 1 {
-		n = 1
-	}
-	d := backoffBase
-	for i := 1; i < n && d < backoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, backoffMax)
-	return d/2 + time.Duration(u*float64(d/2))
+	return backoff.Delay(n, backoffBase, backoffMax, u)
 }
 
 // sleepUntil sleeps d, or until wake closes (nil: never) or ctx ends.

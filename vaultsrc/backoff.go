@@ -3,25 +3,9 @@ package vaultsrc
 import (
 	"sync"
 	"time"
-)
 
-// backoffDelay is the wait before attempt number n (1 for the first retry):
-// base doubled per failure, capped at maxDelay, then scaled by a jitter factor
-// in [0.75, 1.25) taken from jitter in [0, 1). It is a pure function so the
-// schedule is tested without clocks.
-func backoffDelay(n int, base, maxDelay time.Duration, jitter float64) time.Duration {
-	if n < 1 {
-		n = 1
-	}
-	d := base
-	for i := 1; i < n && d < maxDelay; i++ {
-		d *= 2
-	}
-	if d > maxDelay {
-		d = maxDelay
-	}
-	return time.Duration(float64(d) * (0.75 + jitter/2))
-}
+	"github.com/tokenproxy/tokenproxy/internal/backoff"
+)
 
 // breaker keeps the client from hammering an unreachable Vault. After a
 // failure, requests fail fast with an *UnavailableError until the back-off
@@ -49,7 +33,7 @@ func (b *breaker) allow(now time.Time) (bool, time.Time) {
 		return false, b.openUntil
 	}
 	// This caller probes; the others keep failing fast until it reports.
-	b.openUntil = now.Add(backoffDelay(b.failures, b.base, b.max, b.jitter()))
+	b.openUntil = now.Add(backoff.Delay(b.failures, b.base, b.max, b.jitter()))
 	return true, time.Time{}
 }
 
@@ -68,6 +52,6 @@ func (b *breaker) failure(now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.failures++
-	b.openUntil = now.Add(backoffDelay(b.failures, b.base, b.max, b.jitter()))
+	b.openUntil = now.Add(backoff.Delay(b.failures, b.base, b.max, b.jitter()))
 	return b.failures == 1
 }

@@ -28,6 +28,8 @@ import (
 	"github.com/hashicorp/vault/api"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
+
+	"github.com/tokenproxy/tokenproxy/internal/backoff"
 )
 
 // Client is a logged-in Vault client. It is safe for concurrent use; one
@@ -350,7 +352,7 @@ func (c *Client) reloginWithBackoff(ctx context.Context) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		d := backoffDelay(n, c.opts.backoffBase, c.opts.backoffMax, rand.Float64()) //nolint:gosec // jitter, not a secret
+		d := backoff.Delay(n, c.opts.backoffBase, c.opts.backoffMax, rand.Float64()) //nolint:gosec // jitter, not a secret
 		c.log.Warn("vault login failed; retrying", zap.Error(err), zap.Duration("retry_in", d))
 		t := time.NewTimer(d)
 		select {

@@ -19,7 +19,10 @@ type Health struct {
 
 // ComponentHealth is one part of the client: "vault" (reachability), "auth"
 // (the login and its renewal), and one entry per certificate source, PKI
-// issuer or Transit key in use.
+// issuer or Transit key in use. A Transit key has one entry, "vault transit
+// <mount>/keys/<key>", updated both by its signatures and by the polls of
+// its certificate source. A certificate source whose current version was
+// refused stays failing until a good version is stored.
 type ComponentHealth struct {
 	Name string
 	OK   bool

@@ -3,12 +3,8 @@ package vaultsrc
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
@@ -22,8 +18,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
-	"software.sslmate.com/src/go-pkcs12"
 
+	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 )
 
@@ -81,51 +77,29 @@ func rootClient(t *testing.T, srv *vaulttest.Server, opts ...Option) *Client {
 	return c
 }
 
-// testCA is a local CA for certificates whose keys live elsewhere.
+// testCA is a local CA for client certificates, including certificates
+// whose keys live elsewhere (Transit).
 type testCA struct {
+	*testpki.CA
 	cert *x509.Certificate
-	key  crypto.Signer
 }
 
 func newTestCA(t *testing.T) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testpki.NewCA("tokenproxy test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "tokenproxy test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key}
+	return &testCA{CA: ca, cert: ca.Certificate()}
 }
 
 // issue signs a client certificate for pub.
 func (ca *testCA) issue(t *testing.T, cn string, serial int64, pub crypto.PublicKey) *x509.Certificate {
 	t.Helper()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
+	c, err := ca.CertifyKey(cn, pub, testpki.WithSerialNumber(big.NewInt(serial)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := x509.ParseCertificate(der)
 	return c
 }
 
@@ -136,18 +110,19 @@ func pemCert(c *x509.Certificate) string {
 // clientPFX makes a client certificate and key signed by ca, as base64 PKCS#12 and as PEM.
 func (ca *testCA) clientPFX(t *testing.T, cn string, serial int64, passcode string) (pfxB64, certPEM, keyPEM string, leaf *x509.Certificate) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := ca.IssueClient(cn, testpki.WithSerialNumber(big.NewInt(serial)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf = ca.issue(t, cn, serial, key.Public())
-	pfx, err := pkcs12.Modern.Encode(key, leaf, []*x509.Certificate{ca.cert}, passcode)
+	pfx, err := testpki.EncodePFX(c, passcode)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	keyPEM = string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
-	return base64.StdEncoding.EncodeToString(pfx), pemCert(leaf), keyPEM, leaf
+	cp, kp, err := testpki.EncodePEM(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(pfx), string(cp), string(kp), c.Leaf
 }
 
 // waitFor polls cond every 20ms until it holds or d passes.

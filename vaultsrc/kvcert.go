@@ -78,11 +78,14 @@ func (k KVCertConfig) Validate(at string) error {
 }
 
 // KVCertSource is a certs.Source for a certificate in KV v2. Each Fetch reads
-// only the secret's metadata; the data is read and parsed when the current
-// version differs from the one held. The version string is the KV version.
+// only the secret's metadata; the data (the PFX and its passcode, or the PEM
+// pair) is read and parsed only when the current version differs from the one
+// given, which a certs.Reloader sets to the version it refused, if any: a bad
+// version is read once. The version string is the KV version.
 type KVCertSource struct {
-	c   *Client
-	cfg KVCertConfig
+	c       *Client
+	cfg     KVCertConfig
+	refused refusal
 }
 
 var _ certs.Source = (*KVCertSource)(nil)
@@ -108,7 +111,7 @@ func (s *KVCertSource) String() string {
 // Fetch implements certs.Source.
 func (s *KVCertSource) Fetch(ctx context.Context, version string) (*tls.Certificate, string, error) {
 	c, v, err := s.fetch(ctx, version)
-	s.c.health.report(s.String(), err)
+	s.c.health.report(s.String(), s.refused.healthErr(c, v, err))
 	return c, v, err
 }
 
@@ -127,7 +130,7 @@ func (s *KVCertSource) fetch(ctx context.Context, version string) (*tls.Certific
 	}
 	cert, err := s.parse(data, cur)
 	if err != nil {
-		return nil, v, err
+		return nil, v, certs.Refuse(err)
 	}
 	return cert, v, nil
 }

@@ -95,7 +95,7 @@ func TestTransitOnboarding(t *testing.T) {
 
 	// Vault refuses a chain whose leaf is not the key's.
 	other := newTestCA(t)
-	if err := c.TransitSetCertificateChain(t.Context(), key, 2, []byte(pemCert(ca.issue(t, "x", 9, other.key.Public())))); err == nil {
+	if err := c.TransitSetCertificateChain(t.Context(), key, 2, []byte(pemCert(ca.issue(t, "x", 9, other.Signer().Public())))); err == nil {
 		t.Fatal("a certificate for another key was imported")
 	}
 }

@@ -5,11 +5,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -23,7 +19,6 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/tokenproxy/tokenproxy/certs"
-	"github.com/tokenproxy/tokenproxy/secret"
 )
 
 // TransitKeyConfig names a Transit signing key.
@@ -47,6 +42,13 @@ func (t TransitKeyConfig) Validate(at string) error {
 		return fmt.Errorf("%s.key: missing; name the Transit key (transit/keys/<key>)", at)
 	}
 	return nil
+}
+
+// transitHealthName is the one health entry of a Transit key, reported to by
+// its signers (each signature) and by its certificate source (each poll), so
+// that either one succeeding after an outage clears the other's failure.
+func transitHealthName(k TransitKeyConfig) string {
+	return "vault transit " + k.Mount + "/keys/" + k.Key
 }
 
 // TransitSigner is a crypto.Signer whose private key stays in Vault: Sign
@@ -90,8 +92,8 @@ func (c *Client) TransitSignerFor(ctx context.Context, cfg TransitKeyConfig, pub
 			return c.newTransitSigner(cfg, v, k.versions[v])
 		}
 	}
-	return nil, fmt.Errorf("vault transit key %s/%s: no version's public key matches the certificate's (%s)",
-		cfg.Mount, cfg.Key, certs.KeyDescription(pub))
+	return nil, certs.Refuse(fmt.Errorf("vault transit key %s/%s: no version's public key matches the certificate's (%s)",
+		cfg.Mount, cfg.Key, certs.KeyDescription(pub)))
 }
 
 func (c *Client) newTransitSigner(cfg TransitKeyConfig, version int, pub crypto.PublicKey) (*TransitSigner, error) {
@@ -186,7 +188,7 @@ func (s *TransitSigner) SignContext(ctx context.Context, digest []byte, opts cry
 	})
 	// Health follows whether signing works at all; a refused input is the caller's problem.
 	if err == nil || isUnavailable(err) || errors.Is(err, ErrPermissionDenied) || errors.Is(err, ErrNotFound) {
-		s.c.health.report("vault transit "+s.cfg.Mount+"/keys/"+s.cfg.Key, err)
+		s.c.health.report(transitHealthName(s.cfg), err)
 	}
 	if err != nil {
 		return nil, err
@@ -286,218 +288,4 @@ func parseTransitPublicKey(keyType, s string) (crypto.PublicKey, error) {
 		return pub, nil
 	}
 	return x509.ParsePKCS1PublicKey(b.Bytes)
-}
-
-// TransitCertConfig pairs a Transit key with its certificate. The pair serves
-// as a TLS client certificate and as the HTTP signature key and certificate,
-// with the private key never leaving Vault. The certificate (public) is read
-// from a KV v2 field, or, when Certificate is not set, from the chain imported
-// into Transit itself with set-certificate (see TransitCSR).
-//
-//	cert:
-//	  vault_transit:
-//	    key: {mount: transit, key: qseal}
-//	    certificate: {path: tokenproxy/bank/qseal, field: certificate}   # omit to use the chain in Transit
-//	    poll_interval: 30s
-type TransitCertConfig struct {
-	Key TransitKeyConfig `yaml:"key"`
-	// Certificate is the KV v2 field with the PEM certificate (and chain).
-	Certificate secret.VaultRef `yaml:"certificate"`
-	// PollInterval is how often the certificate's version is checked (default 30s).
-	PollInterval time.Duration `yaml:"poll_interval,omitempty"`
-}
-
-// inTransit reports whether the certificate chain is kept in Transit.
-func (t TransitCertConfig) inTransit() bool { return t.Certificate == (secret.VaultRef{}) }
-
-func (t TransitCertConfig) withDefaults() TransitCertConfig {
-	t.Key = t.Key.withDefaults()
-	if !t.inTransit() && t.Certificate.Mount == "" {
-		t.Certificate.Mount = "secret"
-	}
-	if t.PollInterval == 0 {
-		t.PollInterval = DefaultPollInterval
-	}
-	return t
-}
-
-// Validate checks the block; at names its place in the configuration.
-func (t TransitCertConfig) Validate(at string) error {
-	var errs []error
-	if err := t.Key.Validate(at + ".key"); err != nil {
-		errs = append(errs, err)
-	}
-	if !t.inTransit() {
-		if t.Certificate.Path == "" {
-			errs = append(errs, fmt.Errorf("%s.certificate.path: missing; name the KV v2 secret holding the certificate (or omit certificate to use the chain stored in Transit)", at))
-		}
-		if t.Certificate.Field == "" {
-			errs = append(errs, fmt.Errorf("%s.certificate.field: missing; name the field with the PEM certificate", at))
-		}
-	}
-	if t.PollInterval < 0 {
-		errs = append(errs, fmt.Errorf("%s.poll_interval: must be positive, e.g. 30s", at))
-	}
-	return errors.Join(errs...)
-}
-
-// TransitCertSource is a certs.Source whose certificates carry a
-// *TransitSigner as PrivateKey. It polls the certificate's KV version; on a
-// new version it reads the certificate and pins the signer to the key version
-// matching the certificate's public key.
-type TransitCertSource struct {
-	c   *Client
-	cfg TransitCertConfig
-}
-
-var _ certs.Source = (*TransitCertSource)(nil)
-
-// TransitCertSource returns a source for cfg.
-func (c *Client) TransitCertSource(cfg TransitCertConfig) *TransitCertSource {
-	return &TransitCertSource{c: c, cfg: cfg.withDefaults()}
-}
-
-// PollInterval is the configured interval between version checks.
-func (s *TransitCertSource) PollInterval() time.Duration { return s.cfg.PollInterval }
-
-// String implements certs.Source.
-func (s *TransitCertSource) String() string {
-	if s.cfg.inTransit() {
-		return fmt.Sprintf("vault transit %s/keys/%s with its stored certificate chain", s.cfg.Key.Mount, s.cfg.Key.Key)
-	}
-	return fmt.Sprintf("vault transit %s/keys/%s with certificate kv %s/%s#%s",
-		s.cfg.Key.Mount, s.cfg.Key.Key, s.cfg.Certificate.Mount, s.cfg.Certificate.Path, s.cfg.Certificate.Field)
-}
-
-// Fetch implements certs.Source.
-func (s *TransitCertSource) Fetch(ctx context.Context, version string) (*tls.Certificate, string, error) {
-	c, v, err := s.fetch(ctx, version)
-	s.c.health.report(s.String(), err)
-	return c, v, err
-}
-
-func (s *TransitCertSource) fetch(ctx context.Context, version string) (*tls.Certificate, string, error) {
-	if s.cfg.inTransit() {
-		return s.fetchFromTransit(ctx, version)
-	}
-	kv := s.cfg.Certificate
-	cur, err := s.c.kvCurrentVersion(ctx, kv.Mount, kv.Path)
-	if err != nil {
-		return nil, version, err
-	}
-	v := strconv.Itoa(cur)
-	if v == version {
-		return nil, version, nil
-	}
-	data, _, err := s.c.readKV(ctx, kv.Mount, kv.Path, cur)
-	if err != nil {
-		return nil, v, err
-	}
-	certPEM, err := stringField(data, kv.Field, kv.Mount, kv.Path, cur)
-	if err != nil {
-		return nil, v, err
-	}
-	cert, err := s.c.TransitCertificate(ctx, s.cfg.Key, []byte(certPEM))
-	if err != nil {
-		return nil, v, fmt.Errorf("vault kv %s/%s (version %d): %w", kv.Mount, kv.Path, cur, err)
-	}
-	return cert, v, nil
-}
-
-// fetchFromTransit serves the newest key version that has a certificate
-// chain imported; the version string names that key version and its chain.
-func (s *TransitCertSource) fetchFromTransit(ctx context.Context, version string) (*tls.Certificate, string, error) {
-	k, err := s.c.readTransitKey(ctx, s.cfg.Key)
-	if err != nil {
-		return nil, version, err
-	}
-	kv := 0
-	for v := range k.chains {
-		kv = max(kv, v)
-	}
-	if kv == 0 {
-		return nil, version, fmt.Errorf("vault transit key %s/keys/%s: no version has a certificate chain; import one with set-certificate",
-			s.cfg.Key.Mount, s.cfg.Key.Key)
-	}
-	sum := sha256.Sum256([]byte(k.chains[kv]))
-	v := fmt.Sprintf("v%d-%x", kv, sum[:6])
-	if v == version {
-		return nil, version, nil
-	}
-	chain, leaf, err := parseCertChain([]byte(k.chains[kv]))
-	if err != nil {
-		return nil, v, fmt.Errorf("vault transit key %s/keys/%s version %d: %w", s.cfg.Key.Mount, s.cfg.Key.Key, kv, err)
-	}
-	signer, err := s.c.newTransitSigner(s.cfg.Key, kv, k.versions[kv])
-	if err != nil {
-		return nil, v, err
-	}
-	return &tls.Certificate{Certificate: chain, Leaf: leaf, PrivateKey: signer}, v, nil
-}
-
-// TransitCSR asks Transit for a PKCS #10 certificate signing request for
-// version (0: the latest) of the key, signed by that key inside Vault, with
-// the subject and names of tmpl. It is the first onboarding step with a bank
-// or QTSP: send the CSR, then import the chain they return with
-// TransitSetCertificateChain.
-func (c *Client) TransitCSR(ctx context.Context, key TransitKeyConfig, version int, tmpl *x509.CertificateRequest) ([]byte, error) {
-	key = key.withDefaults()
-	// Vault takes the template as a CSR; any key signs it, Vault replaces key and signature.
-	throwaway, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	t := *tmpl
-	t.SignatureAlgorithm = x509.UnknownSignatureAlgorithm
-	der, err := x509.CreateCertificateRequest(rand.Reader, &t, throwaway)
-	if err != nil {
-		return nil, fmt.Errorf("building the CSR template: %w", err)
-	}
-	body := map[string]any{"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))}
-	if version > 0 {
-		body["version"] = version
-	}
-	op := fmt.Sprintf("creating a CSR with vault transit key %s/keys/%s", key.Mount, key.Key)
-	s, err := c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
-		return a.Logical().WriteWithContext(ctx, key.Mount+"/keys/"+key.Key+"/csr", body)
-	})
-	if err != nil {
-		return nil, err
-	}
-	csr, _ := s.Data["csr"].(string)
-	if csr == "" {
-		return nil, fmt.Errorf("%s: no csr in Vault's answer", op)
-	}
-	return []byte(csr), nil
-}
-
-// TransitSetCertificateChain imports the PEM certificate chain (leaf first)
-// issued for version (0: the latest) of the key. Vault checks that the leaf's
-// public key is the key's.
-func (c *Client) TransitSetCertificateChain(ctx context.Context, key TransitKeyConfig, version int, chainPEM []byte) error {
-	key = key.withDefaults()
-	body := map[string]any{"certificate_chain": string(chainPEM)}
-	if version > 0 {
-		body["version"] = version
-	}
-	op := fmt.Sprintf("importing a certificate chain into vault transit key %s/keys/%s", key.Mount, key.Key)
-	_, err := c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
-		return a.Logical().WriteWithContext(ctx, key.Mount+"/keys/"+key.Key+"/set-certificate", body)
-	})
-	return err
-}
-
-// TransitCertificate builds a *tls.Certificate from a PEM certificate (and
-// chain) whose private key is the Transit key named by key. The result can be
-// stored in a certs.Holder for mTLS and used for HTTP signatures.
-func (c *Client) TransitCertificate(ctx context.Context, key TransitKeyConfig, certPEM []byte) (*tls.Certificate, error) {
-	chain, leaf, err := parseCertChain(certPEM)
-	if err != nil {
-		return nil, err
-	}
-	signer, err := c.TransitSignerFor(ctx, key, leaf.PublicKey)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Certificate{Certificate: chain, Leaf: leaf, PrivateKey: signer}, nil
 }

@@ -214,7 +214,7 @@ func TestTransitTLSClientKey(t *testing.T) {
 	}
 	t.Run("certificate for another key", func(t *testing.T) {
 		other := newTestCA(t) // its key is not in Transit
-		leaf := ca.issue(t, "stranger", 9, other.key.Public())
+		leaf := ca.issue(t, "stranger", 9, other.Signer().Public())
 		_, err := c.TransitCertificate(t.Context(), TransitKeyConfig{Mount: mount, Key: "rsa"}, []byte(pemCert(leaf)))
 		if err == nil || !strings.Contains(err.Error(), "no version's public key matches") {
 			t.Fatalf("certificate for a foreign key: %v", err)

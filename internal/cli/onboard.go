@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
@@ -47,7 +48,7 @@ these steps is an operator's, not the sidecar's.`,
 			if err != nil {
 				return &ExitError{Code: ExitUsage, Err: err}
 			}
-			name, err := parseSubject(subject)
+			name, rawSubject, err := parseSubject(subject)
 			if err != nil {
 				return &ExitError{Code: ExitUsage, Err: err}
 			}
@@ -56,7 +57,7 @@ these steps is an operator's, not the sidecar's.`,
 				return err
 			}
 			defer vc.Close()
-			pemCSR, err := vc.TransitCSR(e.context(), kc, version, &x509.CertificateRequest{Subject: name, DNSNames: dns})
+			pemCSR, err := vc.TransitCSR(e.context(), kc, version, &x509.CertificateRequest{Subject: name, RawSubject: rawSubject, DNSNames: dns})
 			if err != nil {
 				return &ExitError{Code: ExitFailure, Err: err}
 			}
@@ -110,7 +111,7 @@ these steps is an operator's, not the sidecar's.`,
 }
 
 func (e *env) onboardVault(path string) (*vaultsrc.Client, error) {
-	cfg, err := e.loadConfig(path)
+	cfg, err := e.loadOnboardConfig(path)
 	if err != nil {
 		return nil, err
 	}
@@ -121,6 +122,33 @@ func (e *env) onboardVault(path string) (*vaultsrc.Client, error) {
 	return vc, err
 }
 
+// loadOnboardConfig loads the configuration for the onboarding commands, which
+// use only its vault: and log: blocks. A file with routes is loaded and
+// validated in full, as for serving; a file with a vault: block and no routes
+// (an operator's onboarding settings, kept apart from the sidecar's) is
+// decoded as strictly, and its vault: block is validated when logging in.
+func (e *env) loadOnboardConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return e.loadConfig(path)
+	}
+	data, err := os.ReadFile(path) //nolint:gosec // the operator names the configuration file
+	if err != nil {
+		return nil, &ExitError{Code: ExitConfig, Err: fmt.Errorf("reading configuration: %w", err)}
+	}
+	cfg, err := config.Decode(data)
+	if err != nil || len(cfg.Routes) > 0 {
+		return e.loadConfig(path) // the full load and its messages
+	}
+	cfg.ApplyDefaults()
+	if e.logLevel != "" {
+		cfg.Log.Level = e.logLevel
+	}
+	if e.logFormat != "" {
+		cfg.Log.Format = e.logFormat
+	}
+	return cfg, nil
+}
+
 func parseTransitKey(s string) (vaultsrc.TransitKeyConfig, error) {
 	mount, key, ok := strings.Cut(strings.Trim(s, "/"), "/")
 	if !ok || mount == "" || key == "" || strings.Contains(key, "/") {
@@ -129,13 +157,50 @@ func parseTransitKey(s string) (vaultsrc.TransitKeyConfig, error) {
 	return vaultsrc.TransitKeyConfig{Mount: mount, Key: key}, nil
 }
 
+// subjectAttributes are the --subject keys and their X.520 attribute types.
+var subjectAttributes = map[string]asn1.ObjectIdentifier{
+	"cn":                     {2, 5, 4, 3},
+	"c":                      {2, 5, 4, 6},
+	"l":                      {2, 5, 4, 7},
+	"st":                     {2, 5, 4, 8},
+	"o":                      {2, 5, 4, 10},
+	"ou":                     {2, 5, 4, 11},
+	"organizationidentifier": oidOrganizationIdentifier,
+	"2.5.4.97":               oidOrganizationIdentifier,
+}
+
 // parseSubject reads "CN=..,O=..,OU=..,C=..,L=..,ST=..,organizationIdentifier=.."
-// (a comma inside a value is written \,).
-func parseSubject(s string) (pkix.Name, error) {
+// (a comma inside a value is written \,). It returns the name and its DER
+// encoding with one RDN per attribute in the order given: a QTSP may check
+// the order, which pkix.Name alone would not keep.
+func parseSubject(s string) (pkix.Name, []byte, error) {
 	var n pkix.Name
 	if strings.TrimSpace(s) == "" {
-		return n, errors.New(`--subject is required, e.g. "CN=TPP QSealC,O=Acme Ltd,C=DK"`)
+		return n, nil, errors.New(`--subject is required, e.g. "CN=TPP QSealC,O=Acme Ltd,C=DK"`)
 	}
+	var rdns pkix.RDNSequence
+	for _, p := range splitSubject(s) {
+		k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
+		v = strings.TrimSpace(v)
+		if !ok || v == "" {
+			return n, nil, fmt.Errorf("--subject: %q is not KEY=VALUE", p)
+		}
+		oid, known := subjectAttributes[strings.ToLower(strings.TrimSpace(k))]
+		if !known {
+			return n, nil, fmt.Errorf("--subject: unknown attribute %q (use CN, O, OU, C, L, ST, organizationIdentifier)", k)
+		}
+		rdns = append(rdns, pkix.RelativeDistinguishedNameSET{{Type: oid, Value: v}})
+	}
+	raw, err := asn1.Marshal(rdns)
+	if err != nil {
+		return n, nil, fmt.Errorf("--subject: encoding: %w", err)
+	}
+	n.FillFromRDNSequence(&rdns)
+	return n, raw, nil
+}
+
+// splitSubject splits a DN at commas, unescaping "\," and "\\".
+func splitSubject(s string) []string {
 	var parts []string
 	var cur strings.Builder
 	for i := 0; i < len(s); i++ {
@@ -150,31 +215,5 @@ func parseSubject(s string) (pkix.Name, error) {
 			cur.WriteByte(s[i])
 		}
 	}
-	parts = append(parts, cur.String())
-	for _, p := range parts {
-		k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
-		v = strings.TrimSpace(v)
-		if !ok || v == "" {
-			return n, fmt.Errorf("--subject: %q is not KEY=VALUE", p)
-		}
-		switch strings.ToLower(strings.TrimSpace(k)) {
-		case "cn":
-			n.CommonName = v
-		case "o":
-			n.Organization = append(n.Organization, v)
-		case "ou":
-			n.OrganizationalUnit = append(n.OrganizationalUnit, v)
-		case "c":
-			n.Country = append(n.Country, v)
-		case "l":
-			n.Locality = append(n.Locality, v)
-		case "st":
-			n.Province = append(n.Province, v)
-		case "organizationidentifier", "2.5.4.97":
-			n.ExtraNames = append(n.ExtraNames, pkix.AttributeTypeAndValue{Type: oidOrganizationIdentifier, Value: v})
-		default:
-			return n, fmt.Errorf("--subject: unknown attribute %q (use CN, O, OU, C, L, ST, organizationIdentifier)", k)
-		}
-	}
-	return n, nil
+	return append(parts, cur.String())
 }

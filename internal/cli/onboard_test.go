@@ -1,15 +1,16 @@
 package cli_test
 
 import (
-	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
 	"math/big"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
@@ -28,9 +29,8 @@ func TestOnboardTransit(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("TP_ONBOARD_VAULT_TOKEN", srv.Token)
 	cfg := filepath.Join(dir, "c.yaml")
-	write(t, cfg, fmt.Sprintf(`vault: {address: %s, auth: {method: token, token: {env: TP_ONBOARD_VAULT_TOKEN}}}
-routes: [{name: bank, hosts: [bank.example], upstream: "https://bank.example"}]
-`, srv.Addr))
+	// An operator's onboarding file: a vault: block and no routes.
+	write(t, cfg, fmt.Sprintf("vault: {address: %s, auth: {method: token, token: {env: TP_ONBOARD_VAULT_TOKEN}}}\n", srv.Addr))
 	key := mount + "/qseal"
 	code, out, errOut := run(t, "onboard", "csr", "--config", cfg, "--key", key,
 		"--subject", `CN=TPP QSealC,O=Acme\, Ltd,C=DK,organizationIdentifier=PSDDK-DFSA-12345678`)
@@ -57,16 +57,28 @@ routes: [{name: bank, hosts: [bank.example], upstream: "https://bank.example"}]
 	if csr.Subject.CommonName != "TPP QSealC" || csr.Subject.Organization[0] != "Acme, Ltd" || orgID != "PSDDK-DFSA-12345678" {
 		t.Fatalf("subject %q, organizationIdentifier %q", csr.Subject, orgID)
 	}
+	// The RDNs come in the order given, as the DER shows (pkix.Name would put C first).
+	var rdns pkix.RDNSequence
+	if _, err := asn1.Unmarshal(csr.RawSubject, &rdns); err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, rdn := range rdns {
+		for _, a := range rdn {
+			order = append(order, a.Type.String())
+		}
+	}
+	if want := []string{"2.5.4.3", "2.5.4.10", "2.5.4.6", "2.5.4.97"}; !slices.Equal(order, want) {
+		t.Fatalf("subject attributes in the order %v, want %v (CN, O, C, organizationIdentifier)", order, want)
+	}
 
 	ca, _ := testpki.NewCA("QTSP")
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(4242), Subject: csr.Subject,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Certificate(), csr.PublicKey, ca.Signer())
+	leaf, err := ca.CertifyKey("TPP QSealC", csr.PublicKey, testpki.WithSubject(csr.Subject), testpki.WithSerialNumber(big.NewInt(4242)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	chain := filepath.Join(dir, "chain.pem")
-	write(t, chain, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))+string(ca.CertPEM()))
+	write(t, chain, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}))+string(ca.CertPEM()))
 	if code, out, errOut := run(t, "onboard", "import", "--config", cfg, "--key", key, "--chain", chain); code != 0 || !strings.Contains(out, "imported") {
 		t.Fatalf("import: exit %d %s %s", code, out, errOut)
 	}

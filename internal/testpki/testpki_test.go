@@ -3,6 +3,8 @@ package testpki
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
@@ -385,5 +387,28 @@ func BenchmarkIssueClient(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestCertifyKey(t *testing.T) {
+	ca, err := NewCA("root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := pkix.Name{Country: []string{"DK"}, Organization: []string{"Acme"}}
+	cert, err := ca.CertifyKey("held elsewhere", key.Public(), WithSubject(subject), WithSerialNumber(big.NewInt(42)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !key.PublicKey.Equal(cert.PublicKey) || cert.Subject.CommonName != "held elsewhere" ||
+		cert.Subject.Organization[0] != "Acme" || cert.SerialNumber.Int64() != 42 {
+		t.Fatalf("certificate %v for %T", cert.Subject, cert.PublicKey)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.CertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("does not verify as a client certificate: %v", err)
 	}
 }
