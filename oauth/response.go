@@ -130,7 +130,6 @@ func hintFor(code string, status int) string {
 	return ""
 }
 
-
 // post sends form to endpoint with the route's client (mTLS) and returns the
 // body of a 2xx answer, or an *endpointError.
 func post(ctx context.Context, hc *http.Client, route, endpoint, rawURL string, form url.Values, hdr http.Header, now time.Time) ([]byte, error) {

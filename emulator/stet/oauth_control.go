@@ -53,4 +53,6 @@ func (h *Handler) TokenRequests() []url.Values {
 }
 
 // CustomerOf reports whose valid access token header ("Bearer ...") is.
-func (h *Handler) CustomerOf(authorization string) (string, bool) { return h.auth.validAccess(authorization) }
+func (h *Handler) CustomerOf(authorization string) (string, bool) {
+	return h.auth.validAccess(authorization)
+}
