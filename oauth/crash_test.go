@@ -1,0 +1,104 @@
+package oauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
+)
+
+var errCrash = errors.New("simulated crash")
+
+// TestCrashMatrix aborts a refresh after each step, re-opens the store from
+// disk as a restarted process would (a new source instance, the clock past
+// the intent lease) and fetches again. The outcomes are the table in
+// docs/oauth.md.
+func TestCrashMatrix(t *testing.T) {
+	type outcome string
+	const (
+		ok       outcome = "token from the stored refresh token"
+		consentQ outcome = "consent_required (interrupted refresh)"
+	)
+	for _, tc := range []struct {
+		rotate bool
+		step   Step
+		want   outcome
+	}{
+		{false, StepIntentRecorded, ok},
+		{false, StepBankAnswered, ok},
+		{false, StepAnswerStored, ok},
+		{true, StepIntentRecorded, ok},
+		{true, StepBankAnswered, consentQ},
+		{true, StepAnswerStored, ok},
+	} {
+		name := fmt.Sprintf("%s/crash after %s", map[bool]string{false: "BPCE", true: "rotating"}[tc.rotate], tc.step)
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, tc.rotate)
+			path := t.TempDir() + "/consents.db"
+			store := openBolt(t, path)
+			crashAt := tc.step
+			a := e.authCode(t, store, nil, &Hooks{After: func(s Step, _ string) error {
+				if s == crashAt {
+					return errCrash
+				}
+				return nil
+			}})
+			e.consent(t, a, "", "marc")
+			e.clk.Add(2 * time.Hour)
+			ctx := context.Background()
+			if _, err := a.Fetch(ctx, "marc"); !errors.Is(err, errCrash) {
+				t.Fatalf("the crash hook did not abort: %v", err)
+			}
+			if err := store.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			store = openBolt(t, path) // restart
+			defer store.Close()
+			e.clk.Add(time.Minute) // past the 30 s intent lease
+			b := e.authCode(t, store, nil, nil)
+			tok, err := b.Fetch(ctx, "marc")
+			got := ok
+			if err != nil {
+				cr := asConsentRequired(t, err)
+				if !strings.Contains(cr.Cause, "interrupted refresh") {
+					t.Fatalf("cause %q does not say the refresh was interrupted", cr.Cause)
+				}
+				got = consentQ
+				e.noSecrets(t, "the error", err.Error())
+			} else if _, valid := e.h.CustomerOf(tok.Header); !valid {
+				t.Fatal("the token after restart is not valid at the bank")
+			}
+			if got != tc.want {
+				t.Fatalf("after restart: %s (err %v), want %s", got, err, tc.want)
+			}
+			c, err := store.Get(ctx, consentstore.Key{Route: "bpce", Subject: "marc"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("outcome: %s; stored state %s, generation %d", got, c.State, c.Generation)
+		})
+	}
+}
+
+func TestCensus(t *testing.T) {
+	e := newEnv(t, false)
+	store, _ := tempBolt(t)
+	a := e.authCode(t, store, nil, nil)
+	e.consent(t, a, "app-a", "marc")
+	e.consent(t, a, "app-b", "lea")
+	e.clk.Add(85 * 24 * time.Hour)
+	e.consent(t, a, "app-b", "paul")
+	ctx := context.Background()
+	c, err := TakeCensus(ctx, store, e.clk.Now(), 7*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ByState["bpce"][consentstore.Active] != 3 || c.ExpiringSoon["bpce"] != 2 {
+		t.Fatalf("census %+v, want 3 active and 2 expiring within 7 days", c)
+	}
+}
