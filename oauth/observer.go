@@ -31,12 +31,8 @@ type Census struct {
 // TakeCensus reads every consent of every owner (call it periodically, e.g.
 // each minute, not per request).
 func TakeCensus(ctx context.Context, s consentstore.Store, now time.Time, within time.Duration) (*Census, error) {
-	all, err := s.List(ctx, consentstore.Filter{AnyOwner: true})
-	if err != nil {
-		return nil, err
-	}
 	c := &Census{ByState: map[string]map[consentstore.State]int{}, ExpiringSoon: map[string]int{}}
-	for _, x := range all {
+	count := func(x *consentstore.Consent) error {
 		m := c.ByState[x.Route]
 		if m == nil {
 			m = map[consentstore.State]int{}
@@ -46,6 +42,21 @@ func TakeCensus(ctx context.Context, s consentstore.Store, now time.Time, within
 		if x.State != consentstore.Invalid && !x.RefreshExpiry.IsZero() && x.RefreshExpiry.Sub(now) <= within {
 			c.ExpiringSoon[x.Route]++
 		}
+		return nil
+	}
+	all := consentstore.Filter{AnyOwner: true}
+	if sc, ok := s.(consentstore.Scanner); ok {
+		if err := sc.Scan(ctx, all, count); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	list, err := s.List(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range list {
+		_ = count(x)
 	}
 	return c, nil
 }

@@ -166,7 +166,14 @@ func (b *Bolt) Delete(_ context.Context, k Key) error {
 // List implements Store. It decrypts every matching record.
 func (b *Bolt) List(ctx context.Context, f Filter) ([]*Consent, error) {
 	var out []*Consent
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.Scan(ctx, f, func(c *Consent) error { out = append(out, c); return nil })
+	return out, err
+}
+
+// Scan calls fn with each consent f selects, one at a time, without holding
+// them all in memory (a census of 100,000 consents).
+func (b *Bolt) Scan(ctx context.Context, f Filter, fn func(*Consent) error) error {
+	return b.db.View(func(tx *bolt.Tx) error {
 		cur := tx.Bucket(bucketConsents).Cursor()
 		var k, v []byte
 		if f.Route != "" {
@@ -187,7 +194,9 @@ func (b *Bolt) List(ctx context.Context, f Filter) ([]*Consent, error) {
 				return err
 			}
 			if f.match(c) {
-				out = append(out, c)
+				if err := fn(c); err != nil {
+					return err
+				}
 			}
 			if err := ctx.Err(); err != nil {
 				return err
@@ -195,7 +204,6 @@ func (b *Bolt) List(ctx context.Context, f Filter) ([]*Consent, error) {
 		}
 		return nil
 	})
-	return out, err
 }
 
 // Close implements Store.

@@ -107,3 +107,9 @@ type Store interface {
 	// Close releases the store.
 	Close() error
 }
+
+// Scanner is implemented by stores that can visit consents one at a time
+// (Bolt); callers fall back to List otherwise.
+type Scanner interface {
+	Scan(ctx context.Context, f Filter, fn func(*Consent) error) error
+}
