@@ -98,10 +98,15 @@ func TestAuthCodeConcurrentRefreshOneSubject(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		instances int
-	}{{"one process", 1}, {"two processes sharing the store", 2}} {
+		store     func(t *testing.T) consentstore.Store
+	}{
+		{"bolt/one process", 1, boltStore},
+		{"bolt/two processes sharing the store", 2, boltStore},
+		{"vault/two processes sharing the store", 2, vaultStore},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
+			store := tc.store(t)
 			e := newEnv(t, true)
-			store, _ := tempBolt(t)
 			srcs := []*AuthCode{e.authCode(t, store, nil, nil)}
 			if tc.instances == 2 {
 				srcs = append(srcs, e.authCode(t, store, nil, nil))

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
+	"go.uber.org/zap"
 )
 
 // APIConfig configures the consent API.
@@ -37,6 +38,9 @@ type APIConfig struct {
 	StateTTL time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Log receives one line per failed code exchange (never a code or a
+	// token); nil discards.
+	Log *zap.Logger
 }
 
 // API is the consent API, an http.Handler:
@@ -85,6 +89,9 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
 	}
 	a := &API{cfg: cfg, routes: map[string]*AuthCode{}, mux: http.NewServeMux(), pending: map[string]*pendingConsent{}}
 	for _, r := range cfg.Routes {
@@ -250,6 +257,7 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request) {
 	if e := q.Get("error"); e != "" {
 		result.Set("error", safeCode(e))
 	} else if _, err := p.route.Exchange(r.Context(), p.owner, p.subject, q.Get("code"), p.verifier, p.redirectURI); err != nil {
+		a.cfg.Log.Warn("consent code exchange failed", zap.String("route", p.route.Route()), zap.String("subject", p.subject), zap.Error(err))
 		result.Set("error", "exchange_failed")
 	} else {
 		result.Set("status", "active")
@@ -314,6 +322,7 @@ func (a *API) exchange(w http.ResponseWriter, r *http.Request, caller string, ro
 	}
 	c, err := route.Exchange(r.Context(), caller, p.subject, req.Code, p.verifier, p.redirectURI)
 	if err != nil {
+		a.cfg.Log.Warn("consent code exchange failed", zap.String("route", route.Route()), zap.String("subject", p.subject), zap.Error(err))
 		writeErr(w, http.StatusBadGateway, "exchange_failed", err.Error(), route.Route())
 		return
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/testlog"
 )
 
 const returnURL = "https://app.example/consent-done"
@@ -19,6 +21,7 @@ type apiEnv struct {
 	*env
 	api   *httptest.Server
 	route *AuthCode
+	log   *testlog.Capture
 }
 
 func newAPIEnv(t *testing.T) *apiEnv {
@@ -29,7 +32,9 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	api, err := NewAPI(APIConfig{Routes: []*AuthCode{route}, CallbackURL: srv.URL + "/v1/callback", ReturnURLs: []string{returnURL},
+	log, capture := testlog.New(t)
+	capture.Forbid(e.h.Issued)
+	api, err := NewAPI(APIConfig{Log: log, Routes: []*AuthCode{route}, CallbackURL: srv.URL + "/v1/callback", ReturnURLs: []string{returnURL},
 		Now: e.clk.Now, Authenticate: func(r *http.Request) (string, error) {
 			if c := r.Header.Get("X-Test-Caller"); c != "" {
 				return c, nil
@@ -40,7 +45,7 @@ func newAPIEnv(t *testing.T) *apiEnv {
 		t.Fatal(err)
 	}
 	mux.Handle("/", api)
-	return &apiEnv{env: e, api: srv, route: route}
+	return &apiEnv{env: e, api: srv, route: route, log: capture}
 }
 
 // call sends an API request as caller and decodes the JSON answer.
@@ -196,5 +201,31 @@ func TestConsentAPICallerIsolation(t *testing.T) {
 	}
 	if !strings.HasPrefix(a.api.URL, "http://127.0.0.1") {
 		t.Fatal("the API test server is not on loopback")
+	}
+}
+
+func TestConsentAPIFailedExchangeIsLoggedWithoutTheCode(t *testing.T) {
+	a := newAPIEnv(t)
+	_, m := a.call(t, "app-a", "POST", "/v1/routes/bpce/consents/marc", nil)
+	cb := a.login(t, m["authorize_url"].(string), "marc")
+	q := cb.Query()
+	code := q.Get("code")
+	q.Set("code", code+"-tampered")
+	cb.RawQuery = q.Encode()
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get(cb.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	back, _ := url.Parse(resp.Header.Get("Location"))
+	if back.Query().Get("error") != "exchange_failed" || back.Query().Has("code") {
+		t.Fatalf("the app was sent to %s", back.Redacted())
+	}
+	if st, _ := a.call(t, "app-a", "GET", "/v1/routes/bpce/consents/marc", nil); st != 404 {
+		t.Fatalf("a failed exchange stored a consent: %d", st)
+	}
+	if a.log.Count("consent code exchange failed", "invalid_grant") != 1 {
+		t.Fatalf("log: %s", a.log.String())
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
 	"github.com/tokenproxy/tokenproxy/secret"
 )
@@ -181,3 +182,16 @@ func (e *env) noSecrets(t testing.TB, what, s string) {
 }
 
 var _ = secret.New
+
+func boltStore(t *testing.T) consentstore.Store {
+	s, _ := tempBolt(t)
+	return s
+}
+
+// vaultStore is a Vault KV v2 store on a fresh mount of the test Vault.
+func vaultStore(t *testing.T) consentstore.Store {
+	srv := vaulttest.Start(t)
+	mount := vaulttest.Unique("consents")
+	srv.Mount(mount, "kv-v2")
+	return consentstore.NewVault(srv.Client(), mount, "tokenproxy")
+}
