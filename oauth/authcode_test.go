@@ -154,3 +154,19 @@ func TestAuthCodeRevoke(t *testing.T) {
 	_, err = a.Fetch(ctx, "marc")
 	asConsentRequired(t, err)
 }
+
+func TestAuthCodeProbe(t *testing.T) {
+	e := newEnv(t, false)
+	store, _ := tempBolt(t)
+	if err := e.authCode(t, store, nil, nil).Probe(context.Background()); err != nil {
+		t.Fatalf("probe of a good route: %v", err)
+	}
+	bad, err := NewAuthCode(AuthCodeConfig{Endpoint: e.endpoint("bpce-bad", ClientAuth{Method: TLSClientAuth, ClientID: "someone-else"}),
+		AuthorizeURL: e.url("authorize"), Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.Probe(context.Background()); err == nil || !strings.Contains(err.Error(), "route bpce-bad") || !strings.Contains(err.Error(), "invalid_client") {
+		t.Fatalf("probe with a wrong client: %v", err)
+	}
+}
