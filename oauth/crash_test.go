@@ -38,55 +38,60 @@ func TestCrashMatrix(t *testing.T) {
 		{true, StepAnswerStored, ok},
 	}
 	for _, kind := range []string{"bolt", "vault"} {
-		for _, tc := range rows {
-			name := fmt.Sprintf("%s/%s/crash after %s", kind, map[bool]string{false: "BPCE", true: "rotating"}[tc.rotate], tc.step)
-			t.Run(name, func(t *testing.T) {
-				open := storeOpener(t, kind)
-				e := newEnv(t, tc.rotate)
-				store := open()
-				crashAt := tc.step
-				a := e.authCode(t, store, nil, &Hooks{After: func(s Step, _ string) error {
-					if s == crashAt {
-						return errCrash
+		t.Run(kind, func(t *testing.T) {
+			var vault *vaulttest.Server
+			if kind == "vault" {
+				vault = vaulttest.Start(t)
+			}
+			for _, tc := range rows {
+				name := fmt.Sprintf("%s/crash after %s", map[bool]string{false: "BPCE", true: "rotating"}[tc.rotate], tc.step)
+				t.Run(name, func(t *testing.T) {
+					open := storeOpener(t, vault)
+					e := newEnv(t, tc.rotate)
+					store := open()
+					crashAt := tc.step
+					a := e.authCode(t, store, nil, &Hooks{After: func(s Step, _ string) error {
+						if s == crashAt {
+							return errCrash
+						}
+						return nil
+					}})
+					e.consent(t, a, "", "marc")
+					e.clk.Add(2 * time.Hour)
+					ctx := context.Background()
+					if _, err := a.Fetch(ctx, "marc"); !errors.Is(err, errCrash) {
+						t.Fatalf("the crash hook did not abort: %v", err)
 					}
-					return nil
-				}})
-				e.consent(t, a, "", "marc")
-				e.clk.Add(2 * time.Hour)
-				ctx := context.Background()
-				if _, err := a.Fetch(ctx, "marc"); !errors.Is(err, errCrash) {
-					t.Fatalf("the crash hook did not abort: %v", err)
-				}
-				if err := store.Close(); err != nil {
-					t.Fatal(err)
-				}
+					if err := store.Close(); err != nil {
+						t.Fatal(err)
+					}
 
-				store = open() // restart
-				defer store.Close()
-				e.clk.Add(time.Minute) // past the 30 s intent lease
-				b := e.authCode(t, store, nil, nil)
-				tok, err := b.Fetch(ctx, "marc")
-				got := ok
-				if err != nil {
-					cr := asConsentRequired(t, err)
-					if !strings.Contains(cr.Cause, "interrupted refresh") {
-						t.Fatalf("cause %q does not say the refresh was interrupted", cr.Cause)
+					store = open() // restart
+					defer store.Close()
+					e.clk.Add(time.Minute) // past the 30 s intent lease
+					b := e.authCode(t, store, nil, nil)
+					tok, err := b.Fetch(ctx, "marc")
+					got := ok
+					if err != nil {
+						cr := asConsentRequired(t, err)
+						if !strings.Contains(cr.Cause, "interrupted refresh") {
+							t.Fatalf("cause %q does not say the refresh was interrupted", cr.Cause)
+						}
+						got = consentQ
+						e.noSecrets(t, "the error", err.Error())
+					} else if _, valid := e.h.CustomerOf(tok.Header); !valid {
+						t.Fatal("the token after restart is not valid at the bank")
 					}
-					got = consentQ
-					e.noSecrets(t, "the error", err.Error())
-				} else if _, valid := e.h.CustomerOf(tok.Header); !valid {
-					t.Fatal("the token after restart is not valid at the bank")
-				}
-				if got != tc.want {
-					t.Fatalf("after restart: %s (err %v), want %s", got, err, tc.want)
-				}
-				c, err := store.Get(ctx, consentstore.Key{Route: "bpce", Subject: "marc"})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Logf("outcome: %s; stored state %s, generation %d", got, c.State, c.Generation)
-			})
-		}
+					if got != tc.want {
+						t.Fatalf("after restart: %s (err %v), want %s", got, err, tc.want)
+					}
+					c, err := store.Get(ctx, consentstore.Key{Route: "bpce", Subject: "marc"})
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Logf("outcome: %s; stored state %s, generation %d", got, c.State, c.Generation)
+				})
+			}
 		})
 	}
 }
