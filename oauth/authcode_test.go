@@ -92,6 +92,12 @@ func TestAuthCodeConsentRequired(t *testing.T) {
 	if len(e.h.TokenRequests()) != before {
 		t.Fatal("an invalid consent was sent to the bank again")
 	}
+	// A new consent replaces the invalid one.
+	e.consent(t, a, "app-a", "marc")
+	e.clk.Add(2 * time.Hour)
+	if _, err := a.Fetch(ctx, SubjectKey("app-a", "marc")); err != nil {
+		t.Fatalf("after a new consent: %v", err)
+	}
 }
 
 func TestAuthCodeConcurrentRefreshOneSubject(t *testing.T) {
