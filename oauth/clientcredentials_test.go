@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/emulator/stet"
+	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/tokencache"
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 func TestClientCredentialsEachMethod(t *testing.T) {
@@ -101,5 +104,37 @@ func TestClientAuthValidate(t *testing.T) {
 		if err := tc.auth.Validate(); err == nil {
 			t.Errorf("%s: no error", tc.name)
 		}
+	}
+}
+
+// TestPrivateKeyJWTWithVaultTransit signs the client assertion with a
+// non-exportable Vault Transit key.
+func TestPrivateKeyJWTWithVaultTransit(t *testing.T) {
+	srv := vaulttest.Start(t)
+	mount := vaulttest.Unique("transit")
+	srv.Mount(mount, "transit")
+	srv.Write(mount+"/keys/jwt", map[string]any{"type": "ecdsa-p256", "exportable": false})
+	t.Setenv("OAUTH_TEST_VAULT_TOKEN", srv.Token)
+	vc, err := vaultsrc.New(t.Context(), vaultsrc.Config{Address: srv.Addr,
+		Auth: vaultsrc.AuthConfig{Method: "token", Token: &vaultsrc.TokenAuth{Env: "OAUTH_TEST_VAULT_TOKEN"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vc.Close()
+	key, err := vc.TransitSigner(t.Context(), vaultsrc.TransitKeyConfig{Mount: mount, Key: "jwt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, false, map[string]stet.Client{"jwt-transit-app": {Method: "private_key_jwt", Key: key.Public()}})
+	src, err := NewClientCredentials(e.endpoint("cc", ClientAuth{Method: PrivateKeyJWT, ClientID: "jwt-transit-app", Key: key}), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := src.Fetch(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.h.CustomerOf(tok.Header); !ok {
+		t.Fatal("the token is not valid at the bank")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -58,7 +59,7 @@ type env struct {
 	clk    *clock
 }
 
-func newEnv(t testing.TB, rotate bool) *env {
+func newEnv(t testing.TB, rotate bool, extraClients ...map[string]stet.Client) *env {
 	t.Helper()
 	pkiOnce.Do(func() {
 		var err error
@@ -84,13 +85,17 @@ func newEnv(t testing.TB, rotate bool) *env {
 		}
 	})
 	clk := &clock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
-	h := stet.New(stet.Config{Now: clk.Now, OAuth: &stet.OAuthConfig{Rotate: rotate, Clients: map[string]stet.Client{
+	clients := map[string]stet.Client{
 		stetClientID:  {Method: "tls_client_auth", CertSubject: qwacCN},
 		"basic-app":   {Method: "client_secret_basic", Secret: "basic s3cret:&"},
 		"post-app":    {Method: "client_secret_post", Secret: "post-s3cret"},
 		"jwt-ec-app":  {Method: "private_key_jwt", Key: pki.ec.Public()},
 		"jwt-rsa-app": {Method: "private_key_jwt", Key: pki.rsa.Public()},
-	}}})
+	}
+	for _, m := range extraClients {
+		maps.Copy(clients, m)
+	}
+	h := stet.New(stet.Config{Now: clk.Now, OAuth: &stet.OAuthConfig{Rotate: rotate, Clients: clients}})
 	srv := httptest.NewUnstartedServer(h)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{*pki.server}, ClientAuth: tls.RequireAndVerifyClientCert,
 		ClientCAs: pki.ca.CertPool(), MinVersion: tls.VersionTLS12}
