@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -210,7 +211,8 @@ func (b *Bolt) Scan(ctx context.Context, f Filter, fn func(*Consent) error) erro
 func (b *Bolt) Close() error { return b.db.Close() }
 
 // ValidateKey checks that route, owner and subject are usable names: 1 to
-// 200 bytes of printable ASCII without '/' (owner may be empty).
+// 200 characters among letters, digits and . _ - : @ + = ~ (owner may be
+// empty). The set keeps names safe in Vault paths, headers and URLs.
 func ValidateKey(k Key) error {
 	for _, p := range []struct{ what, v string }{{"route", k.Route}, {"owner", k.Owner}, {"subject", k.Subject}} {
 		if p.v == "" && p.what == "owner" {
@@ -220,10 +222,14 @@ func ValidateKey(k Key) error {
 			return fmt.Errorf("the %s name must be 1 to 200 characters", p.what)
 		}
 		for i := 0; i < len(p.v); i++ {
-			if ch := p.v[i]; ch <= ' ' || ch >= 0x7f || ch == '/' {
-				return fmt.Errorf("the %s name may hold only printable ASCII without spaces or '/'", p.what)
+			if !nameChar(p.v[i]) {
+				return fmt.Errorf("the %s name may hold only letters, digits and . _ - : @ + = ~", p.what)
 			}
 		}
 	}
 	return nil
+}
+
+func nameChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._-:@+=~", c) >= 0
 }

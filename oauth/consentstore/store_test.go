@@ -261,3 +261,24 @@ func TestParseKey(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateKey(t *testing.T) {
+	for _, tc := range []struct {
+		k  Key
+		ok bool
+	}{
+		{Key{"bpce", "", "psu-42@bank"}, true},
+		{Key{"bpce", "app-a", "PSU_42"}, true},
+		{Key{"bpce", "app/a", "x"}, false},
+		{Key{"bpce", "", "a/b"}, false},
+		{Key{"bpce", "", ""}, false},
+		{Key{"", "", "x"}, false},
+		{Key{"bpce", "", "a b"}, false},
+		{Key{"bpce", "", "a?b"}, false},
+		{Key{"bpce", "", strings.Repeat("x", 201)}, false},
+	} {
+		if err := ValidateKey(tc.k); (err == nil) != tc.ok {
+			t.Errorf("ValidateKey(%+v) = %v", tc.k, err)
+		}
+	}
+}
