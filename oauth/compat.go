@@ -7,8 +7,8 @@ import (
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
-// This file holds what the per-subject tokencache (developed in parallel)
-// provides after the merge; each item says how to switch over.
+// This file holds stand-ins for what the per-subject tokencache change
+// provides; each item says how to switch over once it is in.
 
 // ConsentRequiredError means subject has no usable consent: none was given,
 // the bank rejected its refresh token (invalid_grant), or it was revoked.
