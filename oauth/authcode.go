@@ -76,6 +76,9 @@ type AuthCode struct {
 	id    string // this instance, in intent records
 	locks [64]sync.Mutex
 	seed  maphash.Seed
+
+	handedMu sync.Mutex
+	handed   map[consentstore.Key]uint64 // generation whose access token this instance last returned, per subject
 }
 
 // NewAuthCode returns the source for one route.
@@ -95,7 +98,7 @@ func NewAuthCode(cfg AuthCodeConfig) (*AuthCode, error) {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &AuthCode{cfg: cfg, id: hex.EncodeToString(b[:]), seed: maphash.MakeSeed()}, nil
+	return &AuthCode{cfg: cfg, id: hex.EncodeToString(b[:]), seed: maphash.MakeSeed(), handed: map[consentstore.Key]uint64{}}, nil
 }
 
 // Route is the route's name.
@@ -239,6 +242,9 @@ func (a *AuthCode) Revoke(ctx context.Context, owner, subject string) error {
 			return err
 		}
 	}
+	a.handedMu.Lock()
+	delete(a.handed, k)
+	a.handedMu.Unlock()
 	return a.cfg.Store.Delete(ctx, k)
 }
 
@@ -249,4 +255,23 @@ func tokenOf(c *consentstore.Consent) *tokencache.Token {
 		typ = "Bearer"
 	}
 	return &tokencache.Token{Value: c.AccessToken.Reveal(), Type: typ, Expiry: c.AccessExpiry, Header: typ + " " + c.AccessToken.Reveal()}
+}
+
+// handOut records that the access token stored at generation gen is being
+// returned for k, and returns it.
+func (a *AuthCode) handOut(k consentstore.Key, gen uint64, t *tokencache.Token) *tokencache.Token {
+	a.handedMu.Lock()
+	a.handed[k] = gen
+	a.handedMu.Unlock()
+	return t
+}
+
+// handedOut reports whether this instance already returned the access token
+// stored at generation gen: asked again, the caller wants a new one (the old
+// one expired or the bank refused it).
+func (a *AuthCode) handedOut(k consentstore.Key, gen uint64) bool {
+	a.handedMu.Lock()
+	defer a.handedMu.Unlock()
+	g, ok := a.handed[k]
+	return ok && g == gen
 }

@@ -176,3 +176,32 @@ func TestAuthCodeProbe(t *testing.T) {
 		t.Fatalf("probe with a wrong client: %v", err)
 	}
 }
+
+// TestAuthCodeRestartReusesStoredToken: a restarted process uses the stored,
+// still valid access token instead of refreshing (at BPCE a refresh revokes
+// it); asked again for the same token (the cache invalidated it), it refreshes.
+func TestAuthCodeRestartReusesStoredToken(t *testing.T) {
+	e := newEnv(t, true)
+	store, _ := tempBolt(t)
+	ctx := context.Background()
+	a := e.authCode(t, store, nil, nil)
+	e.consent(t, a, "", "marc")
+	e.clk.Add(2 * time.Hour)
+	first, err := a.Fetch(ctx, "marc")
+	if err != nil || e.h.Refreshes() != 1 {
+		t.Fatalf("first fetch: %v, %d refreshes", err, e.h.Refreshes())
+	}
+	e.clk.Add(10 * time.Minute)
+	restarted := e.authCode(t, store, nil, nil)
+	again, err := restarted.Fetch(ctx, "marc")
+	if err != nil || again.Value != first.Value || e.h.Refreshes() != 1 {
+		t.Fatalf("after restart: %v, same token %v, %d refreshes; want the stored token and no refresh", err, again.Value == first.Value, e.h.Refreshes())
+	}
+	fresh, err := restarted.Fetch(ctx, "marc")
+	if err != nil || fresh.Value == first.Value || e.h.Refreshes() != 2 {
+		t.Fatalf("asked again: %v, %d refreshes; want a refresh", err, e.h.Refreshes())
+	}
+	if _, ok := e.h.CustomerOf(fresh.Header); !ok {
+		t.Fatal("the refreshed token is not valid at the bank")
+	}
+}

@@ -21,8 +21,9 @@ const minValid = 30 * time.Second
 
 // Fetch implements tokencache.Source. key is SubjectKey(owner, subject).
 //
-// It reads the consent; if another caller stored a fresh token since this
-// call began, it returns that token; otherwise it records the intent to
+// It reads the consent; if it holds a valid access token this instance has
+// not returned yet (after a restart, or one another process stored), it
+// returns that token; otherwise it records the intent to
 // refresh (compare-and-set on the generation), calls the token endpoint with
 // grant_type=refresh_token, and stores the answer (the new refresh token, or
 // the old one when the bank sent none) before returning the access token.
@@ -49,8 +50,12 @@ func (a *AuthCode) Fetch(ctx context.Context, key string) (*tokencache.Token, er
 		switch {
 		case c.State == consentstore.Invalid:
 			return nil, a.consentRequired(subject, c.Cause)
-		case c.State == consentstore.Active && !c.Refreshed.Before(start) && c.AccessExpiry.Sub(now) > minValid:
-			return tokenOf(c), nil // another caller refreshed while this one waited
+		case c.State == consentstore.Active && c.AccessExpiry.Sub(now) > minValid &&
+			(!c.Refreshed.Before(start) || !a.handedOut(k, c.Generation)):
+			// Another caller refreshed while this one waited, or the stored
+			// token is one this instance never gave out (a restart): no refresh,
+			// which at BPCE would revoke that token.
+			return a.handOut(k, c.Generation, tokenOf(c)), nil
 		case c.State == consentstore.Refreshing && c.IntentBy != a.id && now.Sub(c.IntentAt) < a.cfg.IntentLease:
 			if err := a.waitForChange(ctx, k, c.Generation, c.IntentAt.Add(a.cfg.IntentLease)); err != nil {
 				return nil, err
@@ -120,7 +125,8 @@ func (a *AuthCode) refresh(ctx context.Context, c *consentstore.Consent, now tim
 	}
 	next := intent.Clone()
 	a.applyAnswer(next, resp, a.cfg.Endpoint.Now())
-	if _, err := a.cfg.Store.Put(ctx, next, gen); err != nil {
+	stored, err := a.cfg.Store.Put(ctx, next, gen)
+	if err != nil {
 		// The token is not used: a rotated refresh token that could not be
 		// stored must not be followed by a token the store cannot renew.
 		return nil, &tokencache.FetchError{Reason: "route " + a.Route() + ": storing the bank's answer", Err: err}
@@ -131,7 +137,7 @@ func (a *AuthCode) refresh(ctx context.Context, c *consentstore.Consent, now tim
 	if a.cfg.Observer != nil {
 		a.cfg.Observer.Refreshed(a.Route())
 	}
-	return resp.Token, nil
+	return a.handOut(c.Key(), stored, resp.Token), nil
 }
 
 // refreshFailed records the outcome of a refused refresh: invalid_grant
