@@ -22,6 +22,7 @@ func TestCrashMatrix(t *testing.T) {
 	type outcome string
 	const (
 		ok       outcome = "token from the stored refresh token"
+		reused   outcome = "the stored access token, no refresh"
 		consentQ outcome = "consent_required (interrupted refresh)"
 	)
 	type matrixRow struct {
@@ -32,10 +33,10 @@ func TestCrashMatrix(t *testing.T) {
 	rows := []matrixRow{
 		{false, StepIntentRecorded, ok},
 		{false, StepBankAnswered, ok},
-		{false, StepAnswerStored, ok},
+		{false, StepAnswerStored, reused},
 		{true, StepIntentRecorded, ok},
 		{true, StepBankAnswered, consentQ},
-		{true, StepAnswerStored, ok},
+		{true, StepAnswerStored, reused},
 	}
 	for _, kind := range []string{"bolt", "vault"} {
 		t.Run(kind, func(t *testing.T) {
