@@ -71,8 +71,12 @@ func TestCrashMatrix(t *testing.T) {
 					defer store.Close()
 					e.clk.Add(time.Minute) // past the 30 s intent lease
 					b := e.authCode(t, store, nil, nil)
+					refreshes := e.h.Refreshes()
 					tok, err := b.Fetch(ctx, "marc")
 					got := ok
+					if err == nil && e.h.Refreshes() == refreshes {
+						got = reused
+					}
 					if err != nil {
 						cr := asConsentRequired(t, err)
 						if !strings.Contains(cr.Cause, "interrupted refresh") {
