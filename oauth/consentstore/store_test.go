@@ -151,6 +151,19 @@ func testOwners(t *testing.T, s Store) {
 	if len(list) != 1 {
 		t.Fatalf("List for app-b: %d consents, want 1", len(list))
 	}
+	every, err := s.List(ctx, Filter{AnyOwner: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners := map[string]bool{}
+	for _, c := range every {
+		if c.Subject == "shared-name" {
+			owners[c.Owner] = true
+		}
+	}
+	if !owners["app-a"] || !owners["app-b"] {
+		t.Fatalf("List of every owner found %v", owners)
+	}
 }
 
 func testConcurrentCAS(t *testing.T, s Store) {
