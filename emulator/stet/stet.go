@@ -23,13 +23,16 @@ type Config struct {
 	Keys map[string]crypto.PublicKey
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// OAuth, when set, serves the authorization server too (see OAuthConfig).
+	OAuth *OAuthConfig
 }
 
 // Handler is the emulator; it records every request it answers and the consents it was given.
 type Handler struct {
-	cfg Config
-	mux *http.ServeMux
-	rec psd2sig.Recorder
+	cfg  Config
+	mux  *http.ServeMux
+	rec  psd2sig.Recorder
+	auth *authServer // nil without Config.OAuth
 
 	mu       sync.Mutex
 	consents []Consent
@@ -43,6 +46,10 @@ func New(cfg Config) *Handler {
 	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
 	h.mux.HandleFunc("GET /stet/psd2/v1/accounts", h.signed(h.accounts))
 	h.mux.HandleFunc("PUT /stet/psd2/v1/consents", h.signed(h.putConsents))
+	if cfg.OAuth != nil {
+		h.auth = newAuthServer(*cfg.OAuth, cfg.Now)
+		h.auth.register(h.mux)
+	}
 	return h
 }
 
@@ -85,6 +92,14 @@ func (h *Handler) signed(next func(http.ResponseWriter, *http.Request, []byte)) 
 			h.rec.Add(entry)
 			writeError(w, r, http.StatusUnauthorized, rj.Reason, rj.Detail)
 			return
+		}
+		if h.auth != nil {
+			if _, ok := h.auth.validAccess(r.Header.Get("Authorization")); !ok {
+				entry.Reason = "no valid access token"
+				h.rec.Add(entry)
+				writeError(w, r, http.StatusUnauthorized, "invalid-token", "the access token is missing, expired or revoked")
+				return
+			}
 		}
 		entry.Accepted = true
 		h.rec.Add(entry)

@@ -1,0 +1,117 @@
+package oauth
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/tokencache"
+)
+
+// Endpoint is a route's token endpoint and how to reach it.
+type Endpoint struct {
+	// Route names the route in every error.
+	Route string
+	// TokenURL is the token endpoint.
+	TokenURL string
+	// Client sends requests; it carries the route's client certificate
+	// (mTLS) and trust roots.
+	Client *http.Client
+	// Auth is the client authentication.
+	Auth ClientAuth
+	// DefaultTTL applies when an answer has no expires_in (default 5 min).
+	DefaultTTL time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+func (e *Endpoint) validate() error {
+	if e.Route == "" {
+		return errors.New("oauth: the route name is required")
+	}
+	u, err := url.Parse(e.TokenURL)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return errors.New("route " + e.Route + ": token_url must be an absolute http(s) URL")
+	}
+	if e.Client == nil {
+		return errors.New("route " + e.Route + ": no HTTP client")
+	}
+	if err := e.Auth.Validate(); err != nil {
+		return errors.New("route " + e.Route + ": " + err.Error())
+	}
+	if e.Now == nil {
+		e.Now = time.Now
+	}
+	if e.DefaultTTL <= 0 {
+		e.DefaultTTL = 5 * time.Minute
+	}
+	return nil
+}
+
+func (e *Endpoint) host() string {
+	u, _ := url.Parse(e.TokenURL)
+	return u.Host
+}
+
+// token posts one grant to the token endpoint with the client
+// authentication and parses the answer.
+func (e *Endpoint) token(ctx context.Context, form url.Values) (*Response, error) {
+	now := e.Now()
+	hdr := http.Header{}
+	if err := e.Auth.apply(ctx, e.TokenURL, form, hdr, now); err != nil {
+		return nil, &endpointError{Route: e.Route, Endpoint: "token", Err: err}
+	}
+	body, err := post(ctx, e.Client, e.Route, "token", e.TokenURL, form, hdr, now)
+	if err != nil {
+		return nil, err
+	}
+	r, err := ParseResponse(body, now, e.DefaultTTL)
+	if err != nil {
+		return nil, &endpointError{Route: e.Route, Endpoint: "token", Status: http.StatusOK, Err: err}
+	}
+	return r, nil
+}
+
+// ClientCredentials is the client_credentials grant (RFC 6749 §4.4): one
+// route-wide token, so Fetch ignores subject.
+type ClientCredentials struct {
+	ep     Endpoint
+	scopes string
+	params url.Values
+}
+
+// NewClientCredentials returns the source. scopes may be empty; extra form
+// parameters (e.g. audience, resource) may be nil.
+func NewClientCredentials(ep Endpoint, scopes []string, extra url.Values) (*ClientCredentials, error) {
+	if err := ep.validate(); err != nil {
+		return nil, err
+	}
+	return &ClientCredentials{ep: ep, scopes: strings.Join(scopes, " "), params: extra}, nil
+}
+
+// Host implements tokencache.Source.
+func (c *ClientCredentials) Host() string { return c.ep.host() }
+
+// Fetch implements tokencache.Source. The answer's refresh token, if any, is
+// dropped: client credentials need none.
+func (c *ClientCredentials) Fetch(ctx context.Context, _ string) (*tokencache.Token, error) {
+	form := url.Values{"grant_type": {"client_credentials"}}
+	if c.scopes != "" {
+		form.Set("scope", c.scopes)
+	}
+	for k, v := range c.params {
+		form[k] = v
+	}
+	r, err := c.ep.token(ctx, form)
+	if err != nil {
+		var ee *endpointError
+		if errors.As(err, &ee) {
+			return nil, ee.toFetchError()
+		}
+		return nil, err
+	}
+	return r.Token, nil
+}

@@ -1,0 +1,396 @@
+package oauth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
+	"go.uber.org/zap"
+)
+
+// APIConfig configures the consent API.
+type APIConfig struct {
+	// Routes are the authorization-code routes the API serves, by name.
+	Routes []*AuthCode
+	// Authenticate names the caller of a request, exactly as the proxy does
+	// (gateway callers; "" in sidecar mode). An error is answered 401.
+	Authenticate func(r *http.Request) (caller string, err error)
+	// CallbackURL is this API's GET /v1/callback as the bank's browser
+	// redirect reaches it: the redirect_uri registered at the bank.
+	CallbackURL string
+	// ReturnURLs are where the callback may send the browser afterwards; a
+	// start request picks one with return_url (default: the first). Without
+	// any, the callback answers a small JSON page instead.
+	ReturnURLs []string
+	// StateTTL bounds how long a started consent may wait for the customer
+	// (default 10 minutes).
+	StateTTL time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Log receives one line per failed code exchange (never a code or a
+	// token); nil discards.
+	Log *zap.Logger
+}
+
+// API is the consent API, an http.Handler:
+//
+//	POST   /v1/routes/{route}/consents/{subject}           start: the bank's authorize URL
+//	GET    /v1/callback                                    the bank's redirect; exchanges the code
+//	POST   /v1/routes/{route}/consents/{subject}/exchange  exchange a code the app received
+//	GET    /v1/routes/{route}/consents/{subject}           status (never tokens)
+//	GET    /v1/routes/{route}/consents                     the caller's consents
+//	DELETE /v1/routes/{route}/consents/{subject}           revoke and delete
+//
+// A caller only ever sees, uses and deletes its own subjects.
+type API struct {
+	cfg    APIConfig
+	routes map[string]*AuthCode
+	mux    *http.ServeMux
+
+	mu      sync.Mutex
+	pending map[string]*pendingConsent // by state
+}
+
+// pendingConsent is a started consent awaiting the customer, kept server side.
+type pendingConsent struct {
+	route       *AuthCode
+	owner       string
+	subject     string
+	verifier    string
+	redirectURI string // what the bank redirects to; the code exchange repeats it
+	returnURL   string // "" when the app exchanges the code itself
+	expires     time.Time
+}
+
+// maxPending bounds the started consents held in memory.
+const maxPending = 10000
+
+// NewAPI returns the consent API.
+func NewAPI(cfg APIConfig) (*API, error) {
+	if cfg.Authenticate == nil {
+		return nil, errors.New("consent API: an authenticate function is required")
+	}
+	if u, err := url.Parse(cfg.CallbackURL); err != nil || u.Host == "" {
+		return nil, errors.New("consent API: callback URL must be an absolute URL")
+	}
+	if cfg.StateTTL <= 0 {
+		cfg.StateTTL = 10 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	a := &API{cfg: cfg, routes: map[string]*AuthCode{}, mux: http.NewServeMux(), pending: map[string]*pendingConsent{}}
+	for _, r := range cfg.Routes {
+		a.routes[r.Route()] = r
+	}
+	a.mux.HandleFunc("POST /v1/routes/{route}/consents/{subject}", a.authed(a.start))
+	a.mux.HandleFunc("POST /v1/routes/{route}/consents/{subject}/exchange", a.authed(a.exchange))
+	a.mux.HandleFunc("GET /v1/routes/{route}/consents/{subject}", a.authed(a.status))
+	a.mux.HandleFunc("GET /v1/routes/{route}/consents", a.authed(a.list))
+	a.mux.HandleFunc("DELETE /v1/routes/{route}/consents/{subject}", a.authed(a.remove))
+	a.mux.HandleFunc("GET /v1/callback", a.callback)
+	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, http.StatusNotFound, "not_found", "no such consent API endpoint", "")
+	})
+	return a, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+type handler func(w http.ResponseWriter, r *http.Request, caller string, route *AuthCode)
+
+// authed authenticates the caller and resolves the route.
+func (a *API) authed(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		caller, err := a.cfg.Authenticate(r)
+		if err != nil {
+			writeErr(w, http.StatusUnauthorized, "unauthorized", "the caller could not be authenticated", "")
+			return
+		}
+		name := r.PathValue("route")
+		route := a.routes[name]
+		if route == nil {
+			writeErr(w, http.StatusNotFound, "unknown_route", "no authorization-code route of that name", name)
+			return
+		}
+		if s := r.PathValue("subject"); s != "" {
+			if err := consentstore.ValidateKey(consentstore.Key{Route: name, Owner: caller, Subject: s}); err != nil {
+				writeErr(w, http.StatusBadRequest, "bad_subject", err.Error(), name)
+				return
+			}
+		}
+		h(w, r, caller, route)
+	}
+}
+
+// writeErr answers the proxy's error shape.
+func writeErr(w http.ResponseWriter, status int, code, msg, route string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Tokenproxy-Error", code)
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "message": msg, "route": route})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func randomString() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+type startRequest struct {
+	// RedirectURI: the app keeps its own redirect_uri and will call exchange.
+	RedirectURI string `json:"redirect_uri"`
+	// ReturnURL: where the callback sends the browser (one of ReturnURLs).
+	ReturnURL string `json:"return_url"`
+}
+
+func (a *API) start(w http.ResponseWriter, r *http.Request, caller string, route *AuthCode) {
+	var req startRequest
+	if body, _ := io.ReadAll(io.LimitReader(r.Body, 8<<10)); len(strings.TrimSpace(string(body))) > 0 {
+		if err := json.Unmarshal(body, &req); err != nil {
+			writeErr(w, http.StatusBadRequest, "bad_request", "the body must be a JSON object with redirect_uri or return_url", route.Route())
+			return
+		}
+	}
+	p := &pendingConsent{route: route, owner: caller, subject: r.PathValue("subject"), redirectURI: a.cfg.CallbackURL,
+		expires: a.cfg.Now().Add(a.cfg.StateTTL)}
+	switch {
+	case req.RedirectURI != "":
+		if u, err := url.Parse(req.RedirectURI); err != nil || u.Host == "" {
+			writeErr(w, http.StatusBadRequest, "bad_request", "redirect_uri must be an absolute URL", route.Route())
+			return
+		}
+		p.redirectURI = req.RedirectURI
+	case req.ReturnURL != "":
+		if !contains(a.cfg.ReturnURLs, req.ReturnURL) {
+			writeErr(w, http.StatusBadRequest, "bad_request", "return_url is not one of the configured return URLs", route.Route())
+			return
+		}
+		p.returnURL = req.ReturnURL
+	case len(a.cfg.ReturnURLs) > 0:
+		p.returnURL = a.cfg.ReturnURLs[0]
+	}
+	challenge := ""
+	if route.PKCE() {
+		p.verifier = randomString()
+		sum := sha256.Sum256([]byte(p.verifier))
+		challenge = base64.RawURLEncoding.EncodeToString(sum[:])
+	}
+	state := randomString()
+	if !a.addPending(state, p) {
+		writeErr(w, http.StatusServiceUnavailable, "too_many_pending", "too many consents are waiting for their customer; retry later", route.Route())
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"authorize_url": route.AuthorizeURL(state, challenge, p.redirectURI),
+		"state": state, "expires_at": p.expires.UTC(), "route": route.Route(), "subject": p.subject})
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *API) addPending(state string, p *pendingConsent) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.cfg.Now()
+	for s, x := range a.pending {
+		if !now.Before(x.expires) {
+			delete(a.pending, s)
+		}
+	}
+	if len(a.pending) >= maxPending {
+		return false
+	}
+	a.pending[state] = p
+	return true
+}
+
+// takePending removes and returns the pending consent for state: single use.
+func (a *API) takePending(state string) *pendingConsent {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p := a.pending[state]
+	delete(a.pending, state)
+	if p == nil || !a.cfg.Now().Before(p.expires) {
+		return nil
+	}
+	return p
+}
+
+// callback is where the bank sends the customer's browser. It needs no
+// caller: the state, kept server side, says whose consent this is.
+func (a *API) callback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	p := a.takePending(q.Get("state"))
+	if p == nil || p.returnURL == "" && p.redirectURI != a.cfg.CallbackURL {
+		writeErr(w, http.StatusBadRequest, "invalid_state", "unknown, used or expired state; start the consent again", "")
+		return
+	}
+	result := url.Values{"route": {p.route.Route()}, "subject": {p.subject}}
+	if e := q.Get("error"); e != "" {
+		result.Set("error", safeCode(e))
+	} else if _, err := p.route.Exchange(r.Context(), p.owner, p.subject, q.Get("code"), p.verifier, p.redirectURI); err != nil {
+		a.cfg.Log.Warn("consent code exchange failed", zap.String("route", p.route.Route()), zap.String("subject", p.subject), zap.Error(err))
+		result.Set("error", "exchange_failed")
+	} else {
+		result.Set("status", "active")
+		a.noteStored(p.route)
+	}
+	if p.returnURL == "" {
+		writeJSON(w, http.StatusOK, flatten(result))
+		return
+	}
+	u, _ := url.Parse(p.returnURL)
+	qq := u.Query()
+	for k, v := range result {
+		qq[k] = v
+	}
+	u.RawQuery = qq.Encode()
+	http.Redirect(w, r, u.String(), http.StatusSeeOther)
+}
+
+func (a *API) noteStored(r *AuthCode) {
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.ConsentStored(r.Route())
+	}
+}
+
+func safeCode(s string) string {
+	if isToken(s) {
+		return s
+	}
+	return "authorization_failed"
+}
+
+func flatten(v url.Values) map[string]string {
+	m := map[string]string{}
+	for k := range v {
+		m[k] = v.Get(k)
+	}
+	return m
+}
+
+type exchangeRequest struct {
+	Code  string `json:"code"`
+	State string `json:"state"`
+}
+
+func (a *API) exchange(w http.ResponseWriter, r *http.Request, caller string, route *AuthCode) {
+	var req exchangeRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 8<<10)).Decode(&req); err != nil || req.Code == "" || req.State == "" {
+		writeErr(w, http.StatusBadRequest, "bad_request", "the body must be a JSON object with code and state", route.Route())
+		return
+	}
+	a.mu.Lock()
+	p := a.pending[req.State]
+	mine := p != nil && p.owner == caller && p.route == route && p.subject == r.PathValue("subject")
+	a.mu.Unlock()
+	if !mine {
+		writeErr(w, http.StatusBadRequest, "invalid_state", "unknown, used or expired state; start the consent again", route.Route())
+		return
+	}
+	if p = a.takePending(req.State); p == nil {
+		writeErr(w, http.StatusBadRequest, "invalid_state", "unknown, used or expired state; start the consent again", route.Route())
+		return
+	}
+	c, err := route.Exchange(r.Context(), caller, p.subject, req.Code, p.verifier, p.redirectURI)
+	if err != nil {
+		a.cfg.Log.Warn("consent code exchange failed", zap.String("route", route.Route()), zap.String("subject", p.subject), zap.Error(err))
+		writeErr(w, http.StatusBadGateway, "exchange_failed", err.Error(), route.Route())
+		return
+	}
+	a.noteStored(route)
+	writeJSON(w, http.StatusOK, statusOf(c))
+}
+
+// consentStatus is what the API shows of a consent: never a token.
+type consentStatus struct {
+	Route            string    `json:"route"`
+	Subject          string    `json:"subject"`
+	Status           string    `json:"status"`
+	Cause            string    `json:"cause,omitempty"`
+	Scopes           []string  `json:"scopes"`
+	AccessExpiresAt  time.Time `json:"access_expires_at,omitzero"`
+	RefreshExpiresAt time.Time `json:"refresh_expires_at,omitzero"`
+	CreatedAt        time.Time `json:"created_at"`
+	LastRefreshAt    time.Time `json:"last_refresh_at,omitzero"`
+}
+
+func statusOf(c *consentstore.Consent) consentStatus {
+	st := string(c.State)
+	if c.State == consentstore.Refreshing {
+		st = string(consentstore.Active)
+	}
+	return consentStatus{Route: c.Route, Subject: c.Subject, Status: st, Cause: c.Cause, Scopes: c.Scopes,
+		AccessExpiresAt: c.AccessExpiry.UTC(), RefreshExpiresAt: c.RefreshExpiry.UTC(), CreatedAt: c.Created.UTC(), LastRefreshAt: c.Refreshed.UTC()}
+}
+
+func (a *API) get(ctx context.Context, w http.ResponseWriter, caller, subject string, route *AuthCode) *consentstore.Consent {
+	c, err := route.cfg.Store.Get(ctx, consentstore.Key{Route: route.Route(), Owner: caller, Subject: subject})
+	switch {
+	case errors.Is(err, consentstore.ErrNotFound):
+		writeErr(w, http.StatusNotFound, "consent_not_found", "no consent for this subject; start one with POST", route.Route())
+	case err != nil:
+		writeErr(w, http.StatusServiceUnavailable, "store_unavailable", "the consent store could not be read", route.Route())
+	default:
+		return c
+	}
+	return nil
+}
+
+func (a *API) status(w http.ResponseWriter, r *http.Request, caller string, route *AuthCode) {
+	if c := a.get(r.Context(), w, caller, r.PathValue("subject"), route); c != nil {
+		writeJSON(w, http.StatusOK, statusOf(c))
+	}
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request, caller string, route *AuthCode) {
+	all, err := route.cfg.Store.List(r.Context(), consentstore.Filter{Route: route.Route(), Owner: caller})
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, "store_unavailable", "the consent store could not be read", route.Route())
+		return
+	}
+	out := make([]consentStatus, 0, len(all))
+	for _, c := range all {
+		out = append(out, statusOf(c))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"consents": out})
+}
+
+func (a *API) remove(w http.ResponseWriter, r *http.Request, caller string, route *AuthCode) {
+	if a.get(r.Context(), w, caller, r.PathValue("subject"), route) == nil {
+		return
+	}
+	if err := route.Revoke(r.Context(), caller, r.PathValue("subject")); err != nil {
+		writeErr(w, http.StatusBadGateway, "revocation_failed", fmt.Sprint(err), route.Route())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

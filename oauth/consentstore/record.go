@@ -1,0 +1,115 @@
+package consentstore
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tokenproxy/tokenproxy/secret"
+)
+
+// record is the plaintext form of a Consent inside a sealed value: the
+// secrets as plain strings, which is why it never leaves this package.
+type record struct {
+	Consent
+	RT string `json:"rt,omitempty"`
+	AT string `json:"at,omitempty"`
+}
+
+func encodeRecord(c *Consent) ([]byte, error) {
+	b, err := json.Marshal(record{Consent: *c, RT: c.RefreshToken.Reveal(), AT: c.AccessToken.Reveal()})
+	if err != nil {
+		return nil, fmt.Errorf("encoding the consent: %w", err)
+	}
+	return b, nil
+}
+
+func decodeRecord(b []byte, gen uint64) (*Consent, error) {
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, errors.New("decoding a stored consent: not valid JSON")
+	}
+	c := r.Consent
+	c.RefreshToken, c.AccessToken, c.Generation = secret.New(r.RT), secret.New(r.AT), gen
+	return &c, nil
+}
+
+// KeySize is the length of a consent-store key: AES-256.
+const KeySize = 32
+
+// ParseKey decodes a store key given as 64 hex digits or as standard or URL
+// base64 of 32 bytes (`openssl rand -base64 32`).
+func ParseKey(v secret.Value) ([]byte, error) {
+	s := strings.TrimSpace(v.Reveal())
+	if len(s) == 2*KeySize {
+		if k, err := hex.DecodeString(s); err == nil {
+			return k, nil
+		}
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+		if k, err := enc.DecodeString(s); err == nil && len(k) == KeySize {
+			return k, nil
+		}
+	}
+	return nil, fmt.Errorf("the consent store key must be %d bytes, given as 64 hex digits or base64 (openssl rand -base64 32)", KeySize)
+}
+
+// sealer encrypts values with AES-256-GCM; the additional data binds a value
+// to its route, owner, subject and generation so a value copied to another
+// key or replayed at another generation does not open.
+type sealer struct{ aead cipher.AEAD }
+
+func newSealer(key []byte) (*sealer, error) {
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("the consent store key is %d bytes; it must be %d", len(key), KeySize)
+	}
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("consent store key: %w", err)
+	}
+	aead, err := cipher.NewGCM(blk)
+	if err != nil {
+		return nil, fmt.Errorf("consent store key: %w", err)
+	}
+	return &sealer{aead: aead}, nil
+}
+
+// aad is route|owner|subject|generation, length-prefixed so no two keys collide.
+func aad(k Key, gen uint64) []byte {
+	b := make([]byte, 0, 32+len(k.Route)+len(k.Owner)+len(k.Subject))
+	for _, s := range []string{k.Route, k.Owner, k.Subject} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+		b = append(b, s...)
+	}
+	return binary.BigEndian.AppendUint64(b, gen)
+}
+
+// seal returns nonce|ciphertext.
+func (s *sealer) seal(plain, ad []byte) []byte {
+	out := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
+	if _, err := rand.Read(out); err != nil {
+		panic("crypto/rand failed: " + err.Error()) // never happens (crypto/rand does not fail on Linux)
+	}
+	return s.aead.Seal(out, out, plain, ad)
+}
+
+var errOpen = errors.New("a stored consent does not decrypt with this key (wrong key, or the value was moved or altered)")
+
+func (s *sealer) open(sealed, ad []byte) ([]byte, error) {
+	n := s.aead.NonceSize()
+	if len(sealed) < n+s.aead.Overhead() {
+		return nil, errOpen
+	}
+	p, err := s.aead.Open(nil, sealed[:n], sealed[n:], ad)
+	if err != nil {
+		return nil, errOpen
+	}
+	return p, nil
+}

@@ -1,0 +1,178 @@
+package oauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
+	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/tokencache"
+)
+
+// errAborted is what a crash hook's error becomes.
+var errAborted = errors.New("refresh aborted by a test hook")
+
+// minValid is how long a token someone else just stored must still be valid
+// for this call to use it instead of refreshing.
+const minValid = 30 * time.Second
+
+// Fetch implements tokencache.Source. key is SubjectKey(owner, subject).
+//
+// It reads the consent; if it holds a valid access token this instance has
+// not returned yet (after a restart, or one another process stored), it
+// returns that token; otherwise it records the intent to
+// refresh (compare-and-set on the generation), calls the token endpoint with
+// grant_type=refresh_token, and stores the answer (the new refresh token, or
+// the old one when the bank sent none) before returning the access token.
+// No consent, or invalid_grant, is a *ConsentRequiredError.
+func (a *AuthCode) Fetch(ctx context.Context, key string) (*tokencache.Token, error) {
+	owner, subject := SplitSubjectKey(key)
+	k := consentstore.Key{Route: a.Route(), Owner: owner, Subject: subject}
+	if err := consentstore.ValidateKey(k); err != nil {
+		return nil, a.consentRequired(subject, "the subject name is not valid: "+err.Error())
+	}
+	start := a.cfg.Endpoint.Now()
+	mu := a.lock(k)
+	mu.Lock()
+	defer mu.Unlock()
+	for range 8 {
+		c, err := a.cfg.Store.Get(ctx, k)
+		if errors.Is(err, consentstore.ErrNotFound) {
+			return nil, a.consentRequired(subject, "no consent is stored for this subject on route "+a.Route()+"; start one with the consent API")
+		}
+		if err != nil {
+			return nil, &tokencache.FetchError{Reason: "route " + a.Route() + ": reading the consent store", Err: err}
+		}
+		now := a.cfg.Endpoint.Now()
+		switch {
+		case c.State == consentstore.Invalid:
+			return nil, a.consentRequired(subject, c.Cause)
+		case c.State == consentstore.Active && c.AccessExpiry.Sub(now) > minValid &&
+			(!c.Refreshed.Before(start) || !a.handedOut(k, c.Generation)):
+			// Another caller refreshed while this one waited, or the stored
+			// token is one this instance never gave out (a restart): no refresh,
+			// which at BPCE would revoke that token.
+			return a.handOut(k, c.Generation, tokenOf(c)), nil
+		case c.State == consentstore.Refreshing && c.IntentBy != a.id && now.Sub(c.IntentAt) < a.cfg.IntentLease:
+			if err := a.waitForChange(ctx, k, c.Generation, c.IntentAt.Add(a.cfg.IntentLease)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		tok, err := a.refresh(ctx, c, now)
+		if errors.Is(err, consentstore.ErrConflict) {
+			continue
+		}
+		return tok, err
+	}
+	return nil, &tokencache.FetchError{Reason: "route " + a.Route() + ": the consent kept changing under this refresh"}
+}
+
+// waitForChange polls the store until the consent's generation moves past
+// gen, the deadline passes, or ctx ends.
+func (a *AuthCode) waitForChange(ctx context.Context, k consentstore.Key, gen uint64, deadline time.Time) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for range 1000 {
+		select {
+		case <-ctx.Done():
+			return &tokencache.FetchError{Reason: "route " + a.Route() + ": waiting for another refresh of this subject", Err: ctx.Err()}
+		case <-t.C:
+		}
+		c, err := a.cfg.Store.Get(ctx, k)
+		if err != nil || c.Generation != gen || !a.cfg.Endpoint.Now().Before(deadline) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (a *AuthCode) hook(s Step, subject string) error {
+	if a.cfg.Hooks == nil || a.cfg.Hooks.After == nil {
+		return nil
+	}
+	if err := a.cfg.Hooks.After(s, subject); err != nil {
+		return fmt.Errorf("%w at %s: %w", errAborted, s, err)
+	}
+	return nil
+}
+
+// refresh runs the three steps on consent c as read at generation c.Generation.
+func (a *AuthCode) refresh(ctx context.Context, c *consentstore.Consent, now time.Time) (*tokencache.Token, error) {
+	interrupted := c.State == consentstore.Refreshing
+	intent := c.Clone()
+	intent.State, intent.IntentAt, intent.IntentBy = consentstore.Refreshing, now, a.id
+	gen, err := a.cfg.Store.Put(ctx, intent, c.Generation)
+	if err != nil {
+		if errors.Is(err, consentstore.ErrConflict) {
+			return nil, err
+		}
+		return nil, &tokencache.FetchError{Reason: "route " + a.Route() + ": recording the refresh intent", Err: err}
+	}
+	if err := a.hook(StepIntentRecorded, c.Subject); err != nil {
+		return nil, err
+	}
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {c.RefreshToken.Reveal()}}
+	resp, callErr := a.cfg.Endpoint.token(ctx, form)
+	if err := a.hook(StepBankAnswered, c.Subject); err != nil {
+		return nil, err
+	}
+	if callErr != nil {
+		return nil, a.refreshFailed(ctx, intent, gen, interrupted, callErr)
+	}
+	next := intent.Clone()
+	a.applyAnswer(next, resp, a.cfg.Endpoint.Now())
+	stored, err := a.cfg.Store.Put(ctx, next, gen)
+	if err != nil {
+		// The token is not used: a rotated refresh token that could not be
+		// stored must not be followed by a token the store cannot renew.
+		return nil, &tokencache.FetchError{Reason: "route " + a.Route() + ": storing the bank's answer", Err: err}
+	}
+	if err := a.hook(StepAnswerStored, c.Subject); err != nil {
+		return nil, err
+	}
+	if a.cfg.Observer != nil {
+		a.cfg.Observer.Refreshed(a.Route())
+	}
+	return a.handOut(c.Key(), stored, resp.Token), nil
+}
+
+// refreshFailed records the outcome of a refused refresh: invalid_grant
+// makes the consent invalid; another explicit refusal (4xx, 429) clears the
+// intent, since the bank did not use the refresh token; a transport error or
+// 5xx leaves the intent, as the bank may have used it.
+func (a *AuthCode) refreshFailed(ctx context.Context, intent *consentstore.Consent, gen uint64, interrupted bool, callErr error) error {
+	var ee *endpointError
+	if !errors.As(callErr, &ee) {
+		return &tokencache.FetchError{Reason: "route " + a.Route() + ": refresh", Err: callErr}
+	}
+	switch {
+	case ee.Code == "invalid_grant":
+		cause := "the bank rejected the refresh token (invalid_grant: expired, revoked or already used)"
+		if interrupted {
+			cause = "the bank rejected the refresh token (invalid_grant) after an interrupted refresh: " +
+				"the bank's answer to the refresh started at " + intent.IntentAt.UTC().Format(time.RFC3339) + " was never stored"
+		}
+		bad := intent.Clone()
+		bad.State, bad.Cause, bad.IntentAt, bad.IntentBy = consentstore.Invalid, cause, time.Time{}, ""
+		bad.AccessToken, bad.RefreshToken = secret.Value{}, secret.Value{}
+		if _, err := a.cfg.Store.Put(ctx, bad, gen); err != nil && !errors.Is(err, consentstore.ErrConflict) {
+			return &tokencache.FetchError{Reason: "route " + a.Route() + ": recording an invalid consent", Err: err}
+		}
+		if a.cfg.Observer != nil {
+			a.cfg.Observer.InvalidGrant(a.Route())
+		}
+		return a.consentRequired(intent.Subject, cause)
+	case ee.Status >= 400 && ee.Status < 500:
+		back := intent.Clone()
+		back.State, back.IntentAt, back.IntentBy = consentstore.Active, time.Time{}, ""
+		if interrupted {
+			back.State = consentstore.Refreshing
+		}
+		_, _ = a.cfg.Store.Put(ctx, back, gen) // best effort: a left intent is taken over later
+	}
+	return ee.toFetchError()
+}
