@@ -162,10 +162,17 @@ func unhex(c byte) byte {
 func escape(v string) string {
 	var b strings.Builder
 	for i := 0; i < len(v); i++ {
-		if strings.IndexByte(`,+"\<>;=`, v[i]) >= 0 {
+		c := v[i]
+		switch {
+		case c < 0x20 || c == 0x7f:
+			fmt.Fprintf(&b, "\\%02X", c)
+			continue
+		case strings.IndexByte(`,+"\\<>;=`, c) >= 0,
+			c == ' ' && (i == 0 || i == len(v)-1),
+			c == '#' && i == 0:
 			b.WriteByte('\\')
 		}
-		b.WriteByte(v[i])
+		b.WriteByte(c)
 	}
 	return b.String()
 }
