@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,9 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
+	"go.uber.org/zap"
+
+	"github.com/tokenproxy/tokenproxy/internal/testlog"
 )
 
 // fixture is the pattern the proxy copies: goproxy with a CONNECT handler
@@ -64,7 +68,12 @@ func newFixture(t testing.TB) *fixture {
 	intercepted := allowOnly(routeHost, "other.example") // hosts with an intercepting route
 	wantAuth := "Basic " + base64.StdEncoding.EncodeToString([]byte(callerName+":"+callerPass))
 
+	// Everything goproxy logs (verbose) goes to a capture that must never hold the CA key.
+	zl, capture := testlog.New(t)
+	capture.ForbidStrings(keySecrets(t, &tls.Certificate{PrivateKey: f.ca.cur.Load().key})...)
 	gp := goproxy.NewProxyHttpServer()
+	gp.Verbose = true
+	gp.Logger = log.New(zap.NewStdLog(zl).Writer(), "", 0)
 	gp.AllowHTTP2 = false
 	gp.Tr = f.bank.Client().Transport.(*http.Transport) // the route's transport (never goproxy's default)
 	gp.OnRequest().HandleConnectFunc(func(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
