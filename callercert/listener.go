@@ -10,10 +10,10 @@ import (
 	"github.com/tokenproxy/tokenproxy/certs"
 )
 
-// ListenerTLS is the tls block of a proxy listener.
+// ListenerTLS is the TLS block of the proxy listener (listen.proxy_tls).
 //
 //	listen:
-//	  tls: {cert_file: /etc/tokenproxy/tls.crt, key_file: /etc/tokenproxy/tls.key, client_ca_file: /etc/tokenproxy/callers-ca.crt}
+//	  proxy_tls: {cert_file: /etc/tokenproxy/tls.crt, key_file: /etc/tokenproxy/tls.key, client_ca_file: /etc/tokenproxy/callers-ca.crt}
 type ListenerTLS struct {
 	CertFile     string `yaml:"cert_file"`
 	KeyFile      string `yaml:"key_file"`
