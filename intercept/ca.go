@@ -11,12 +11,14 @@ import (
 
 // CA signs interception leaf certificates. Implementations: FileCA (PEM
 // files, reloaded on change), VaultCA (Vault's PKI engine) and GeneratedCA
-// (in memory, one per process).
+// (in memory, one per process). Signing is unexported on purpose: outside
+// this package a certificate can only be had through Leaves, whose every
+// issuing method takes the Allow check.
 type CA interface {
-	// Sign issues a certificate for host (a DNS name or an IP literal, as its
+	// sign issues a certificate for host (a DNS name or an IP literal, as its
 	// only SAN) over key's public half, valid for ttl. It returns the chain,
 	// leaf first, DER encoded, without the root an app trusts.
-	Sign(ctx context.Context, host string, key crypto.Signer, ttl time.Duration) ([][]byte, error)
+	sign(ctx context.Context, host string, key crypto.Signer, ttl time.Duration) ([][]byte, error)
 	// Generation changes whenever the CA changes (a rotation); leaves cached
 	// under an older generation are no longer served.
 	Generation() uint64

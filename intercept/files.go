@@ -79,8 +79,8 @@ func (c *FileCA) Run(ctx context.Context) { c.reloader.Run(ctx) }
 // Holder is the CA certificate holder (for expiry metrics).
 func (c *FileCA) Holder() *certs.Holder { return c.holder }
 
-// Sign implements CA.
-func (c *FileCA) Sign(_ context.Context, host string, key crypto.Signer, ttl time.Duration) ([][]byte, error) {
+// sign implements CA.
+func (c *FileCA) sign(_ context.Context, host string, key crypto.Signer, ttl time.Duration) ([][]byte, error) {
 	l := c.cur.Load()
 	if l == nil {
 		return nil, fmt.Errorf("the interception CA is not loaded yet (%s)", c.reloader.Source)

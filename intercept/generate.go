@@ -163,8 +163,8 @@ func (g *GeneratedCA) CertPEM() []byte { return *g.pem.Load() }
 // Certificate returns the current CA certificate.
 func (g *GeneratedCA) Certificate() *x509.Certificate { return g.cur.Load().cert }
 
-// Sign implements CA.
-func (g *GeneratedCA) Sign(_ context.Context, host string, key crypto.Signer, ttl time.Duration) ([][]byte, error) {
+// sign implements CA.
+func (g *GeneratedCA) sign(_ context.Context, host string, key crypto.Signer, ttl time.Duration) ([][]byte, error) {
 	return g.cur.Load().sign(host, key.Public(), g.now(), ttl)
 }
 

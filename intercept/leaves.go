@@ -209,7 +209,7 @@ func (l *Leaves) issue(ctx context.Context, host string) (*tls.Certificate, erro
 	if err != nil {
 		return nil, &RefusedError{Reason: ReasonCAUnavailable, Host: host, Err: fmt.Errorf("generating a key: %w", err)}
 	}
-	chain, err := l.ca.Sign(ctx, host, key, l.cfg.TTL)
+	chain, err := l.ca.sign(ctx, host, key, l.cfg.TTL)
 	if err != nil {
 		return nil, &RefusedError{Reason: ReasonCAUnavailable, Host: host, Err: err}
 	}

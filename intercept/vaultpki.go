@@ -87,8 +87,8 @@ func NewVaultCA(v Logical, cfg VaultPKIConfig) *VaultCA {
 	return &VaultCA{v: v, cfg: cfg}
 }
 
-// Sign implements CA.
-func (c *VaultCA) Sign(ctx context.Context, host string, key crypto.Signer, ttl time.Duration) ([][]byte, error) {
+// sign implements CA.
+func (c *VaultCA) sign(ctx context.Context, host string, key crypto.Signer, ttl time.Duration) ([][]byte, error) {
 	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: host}}
 	body := map[string]any{"common_name": host, "format": "pem", "ttl": ttl.String(), "exclude_cn_from_sans": false}
 	if ip := net.ParseIP(host); ip != nil {
