@@ -13,19 +13,24 @@
 // the app-side tls.Config refuses a handshake whose SNI is not the CONNECT
 // host. The proxy wires it into goproxy like this:
 //
+//	gp.AllowHTTP2 = false
 //	gp.OnRequest().HandleConnectFunc(func(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
-//		route := routes.match(host)            // no intercepting route: refuse with the JSON error
-//		caller, err := authorise(ctx.Req, route) // Proxy-Authorization, before the tunnel is accepted
-//		t, err := intercept.NewTunnel(host, caller)
-//		ctx.UserData = t
-//		return &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: leaves.GoproxyTLSConfig(allow)}, host
+//		t, err := leaves.Open(host, "", interceptingRoute) // no intercepting route: refuse with the JSON error
+//		if err != nil { ctx.Resp = refusal(403, err); return goproxy.RejectConnect, host }
+//		caller, denied := authorise(ctx.Req)             // Proxy-Authorization or client certificate, before the tunnel
+//		if denied != nil { ctx.Resp = denied; return goproxy.RejectConnect, host }
+//		t.Caller = caller
+//		ctx.UserData = t                                  // goproxy copies it to every request read from the tunnel
+//		return &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: t.GoproxyTLSConfig}, host
 //	})
 //	gp.OnRequest().DoFunc(func(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
 //		if t, ok := ctx.UserData.(*intercept.Tunnel); ok {
-//			if err := t.Check(r); err != nil { ... refuse ... }
+//			if err := t.Check(r); err != nil { return r, refusal(403, err) } // TLS only, the CONNECT host only
 //		}
-//		... the normal pipeline ...
+//		return r, pipeline.handle(r, ...)                 // the normal pipeline
 //	})
+//
+// goproxy_test.go runs exactly this against curl.
 //
 // The CA key is never logged, returned in an error, or written to disk.
 package intercept
