@@ -81,6 +81,25 @@ func BenchmarkNewInterceptedConnection(b *testing.B) {
 			openTunnel(b, u.Host, "bank.example", roots)
 		}
 	})
+	b.Run("plain_http_new_connection_baseline", func(b *testing.B) {
+		p, _ := benchProxy(b, 1000)
+		u, _ := url.Parse(p)
+		b.ResetTimer()
+		for range b.N {
+			raw, err := net.Dial("tcp", u.Host)
+			if err != nil {
+				b.Fatal(err)
+			}
+			fmt.Fprint(raw, "GET http://bank.example/api/v1/accounts HTTP/1.1\r\nHost: bank.example\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(raw), nil)
+			if err != nil || resp.StatusCode != http.StatusOK {
+				b.Fatalf("plain request: %v %v", resp, err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			raw.Close()
+		}
+	})
 	b.Run("leaf_issued", func(b *testing.B) {
 		p, roots := benchProxy(b, 1)
 		u, _ := url.Parse(p)
