@@ -266,3 +266,31 @@ func TestGoproxyInterceptionInnerRequestChecks(t *testing.T) {
 		})
 	}
 }
+
+func TestGoproxyInterceptionAfterCARotation(t *testing.T) {
+	curl := needCurl(t)
+	f := newFixture(t)
+	withAuth := strings.Replace(f.proxyURL, "http://", "http://"+callerName+":"+callerPass+"@", 1)
+	oldCA := filepath.Join(t.TempDir(), "old-ca.pem")
+	if err := os.WriteFile(oldCA, f.ca.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	get := func(caFile string) (string, error) {
+		out, err := exec.Command(curl, "-sS", "--max-time", "10", "--proxy", withAuth, "--cacert", caFile,
+			"https://bank.example/api/v1/accounts").CombinedOutput()
+		return string(out), err
+	}
+	if out, err := get(oldCA); err != nil {
+		t.Fatalf("before rotation: %v\n%s", err, out)
+	}
+	<-f.bankSeen
+	if err := f.ca.Rotate(); err != nil { // rewrites f.caFile, as the app's mounted file would be
+		t.Fatal(err)
+	}
+	if out, err := get(oldCA); err == nil {
+		t.Fatalf("after rotation the old CA still verified the leaf:\n%s", out)
+	}
+	if out, err := get(f.caFile); err != nil || !strings.Contains(out, "DK5000400440116243") {
+		t.Fatalf("after rotation with the rewritten CA file: %v\n%s", err, out)
+	}
+}
