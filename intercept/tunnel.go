@@ -1,0 +1,115 @@
+package intercept
+
+import (
+	"crypto/tls"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/elazarl/goproxy"
+)
+
+// Tunnel is one accepted CONNECT whose TLS tokenproxy terminates. The proxy
+// makes it with Open once the route and the caller are checked, keeps it in
+// goproxy's ProxyCtx.UserData (goproxy copies that to every request read
+// from the tunnel), uses GoproxyTLSConfig as the ConnectAction's TLSConfig,
+// and calls Check on every decrypted request.
+type Tunnel struct {
+	// Host is the CONNECT host as Allow sees it; Port its port ("443" when absent).
+	Host, Port string
+	// Caller is the authenticated caller that opened the tunnel ("" when the
+	// route needs none); decrypted requests carry no Proxy-Authorization.
+	Caller string
+
+	leaves *Leaves
+	allow  Allow
+}
+
+// Open checks that connectHost (host:port from the CONNECT line) is
+// intercepted and returns the tunnel. A host allow refuses gets a
+// *RefusedError with ReasonNotIntercepted: refuse the CONNECT.
+func (l *Leaves) Open(connectHost, caller string, allow Allow) (*Tunnel, error) {
+	h, err := NormalizeHost(connectHost)
+	if err != nil {
+		l.cfg.Observer.Refused(connectHost, ReasonBadHost)
+		return nil, err
+	}
+	if allow == nil || !allow(h) {
+		l.cfg.Observer.Refused(h, ReasonNotIntercepted)
+		return nil, &RefusedError{Reason: ReasonNotIntercepted, Host: h}
+	}
+	port := "443"
+	if _, p, err := net.SplitHostPort(connectHost); err == nil && p != "" {
+		port = p
+	}
+	return &Tunnel{Host: h, Port: port, Caller: caller, leaves: l, allow: allow}, nil
+}
+
+// TLSConfig is the app-side server configuration for the tunnel: TLS 1.2
+// or later, ALPN http/1.1 only, and a certificate only for a ClientHello
+// whose server name is the CONNECT host (an IP host may send none, as
+// clients do not send IP literals in SNI). A mismatch fails the handshake
+// with a *RefusedError (ReasonSNIMismatch).
+func (t *Tunnel) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{"http/1.1"},
+		GetCertificate: t.getCertificate,
+	}
+}
+
+func (t *Tunnel) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if err := t.checkSNI(hello.ServerName); err != nil {
+		t.leaves.cfg.Observer.Refused(t.Host, ReasonSNIMismatch)
+		return nil, err
+	}
+	c, err := t.leaves.Certificate(hello.Context(), t.Host, t.allow)
+	if err != nil {
+		return nil, err
+	}
+	t.leaves.cfg.Observer.Intercepted(t.Host)
+	return c, nil
+}
+
+func (t *Tunnel) checkSNI(sni string) error {
+	isIP := net.ParseIP(t.Host) != nil
+	if sni == "" && isIP {
+		return nil
+	}
+	if got, err := NormalizeHost(sni); err == nil && got == t.Host {
+		return nil
+	}
+	return &RefusedError{Reason: ReasonSNIMismatch, Host: t.Host, Got: sni}
+}
+
+// GoproxyTLSConfig is goproxy's ConnectAction.TLSConfig for this tunnel.
+// goproxy also clones the result and appends "http/1.1" to NextProtos; keep
+// ProxyHttpServer.AllowHTTP2 false so that h2 is never offered.
+func (t *Tunnel) GoproxyTLSConfig(host string, _ *goproxy.ProxyCtx) (*tls.Config, error) {
+	if h, err := NormalizeHost(host); err != nil || h != t.Host {
+		return nil, &RefusedError{Reason: ReasonHostMismatch, Host: t.Host, Got: host}
+	}
+	return t.TLSConfig(), nil
+}
+
+// Check accepts a request read from the tunnel only if it came over TLS
+// (goproxy serves a tunnel that does not start with a TLS handshake as
+// plain HTTP, with scheme "http") and names the CONNECT host and port:
+// goproxy builds the URL from the inner Host header, so without this a
+// caller admitted to one route could reach another.
+func (t *Tunnel) Check(r *http.Request) error {
+	if r.URL == nil || r.URL.Scheme != "https" {
+		t.leaves.cfg.Observer.Refused(t.Host, ReasonNotTLS)
+		return &RefusedError{Reason: ReasonNotTLS, Host: t.Host}
+	}
+	h, err := NormalizeHost(r.URL.Host)
+	port := r.URL.Port()
+	if port == "" {
+		port = "443"
+	}
+	if err != nil || h != t.Host || port != t.Port {
+		t.leaves.cfg.Observer.Refused(t.Host, ReasonHostMismatch)
+		return &RefusedError{Reason: ReasonHostMismatch, Host: t.Host, Got: strings.ToLower(r.URL.Host)}
+	}
+	return nil
+}
