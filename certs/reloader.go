@@ -32,10 +32,6 @@ type Reloader struct {
 	// Report, if set, is called once per reload event with its Result (see
 	// the type comment), on the polling goroutine, after the Holder changed.
 	Report func(Result)
-	// OnResult, if set, is called like Report with ok = (result == Success).
-	// It is the older form of Report, which also tells a refused version
-	// from an unreachable source; it goes once route building uses Report.
-	OnResult func(ok bool)
 	// Validate, if set, must accept new material before it is stored (e.g.
 	// the signer checking the key can do the configured algorithm).
 	Validate func(*tls.Certificate) error
@@ -159,9 +155,6 @@ func (r *Reloader) noteReadable() {
 func (r *Reloader) report(res Result) {
 	if r.Report != nil {
 		r.Report(res)
-	}
-	if r.OnResult != nil {
-		r.OnResult(res == Success)
 	}
 }
 

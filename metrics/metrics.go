@@ -121,12 +121,10 @@ func (m *Metrics) LimiterWait(route string, d time.Duration) {
 // TokenThrottled implements tokencache.Observer.
 func (m *Metrics) TokenThrottled(route string) { m.throttled.WithLabelValues(route).Inc() }
 
-// Reload records a credential reload attempt (route.Options.OnReload).
-func (m *Metrics) Reload(route, credential string, ok bool) {
-	result := "success"
-	if !ok {
-		result = "failure"
-	}
+// Reload records a credential reload event (route.Options.OnReload):
+// result is "success", "refused" (a bad version, counted once) or
+// "unreachable" (the source could not be read, counted once per outage).
+func (m *Metrics) Reload(route, credential, result string) {
 	m.reloads.WithLabelValues(route, credential, result).Inc()
 }
 

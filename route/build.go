@@ -34,8 +34,10 @@ type Options struct {
 	VaultClient *vaultsrc.Client
 	// TokenObserver receives token cache events (metrics); may be nil.
 	TokenObserver tokencache.Observer
-	// OnReload is called after each certificate reload attempt (metrics); may be nil.
-	OnReload func(route, what string, ok bool)
+	// OnReload is called once per certificate reload event: a new version
+	// stored, a bad version refused (once per version) or the source becoming
+	// unreachable (metrics); may be nil.
+	OnReload func(route, what, result string)
 
 	// RootCAs, set in code (the demo, tests), is trusted for upstreams of
 	// routes without tls.ca_file, instead of the system roots.
@@ -181,7 +183,7 @@ func loadClientCert(ctx context.Context, p string, r *Route, cc config.ClientCer
 	rl := &certs.Reloader{Name: "route " + r.Name + " client certificate", Holder: holder, Source: src,
 		Interval: pollInterval(src, cc), Log: o.Log.With(zap.String("route", r.Name))}
 	if o.OnReload != nil {
-		rl.OnResult = func(ok bool) { o.OnReload(r.Name, "client_certificate", ok) }
+		rl.Report = func(res certs.Result) { o.OnReload(r.Name, "client_certificate", string(res)) }
 	}
 	if err := rl.Load(ctx); err != nil {
 		return nil, CertError(p+cp, cc.Kind(), err)

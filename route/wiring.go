@@ -70,7 +70,7 @@ func buildSigner(ctx context.Context, p string, r *Route, sg *config.Signing, o 
 	rl := &certs.Reloader{Name: "route " + r.Name + " signing key", Holder: holder, Source: src,
 		Interval: pollInterval(src, sg.Key), Log: o.Log.With(zap.String("route", r.Name)), Validate: validate}
 	if o.OnReload != nil {
-		rl.OnResult = func(ok bool) { o.OnReload(r.Name, "signing_key", ok) }
+		rl.Report = func(res certs.Result) { o.OnReload(r.Name, "signing_key", string(res)) }
 	}
 	if err := rl.Load(ctx); err != nil {
 		var ve *signer.ValidationError
