@@ -117,6 +117,7 @@ func TestThousandConcurrentOneFetch(t *testing.T) {
 		}
 		synctest.Wait()
 		time.Sleep(src.delay)
+		synctest.Wait() // the refresh, woken at the same instant, has stored tok-2
 		if seen := getMany(t, c, "", 1000); src.fetches.Load() != 2 || seen["tok-2"] != 1000 {
 			t.Fatalf("refreshed: %d fetches, tokens %v; want 2 fetches and all callers on tok-2", src.fetches.Load(), seen)
 		}
