@@ -88,7 +88,7 @@ func TestAuthCodeConsentRequired(t *testing.T) {
 	e.noSecrets(t, "the error", err.Error())
 	before := len(e.h.TokenRequests())
 	_, err = a.Fetch(ctx, SubjectKey("app-a", "marc"))
-	asConsentRequired(t, err)
+	_ = asConsentRequired(t, err)
 	if len(e.h.TokenRequests()) != before {
 		t.Fatal("an invalid consent was sent to the bank again")
 	}
@@ -158,7 +158,7 @@ func TestAuthCodeRevoke(t *testing.T) {
 		t.Fatal("the bank still accepts the access token after revocation")
 	}
 	_, err = a.Fetch(ctx, "marc")
-	asConsentRequired(t, err)
+	_ = asConsentRequired(t, err)
 }
 
 func TestAuthCodeProbe(t *testing.T) {

@@ -88,7 +88,7 @@ func Alert(err error) (tls.AlertError, bool) {
 	var oerr *net.OpError
 	if errors.As(err, &oerr) && oerr.Op == "remote error" && oerr.Err != nil {
 		if v := reflect.ValueOf(oerr.Err); v.Kind() == reflect.Uint8 {
-			return tls.AlertError(v.Uint()), true
+			return tls.AlertError(v.Uint()), true //nolint:gosec // G115: the value is a uint8 (checked by Kind above)
 		}
 	}
 	return 0, false

@@ -87,7 +87,7 @@ func BenchmarkBoltOpen100k(b *testing.B) {
 	path := fixture100k(b)
 	fi, _ := os.Stat(path)
 	for b.Loop() {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestOpenChild$", "-test.count=1")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestOpenChild$", "-test.count=1") //nolint:gosec // G702: re-runs this test binary
 		cmd.Env = append(os.Environ(), "CONSENTSTORE_CHILD_PATH="+path)
 		out, err := cmd.CombinedOutput()
 		if err != nil {

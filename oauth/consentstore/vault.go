@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 
@@ -45,7 +46,7 @@ func (v *Vault) Get(ctx context.Context, k Key) (*Consent, error) {
 	if rec == "" || s.VersionMetadata == nil {
 		return nil, ErrNotFound
 	}
-	c, err := decodeRecord([]byte(rec), uint64(s.VersionMetadata.Version))
+	c, err := decodeRecord([]byte(rec), uint64(max(s.VersionMetadata.Version, 0)))
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +65,7 @@ func (v *Vault) Put(ctx context.Context, c *Consent, expect uint64) (uint64, err
 	if err != nil {
 		return 0, err
 	}
-	s, err := v.api.KVv2(v.mount).Put(ctx, v.rel(c.Key()), map[string]any{"record": string(b)}, api.WithCheckAndSet(int(expect)))
+	s, err := v.api.KVv2(v.mount).Put(ctx, v.rel(c.Key()), map[string]any{"record": string(b)}, api.WithCheckAndSet(int(min(expect, math.MaxInt32))))
 	if err != nil {
 		var re *api.ResponseError
 		if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(re.Errors, " "), "check-and-set") {
@@ -75,7 +76,7 @@ func (v *Vault) Put(ctx context.Context, c *Consent, expect uint64) (uint64, err
 	if s == nil || s.VersionMetadata == nil {
 		return 0, fmt.Errorf("writing consent for subject %q on route %s: vault gave no version", c.Subject, c.Route)
 	}
-	return uint64(s.VersionMetadata.Version), nil
+	return uint64(max(s.VersionMetadata.Version, 0)), nil
 }
 
 // Delete implements Store: it removes every version.
