@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/netip"
@@ -114,14 +115,30 @@ func delay(ctx context.Context, d time.Duration) bool {
 func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	latency := s.tokenLatency
+	s.arrivals = append(s.arrivals, s.now())
+	f := takeFaultLocked(s.tokenFault, &s.tokenFaultN)
 	s.mu.Unlock()
 	if !delay(r.Context(), latency) {
+		return
+	}
+	if f.Kind == FaultMalformed {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, malformedToken) //nolint:errcheck // the client went away
+		return
+	}
+	if applyFault(w, r, f) {
 		return
 	}
 	ip := clientIP(r)
 	s.mu.Lock()
 	now := s.now()
+	ttl := s.ttl
+	if f.Kind == FaultShortExpiry {
+		s.ttl = max(f.Expiry, time.Second)
+	}
 	rep := s.authorizeLocked(r, ip, now)
+	s.ttl = ttl
 	s.stats.TokenRequests++
 	switch rep.status {
 	case http.StatusOK:

@@ -170,6 +170,12 @@ type Server struct {
 	fixed           map[netip.Addr]fixedCount
 	stats           Stats
 	handshakes      []Handshake
+	tokenFault      Fault
+	tokenFaultN     int
+	apiFault        Fault
+	apiFaultN       int
+	arrivals        []time.Time // arrival times of token requests
+	received        []Received  // requests received by the API host
 
 	started bool
 	servers []*http.Server
@@ -245,7 +251,7 @@ func New(cfg Config) (*Server, error) {
 	s.stats.HandshakesByFingerprint = map[string]int{}
 	s.stats.HandshakesBySerial = map[string]int{}
 	s.authHandler = s.newAuthMux()
-	s.apiHandler = s.newAPIMux(cfg.AuthorizeOnAPIHost)
+	s.apiHandler = s.record(s.newAPIMux(cfg.AuthorizeOnAPIHost))
 	return s, nil
 }
 
