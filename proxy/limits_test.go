@@ -47,7 +47,7 @@ func hardened(t *testing.T, h http.Handler, gateway bool) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}
 	ln = hardenConns(srv, ln, gateway)
 	go srv.Serve(ln) //nolint:errcheck // ends when closed
 	t.Cleanup(func() { srv.Close() })
@@ -163,6 +163,24 @@ func TestGatewayConnectionCap(t *testing.T) {
 	for range 3 {
 		if err := <-results; err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+func TestHeaderTooLargeAnswered(t *testing.T) {
+	addr := hardened(t, http.NotFoundHandler(), false)
+	for _, n := range []int{70 << 10, 1 << 20} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload := "GET / HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-Pad: "+strings.Repeat("a", 1000)+"\r\n", n/1000) + "\r\n"
+		go io.WriteString(c, payload) //nolint:errcheck // the server stops reading
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("%d header bytes: %v %v", n, resp, err)
 		}
 	}
 }
