@@ -59,7 +59,7 @@ func start(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proc, err := e2eenv.Run(ctx, bin, dir, bank.Config(l, 60, 10), l)
+	proc, err := e2eenv.Run(ctx, bin, dir, bank.Config(l, e2eenv.ConfigOptions{RatePerMinute: 60, Burst: 10}), l)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,7 @@ func hostileCases() []hostileCase {
 	get := fwd("GET", accounts, "HTTP/1.1")
 	return []hostileCase{
 		{name: "Content-Length and Transfer-Encoding, then a pipelined request",
-			payload: fwd("POST", accounts, "HTTP/1.1") + "Content-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + get + "\r\n",
+			payload:  fwd("POST", accounts, "HTTP/1.1") + "Content-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + get + "\r\n",
 			statuses: []int{405}, closed: true, bankSaw: 1},
 		{name: "two differing Content-Lengths",
 			payload:  fwd("POST", accounts, "HTTP/1.1") + "Content-Length: 3\r\nContent-Length: 40\r\n\r\nabc",

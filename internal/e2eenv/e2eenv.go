@@ -153,10 +153,21 @@ func NewListeners() (Listeners, error) {
 	return l, nil
 }
 
+// ConfigOptions adjust the configuration Config writes.
+type ConfigOptions struct {
+	RatePerMinute, Burst int    // token.rate_limit
+	Skew                 string // token.skew ("" for the default)
+	// Token and Route are extra YAML lines (without indentation) appended
+	// to the route's token block and to the route.
+	Token, Route []string
+	// Top is extra YAML appended at the top level (a vault: block).
+	Top string
+}
+
 // Config returns a YAML configuration for one Banking Circle route against
 // b, as an operator writes it.
-func (b *Bank) Config(l Listeners, ratePerMinute, burst int) string {
-	return fmt.Sprintf(`listen:
+func (b *Bank) Config(l Listeners, o ConfigOptions) string {
+	y := fmt.Sprintf(`listen:
   proxy: %s
   admin: %s
 shutdown_grace: 5s
@@ -176,7 +187,17 @@ routes:
       password: {file: %s}
       rate_limit: {requests_per_minute: %d, burst: %d}
 `, l.Proxy, l.Admin, b.Emu.APIURL(), l.Local, b.CAFile, b.PFX, b.PasscodeFile,
-		b.Emu.AuthURL(), bankingcircle.AuthorizePath, b.UsernameFile, b.PasswordFile, ratePerMinute, burst)
+		b.Emu.AuthURL(), bankingcircle.AuthorizePath, b.UsernameFile, b.PasswordFile, o.RatePerMinute, o.Burst)
+	if o.Skew != "" {
+		y += "      skew: " + o.Skew + "\n"
+	}
+	for _, line := range o.Token {
+		y += "      " + line + "\n"
+	}
+	for _, line := range o.Route {
+		y += "    " + line + "\n"
+	}
+	return y + o.Top
 }
 
 // TLSClient returns a client that presents the current client certificate
