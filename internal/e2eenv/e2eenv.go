@@ -162,6 +162,9 @@ type ConfigOptions struct {
 	Token, Route []string
 	// Top is extra YAML appended at the top level (a vault: block).
 	Top string
+	// Password replaces the token password's reference (flow YAML, such
+	// as "{vault: {path: p, field: password}}"); "" keeps the file.
+	Password string
 }
 
 // Config returns a YAML configuration for one Banking Circle route against
@@ -188,6 +191,9 @@ routes:
       rate_limit: {requests_per_minute: %d, burst: %d}
 `, l.Proxy, l.Admin, b.Emu.APIURL(), l.Local, b.CAFile, b.PFX, b.PasscodeFile,
 		b.Emu.AuthURL(), bankingcircle.AuthorizePath, b.UsernameFile, b.PasswordFile, o.RatePerMinute, o.Burst)
+	if o.Password != "" {
+		y = strings.Replace(y, "password: {file: "+b.PasswordFile+"}", "password: "+o.Password, 1)
+	}
 	if o.Skew != "" {
 		y += "      skew: " + o.Skew + "\n"
 	}

@@ -19,6 +19,9 @@ type harness struct {
 	bank *e2eenv.Bank
 	proc *e2eenv.Proc
 	tl   *timeline
+	// vault is nil when no Vault binary is at hand; vaultNote says why.
+	vault     *vaultDev
+	vaultNote string
 }
 
 func setup(ctx context.Context, o options) (*harness, error) {
@@ -44,8 +47,22 @@ func setup(ctx context.Context, o options) (*harness, error) {
 	// tokenproxy's own pacing stays under the bank's sliding-minute
 	// threshold: rate r and burst b send at most r+b in any minute.
 	rate := o.budget * 2 / 3
-	cfg := h.bank.Config(l, e2eenv.ConfigOptions{RatePerMinute: rate, Burst: max(o.budget-rate-2, 1), Skew: "1s",
-		Token: []string{"fetch_timeout: 2s", "max_wait: 5s"}, Route: []string{"timeouts: {upstream: 5s, dial: 2s}"}})
+	co := e2eenv.ConfigOptions{RatePerMinute: rate, Burst: max(o.budget-rate-2, 1), Skew: "1s",
+		Token: []string{"fetch_timeout: 2s", "max_wait: 5s"}, Route: []string{"timeouts: {upstream: 5s, dial: 2s}"}}
+	if o.vault {
+		h.vault, h.vaultNote = startVault(h.dir)
+	} else {
+		h.vaultNote = "off (-vault=false)"
+	}
+	if h.vault != nil {
+		if err := h.restoreVault(); err != nil {
+			h.close()
+			return nil, err
+		}
+		co.Top, co.Password = h.vault.configYAML(), "{vault: {path: soak/bank, field: password}}"
+		h.vaultNote = "private dev server at " + h.vault.addr + ", token password read from KV, stopped and restarted"
+	}
+	cfg := h.bank.Config(l, co)
 	if h.proc, err = e2eenv.Run(bctx, bin, h.dir, cfg, l); err != nil {
 		h.close()
 		return nil, err
@@ -53,9 +70,17 @@ func setup(ctx context.Context, o options) (*harness, error) {
 	return h, nil
 }
 
+// restoreVault writes the bank's password to Vault KV.
+func (h *harness) restoreVault() error {
+	return h.vault.put(context.Background(), "soak/bank", map[string]string{"password": h.bank.Password})
+}
+
 func (h *harness) close() {
 	if h.proc != nil {
 		h.proc.Kill()
+	}
+	if h.vault != nil {
+		h.vault.stop()
 	}
 	if h.bank != nil {
 		h.bank.Close()
@@ -87,6 +112,9 @@ func (h *harness) play(ctx context.Context, o options) (*report, error) {
 	go func() { ld.run(lctx); close(loadDone) }()
 	wg.Go(func() { h.schedule(lctx, o) })
 	wg.Go(func() { h.rotate(lctx, o) })
+	if h.vault != nil {
+		wg.Go(func() { h.vault.cycle(lctx, 45*time.Second, 10*time.Second, h.restoreVault, h.tl) })
+	}
 	samplesDone := make(chan []sample, 1)
 	go func() { samplesDone <- h.sampleLoop(lctx, o, ld) }()
 

@@ -8,9 +8,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -46,7 +49,7 @@ func classify(r result, tl *timeline, sigterm time.Time) (class, why string) {
 	case r.status == http.StatusOK && r.err == nil:
 		return classServed, ""
 	case r.err != nil && !sigterm.IsZero() && r.end.After(sigterm):
-		return classDrain, r.err.Error()
+		return classDrain, errKind(r.err)
 	case r.code != "" && tokenCodes[r.code]:
 		if ex := tl.excuse(r.start, r.end, true); ex != "" {
 			return classCouldNot, r.code + " during " + ex
@@ -62,12 +65,33 @@ func classify(r result, tl *timeline, sigterm time.Time) (class, why string) {
 	case r.status >= 500 || r.err != nil:
 		// The bank's own 5xx passed through, or its body cut short.
 		if ex := tl.excuse(r.start, r.end, false); ex != "" {
-			return classCouldNot, fmt.Sprintf("upstream %d %v during %s", r.status, r.err, ex)
+			return classCouldNot, fmt.Sprintf("upstream %d %s during %s", r.status, errKind(r.err), ex)
 		}
-		return classDefect, fmt.Sprintf("upstream %d %v with the API healthy (%s)", r.status, r.err, tl.phaseAt(r.start))
+		return classDefect, fmt.Sprintf("upstream %d %s with the API healthy (%s)", r.status, errKind(r.err), tl.phaseAt(r.start))
 	default:
 		return classDefect, fmt.Sprintf("status %d from the bank (%s)", r.status, tl.phaseAt(r.start))
 	}
+}
+
+// errKind names an error without addresses, so that reasons group.
+func errKind(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "connection closed early"
+	case errors.Is(err, context.DeadlineExceeded), os.IsTimeout(err):
+		return "timeout"
+	}
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	return msg
 }
 
 // load runs n clients through the forward proxy until stop closes; each

@@ -41,6 +41,7 @@ type options struct {
 	replicas    int
 	out         string
 	sampleEvery time.Duration
+	vault       bool
 }
 
 func main() {
@@ -55,6 +56,7 @@ func main() {
 	flag.IntVar(&o.replicas, "replicas", 1, "tokenproxy processes; more than 1 needs the shared token store (gateway mode, Redis): not yet supported")
 	flag.StringVar(&o.out, "out", "", "directory for samples.csv, report.txt and tokenproxy.log (default: a temporary directory)")
 	flag.DurationVar(&o.sampleEvery, "sample", 2*time.Second, "resource sampling period")
+	flag.BoolVar(&o.vault, "vault", true, "read the token password from a private Vault dev server that is stopped and restarted (skipped when no binary is cached)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

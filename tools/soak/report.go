@@ -16,6 +16,7 @@ func (rep *report) write(stdout io.Writer, o options, h *harness) (failed bool, 
 	t := count(rep.results, h.tl, rep.sigtermAt)
 	p("tokenproxy soak: %s of load and faults, %d clients, token TTL %s, phase %s, certificate rotation every %s",
 		o.duration, o.clients, o.tokenTTL, o.phase, o.rotate)
+	p("vault: %s", h.vaultNote)
 	p("")
 	p("| figure | value |")
 	p("|---|---|")
