@@ -39,6 +39,17 @@ func hostileCases() []hostileCase {
 		{name: "Content-Length and Transfer-Encoding, then a pipelined request",
 			payload:  fwd("POST", accounts, "HTTP/1.1") + "Content-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + get + "\r\n",
 			statuses: []int{405}, closed: true, bankSaw: 1},
+		{name: "Content-Length and Transfer-Encoding on a local port", local: true,
+			payload: "POST " + accounts + " HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n5\r\nhello\r\n0\r\n\r\n" +
+				"GET " + accounts + " HTTP/1.1\r\nHost: x\r\n\r\n",
+			statuses: []int{405}, closed: true, bankSaw: 1, bank: func(t *testing.T, got []bankingcircle.Received) {
+				if string(got[0].Body) != "hello" || got[0].ContentLength != 5 {
+					t.Errorf("bank saw body %q (Content-Length %d), want the 5 chunked bytes", got[0].Body, got[0].ContentLength)
+				}
+			}},
+		{name: "Transfer-Encoding other than chunked",
+			payload:  fwd("POST", accounts, "HTTP/1.1") + "Transfer-Encoding: gzip\r\n\r\n",
+			statuses: []int{501}, closed: true},
 		{name: "two differing Content-Lengths",
 			payload:  fwd("POST", accounts, "HTTP/1.1") + "Content-Length: 3\r\nContent-Length: 40\r\n\r\nabc",
 			statuses: []int{400}, closed: true},

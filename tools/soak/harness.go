@@ -156,7 +156,7 @@ func (h *harness) play(ctx context.Context, o options) (*report, error) {
 
 // schedule applies one phase after another until ctx ends.
 func (h *harness) schedule(ctx context.Context, o options) {
-	ps := phases()
+	ps := selectPhases(phases(), o.only)
 	for i := 0; ; i++ {
 		p := ps[i%len(ps)]
 		h.bank.Emu.SetTokenFault(p.token)

@@ -42,6 +42,7 @@ type options struct {
 	out         string
 	sampleEvery time.Duration
 	vault       bool
+	only        string
 }
 
 func main() {
@@ -57,6 +58,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "directory for samples.csv, report.txt and tokenproxy.log (default: a temporary directory)")
 	flag.DurationVar(&o.sampleEvery, "sample", 2*time.Second, "resource sampling period")
 	flag.BoolVar(&o.vault, "vault", true, "read the token password from a private Vault dev server that is stopped and restarted (skipped when no binary is cached)")
+	flag.StringVar(&o.only, "phases", "", "play only the fault phases whose names contain one of these comma-separated words (calm phases stay)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

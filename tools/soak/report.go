@@ -87,6 +87,9 @@ func (rep *report) write(stdout io.Writer, o options, h *harness) (failed bool, 
 	if err := writeCSV(filepath.Join(o.out, "samples.csv"), rep.start, rep.samples); err != nil {
 		return false, err
 	}
+	if err := os.WriteFile(filepath.Join(o.out, "events.csv"), []byte(h.tl.csv(rep.start)), 0o644); err != nil { //nolint:gosec // a report
+		return false, err
+	}
 	if err := os.WriteFile(filepath.Join(o.out, "report.txt"), []byte(b.String()), 0o644); err != nil { //nolint:gosec // a report
 		return false, err
 	}

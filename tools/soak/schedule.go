@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -84,7 +86,9 @@ func (tl *timeline) excuse(start, end time.Time, tokenSide bool) string {
 		if tokenSide {
 			f, grace = e.phase.token, tokenGrace
 		}
-		if f.Kind == bankingcircle.FaultNone {
+		// A proxy must survive an upstream that closes kept-alive
+		// connections and tokens that expire soon: those excuse nothing.
+		if f.Kind == bankingcircle.FaultNone || f.Kind == bankingcircle.FaultCloseConn {
 			continue
 		}
 		if e.at.Before(end) && until.Add(grace).After(start) {
@@ -92,6 +96,22 @@ func (tl *timeline) excuse(start, end time.Time, tokenSide bool) string {
 		}
 	}
 	return ""
+}
+
+// csv returns the timeline, one event a line, seconds from start.
+func (tl *timeline) csv(start time.Time) string {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	var b strings.Builder
+	b.WriteString("seconds,event\n")
+	for _, e := range tl.events {
+		name := e.note
+		if name == "" {
+			name = "phase: " + e.phase.name
+		}
+		fmt.Fprintf(&b, "%.1f,%s\n", e.at.Sub(start).Seconds(), name)
+	}
+	return b.String()
 }
 
 // phaseAt names the phase in force at t.
@@ -105,4 +125,25 @@ func (tl *timeline) phaseAt(t time.Time) string {
 		}
 	}
 	return name
+}
+
+// selectPhases keeps the calm phases and those whose names contain one of
+// the comma-separated words of only ("" keeps all).
+func selectPhases(ps []phase, only string) []phase {
+	if only == "" {
+		return ps
+	}
+	var out []phase
+	for _, p := range ps {
+		keep := p.name == "calm"
+		for w := range strings.SplitSeq(only, ",") {
+			if w = strings.TrimSpace(w); w != "" && strings.Contains(p.name, w) {
+				keep = true
+			}
+		}
+		if keep {
+			out = append(out, p)
+		}
+	}
+	return out
 }
