@@ -110,10 +110,14 @@ func (h *harness) play(ctx context.Context, o options) (*report, error) {
 	var wg sync.WaitGroup
 	loadDone := make(chan struct{})
 	go func() { ld.run(lctx); close(loadDone) }()
-	wg.Go(func() { h.schedule(lctx, o) })
-	wg.Go(func() { h.rotate(lctx, o) })
+	// The fault schedule, the rotation and the Vault cycle stop before the
+	// drain, so that the drain's conditions are the ones recorded.
+	fctx, stopFaults := context.WithCancel(lctx)
+	defer stopFaults()
+	wg.Go(func() { h.schedule(fctx, o) })
+	wg.Go(func() { h.rotate(fctx, o) })
 	if h.vault != nil {
-		wg.Go(func() { h.vault.cycle(lctx, 45*time.Second, 10*time.Second, h.restoreVault, h.tl) })
+		wg.Go(func() { h.vault.cycle(fctx, 45*time.Second, 10*time.Second, h.restoreVault, h.tl) })
 	}
 	samplesDone := make(chan []sample, 1)
 	go func() { samplesDone <- h.sampleLoop(lctx, o, ld) }()
@@ -124,6 +128,8 @@ func (h *harness) play(ctx context.Context, o options) (*report, error) {
 	}
 	// The drain: calm conditions, requests in flight, SIGTERM; clients stop
 	// sending new requests at the signal.
+	stopFaults()
+	wg.Wait()
 	h.bank.Emu.SetTokenFault(bankingcircle.Fault{})
 	h.bank.Emu.SetAPIFault(bankingcircle.Fault{Kind: bankingcircle.FaultSlow, Delay: time.Second})
 	h.tl.add(event{at: time.Now(), phase: phase{name: "drain (api slow 1s)", api: bankingcircle.Fault{Kind: bankingcircle.FaultSlow, Delay: time.Second}}})
@@ -139,7 +145,6 @@ func (h *harness) play(ctx context.Context, o options) (*report, error) {
 	rep.exitErr = h.proc.Wait(20 * time.Second)
 	<-loadDone
 	cancel()
-	wg.Wait()
 	rep.samples = <-samplesDone
 	ld.mu.Lock()
 	rep.results = ld.results
