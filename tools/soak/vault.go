@@ -127,8 +127,7 @@ func (v *vaultDev) cycle(ctx context.Context, period, down time.Duration, restor
 		v.stop()
 		tl.add(event{at: time.Now(), note: "vault stopped"})
 		select {
-		case <-ctx.Done():
-			return
+		case <-ctx.Done(): // leave Vault up for the drain
 		case <-time.After(down):
 		}
 		if err := v.start(); err != nil {
@@ -139,5 +138,8 @@ func (v *vaultDev) cycle(ctx context.Context, period, down time.Duration, restor
 			tl.add(event{at: time.Now(), note: "vault restore failed: " + err.Error()})
 		}
 		tl.add(event{at: time.Now(), note: "vault restarted"})
+		if ctx.Err() != nil {
+			return
+		}
 	}
 }
