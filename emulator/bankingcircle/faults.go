@@ -150,6 +150,27 @@ func (s *Server) Received() []Received {
 	return slices.Clone(s.received)
 }
 
+// authorizeFault counts a token request's arrival, waits the token latency
+// and acts out the token fault; it returns the fault and whether the
+// request was answered (or dropped) already.
+func (s *Server) authorizeFault(w http.ResponseWriter, r *http.Request) (Fault, bool) {
+	s.mu.Lock()
+	latency := s.tokenLatency
+	s.arrivals = append(s.arrivals, s.now())
+	f := takeFaultLocked(s.tokenFault, &s.tokenFaultN)
+	s.mu.Unlock()
+	if !delay(r.Context(), latency) {
+		return f, true
+	}
+	if f.Kind == FaultMalformed {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, malformedToken) //nolint:errcheck // the client went away
+		return f, true
+	}
+	return f, applyFault(w, r, f)
+}
+
 // record wraps the API host's handler: it records each request as it
 // arrived, then applies the API fault.
 func (s *Server) record(next http.Handler) http.Handler {

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"net/netip"
@@ -113,21 +112,8 @@ func delay(ctx context.Context, d time.Duration) bool {
 // order: source IP allowlist (403), forced 429s, the per-IP threshold (429),
 // method (405), Basic credentials (401); then it issues a token.
 func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	latency := s.tokenLatency
-	s.arrivals = append(s.arrivals, s.now())
-	f := takeFaultLocked(s.tokenFault, &s.tokenFaultN)
-	s.mu.Unlock()
-	if !delay(r.Context(), latency) {
-		return
-	}
-	if f.Kind == FaultMalformed {
-		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		w.WriteHeader(http.StatusOK)
-		io.WriteString(w, malformedToken) //nolint:errcheck // the client went away
-		return
-	}
-	if applyFault(w, r, f) {
+	f, done := s.authorizeFault(w, r)
+	if done {
 		return
 	}
 	ip := clientIP(r)
