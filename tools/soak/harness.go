@@ -22,6 +22,7 @@ type harness struct {
 	// vault is nil when no Vault binary is at hand; vaultNote says why.
 	vault     *vaultDev
 	vaultNote string
+	rotations int // good certificate versions written after the first
 }
 
 func setup(ctx context.Context, o options) (*harness, error) {
@@ -197,6 +198,7 @@ func (h *harness) rotate(ctx context.Context, o options) {
 			}
 		}
 		if err := h.bank.RotateClient(fmt.Sprintf("m2m client v%d", n+1)); err == nil {
+			h.rotations++
 			h.tl.add(event{at: time.Now(), note: fmt.Sprintf("certificate v%d", n+1)})
 		}
 	}

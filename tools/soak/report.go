@@ -28,6 +28,7 @@ func (rep *report) write(stdout io.Writer, o options, h *harness) (failed bool, 
 	p("| requests in flight at SIGTERM | %d |", rep.drainInFlight)
 	p("| exit after SIGTERM | %s |", exitText(rep.exitErr))
 	p("| token requests at the bank, max in a rolling minute | %d (budget %d) |", rep.maxPerMinute, o.budget)
+	p("| client certificates the bank saw (distinct serials; rotations %d) | %d |", h.rotations, len(h.bank.Emu.Stats().HandshakesBySerial))
 	trends := []trend{
 		leakTrend("goroutines", rep.samples, func(s sample) float64 { return s.goroutines }, 1.5, 50),
 		leakTrend("heap in use (bytes)", rep.samples, func(s sample) float64 { return s.heap }, 2, 8<<20),
