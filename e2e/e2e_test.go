@@ -82,7 +82,7 @@ func start(t *testing.T) *env {
 
 // exchange is what one raw connection got back.
 type exchange struct {
-	responses []*http.Response
+	responses []*http.Response // bodies already read and closed
 	bodies    [][]byte
 	closed    bool  // the server closed the connection after the responses
 	err       error // a read error other than EOF (timeout, reset)
@@ -107,7 +107,10 @@ func readAll(c net.Conn, wait time.Duration) exchange {
 	var ex exchange
 	br := bufio.NewReader(c)
 	for range 16 {
-		c.SetReadDeadline(time.Now().Add(wait))
+		if err := c.SetReadDeadline(time.Now().Add(wait)); err != nil {
+			ex.err = err
+			return ex
+		}
 		if _, err := br.Peek(1); err != nil {
 			if errors.Is(err, io.EOF) {
 				ex.closed = true
@@ -127,7 +130,7 @@ func readAll(c net.Conn, wait time.Duration) exchange {
 			ex.err = err
 			return ex
 		}
-		ex.responses = append(ex.responses, resp)
+		ex.responses = append(ex.responses, resp) //nolint:bodyclose // closed above, after reading
 		ex.bodies = append(ex.bodies, body)
 	}
 	return ex

@@ -194,15 +194,15 @@ func TestSlowloris(t *testing.T) {
 // reading does not stop others from being served.
 func TestStalledReader(t *testing.T) {
 	e := start(t)
-	var stalled []net.Conn
 	for range 4 {
 		c, err := net.Dial("tcp", e.proc.L.Proxy)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		c.Write([]byte(fwd("GET", "/api/v1/accounts?PageNumber=1&PageSize=5000", "HTTP/1.1") + "\r\n"))
-		stalled = append(stalled, c)
+		if _, err := c.Write([]byte(fwd("GET", "/api/v1/accounts?PageNumber=1&PageSize=5000", "HTTP/1.1") + "\r\n")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i := range 20 {
 		ex := send(t, e.proc.L.Proxy, fwd("GET", "/api/v1/accounts?PageNumber=1&PageSize=1", "HTTP/1.1")+"Connection: close\r\n\r\n", 10*time.Second)

@@ -57,8 +57,9 @@ func screen(h http.Handler) http.Handler {
 			w = &closingWriter{ResponseWriter: w}
 		}
 		if r.URL.User != nil {
-			writeResponse(w, (&apiError{Status: http.StatusBadRequest, Code: CodeBadRequest, //nolint:bodyclose // writeResponse closes the body
-				Message: "the request URL carries userinfo (user:password@host); tokenproxy does not accept credentials in URLs"}).response(r, ""))
+			e := &apiError{Status: http.StatusBadRequest, Code: CodeBadRequest,
+				Message: "the request URL carries userinfo (user:password@host); tokenproxy does not accept credentials in URLs"}
+			writeResponse(w, e.response(r, "")) //nolint:bodyclose // writeResponse closes the body
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -161,7 +162,7 @@ func (c *framingConn) Close() error {
 // Write bounds each write by writeStallTimeout, so an app that stopped
 // reading cannot hold a handler (and its upstream connection) forever.
 func (c *framingConn) Write(p []byte) (int, error) {
-	c.Conn.SetWriteDeadline(time.Now().Add(writeStallTimeout)) //nolint:errcheck // a closed connection fails the write below
+	c.SetWriteDeadline(time.Now().Add(writeStallTimeout)) //nolint:errcheck // a closed connection fails the write below
 	return c.Conn.Write(p)
 }
 

@@ -58,23 +58,25 @@ func TestAmbiguousFramingClosesConnection(t *testing.T) {
 	var served atomic.Int32
 	addr := hardened(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		served.Add(1)
-		io.Copy(io.Discard, r.Body)
-		io.WriteString(w, "ok")
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
 	}), false)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"+
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"+
 		"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.Copy(io.Discard, resp.Body)
+	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if !resp.Close {
 		t.Fatalf("answer to a Content-Length + Transfer-Encoding request lacks Connection: close: %v", resp.Header)
@@ -107,7 +109,9 @@ func TestWriteStallTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
 	// The client never reads.
 	select {
 	case err := <-done:
@@ -130,7 +134,7 @@ func TestGatewayConnectionCap(t *testing.T) {
 		seenReleased <- released.Load()
 		inFlight.Add(1)
 		<-release
-		io.WriteString(w, "ok")
+		_, _ = io.WriteString(w, "ok")
 	}), true)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	results := make(chan error, 3)
@@ -176,11 +180,18 @@ func TestHeaderTooLargeAnswered(t *testing.T) {
 		}
 		payload := "GET / HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-Pad: "+strings.Repeat("a", 1000)+"\r\n", n/1000) + "\r\n"
 		go io.WriteString(c, payload) //nolint:errcheck // the server stops reading
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			c.Close()
+			t.Fatalf("%d header bytes: %v", n, err)
+		}
+		resp.Body.Close()
 		c.Close()
-		if err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-			t.Fatalf("%d header bytes: %v %v", n, resp, err)
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("%d header bytes: %s, want 431", n, resp.Status)
 		}
 	}
 }

@@ -15,8 +15,15 @@ import (
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
 )
 
+// answer is one response, read and closed.
+type answer struct {
+	StatusCode int
+	Header     http.Header
+	Close      bool
+}
+
 // raw sends one request and returns the answer, or the transport error.
-func raw(t *testing.T, c *http.Client, url, auth string, timeout time.Duration) (*http.Response, []byte, error) {
+func raw(t *testing.T, c *http.Client, url, auth string, timeout time.Duration) (*answer, []byte, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -28,54 +35,54 @@ func raw(t *testing.T, c *http.Client, url, auth string, timeout time.Duration) 
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return resp, b, err
+	return &answer{StatusCode: resp.StatusCode, Header: resp.Header, Close: resp.Close}, b, err
 }
 
 func TestTokenFaults(t *testing.T) {
 	tests := []struct {
 		name  string
 		fault bankingcircle.Fault
-		check func(t *testing.T, resp *http.Response, body []byte, err error)
+		check func(t *testing.T, resp *answer, body []byte, err error)
 	}{
 		{"429 with Retry-After", bankingcircle.Fault{Kind: bankingcircle.FaultStatus, Status: 429, RetryAfter: 1500 * time.Millisecond},
-			func(t *testing.T, resp *http.Response, _ []byte, err error) {
+			func(t *testing.T, resp *answer, _ []byte, err error) {
 				if err != nil || resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "2" {
 					t.Fatalf("got %v %v", resp, err)
 				}
 			}},
 		{"429 without Retry-After", bankingcircle.Fault{Kind: bankingcircle.FaultStatus, Status: 429},
-			func(t *testing.T, resp *http.Response, _ []byte, err error) {
+			func(t *testing.T, resp *answer, _ []byte, err error) {
 				if err != nil || resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "" {
 					t.Fatalf("got %v %v", resp, err)
 				}
 			}},
 		{"500", bankingcircle.Fault{Kind: bankingcircle.FaultStatus, Status: 500},
-			func(t *testing.T, resp *http.Response, body []byte, err error) {
+			func(t *testing.T, resp *answer, body []byte, err error) {
 				if err != nil || resp.StatusCode != 500 || !strings.Contains(string(body), "injected_fault") {
 					t.Fatalf("got %v %q %v", resp, body, err)
 				}
 			}},
 		{"slow past the client's patience", bankingcircle.Fault{Kind: bankingcircle.FaultSlow, Delay: time.Hour},
-			func(t *testing.T, _ *http.Response, _ []byte, err error) {
+			func(t *testing.T, _ *answer, _ []byte, err error) {
 				if !errors.Is(err, context.DeadlineExceeded) {
 					t.Fatalf("want a deadline error, got %v", err)
 				}
 			}},
 		{"reset", bankingcircle.Fault{Kind: bankingcircle.FaultReset},
-			func(t *testing.T, _ *http.Response, _ []byte, err error) {
+			func(t *testing.T, _ *answer, _ []byte, err error) {
 				if !errors.Is(err, syscall.ECONNRESET) && (err == nil || !strings.Contains(err.Error(), "EOF")) {
 					t.Fatalf("want a reset, got %v", err)
 				}
 			}},
 		{"malformed JSON", bankingcircle.Fault{Kind: bankingcircle.FaultMalformed},
-			func(t *testing.T, resp *http.Response, body []byte, err error) {
+			func(t *testing.T, resp *answer, body []byte, err error) {
 				var v any
 				if err != nil || resp.StatusCode != 200 || json.Unmarshal(body, &v) == nil {
 					t.Fatalf("want a 200 with broken JSON, got %v %q %v", resp, body, err)
 				}
 			}},
 		{"short expires_in", bankingcircle.Fault{Kind: bankingcircle.FaultShortExpiry, Expiry: 2 * time.Second},
-			func(t *testing.T, resp *http.Response, body []byte, err error) {
+			func(t *testing.T, resp *answer, body []byte, err error) {
 				var tr bankingcircle.TokenResponse
 				if err != nil || resp.StatusCode != 200 || json.Unmarshal(body, &tr) != nil || tr.ExpiresIn != "2" {
 					t.Fatalf("got %v %q %v", resp, body, err)

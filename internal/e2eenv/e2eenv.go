@@ -33,7 +33,7 @@ func Build(ctx context.Context, dir string) (string, error) {
 	}
 	root := filepath.Dir(strings.TrimSpace(string(out)))
 	bin := filepath.Join(dir, "tokenproxy")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/tokenproxy")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/tokenproxy") //nolint:gosec // the output path is a directory the caller chose
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/tokenproxy: %w\n%s", err, out)
@@ -258,7 +258,7 @@ func Run(ctx context.Context, bin, dir, yaml string, l Listeners) (*Proc, error)
 	for range 200 {
 		select {
 		case <-p.done:
-			return nil, fmt.Errorf("tokenproxy exited at start-up: %v\n%s", p.err, p.Logs())
+			return nil, fmt.Errorf("tokenproxy exited at start-up: %w\n%s", p.err, p.Logs())
 		case <-ctx.Done():
 			p.Kill()
 			return nil, ctx.Err()

@@ -83,7 +83,7 @@ func run(ctx context.Context, o options, stdout *os.File) (failed bool, err erro
 		if o.out, err = os.MkdirTemp("", "tokenproxy-soak-"); err != nil {
 			return false, err
 		}
-	} else if err := os.MkdirAll(o.out, 0o755); err != nil {
+	} else if err := os.MkdirAll(o.out, 0o750); err != nil {
 		return false, err
 	}
 	h, err := setup(ctx, o)
