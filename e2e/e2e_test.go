@@ -12,13 +12,41 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
 	"github.com/tokenproxy/tokenproxy/internal/e2eenv"
 )
+
+// The binary is built once for the package's tests.
+var (
+	buildOnce sync.Once
+	binDir    string
+	binPath   string
+	errBuild  error
+)
+
+func binary(ctx context.Context) (string, error) {
+	buildOnce.Do(func() {
+		if binDir, errBuild = os.MkdirTemp("", "tokenproxy-e2e-"); errBuild != nil {
+			return
+		}
+		binPath, errBuild = e2eenv.Build(ctx, binDir)
+	})
+	return binPath, errBuild
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
 
 // env is one tokenproxy process with its bank, shared by a test's cases.
 type env struct {
@@ -46,7 +74,7 @@ func start(t *testing.T) *env {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	bin, err := e2eenv.Build(ctx, dir)
+	bin, err := binary(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
