@@ -124,6 +124,7 @@ func (s *Server) Listen() error {
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          zap.NewStdLog(s.log.Named("http")),
 		}
+		ln = hardenConns(srv, ln, s.cfg.Listen.AllowNonLoopback && name != "admin")
 		s.mu.Lock()
 		s.servers = append(s.servers, &namedServer{name: name, srv: srv, ln: ln})
 		s.mu.Unlock()

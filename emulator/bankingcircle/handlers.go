@@ -112,16 +112,19 @@ func delay(ctx context.Context, d time.Duration) bool {
 // order: source IP allowlist (403), forced 429s, the per-IP threshold (429),
 // method (405), Basic credentials (401); then it issues a token.
 func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	latency := s.tokenLatency
-	s.mu.Unlock()
-	if !delay(r.Context(), latency) {
+	f, done := s.authorizeFault(w, r)
+	if done {
 		return
 	}
 	ip := clientIP(r)
 	s.mu.Lock()
 	now := s.now()
+	ttl := s.ttl
+	if f.Kind == FaultShortExpiry {
+		s.ttl = max(f.Expiry, time.Second)
+	}
 	rep := s.authorizeLocked(r, ip, now)
+	s.ttl = ttl
 	s.stats.TokenRequests++
 	switch rep.status {
 	case http.StatusOK:

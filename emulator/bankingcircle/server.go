@@ -8,9 +8,13 @@
 // Every failure a client meets in the field can be switched on, at start-up
 // through Config or at run time through setters: an IP allowlist (403 naming
 // the IP the bank saw), a user without access to accounts (404), forced 429s,
-// revoked tokens (401), an untrusted client certificate, slow endpoints.
-// Counters (Stats), the issued tokens, the times of token requests and the
-// client certificate of every TLS handshake are recorded for assertions.
+// revoked tokens (401), an untrusted client certificate, slow endpoints, and
+// a fault per host (SetTokenFault, SetAPIFault: 429 with or without
+// Retry-After, 5xx, slow answers, connection resets, malformed bodies, short
+// expires_in, closed kept-alive connections). Counters (Stats), the issued
+// tokens, the arrival times of token requests (TokenArrivals), every request
+// the API host received (Received) and the client certificate of every TLS
+// handshake are recorded for assertions.
 //
 // The emulator is a test and demo tool. It keeps everything in memory and
 // never logs a credential or a token.
@@ -170,6 +174,12 @@ type Server struct {
 	fixed           map[netip.Addr]fixedCount
 	stats           Stats
 	handshakes      []Handshake
+	tokenFault      Fault
+	tokenFaultN     int
+	apiFault        Fault
+	apiFaultN       int
+	arrivals        []time.Time // arrival times of token requests
+	received        []Received  // requests received by the API host
 
 	started bool
 	servers []*http.Server
@@ -245,7 +255,7 @@ func New(cfg Config) (*Server, error) {
 	s.stats.HandshakesByFingerprint = map[string]int{}
 	s.stats.HandshakesBySerial = map[string]int{}
 	s.authHandler = s.newAuthMux()
-	s.apiHandler = s.newAPIMux(cfg.AuthorizeOnAPIHost)
+	s.apiHandler = s.record(s.newAPIMux(cfg.AuthorizeOnAPIHost))
 	return s, nil
 }
 
