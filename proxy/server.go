@@ -36,6 +36,10 @@ type Options struct {
 	// Admin, when set, is served on the admin listener; it receives the
 	// Server so it can report readiness.
 	Admin func(*Server) http.Handler
+	// Gateway is true when the listeners accept connections beyond loopback
+	// (listen.allow_non_loopback): each non-admin listener is then capped
+	// in concurrent connections.
+	Gateway bool
 	// Degraded, when set, reports a dependency that is down while the
 	// server still serves on what it holds (Vault unreachable): /readyz says so.
 	Degraded func() error
@@ -124,7 +128,7 @@ func (s *Server) Listen() error {
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          zap.NewStdLog(s.log.Named("http")),
 		}
-		ln = hardenConns(srv, ln, s.cfg.Listen.AllowNonLoopback && name != "admin")
+		ln = hardenConns(srv, ln, s.opts.Gateway && name != "admin")
 		s.mu.Lock()
 		s.servers = append(s.servers, &namedServer{name: name, srv: srv, ln: ln})
 		s.mu.Unlock()

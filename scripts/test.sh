@@ -2,6 +2,7 @@
 # The whole test suite, with its own set-up. README.md names this command;
 # .ci/run calls it. Environment:
 #   TOKENPROXY_FUZZTIME  how long each fuzz target runs (default 10s; 0 skips)
+#   TOKENPROXY_SOAKTIME  how long the fault soak runs (default 5m; 0 skips)
 #   TOKENPROXY_SKIP_SETUP=1  use what is already installed/running
 #   TOKENPROXY_SKIP_IMAGE=1  do not build the container image (needs root and buildah)
 #   TOKENPROXY_CACHE     where the Vault dev server binary is cached (default ~/.cache/tokenproxy)
@@ -80,6 +81,12 @@ if [[ "$FUZZTIME" != 0 ]]; then
   done < <(grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./tools/' | while read -r f; do
              d=$(dirname "$f"); grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //' | sed "s|^|./${d#./} |"
            done | sort -u)
+fi
+
+SOAKTIME="${TOKENPROXY_SOAKTIME:-5m}"
+if [[ "$SOAKTIME" != 0 ]]; then
+  step "soak, $SOAKTIME: the built binary under faults, certificate rotation, Vault restarts and a SIGTERM drain"
+  bash scripts/soak.sh -duration "$SOAKTIME" -out "${TMPDIR:-/tmp}/tokenproxy-soak"
 fi
 
 step "Kubernetes manifests: strict decoding into the API types, kustomize rendering, security checks"

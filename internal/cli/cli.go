@@ -325,7 +325,7 @@ func buildOptions(vc *vaultsrc.Client) route.Options {
 // serverOptions are the server's listeners and timings from cfg.
 func serverOptions(cfg *config.Config, log *zap.Logger) proxy.Options {
 	return proxy.Options{Log: log, ProxyAddr: cfg.Listen.Proxy, AdminAddr: cfg.Listen.Admin,
-		ShutdownGrace: cfg.ShutdownGrace, ExpiryWarning: cfg.CertificateExpiryWarning}
+		ShutdownGrace: cfg.ShutdownGrace, ExpiryWarning: cfg.CertificateExpiryWarning, Gateway: cfg.Listen.AllowNonLoopback}
 }
 
 // Serve builds the server for cfg and serves until ctx ends, then drains.

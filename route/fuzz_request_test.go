@@ -1,4 +1,4 @@
-package proxy
+package route
 
 import (
 	"bufio"
@@ -7,18 +7,15 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-
-	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
 // FuzzOutgoing drives the request path from the listener to the upstream:
 // raw bytes as an app sent them are parsed the way net/http's server parses
-// them, then outgoing builds what would be sent upstream. Whatever the app
+// them, then Prepare builds what would be sent upstream. Whatever the app
 // sent, the upstream request goes over https to the route's host, carries no
 // hop-by-hop header (nor one the app's Connection header named), none of the
 // headers tokenproxy owns on the route, no app Authorization on a token
-// route, and no userinfo. (outgoing and removeHopHeaders may move to the
-// route builder's package; the target moves with them.)
+// route, and no userinfo.
 func FuzzOutgoing(f *testing.F) {
 	for _, seed := range []string{
 		"GET http://sandbox.bankingcircleconnect.com/api/v1/accounts HTTP/1.1\r\nHost: sandbox.bankingcircleconnect.com\r\n\r\n",
@@ -43,7 +40,7 @@ func FuzzOutgoing(f *testing.F) {
 		}
 		route := &Route{Name: "r", Upstream: base, owned: []string{"Digest", "Content-Digest", "Signature", "Signature-Input", "TPP-Signature-Certificate"}}
 		if withToken {
-			route.Tokens = &tokencache.Cache{}
+			route.owned = append(route.owned, "Authorization") // as the builder does for a token route
 		}
 		named := map[string]bool{}
 		for _, v := range req.Header["Connection"] {
@@ -53,7 +50,10 @@ func FuzzOutgoing(f *testing.F) {
 				}
 			}
 		}
-		out := outgoing(req, route, nil)
+		out, err := route.Prepare(req, nil, nil)
+		if err != nil {
+			t.Fatalf("Prepare: %v", err)
+		}
 		if out.URL.Scheme != "https" || out.URL.Host != base.Host || out.Host != base.Host {
 			t.Fatalf("upstream URL %q Host %q, want https to %q", out.URL, out.Host, base.Host)
 		}
