@@ -86,7 +86,7 @@ fi
 SOAKTIME="${TOKENPROXY_SOAKTIME:-5m}"
 if [[ "$SOAKTIME" != 0 ]]; then
   step "soak, $SOAKTIME: the built binary under faults, certificate rotation, Vault restarts and a SIGTERM drain"
-  bash scripts/soak.sh -duration "$SOAKTIME" -out "${TMPDIR:-/tmp}/tokenproxy-soak"
+  bash scripts/soak.sh -duration "$SOAKTIME" -out "${TMPDIR:-/tmp}/tokenproxy-soak-report"
 fi
 
 step "Kubernetes manifests: strict decoding into the API types, kustomize rendering, security checks"
