@@ -12,11 +12,11 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/atomicfile"
 )
 
 // GenerateConfig asks for a fresh CA made in memory when the process
@@ -91,7 +91,7 @@ func (g *GeneratedCA) Rotate() error {
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	if g.cfg.WriteCertTo != "" {
-		if err := writeFileAtomic(g.cfg.WriteCertTo, certPEM, 0o644); err != nil {
+		if err := atomicfile.Write(g.cfg.WriteCertTo, certPEM, 0o644); err != nil {
 			return fmt.Errorf("interception.ca.generate.write_cert_to: %w", err)
 		}
 	}
@@ -177,29 +177,4 @@ func (g *GeneratedCA) String() string {
 		return "generated interception CA"
 	}
 	return "generated interception CA (certificate at " + g.cfg.WriteCertTo + ")"
-}
-
-// writeFileAtomic writes data to a temporary file next to path and renames
-// it into place, so that a reader never sees a half-written file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing %q: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %q: %w", path, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %q: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %q: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %q: %w", path, err)
-	}
-	return nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokenproxy/tokenproxy/internal/backoff"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
@@ -107,7 +108,7 @@ func (p *pacer) Acquire(ctx context.Context, maxWait time.Duration) (tokencache.
 				Reason: "the cluster-wide token request budget is spent or backing off after a 429"}
 		}
 		// Another replica's completion can bring the slot forward: look again within a second.
-		if err := sleep(ctx, min(wait, time.Second), nil); err != nil {
+		if err := backoff.Sleep(ctx, min(wait, time.Second), nil); err != nil {
 			return tokencache.Permit{}, err
 		}
 		slept = true
@@ -125,7 +126,7 @@ func (p *pacer) acquireLocal(ctx context.Context, deadline time.Time, local *tok
 			return tokencache.Permit{}, &tokencache.ThrottledError{RetryAfter: quiet.Sub(now),
 				Reason: "the shared store is unreachable; token requests resume on the local budget once the shared window has passed"}
 		}
-		if err := sleep(ctx, quiet.Sub(now), nil); err != nil {
+		if err := backoff.Sleep(ctx, quiet.Sub(now), nil); err != nil {
 			return tokencache.Permit{}, err
 		}
 		waited += quiet.Sub(now)

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokenproxy/tokenproxy/internal/backoff"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
@@ -66,7 +67,7 @@ func (r *routeStore) Refresh(ctx context.Context, subject string, have uint64, f
 		}
 		// Another replica is fetching: wait for its token.
 		wake, stop := r.s.watch(k.id)
-		err = sleep(ctx, r.s.opts.PollInterval, wake)
+		err = backoff.Sleep(ctx, r.s.opts.PollInterval, wake)
 		stop()
 		waited = true
 		if err != nil {
@@ -183,18 +184,4 @@ func (r *routeStore) direct(ctx context.Context, have uint64, fetch tokencache.F
 		return nil, have, err
 	}
 	return tok, have + 1, nil
-}
-
-// sleep waits d, or until wake closes or ctx ends.
-func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-wake:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/tokenproxy/tokenproxy/internal/backoff"
 )
 
 // fakeSource hands out numbered tokens with a fixed TTL, or 429s while throttle > 0.
@@ -38,7 +40,7 @@ func (f *fakeSource) Fetch(ctx context.Context, subject string) (*Token, error) 
 	f.subjects = append(f.subjects, subject)
 	f.mu.Unlock()
 	if f.delay > 0 {
-		if err := sleepUntil(ctx, f.delay, nil); err != nil {
+		if err := backoff.Sleep(ctx, f.delay, nil); err != nil {
 			return nil, err
 		}
 	}

@@ -159,7 +159,7 @@ func (l *Limiter) Acquire(ctx context.Context, maxWait time.Duration) (Permit, e
 			}
 			return Permit{}, &ThrottledError{RetryAfter: retry, Reason: reason}
 		}
-		if err := sleepUntil(ctx, at.Sub(now), ch); err != nil {
+		if err := backoff.Sleep(ctx, at.Sub(now), ch); err != nil {
 			return Permit{}, err
 		}
 		slept = true
@@ -266,20 +266,6 @@ func (l *Limiter) BackoffRemaining() time.Duration {
 // [d/2, d) by u ∈ [0,1) so replicas do not retry in step.
 func BackoffDelay(n int, u float64) time.Duration {
 	return backoff.Delay(n, backoffBase, backoffMax, u)
-}
-
-// sleepUntil sleeps d, or until wake closes (nil: never) or ctx ends.
-func sleepUntil(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-wake:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // Limiters hands out one Limiter per authorization host, so routes that

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/backoff"
 )
 
 func TestNextSend(t *testing.T) {
@@ -69,13 +71,13 @@ func (b *bank) Host() string { return "bank.example" }
 
 func (b *bank) Fetch(ctx context.Context, _ string) (*Token, error) {
 	i := b.n.Add(1)
-	if err := sleepUntil(ctx, b.setup(i), nil); err != nil {
+	if err := backoff.Sleep(ctx, b.setup(i), nil); err != nil {
 		return nil, err
 	}
 	b.mu.Lock()
 	b.arrivals = append(b.arrivals, time.Now())
 	b.mu.Unlock()
-	if err := sleepUntil(ctx, b.process, nil); err != nil {
+	if err := backoff.Sleep(ctx, b.process, nil); err != nil {
 		return nil, err
 	}
 	return &Token{Value: "t", Header: "Bearer t", Expiry: time.Now().Add(time.Hour), Issued: time.Now()}, nil

@@ -3,7 +3,10 @@
 // breaker and login loop and the token limiter's 429 back-off all use Delay.
 package backoff
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Delay is the wait before retry number n (1 for the first retry after a
 // failure): base doubled per further failure and capped at maxDelay, then
@@ -22,4 +25,19 @@ func Delay(n int, base, maxDelay time.Duration, u float64) time.Duration {
 	d = min(d, maxDelay)
 	u = min(max(u, 0), 1)
 	return d/2 + time.Duration(u*float64(d/2))
+}
+
+// Sleep waits d, or until wake closes (a nil wake never does) or ctx ends,
+// whichever comes first; only the last returns an error (ctx's).
+func Sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-wake:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

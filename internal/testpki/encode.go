@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 
 	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/tokenproxy/tokenproxy/internal/atomicfile"
 )
 
 // EncodePFX encodes cert (key, leaf and intermediates) as a PKCS#12 file
@@ -136,27 +138,8 @@ func (ca *CA) WriteCertFile(path string) error {
 	return WriteFileAtomic(path, ca.CertPEM(), 0o644)
 }
 
-// WriteFileAtomic writes data to a temporary file in path's directory and
-// renames it to path, replacing any existing file in one step.
+// WriteFileAtomic replaces path with data in one step (atomicfile.Write), so
+// that a reloader polling the file never reads it half written.
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing %q: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %q: %w", path, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %q: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %q: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %q: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, data, mode)
 }
