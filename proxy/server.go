@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -36,6 +37,9 @@ type Options struct {
 	// Admin, when set, is served on the admin listener; it receives the
 	// Server so it can report readiness.
 	Admin func(*Server) http.Handler
+	// Gateway, when set, terminates CONNECT tunnels to intercepting routes
+	// and makes the proxy listener an HTTPS proxy (see route.BuildGateway).
+	Gateway *route.Gateway
 	// Degraded, when set, reports a dependency that is down while the
 	// server still serves on what it holds (Vault unreachable): /readyz says so.
 	Degraded func() error
@@ -49,9 +53,10 @@ type Server struct {
 	pipe   *pipeline
 	opts   Options
 
-	draining atomic.Bool
-	mu       sync.Mutex
-	servers  []*namedServer
+	draining  atomic.Bool
+	connector *connector // nil when no route intercepts
+	mu        sync.Mutex
+	servers   []*namedServer
 }
 
 type namedServer struct {
@@ -124,12 +129,15 @@ func (s *Server) Listen() error {
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          zap.NewStdLog(s.log.Named("http")),
 		}
+		if tc := s.listenerTLS(name); tc != nil {
+			ln = tls.NewListener(ln, tc)
+		}
 		s.mu.Lock()
 		s.servers = append(s.servers, &namedServer{name: name, srv: srv, ln: ln})
 		s.mu.Unlock()
 		return nil
 	}
-	if err := bind("proxy", s.opts.ProxyAddr, newForwardHandler(s.pipe, rt)); err != nil {
+	if err := bind("proxy", s.opts.ProxyAddr, s.forwardHandler(rt)); err != nil {
 		return s.closeAfter(err)
 	}
 	for _, r := range s.routes {
@@ -179,6 +187,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			wg.Go(func() { job(bg) })
 		}
 	}
+	for _, job := range s.opts.Gateway.Jobs() {
+		wg.Go(func() { job(bg) })
+	}
 	wg.Go(func() { s.warnExpiry(bg) })
 	errc := make(chan error, len(s.servers))
 	s.mu.Lock()
@@ -218,6 +229,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			continue
 		}
 		swg.Go(func() { shutdown(ns) })
+	}
+	if s.connector != nil {
+		swg.Go(func() { s.connector.shutdown(sctx) })
 	}
 	swg.Wait()
 	if admin != nil {

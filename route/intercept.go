@@ -28,8 +28,21 @@ type Gateway struct {
 	// ServerCert holds the listener's certificate (reloaded); nil without ListenerTLS.
 	ServerCert *certs.Holder
 
-	hosts map[string]bool
-	jobs  []func(context.Context)
+	hosts    map[string]bool
+	jobs     []func(context.Context)
+	observer intercept.Observer
+}
+
+// ReasonCallerRefused counts a CONNECT refused because its caller did not
+// authenticate or may not use the route.
+const ReasonCallerRefused intercept.Reason = "caller_refused"
+
+// Refused counts a CONNECT the proxy refused before any certificate was
+// involved (the caller's authorisation).
+func (g *Gateway) Refused(host string, reason intercept.Reason) {
+	if g != nil && g.observer != nil {
+		g.observer.Refused(host, reason)
+	}
 }
 
 // Intercepts reports whether host (normalised, without port) belongs to an
@@ -50,7 +63,7 @@ func (g *Gateway) Jobs() []func(context.Context) {
 // *problem.FieldErrors naming the field.
 func BuildGateway(ctx context.Context, cfg *config.Config, o Options) (*Gateway, error) {
 	o.fill()
-	g := &Gateway{hosts: map[string]bool{}}
+	g := &Gateway{hosts: map[string]bool{}, observer: o.InterceptObserver}
 	var hosts []string
 	for _, r := range cfg.Routes {
 		if !r.Intercept {
