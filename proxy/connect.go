@@ -212,8 +212,8 @@ type oneConnListener struct {
 	conn  net.Conn
 	taken atomic.Bool
 	once  sync.Once
-	ch   chan net.Conn
-	done chan struct{}
+	ch    chan net.Conn
+	done  chan struct{}
 }
 
 func newOneConnListener(conn net.Conn) *oneConnListener {

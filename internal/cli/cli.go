@@ -20,6 +20,7 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/admin"
 	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/intercept"
 	"github.com/tokenproxy/tokenproxy/internal/version"
 	"github.com/tokenproxy/tokenproxy/metrics"
 	"github.com/tokenproxy/tokenproxy/proxy"
@@ -340,11 +341,18 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	m := metrics.New()
 	bo := buildOptions(vc)
 	bo.Log, bo.TokenObserver, bo.OnReload = log, m, m.Reload
+	bo.InterceptObserver = intercept.NewPrometheusObserver(m.Registry())
 	routes, err := route.Build(ctx, cfg, bo)
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 	}
+	gw, err := route.BuildGateway(ctx, cfg, bo)
+	if err != nil {
+		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
+	}
+	route.LogGateway(log, gw)
 	opts := serverOptions(cfg, log)
+	opts.Gateway = gw
 	opts.Observer = m
 	opts.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) }
 	if vc != nil {
