@@ -235,6 +235,9 @@ func (e *env) validateCommand() *cobra.Command {
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 			}
+			if err := validateGateway(e.context(), cfg, bo); err != nil {
+				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
+			}
 			for _, r := range routes {
 				line := fmt.Sprintf("route %s: %s -> %s", r.Name, strings.Join(r.Hosts, ", "), r.Upstream)
 				if r.ClientCert != nil {
@@ -364,6 +367,9 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		for _, hc := range r.Certificates() {
 			m.WatchCertificate(r.Name, hc.Kind, hc.Holder.Load)
 		}
+	}
+	if gw.ServerCert != nil {
+		m.WatchCertificate("", "proxy_tls", gw.ServerCert.Load)
 	}
 	if err := srv.Listen(); err != nil {
 		return &ExitError{Code: ExitFailure, Err: err}
