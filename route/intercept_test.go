@@ -77,7 +77,7 @@ func TestBuildGateway(t *testing.T) {
 	dir := t.TempDir()
 	cfg := &config.Config{
 		Interception: &config.Interception{CA: config.InterceptionCA{Generate: &config.InterceptionGenerate{WriteCertTo: filepath.Join(dir, "ca.pem")}}},
-		Routes: []config.Route{{Name: "a", Hosts: []string{"a.example"}, Intercept: true}, {Name: "b", Hosts: []string{"b.example"}}},
+		Routes:       []config.Route{{Name: "a", Hosts: []string{"a.example"}, Intercept: true}, {Name: "b", Hosts: []string{"b.example"}}},
 	}
 	g, err := BuildGateway(context.Background(), cfg, Options{})
 	if err != nil {
