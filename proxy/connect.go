@@ -78,7 +78,8 @@ func (c *connector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Message: "the route's client certificate is not loaded yet"}, rt.Name))
 		return
 	}
-	inner := c.tunnelServer(t, rt, caller)
+	ln := newOneConnListener()
+	inner := c.tunnelServer(t, rt, caller, ln)
 	if !c.track(inner) {
 		writeResponse(w, p.errorResponse(r, &apiError{Status: http.StatusServiceUnavailable, Code: CodeShuttingDown, //nolint:bodyclose // writeResponse closes the body
 			Message: "tokenproxy is shutting down; retry on another instance"}, rt.Name))
@@ -90,12 +91,12 @@ func (c *connector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.log.Warn("CONNECT: taking over the connection failed", zap.String("host", host), zap.Error(err))
 		return
 	}
-	go c.serveTunnel(inner, t, &bufferedConn{Conn: conn, r: brw.Reader}, host, rt.Name, caller)
+	go c.serveTunnel(inner, ln, t, &bufferedConn{Conn: conn, r: brw.Reader}, host, rt.Name, caller)
 }
 
 // serveTunnel answers 200, terminates the app's TLS with a certificate for
 // the CONNECT host only, and serves the requests read from it.
-func (c *connector) serveTunnel(inner *http.Server, t *intercept.Tunnel, conn net.Conn, host, routeName, caller string) {
+func (c *connector) serveTunnel(inner *http.Server, ln *oneConnListener, t *intercept.Tunnel, conn net.Conn, host, routeName, caller string) {
 	defer c.untrack(inner)
 	log := c.s.pipe.log.With(zap.String("route", routeName), zap.String("host", host))
 	if caller != "" {
@@ -121,12 +122,7 @@ func (c *connector) serveTunnel(inner *http.Server, t *intercept.Tunnel, conn ne
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
-	ln := newOneConnListener(tc)
-	inner.ConnState = func(_ net.Conn, st http.ConnState) {
-		if st == http.StateClosed || st == http.StateHijacked {
-			ln.Close()
-		}
-	}
+	ln.give(tc)
 	log.Debug("CONNECT tunnel intercepted")
 	_ = inner.Serve(ln)
 	if !ln.taken.Load() {
@@ -137,7 +133,7 @@ func (c *connector) serveTunnel(inner *http.Server, t *intercept.Tunnel, conn ne
 // tunnelServer is a real http.Server for one tunnel's connection, so its
 // requests get the plain listener's header timeout, idle timeout, header
 // limit, keep-alive and Connection: close handling.
-func (c *connector) tunnelServer(t *intercept.Tunnel, rt *route.Route, caller string) *http.Server {
+func (c *connector) tunnelServer(t *intercept.Tunnel, rt *route.Route, caller string, ln *oneConnListener) *http.Server {
 	p := c.s.pipe
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.URL.Scheme, r.URL.Host = "https", r.Host
@@ -156,6 +152,12 @@ func (c *connector) tunnelServer(t *intercept.Tunnel, rt *route.Route, caller st
 		ErrorLog:          zap.NewStdLog(c.s.log.Named("tunnel")),
 		BaseContext: func(net.Listener) context.Context {
 			return route.WithTunnelCaller(context.Background(), caller)
+		},
+		// The one connection ending ends Serve.
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateClosed || st == http.StateHijacked {
+				ln.Close()
+			}
 		},
 	}
 }
@@ -209,17 +211,21 @@ func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 
 // oneConnListener hands out one connection, then blocks until closed.
 type oneConnListener struct {
-	conn  net.Conn
-	taken atomic.Bool
-	once  sync.Once
 	ch    chan net.Conn
 	done  chan struct{}
+	once  sync.Once
+	taken atomic.Bool
+	addr  atomic.Value // net.Addr of the connection given
 }
 
-func newOneConnListener(conn net.Conn) *oneConnListener {
-	l := &oneConnListener{conn: conn, ch: make(chan net.Conn, 1), done: make(chan struct{})}
+func newOneConnListener() *oneConnListener {
+	return &oneConnListener{ch: make(chan net.Conn, 1), done: make(chan struct{})}
+}
+
+// give makes conn the connection Accept returns.
+func (l *oneConnListener) give(conn net.Conn) {
+	l.addr.Store(conn.LocalAddr())
 	l.ch <- conn
-	return l
 }
 
 func (l *oneConnListener) Accept() (net.Conn, error) {
@@ -237,7 +243,12 @@ func (l *oneConnListener) Close() error {
 	return nil
 }
 
-func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
+func (l *oneConnListener) Addr() net.Addr {
+	if a, ok := l.addr.Load().(net.Addr); ok {
+		return a
+	}
+	return &net.TCPAddr{}
+}
 
 // listenerTLS is the TLS configuration of the named listener: the proxy
 // listener's when listen.proxy_tls is set, else nil.
