@@ -87,9 +87,7 @@ func canonicalAttr(s string) (string, error) {
 	if n, ok := longNames[typ]; ok {
 		typ = n
 	}
-	if strings.HasPrefix(typ, "OID.") {
-		typ = typ[4:]
-	}
+	typ = strings.TrimPrefix(typ, "OID.")
 	if n, ok := attrNames[typ]; ok {
 		typ = n
 	}
@@ -193,7 +191,7 @@ func render(rdns [][]string) string {
 func CanonicalSubject(rawSubject []byte) (string, error) {
 	var seq pkix.RDNSequence
 	if rest, err := asn1.Unmarshal(rawSubject, &seq); err != nil || len(rest) != 0 {
-		return "", fmt.Errorf("parsing the certificate subject: %v", err)
+		return "", fmt.Errorf("parsing the certificate subject: %w", err)
 	}
 	var rdns [][]string
 	for i := len(seq) - 1; i >= 0; i-- {

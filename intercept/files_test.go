@@ -162,7 +162,7 @@ func TestFileCARotation(t *testing.T) {
 func TestGeneratedCAWritesOnlyTheCertificate(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "shared", "ca.crt")
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		t.Fatal(err)
 	}
 	ca := mustGenerate(t, GenerateConfig{WriteCertTo: path, Hosts: []string{"bank.example"}})
@@ -190,7 +190,7 @@ func TestGeneratedCAWritesOnlyTheCertificate(t *testing.T) {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		data, err := os.ReadFile(p)
+		data, err := os.ReadFile(p) //nolint:gosec // a test's own temporary directory
 		if err != nil {
 			return err
 		}

@@ -74,6 +74,7 @@ func tunnelRequest(b *testing.B, proxyAddr, host string, roots *x509.CertPool) {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		b.Fatalf("CONNECT: %v %v", resp, err)
 	}
+	resp.Body.Close()
 	c := tls.Client(raw, &tls.Config{ServerName: host, RootCAs: roots, MinVersion: tls.VersionTLS12})
 	fmt.Fprintf(c, "GET /accounts HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", host)
 	readOK(b, bufio.NewReader(c))

@@ -76,6 +76,7 @@ func connectRaw(t testing.TB, addr, target string, header http.Header) (net.Conn
 	if err != nil {
 		t.Fatalf("CONNECT %s: %v", target, err)
 	}
+	defer resp.Body.Close()
 	a := answer{status: resp.StatusCode, header: resp.Header}
 	if resp.StatusCode != http.StatusOK {
 		a.body, _ = io.ReadAll(resp.Body)

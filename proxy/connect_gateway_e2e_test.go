@@ -108,6 +108,7 @@ func (g *tlsGateway) connect(t *testing.T, cert *tls.Certificate) answer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return answer{resp.StatusCode, resp.Header, b}
 }

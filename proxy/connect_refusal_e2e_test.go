@@ -101,6 +101,7 @@ func TestInterceptRefusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer resp.Body.Close()
 			b, _ := io.ReadAll(resp.Body)
 			if a := (answer{resp.StatusCode, resp.Header, b}); a.status != 403 || errorCode(t, a) != proxy.CodeConnectRefused {
 				t.Fatalf("got %d %s", a.status, b)
