@@ -129,6 +129,9 @@ func TestInterceptLanguageClients(t *testing.T) {
 	if st := h.emu.Stats(); st.Handshakes == 0 || len(h.emu.IssuedTokens()) == 0 {
 		t.Fatalf("the bank saw no mTLS handshake or issued no token: %+v", st)
 	}
+	if m := h.metricsText(t); !strings.Contains(m, `tokenproxy_interceptions_total{host="`+bcHost+`"}`) {
+		t.Fatal("interceptions are not counted")
+	}
 }
 
 // nodeConnect opens the tunnel by hand (Node 20's core ignores

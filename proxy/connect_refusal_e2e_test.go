@@ -74,6 +74,12 @@ func TestInterceptRefusals(t *testing.T) {
 		tc := tls.Client(conn, &tls.Config{ServerName: sni, RootCAs: caPool(t, caFile), InsecureSkipVerify: sni != bcHost}) //nolint:gosec // the SNI test must send a foreign name
 		return tc, tc.Handshake()
 	}
+	m := h.metricsText(t)
+	for _, want := range []string{`tokenproxy_interception_refusals_total{reason="not_intercepted"} 2`, `tokenproxy_interception_refusals_total{reason="caller_refused"} 3`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	t.Run("SNI differs from the CONNECT host", func(t *testing.T) {
 		if _, err := open(t, "plain.bank.example"); err == nil {
 			t.Fatal("handshake with a foreign SNI succeeded")
