@@ -48,7 +48,7 @@ func ServerConfig(holder *certs.Holder, clientCAs *x509.CertPool) *tls.Config {
 
 // LoadCertPool reads a PEM bundle of CA certificates.
 func LoadCertPool(file string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(file) //nolint:gosec // the path is the operator's listen.proxy_tls.client_ca_file
+	data, err := os.ReadFile(file) //nolint:gosec // G304: the path is the operator's configured client CA file
 	if err != nil {
 		return nil, fmt.Errorf("reading the client CA file: %w", err)
 	}

@@ -190,7 +190,7 @@ func TestGeneratedCAWritesOnlyTheCertificate(t *testing.T) {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		data, err := os.ReadFile(p) //nolint:gosec // a test's own temporary directory
+		data, err := os.ReadFile(p) //nolint:gosec // G122: the test's own temporary directory
 		if err != nil {
 			return err
 		}
