@@ -30,7 +30,7 @@ const (
 // the decrypted requests through the same pipeline as plain HTTP.
 type connector struct {
 	s   *Server
-	gw  *route.Gateway
+	gw  *route.ProxyListener
 	rt  router
 	fwd http.Handler
 
@@ -43,7 +43,7 @@ type connector struct {
 // connector when a route intercepts, everything else to the forward proxy.
 func (s *Server) forwardHandler(rt router) http.Handler {
 	fwd := newForwardHandler(s.pipe, rt)
-	gw := s.opts.Gateway
+	gw := s.opts.ProxyListener
 	if gw == nil || gw.Interceptor == nil {
 		return fwd
 	}
@@ -250,11 +250,16 @@ func (l *oneConnListener) Addr() net.Addr {
 	return &net.TCPAddr{}
 }
 
-// listenerTLS is the TLS configuration of the named listener: the proxy
-// listener's when listen.proxy_tls is set, else nil.
-func (s *Server) listenerTLS(name string) *tls.Config {
-	if name != "proxy" || s.opts.Gateway == nil {
-		return nil
+// serve serves one listener; the proxy listener speaks TLS when
+// listen.proxy_tls is set. TLS wraps the listener as it is served, so that
+// any wrapping of the accepted connections stays inside it and requests
+// still carry their TLS state (the caller's client certificate).
+func (s *Server) serve(ns *namedServer) error {
+	if pl := s.opts.ProxyListener; ns.name == "proxy" && pl != nil && pl.ListenerTLS != nil {
+		ns.srv.TLSConfig = pl.ListenerTLS
+		// HTTP/1.1 only: CONNECT tunnels need it, and ServeTLS would offer h2.
+		ns.srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		return ns.srv.ServeTLS(ns.ln, "", "")
 	}
-	return s.opts.Gateway.ListenerTLS
+	return ns.srv.Serve(ns.ln)
 }

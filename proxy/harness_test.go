@@ -222,7 +222,7 @@ func build(t testing.TB, cfg *config.Config, bo route.Options, opts proxy.Option
 	if err != nil {
 		t.Fatal(err)
 	}
-	if opts.Gateway, err = route.BuildGateway(context.Background(), cfg, bo); err != nil {
+	if opts.ProxyListener, err = route.BuildProxyListener(context.Background(), cfg, bo); err != nil {
 		t.Fatal(err)
 	}
 	opts.ProxyAddr, opts.AdminAddr = cfg.Listen.Proxy, cfg.Listen.Admin

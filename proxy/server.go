@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -37,9 +36,9 @@ type Options struct {
 	// Admin, when set, is served on the admin listener; it receives the
 	// Server so it can report readiness.
 	Admin func(*Server) http.Handler
-	// Gateway, when set, terminates CONNECT tunnels to intercepting routes
-	// and makes the proxy listener an HTTPS proxy (see route.BuildGateway).
-	Gateway *route.Gateway
+	// ProxyListener, when set, terminates CONNECT tunnels to intercepting routes
+	// and makes the proxy listener an HTTPS proxy (see route.BuildProxyListener).
+	ProxyListener *route.ProxyListener
 	// Degraded, when set, reports a dependency that is down while the
 	// server still serves on what it holds (Vault unreachable): /readyz says so.
 	Degraded func() error
@@ -129,9 +128,6 @@ func (s *Server) Listen() error {
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          zap.NewStdLog(s.log.Named("http")),
 		}
-		if tc := s.listenerTLS(name); tc != nil {
-			ln = tls.NewListener(ln, tc)
-		}
 		s.mu.Lock()
 		s.servers = append(s.servers, &namedServer{name: name, srv: srv, ln: ln})
 		s.mu.Unlock()
@@ -187,7 +183,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			wg.Go(func() { job(bg) })
 		}
 	}
-	for _, job := range s.opts.Gateway.Jobs() {
+	for _, job := range s.opts.ProxyListener.Jobs() {
 		wg.Go(func() { job(bg) })
 	}
 	wg.Go(func() { s.warnExpiry(bg) })
@@ -198,7 +194,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	for _, ns := range servers {
 		s.log.Info("listening", zap.String("listener", ns.name), zap.String("addr", ns.ln.Addr().String()))
 		go func() {
-			if err := ns.srv.Serve(ns.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := s.serve(ns); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("%s listener: %w", ns.name, err)
 			}
 		}()

@@ -15,10 +15,10 @@ import (
 	"github.com/tokenproxy/tokenproxy/problem"
 )
 
-// Gateway is what the forward-proxy listener needs beyond the routes: the
+// ProxyListener is what the forward-proxy listener needs beyond the routes: the
 // interception CA that terminates CONNECT tunnels to intercepting routes,
 // and the listener's own TLS (an HTTPS proxy). Both are optional.
-type Gateway struct {
+type ProxyListener struct {
 	// Interceptor issues the certificates apps see inside tunnels; nil
 	// when no route has intercept: true.
 	Interceptor *intercept.Interceptor
@@ -39,7 +39,7 @@ const ReasonCallerRefused intercept.Reason = "caller_refused"
 
 // Refused counts a CONNECT the proxy refused before any certificate was
 // involved (the caller's authorisation).
-func (g *Gateway) Refused(host string, reason intercept.Reason) {
+func (g *ProxyListener) Refused(host string, reason intercept.Reason) {
 	if g != nil && g.observer != nil {
 		g.observer.Refused(host, reason)
 	}
@@ -47,23 +47,23 @@ func (g *Gateway) Refused(host string, reason intercept.Reason) {
 
 // Intercepts reports whether host (normalised, without port) belongs to an
 // intercepting route: the only hosts a leaf certificate is ever issued for.
-func (g *Gateway) Intercepts(host string) bool { return g != nil && g.hosts[host] }
+func (g *ProxyListener) Intercepts(host string) bool { return g != nil && g.hosts[host] }
 
 // Jobs returns the background work: the CA's reload or Vault polling and
 // the listener certificate's reloader.
-func (g *Gateway) Jobs() []func(context.Context) {
+func (g *ProxyListener) Jobs() []func(context.Context) {
 	if g == nil {
 		return nil
 	}
 	return g.jobs
 }
 
-// BuildGateway builds the interception CA (when a route intercepts) and the
+// BuildProxyListener builds the interception CA (when a route intercepts) and the
 // proxy listener's TLS (when listen.proxy_tls is set). Errors are
 // *problem.FieldErrors naming the field.
-func BuildGateway(ctx context.Context, cfg *config.Config, o Options) (*Gateway, error) {
+func BuildProxyListener(ctx context.Context, cfg *config.Config, o Options) (*ProxyListener, error) {
 	o.fill()
-	g := &Gateway{hosts: map[string]bool{}, observer: o.InterceptObserver}
+	g := &ProxyListener{hosts: map[string]bool{}, observer: o.InterceptObserver}
 	var hosts []string
 	for _, r := range cfg.Routes {
 		if !r.Intercept {
@@ -96,7 +96,7 @@ func BuildGateway(ctx context.Context, cfg *config.Config, o Options) (*Gateway,
 	return g, nil
 }
 
-func (g *Gateway) listenerTLS(ctx context.Context, pt *config.ProxyTLS, o Options) error {
+func (g *ProxyListener) listenerTLS(ctx context.Context, pt *config.ProxyTLS, o Options) error {
 	holder := certs.NewHolder(nil)
 	rl := &certs.Reloader{Name: "proxy listener certificate", Holder: holder,
 		Source:   &certs.FileSource{CertFile: pt.CertFile, KeyFile: pt.KeyFile},
@@ -156,8 +156,8 @@ func buildCertCallers(cs []config.Caller) (*callercert.Mapper, error) {
 	return m, nil
 }
 
-// LogGateway logs what the gateway serves, once at start-up.
-func LogGateway(log *zap.Logger, g *Gateway) {
+// LogProxyListener logs what the proxy listener adds, once at start-up.
+func LogProxyListener(log *zap.Logger, g *ProxyListener) {
 	if g == nil {
 		return
 	}

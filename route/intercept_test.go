@@ -73,13 +73,13 @@ func TestAllowIdentifiesCallers(t *testing.T) {
 	}
 }
 
-func TestBuildGateway(t *testing.T) {
+func TestBuildProxyListener(t *testing.T) {
 	dir := t.TempDir()
 	cfg := &config.Config{
 		Interception: &config.Interception{CA: config.InterceptionCA{Generate: &config.InterceptionGenerate{WriteCertTo: filepath.Join(dir, "ca.pem")}}},
 		Routes:       []config.Route{{Name: "a", Hosts: []string{"a.example"}, Intercept: true}, {Name: "b", Hosts: []string{"b.example"}}},
 	}
-	g, err := BuildGateway(context.Background(), cfg, Options{})
+	g, err := BuildProxyListener(context.Background(), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,12 +87,12 @@ func TestBuildGateway(t *testing.T) {
 		t.Fatalf("gateway %+v", g)
 	}
 	cfg.Listen.ProxyTLS = &config.ProxyTLS{CertFile: filepath.Join(dir, "missing.crt"), KeyFile: filepath.Join(dir, "missing.key")}
-	_, err = BuildGateway(context.Background(), cfg, Options{})
+	_, err = BuildProxyListener(context.Background(), cfg, Options{})
 	var fe *problem.FieldError
 	if !errors.As(err, &fe) || fe.Path != "listen.proxy_tls" {
 		t.Fatalf("got %v", err)
 	}
-	var nilGW *Gateway
+	var nilGW *ProxyListener
 	if nilGW.Intercepts("a.example") || nilGW.Jobs() != nil {
 		t.Fatal("a nil gateway intercepts nothing")
 	}

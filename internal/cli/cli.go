@@ -235,7 +235,7 @@ func (e *env) validateCommand() *cobra.Command {
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 			}
-			if err := validateGateway(e.context(), cfg, bo); err != nil {
+			if err := validateProxyListener(e.context(), cfg, bo); err != nil {
 				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 			}
 			for _, r := range routes {
@@ -349,13 +349,13 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 	}
-	gw, err := route.BuildGateway(ctx, cfg, bo)
+	gw, err := route.BuildProxyListener(ctx, cfg, bo)
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 	}
-	route.LogGateway(log, gw)
+	route.LogProxyListener(log, gw)
 	opts := serverOptions(cfg, log)
-	opts.Gateway = gw
+	opts.ProxyListener = gw
 	opts.Observer = m
 	opts.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) }
 	if vc != nil {
