@@ -36,12 +36,12 @@ type Options struct {
 	// Admin, when set, is served on the admin listener; it receives the
 	// Server so it can report readiness.
 	Admin func(*Server) http.Handler
-	// ProxyListener, when set, terminates CONNECT tunnels to intercepting routes
-	// and makes the proxy listener an HTTPS proxy (see route.BuildProxyListener).
-	ProxyListener *route.ProxyListener
 	// Degraded, when set, reports a dependency that is down while the
 	// server still serves on what it holds (Vault unreachable): /readyz says so.
 	Degraded func() error
+	// ProxyListener, when set, terminates CONNECT tunnels to intercepting routes
+	// and makes the proxy listener an HTTPS proxy (see route.BuildProxyListener).
+	ProxyListener *route.ProxyListener
 }
 
 // Server runs tokenproxy's listeners: the forward proxy, each route's local
