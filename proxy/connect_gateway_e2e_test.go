@@ -34,12 +34,13 @@ type tlsGateway struct {
 	payments, stranger *tls.Certificate
 	paymentsFiles      testpki.Files
 	pw                 string
+	dir                string // the listener's certificate files are server.crt and server.key here
 }
 
 func newTLSGateway(t *testing.T) *tlsGateway {
 	t.Helper()
 	dir := t.TempDir()
-	g := &tlsGateway{pw: "ledger-pass-Q7w"}
+	g := &tlsGateway{pw: "ledger-pass-Q7w", dir: dir}
 	var err error
 	if g.gatewayCA, err = testpki.NewCA("gateway CA"); err != nil {
 		t.Fatal(err)
@@ -65,7 +66,7 @@ func newTLSGateway(t *testing.T) *tlsGateway {
 	}
 	caFile := filepath.Join(dir, "intercept-ca.pem")
 	h, _ := interceptHarness(t, harnessOpts{
-		listen: fmt.Sprintf("  proxy_tls: {cert_file: %s, key_file: %s, client_ca_file: %s}\n", sf.Cert, sf.Key, callersFile),
+		listen: fmt.Sprintf("  proxy_tls: {cert_file: %s, key_file: %s, client_ca_file: %s, reload_interval: 50ms}\n", sf.Cert, sf.Key, callersFile),
 		top: fmt.Sprintf("callers:\n  - name: payments\n    certificate: {subject: payments-svc}\n  - name: ledger\n    password: {file: %s}\n", pwFile) +
 			"interception:\n  ca:\n    generate: {write_cert_to: " + caFile + "}\n",
 		extraRoute: "    allow: {callers: [payments, ledger]}\n",
@@ -174,6 +175,43 @@ func TestHTTPSProxyCallers(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out)
 		}
 	})
+}
+
+// The listener's certificate reloads: after its files are replaced, a new
+// connection is served the new certificate without a restart.
+func TestHTTPSProxyCertificateReloads(t *testing.T) {
+	g := newTLSGateway(t)
+	next, _ := testpki.NewCA("gateway CA 2")
+	server, err := next.IssueServer([]string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer := func() string {
+		conn, err := tls.Dial("tcp", g.proxyURL.Host, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // reads which certificate is served
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Issuer.CommonName
+	}
+	if got := issuer(); got != "gateway CA" {
+		t.Fatalf("served a certificate from %q", got)
+	}
+	if _, err := testpki.WriteFiles(g.dir, "server", server, "x"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for issuer() != "gateway CA 2" {
+		if time.Now().After(deadline) {
+			t.Fatal("the new listener certificate is not served 10s after the files changed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp, err := g.client(t, g.payments, nil).Get("http://" + bcHost + "/api/v1/accounts")
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("a client trusting only the old gateway CA still connected")
+	}
 }
 
 // A Berlin Group call made with an https:// URL is signed by tokenproxy and
