@@ -3,7 +3,6 @@ module github.com/tokenproxy/tokenproxy
 go 1.26.0
 
 require (
-	github.com/elazarl/goproxy v1.9.4
 	github.com/go-fed/httpsig v1.1.0
 	github.com/google/uuid v1.6.0
 	github.com/hashicorp/vault/api v1.22.0

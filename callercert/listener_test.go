@@ -18,45 +18,52 @@ import (
 	"testing"
 	"time"
 
-	"github.com/elazarl/goproxy"
-
 	"github.com/tokenproxy/tokenproxy/certs"
-	"github.com/tokenproxy/tokenproxy/intercept"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 )
 
 // gateway is an HTTPS proxy listener that authenticates callers by client
-// certificate or Basic password, the way the proxy will wire it. It answers
-// every request itself with the caller's name, standing in for the pipeline.
+// certificate or Basic password, the way the proxy wires it. It answers
+// every request itself with the caller's name, standing in for the pipeline
+// (proxy/connect_gateway_e2e_test.go drives the real one, CONNECT included).
 type gateway struct {
 	addr       string
 	dir        string
 	holder     *certs.Holder
 	serverCA   *testpki.CA
 	callersCA  *testpki.CA
-	interCA    *intercept.GeneratedCA
 	serverCAPE string
 }
 
 const basicUser, basicPass = "batch", "batch-pass"
 
-func refusal(req *http.Request, status int, code, msg string) *http.Response {
-	body, _ := json.Marshal(map[string]string{"error": code, "message": msg, "route": "bank"})
-	resp := goproxy.NewResponse(req, "application/json", status, string(body))
-	resp.Header.Set("X-Tokenproxy-Error", code)
-	return resp
+type refusal struct {
+	status       int
+	code, msg    string
+	authenticate bool
+}
+
+func (f *refusal) write(w http.ResponseWriter) {
+	body, _ := json.Marshal(map[string]string{"error": f.code, "message": f.msg, "route": "bank"})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Tokenproxy-Error", f.code)
+	if f.authenticate {
+		w.Header().Set("Proxy-Authenticate", `Basic realm="tokenproxy"`)
+	}
+	w.WriteHeader(f.status)
+	_, _ = w.Write(body)
 }
 
 // callerOf authenticates a request: a verified client certificate first,
 // else Proxy-Authorization Basic.
-func callerOf(m *Mapper, r *http.Request) (string, *http.Response) {
+func callerOf(m *Mapper, r *http.Request) (string, *refusal) {
 	name, ok, err := m.FromConnection(r.TLS)
 	var ue *UnknownCertificateError
 	switch {
 	case errors.As(err, &ue):
-		return "", refusal(r, http.StatusForbidden, "caller_not_allowed", ue.Error())
+		return "", &refusal{http.StatusForbidden, "caller_not_allowed", ue.Error(), false}
 	case err != nil:
-		return "", refusal(r, http.StatusForbidden, "caller_not_allowed", "unreadable client certificate")
+		return "", &refusal{http.StatusForbidden, "caller_not_allowed", "unreadable client certificate", false}
 	case ok:
 		return name, nil
 	}
@@ -64,9 +71,7 @@ func callerOf(m *Mapper, r *http.Request) (string, *http.Response) {
 	if r.Header.Get("Proxy-Authorization") == want {
 		return basicUser, nil
 	}
-	resp := refusal(r, http.StatusProxyAuthRequired, "caller_authentication_required", "present a client certificate or Basic credentials")
-	resp.Header.Set("Proxy-Authenticate", `Basic realm="tokenproxy"`)
-	return "", resp
+	return "", &refusal{http.StatusProxyAuthRequired, "caller_authentication_required", "present a client certificate or Basic credentials", true}
 }
 
 func startGateway(t *testing.T) *gateway {
@@ -88,10 +93,6 @@ func startGateway(t *testing.T) *gateway {
 	if err := g.serverCA.WriteCertFile(g.serverCAPE); err != nil {
 		t.Fatal(err)
 	}
-	g.interCA, err = intercept.Generate(intercept.GenerateConfig{WriteCertTo: filepath.Join(g.dir, "intercept-ca.pem")}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	m, err := NewMapper([]Caller{
 		{Name: "payments", Certificate: Match{Subject: "CN=payments,O=Example"}},
 		{Name: "billing", Certificate: Match{SPIFFEID: "spiffe://prod.example/ns/billing"}},
@@ -99,39 +100,15 @@ func startGateway(t *testing.T) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaves := intercept.NewLeaves(g.interCA, intercept.LeafConfig{})
-	allow := func(h string) bool { return h == "bank.example" }
-
-	gp := goproxy.NewProxyHttpServer()
-	gp.OnRequest().HandleConnectFunc(func(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
-		tun, err := leaves.Open(host, "", allow)
-		if err != nil {
-			ctx.Resp = refusal(ctx.Req, http.StatusForbidden, "connect_refused", err.Error())
-			return goproxy.RejectConnect, host
+	// The proxy (proxy/connect.go) serves CONNECT and the pipeline; this
+	// stand-in answers absolute-URI requests with the caller's name.
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		caller, denied := callerOf(m, r)
+		if denied != nil {
+			denied.write(w)
+			return
 		}
-		caller, resp := callerOf(m, ctx.Req) // the CONNECT carries the listener's TLS state
-		if resp != nil {
-			ctx.Resp = resp
-			return goproxy.RejectConnect, host
-		}
-		tun.Caller = caller
-		ctx.UserData = tun
-		return &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: tun.GoproxyTLSConfig}, host
-	})
-	gp.OnRequest().DoFunc(func(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
-		caller := ""
-		if tun, ok := ctx.UserData.(*intercept.Tunnel); ok {
-			if err := tun.Check(r); err != nil {
-				return r, refusal(r, http.StatusForbidden, "connect_refused", err.Error())
-			}
-			caller = tun.Caller
-		} else {
-			var resp *http.Response
-			if caller, resp = callerOf(m, r); resp != nil {
-				return r, resp
-			}
-		}
-		return r, goproxy.NewResponse(r, "text/plain", http.StatusOK, "caller="+caller+" url="+r.URL.String())
+		_, _ = io.WriteString(w, "caller="+caller+" url="+r.URL.String())
 	})
 	pool, err := LoadCertPool(writePEM(t, g.dir, "callers-ca.pem", g.callersCA.CertPEM()))
 	if err != nil {
@@ -141,7 +118,7 @@ func startGateway(t *testing.T) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: gp, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(tls.NewListener(ln, ServerConfig(g.holder, pool))) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	g.addr = ln.Addr().String()
@@ -206,12 +183,11 @@ func TestHTTPSProxyListenerWithCurl(t *testing.T) {
 		{"Basic password, no certificate", nil, basicUser + ":" + basicPass + "@", "http://bank.example/api/v1/accounts", "200", "caller=batch"},
 		{"no credentials", nil, "", "http://bank.example/api/v1/accounts", "407", `"error":"caller_authentication_required"`},
 		{"certificate from another CA", &foreign, "", "http://bank.example/api/v1/accounts", "", ""},
-		{"intercepted https through the TLS listener", &payments, "", "https://bank.example/api/v1/accounts", "200", "caller=payments url=https://bank.example/api/v1/accounts"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			args := []string{"-sS", "--max-time", "10", "--proxy", "https://" + tc.userinfo + g.addr,
-				"--proxy-cacert", g.serverCAPE, "--cacert", filepath.Join(g.dir, "intercept-ca.pem"), "-w", "\n%{http_code}"}
+				"--proxy-cacert", g.serverCAPE, "-w", "\n%{http_code}"}
 			if tc.cert != nil {
 				args = append(args, "--proxy-cert", tc.cert.cert, "--proxy-key", tc.cert.key)
 			}

@@ -42,12 +42,16 @@ type Config struct {
 	// keys can come from.
 	Vault  *Vault  `yaml:"vault"`
 	Routes []Route `yaml:"routes"`
+	// Interception is the CA for CONNECT tunnels to intercepting routes (see intercept.go).
+	Interception *Interception `yaml:"interception"`
 }
 
 // Caller is one app allowed to use a shared gateway, by name and password.
 type Caller struct {
 	Name     string     `yaml:"name"`
 	Password secret.Ref `yaml:"password"`
+	// Certificate identifies the caller by client certificate on a TLS proxy listener.
+	Certificate *CallerCertificate `yaml:"certificate"`
 }
 
 // Allow restricts who may use a route: the source address must be in one of
@@ -66,6 +70,8 @@ type Listen struct {
 	Admin string `yaml:"admin"`
 	// AllowNonLoopback must be true to listen beyond loopback (gateway mode).
 	AllowNonLoopback bool `yaml:"allow_non_loopback"`
+	// ProxyTLS makes the proxy listener an HTTPS proxy (see intercept.go).
+	ProxyTLS *ProxyTLS `yaml:"proxy_tls"`
 }
 
 // Log configures logging.
@@ -100,6 +106,8 @@ type Route struct {
 	Signing *Signing `yaml:"signing"`
 	// Check configures the probe request of `tokenproxy check`.
 	Check Check `yaml:"check"`
+	// Intercept terminates CONNECT tunnels to the route's hosts (see intercept.go).
+	Intercept bool `yaml:"intercept"`
 }
 
 // Signing is a route's request-signing block: the signer's options (profile,

@@ -45,6 +45,12 @@ func (c *Config) ApplyDefaults() {
 	if c.Vault != nil {
 		c.Vault.applyDefaults()
 	}
+	if c.Interception != nil {
+		c.Interception.applyDefaults()
+	}
+	if c.Listen.ProxyTLS != nil {
+		c.Listen.ProxyTLS.applyDefaults()
+	}
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		r.applyPreset()

@@ -39,6 +39,7 @@ func (v *validator) add(path, format string, a ...any) {
 func (c *Config) Validate() error {
 	v := &validator{c: c, addrs: map[string]string{}, callers: map[string]bool{}, names: map[string]int{}, hosts: map[string]string{}}
 	v.top()
+	v.interception()
 	for i := range c.Routes {
 		v.route(i, &c.Routes[i])
 	}
@@ -90,7 +91,9 @@ func (v *validator) top() {
 			add(cp+".name", "%q must not contain ':' or spaces (it is the Basic user name)", cl.Name)
 		}
 		callers[cl.Name] = true
-		checkRef(&v.errs, cp+".password", cl.Password)
+		if cl.Certificate == nil || !cl.Password.IsZero() {
+			checkRef(&v.errs, cp+".password", cl.Password)
+		}
 	}
 	if c.ShutdownGrace < 0 {
 		add("shutdown_grace", "must not be negative")
@@ -182,6 +185,7 @@ func (v *validator) route(i int, r *Route) {
 		add(p+".allow", "missing; the proxy listens beyond loopback (gateway mode), so every route must say who may use it: allow: {cidrs: [10.0.0.0/8]} and/or allow: {callers: [app]}")
 	}
 	v.allow(p, r.Allow)
+	v.interceptRoute(p, r)
 	v.signing(p, r.Signing)
 	v.token(p, r.Token)
 }

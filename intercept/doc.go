@@ -11,26 +11,14 @@
 // The caller decides which hosts are intercepted; this package makes any
 // other host impossible: every issuing function takes an Allow check, and
 // the app-side tls.Config refuses a handshake whose SNI is not the CONNECT
-// host. The proxy wires it into goproxy like this:
+// host. The proxy (proxy/connect.go) wires it into its own CONNECT handler:
 //
-//	gp.AllowHTTP2 = false
-//	gp.OnRequest().HandleConnectFunc(func(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
-//		t, err := leaves.Open(host, "", interceptingRoute) // no intercepting route: refuse with the JSON error
-//		if err != nil { ctx.Resp = refusal(403, err); return goproxy.RejectConnect, host }
-//		caller, denied := authorise(ctx.Req)             // Proxy-Authorization or client certificate, before the tunnel
-//		if denied != nil { ctx.Resp = denied; return goproxy.RejectConnect, host }
-//		t.Caller = caller
-//		ctx.UserData = t                                  // goproxy copies it to every request read from the tunnel
-//		return &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: t.GoproxyTLSConfig}, host
-//	})
-//	gp.OnRequest().DoFunc(func(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
-//		if t, ok := ctx.UserData.(*intercept.Tunnel); ok {
-//			if err := t.Check(r); err != nil { return r, refusal(403, err) } // TLS only, the CONNECT host only
-//		}
-//		return r, pipeline.handle(r, ...)                 // the normal pipeline
-//	})
-//
-// goproxy_test.go runs exactly this against curl.
+//	t, err := leaves.Open(r.Host, "", interceptingRoute) // no intercepting route: 403 JSON, never a blind tunnel
+//	caller, denied := route.Authorize(r)                 // Proxy-Authorization or client certificate, before the 200
+//	conn := hijack(w)                                    // then "200 Connection established"
+//	tc := tls.Server(conn, t.TLSConfig())                // a leaf for the CONNECT host only; SNI must match
+//	http.Server{...}.Serve(oneConn(tc))                  // the plain listener's timeouts and keep-alive
+//	// each request: t.Check(r), then the same pipeline as plain HTTP, with the caller fixed
 //
 // The CA key is never logged, returned in an error, or written to disk.
 package intercept

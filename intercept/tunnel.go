@@ -5,15 +5,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
-
-	"github.com/elazarl/goproxy"
 )
 
 // Tunnel is one accepted CONNECT whose TLS tokenproxy terminates. The proxy
-// makes it with Open once the route and the caller are checked, keeps it in
-// goproxy's ProxyCtx.UserData (goproxy copies that to every request read
-// from the tunnel), uses GoproxyTLSConfig as the ConnectAction's TLSConfig,
-// and calls Check on every decrypted request.
+// (proxy/connect.go) makes it with Open once the route is known, checks the
+// caller, answers 200, serves tls.Server(conn, TLSConfig()) and calls Check
+// on every decrypted request.
 type Tunnel struct {
 	// Host is the CONNECT host as Allow sees it; Port its port ("443" when absent).
 	Host, Port string
@@ -82,21 +79,11 @@ func (t *Tunnel) checkSNI(sni string) error {
 	return &RefusedError{Reason: ReasonSNIMismatch, Host: t.Host, Got: sni}
 }
 
-// GoproxyTLSConfig is goproxy's ConnectAction.TLSConfig for this tunnel.
-// goproxy also clones the result and appends "http/1.1" to NextProtos; keep
-// ProxyHttpServer.AllowHTTP2 false so that h2 is never offered.
-func (t *Tunnel) GoproxyTLSConfig(host string, _ *goproxy.ProxyCtx) (*tls.Config, error) {
-	if h, err := NormalizeHost(host); err != nil || h != t.Host {
-		return nil, &RefusedError{Reason: ReasonHostMismatch, Host: t.Host, Got: host}
-	}
-	return t.TLSConfig(), nil
-}
-
-// Check accepts a request read from the tunnel only if it came over TLS
-// (goproxy serves a tunnel that does not start with a TLS handshake as
-// plain HTTP, with scheme "http") and names the CONNECT host and port:
-// goproxy builds the URL from the inner Host header, so without this a
-// caller admitted to one route could reach another.
+// Check accepts a request read from the tunnel only if its URL says https
+// (the proxy sets the scheme only for requests read over the tunnel's TLS)
+// and names the CONNECT host and port: the proxy builds the URL's host from
+// the inner Host header, so without this a caller admitted to one route
+// could reach another.
 func (t *Tunnel) Check(r *http.Request) error {
 	if r.URL == nil || r.URL.Scheme != "https" {
 		t.leaves.cfg.Observer.Refused(t.Host, ReasonNotTLS)

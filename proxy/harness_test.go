@@ -18,6 +18,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/admin"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
+	"github.com/tokenproxy/tokenproxy/intercept"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/metrics"
@@ -51,6 +52,7 @@ type harness struct {
 type harnessOpts struct {
 	extraRoute string // YAML appended to the route
 	top        string // YAML inserted at the top level
+	listen     string // YAML appended to the listen block
 	emu        func(*bankingcircle.Config)
 }
 
@@ -99,7 +101,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 listen:
   proxy: 127.0.0.1:0
   admin: 127.0.0.1:0
-shutdown_grace: 5s
+%sshutdown_grace: 5s
 routes:
   - name: bankingcircle
     preset: bankingcircle-sandbox
@@ -116,7 +118,7 @@ routes:
       password: {file: %s}
       skew: 1ms
       max_wait: 1s
-%s`, emu.APIURL(), caFile, files.PFX, filepath.Join(dir, "passcode"), emu.AuthURL(),
+%s`, o.listen, emu.APIURL(), caFile, files.PFX, filepath.Join(dir, "passcode"), emu.AuthURL(),
 		filepath.Join(dir, "username"), filepath.Join(dir, "password"), o.extraRoute)
 	// Two routes both naming 127.0.0.1:0 are fine: each gets its own free port.
 	cfg, err := config.Parse([]byte(yaml))
@@ -129,7 +131,8 @@ routes:
 	h := &harness{t: t, ca: ca, emu: emu, logs: logs, dir: dir, pfx: files.PFX}
 	m := metrics.New()
 	h.metrics = m
-	srv := build(t, cfg, route.Options{Log: log, TokenObserver: m, OnReload: m.Reload}, proxy.Options{
+	srv := build(t, cfg, route.Options{Log: log, TokenObserver: m, OnReload: m.Reload,
+		InterceptObserver: intercept.NewPrometheusObserver(m.Registry())}, proxy.Options{
 		Log: log, Observer: m,
 		Admin: func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) },
 	})
@@ -217,6 +220,9 @@ func build(t testing.TB, cfg *config.Config, bo route.Options, opts proxy.Option
 	}
 	routes, err := route.Build(context.Background(), cfg, bo)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.ProxyListener, err = route.BuildProxyListener(context.Background(), cfg, bo); err != nil {
 		t.Fatal(err)
 	}
 	opts.ProxyAddr, opts.AdminAddr = cfg.Listen.Proxy, cfg.Listen.Admin

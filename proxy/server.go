@@ -43,6 +43,9 @@ type Options struct {
 	// Degraded, when set, reports a dependency that is down while the
 	// server still serves on what it holds (Vault unreachable): /readyz says so.
 	Degraded func() error
+	// ProxyListener, when set, terminates CONNECT tunnels to intercepting routes
+	// and makes the proxy listener an HTTPS proxy (see route.BuildProxyListener).
+	ProxyListener *route.ProxyListener
 }
 
 // Server runs tokenproxy's listeners: the forward proxy, each route's local
@@ -53,9 +56,10 @@ type Server struct {
 	pipe   *pipeline
 	opts   Options
 
-	draining atomic.Bool
-	mu       sync.Mutex
-	servers  []*namedServer
+	draining  atomic.Bool
+	connector *connector // nil when no route intercepts
+	mu        sync.Mutex
+	servers   []*namedServer
 }
 
 type namedServer struct {
@@ -134,7 +138,7 @@ func (s *Server) Listen() error {
 		s.mu.Unlock()
 		return nil
 	}
-	if err := bind("proxy", s.opts.ProxyAddr, newForwardHandler(s.pipe, rt)); err != nil {
+	if err := bind("proxy", s.opts.ProxyAddr, s.forwardHandler(rt)); err != nil {
 		return s.closeAfter(err)
 	}
 	for _, r := range s.routes {
@@ -184,6 +188,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			wg.Go(func() { job(bg) })
 		}
 	}
+	for _, job := range s.opts.ProxyListener.Jobs() {
+		wg.Go(func() { job(bg) })
+	}
 	wg.Go(func() { s.warnExpiry(bg) })
 	errc := make(chan error, len(s.servers))
 	s.mu.Lock()
@@ -192,7 +199,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	for _, ns := range servers {
 		s.log.Info("listening", zap.String("listener", ns.name), zap.String("addr", ns.ln.Addr().String()))
 		go func() {
-			if err := ns.srv.Serve(ns.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := s.serve(ns); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("%s listener: %w", ns.name, err)
 			}
 		}()
@@ -223,6 +230,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			continue
 		}
 		swg.Go(func() { shutdown(ns) })
+	}
+	if s.connector != nil {
+		swg.Go(func() { s.connector.shutdown(sctx) })
 	}
 	swg.Wait()
 	if admin != nil {

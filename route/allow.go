@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/tokenproxy/tokenproxy/callercert"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/problem"
 	"github.com/tokenproxy/tokenproxy/secret"
@@ -48,6 +49,9 @@ type callerSet map[string][32]byte
 func buildCallers(ctx context.Context, cs []config.Caller, vault secret.VaultReader) (callerSet, error) {
 	set := callerSet{}
 	for i, c := range cs {
+		if c.Certificate != nil && c.Password.IsZero() {
+			continue // authenticates by client certificate only
+		}
 		p := fmt.Sprintf("callers[%d].password", i)
 		src, err := c.Password.Open(vault)
 		if err != nil {
@@ -68,13 +72,14 @@ type allowPolicy struct {
 	prefixes []netip.Prefix
 	callers  []string
 	all      callerSet
+	certs    *callercert.Mapper // callers by client certificate; nil when none
 }
 
-func newAllowPolicy(route string, a *config.Allow, all callerSet) *allowPolicy {
+func newAllowPolicy(route string, a *config.Allow, all callerSet, certs *callercert.Mapper) *allowPolicy {
 	if a == nil {
 		return nil
 	}
-	p := &allowPolicy{route: route, callers: a.Callers, all: all}
+	p := &allowPolicy{route: route, callers: a.Callers, all: all, certs: certs}
 	for _, c := range a.CIDRs {
 		if pf, err := netip.ParsePrefix(c); err == nil {
 			p.prefixes = append(p.prefixes, pf.Masked())
@@ -108,7 +113,10 @@ func (p *allowPolicy) check(req *http.Request) (string, *Denied) {
 	if len(p.callers) == 0 {
 		return "", nil
 	}
-	name, ok := p.authenticate(req.Header.Get("Proxy-Authorization"))
+	name, ok, denied := p.identify(req)
+	if denied != nil {
+		return "", denied
+	}
 	if !ok {
 		return "", &Denied{Status: http.StatusProxyAuthRequired, Code: CodeCallerAuthRequired,
 			Challenge: `Basic realm="tokenproxy"`,
@@ -121,6 +129,38 @@ func (p *allowPolicy) check(req *http.Request) (string, *Denied) {
 	}
 	return name, &Denied{Status: http.StatusForbidden, Code: CodeCallerNotAllowed,
 		Message: "caller " + name + " may not use route " + p.route}
+}
+
+// tunnelCallerKey marks a request read from a CONNECT tunnel whose caller
+// was authenticated when the tunnel was opened.
+type tunnelCallerKey struct{}
+
+// WithTunnelCaller returns ctx for the requests read from a CONNECT tunnel
+// whose caller was authorised (by Authorize on the CONNECT request) before
+// the tunnel was accepted: they carry no Proxy-Authorization of their own.
+func WithTunnelCaller(ctx context.Context, caller string) context.Context {
+	return context.WithValue(ctx, tunnelCallerKey{}, caller)
+}
+
+// identify finds the caller of req: the tunnel's, else the client
+// certificate of a TLS proxy connection, else Basic credentials. A verified
+// certificate that names no caller is refused outright.
+func (p *allowPolicy) identify(req *http.Request) (string, bool, *Denied) {
+	if name, ok := req.Context().Value(tunnelCallerKey{}).(string); ok && name != "" {
+		return name, true, nil
+	}
+	if p.certs != nil {
+		name, presented, err := p.certs.FromConnection(req.TLS)
+		if presented {
+			if err != nil {
+				return "", false, &Denied{Status: http.StatusForbidden, Code: CodeCallerNotAllowed,
+					Message: "the client certificate names no caller (" + err.Error() + "); add it to callers[].certificate"}
+			}
+			return name, true, nil
+		}
+	}
+	name, ok := p.authenticate(req.Header.Get("Proxy-Authorization"))
+	return name, ok, nil
 }
 
 // authenticate checks Basic credentials against every caller in constant time.

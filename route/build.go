@@ -14,8 +14,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokenproxy/tokenproxy/callercert"
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/intercept"
 	"github.com/tokenproxy/tokenproxy/problem"
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/tokencache"
@@ -38,6 +40,8 @@ type Options struct {
 	// stored, a bad version refused (once per version) or the source becoming
 	// unreachable (metrics); may be nil.
 	OnReload func(route, what, result string)
+	// InterceptObserver receives interception events (metrics); may be nil.
+	InterceptObserver intercept.Observer
 
 	// RootCAs, set in code (the demo, tests), is trusted for upstreams of
 	// routes without tls.ca_file, instead of the system roots.
@@ -48,6 +52,8 @@ type Options struct {
 
 	// callers are the gateway callers' credentials, built by Build.
 	callers callerSet
+	// certCallers map client certificates to callers, built by Build.
+	certCallers *callercert.Mapper
 }
 
 func (o *Options) fill() {
@@ -70,6 +76,9 @@ func Build(ctx context.Context, cfg *config.Config, o Options) ([]*Route, error)
 		errs = append(errs, err)
 	}
 	o.callers = callers
+	if o.certCallers, err = buildCertCallers(cfg.Callers); err != nil {
+		errs = append(errs, err)
+	}
 	var routes []*Route
 	for i, rc := range cfg.Routes {
 		r, err := BuildRoute(ctx, i, rc, o)
@@ -96,7 +105,7 @@ func BuildRoute(ctx context.Context, i int, rc config.Route, o Options) (*Route,
 		return nil, &problem.FieldError{Path: p + ".upstream", Err: err}
 	}
 	r := &Route{Name: rc.Name, Hosts: rc.Hosts, Upstream: up, Listen: rc.Listen, MaxBody: rc.MaxBodyBytes,
-		allow: newAllowPolicy(rc.Name, rc.Allow, o.callers)}
+		allow: newAllowPolicy(rc.Name, rc.Allow, o.callers, o.certCallers), Intercept: rc.Intercept}
 	tlsConf, err := TLSConfig(p, rc.TLS, o)
 	if err != nil {
 		return nil, err

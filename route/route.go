@@ -28,6 +28,8 @@ type Route struct {
 	Upstream *url.URL
 	// Listen is the route's own local address, if any.
 	Listen string
+	// Intercept is set when CONNECT tunnels to the route's hosts are terminated and served.
+	Intercept bool
 
 	// Transport carries requests and token fetches to the upstream with the
 	// route's client certificate.

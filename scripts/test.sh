@@ -28,6 +28,22 @@ if [[ "${TOKENPROXY_SKIP_SETUP:-}" != 1 ]]; then
   fi
 fi
 
+# --- interception: the language clients driven through CONNECT tunnels (proxy/connect_e2e_test.go) ---
+if [[ "${TOKENPROXY_SKIP_SETUP:-}" != 1 ]]; then
+  step "set-up: interception clients (python3-requests, nodejs)"
+  need=()
+  /usr/bin/python3 -c 'import requests' 2>/dev/null || need+=(python3-requests)
+  command -v node >/dev/null || need+=(nodejs)
+  if ((${#need[@]})); then
+    if [[ $(id -u) == 0 ]]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+      echo "missing: ${need[*]} (install them, or run as root)" >&2; exit 1
+    fi
+  fi
+fi
+# --- end interception ---
+
 if [[ "${TOKENPROXY_SKIP_SETUP:-}" != 1 ]]; then
   # Vault is built from source (tools/vaultdev) once per go.mod/go.sum and cached:
   # cold about 1 min of downloads and 8-15 min of compile, then nothing.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/admin"
 	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/intercept"
 	"github.com/tokenproxy/tokenproxy/internal/version"
 	"github.com/tokenproxy/tokenproxy/metrics"
 	"github.com/tokenproxy/tokenproxy/proxy"
@@ -234,6 +235,9 @@ func (e *env) validateCommand() *cobra.Command {
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 			}
+			if err := validateProxyListener(e.context(), cfg, bo); err != nil {
+				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
+			}
 			for _, r := range routes {
 				line := fmt.Sprintf("route %s: %s -> %s", r.Name, strings.Join(r.Hosts, ", "), r.Upstream)
 				if r.ClientCert != nil {
@@ -340,11 +344,18 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	m := metrics.New()
 	bo := buildOptions(vc)
 	bo.Log, bo.TokenObserver, bo.OnReload = log, m, m.Reload
+	bo.InterceptObserver = intercept.NewPrometheusObserver(m.Registry())
 	routes, err := route.Build(ctx, cfg, bo)
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 	}
+	gw, err := route.BuildProxyListener(ctx, cfg, bo)
+	if err != nil {
+		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
+	}
+	route.LogProxyListener(log, gw)
 	opts := serverOptions(cfg, log)
+	opts.ProxyListener = gw
 	opts.Observer = m
 	opts.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) }
 	if vc != nil {
@@ -356,6 +367,9 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		for _, hc := range r.Certificates() {
 			m.WatchCertificate(r.Name, hc.Kind, hc.Holder.Load)
 		}
+	}
+	if gw.ServerCert != nil {
+		m.WatchCertificate("", "proxy_tls", gw.ServerCert.Load)
 	}
 	if err := srv.Listen(); err != nil {
 		return &ExitError{Code: ExitFailure, Err: err}

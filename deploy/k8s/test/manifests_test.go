@@ -26,7 +26,7 @@ import (
 const k8sDir = ".."
 
 // overlays are the kustomizations users apply; each must render.
-var overlays = []string{"base", "sidecar", "gateway", "vault-reviewer"}
+var overlays = []string{"base", "sidecar", "gateway", "vault-reviewer", "sidecar-intercept", "gateway-intercept"}
 
 // ---- rendering -----------------------------------------------------------
 
@@ -632,7 +632,7 @@ func TestConfigMapsValidate(t *testing.T) {
 	if bin == "" {
 		t.Skip("TOKENPROXY_BIN not set; .ci/manifests.sh sets it once `tokenproxy validate` exists")
 	}
-	for _, o := range []string{"sidecar", "gateway"} {
+	for _, o := range []string{"sidecar", "gateway", "sidecar-intercept", "gateway-intercept"} {
 		t.Run(o, func(t *testing.T) {
 			_, raw := configOf(t, render(t, o))
 			f := filepath.Join(t.TempDir(), "config.yaml")

@@ -3,6 +3,7 @@ package manifests
 import (
 	"fmt"
 	"net"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,6 +32,22 @@ type Config struct {
 		Admin string `json:"admin"`
 	} `json:"listen"`
 	ShutdownGrace string `json:"shutdown_grace"`
+	Interception  struct {
+		CA struct {
+			Generate *struct {
+				WriteCertTo string `json:"write_cert_to"`
+			} `json:"generate"`
+		} `json:"ca"`
+	} `json:"interception"`
+}
+
+// caDir is the directory a generated interception CA's certificate is
+// written to, "" when the CA is not generated.
+func (c Config) caDir() string {
+	if g := c.Interception.CA.Generate; g != nil && g.WriteCertTo != "" {
+		return path.Dir(g.WriteCertTo)
+	}
+	return ""
 }
 
 // ParseConfig reads the listeners and the drain period from a configuration.
@@ -212,8 +229,20 @@ func CheckProxy(name string, spec *corev1.PodSpec, cfg Config) Problems {
 	probe("liveness", c.LivenessProbe, "/healthz")
 	probe("readiness", c.ReadinessProbe, "/readyz")
 	for _, m := range c.VolumeMounts {
-		if !m.ReadOnly {
+		// The one writable mount allowed: the emptyDir a generated
+		// interception CA's certificate (never its key) is written to.
+		caMount := m.MountPath == cfg.caDir() && isEmptyDir(spec, m.Name)
+		if !m.ReadOnly && !caMount {
 			p.add("%s: volume %q must be mounted read-only", cn, m.Name)
+		}
+		if caMount {
+			for _, other := range allContainers(spec) {
+				for _, om := range other.VolumeMounts {
+					if other.Name != ProxyContainer && om.Name == m.Name && !om.ReadOnly {
+						p.add("%s/%s: the interception CA volume %q must be mounted read-only in the application", name, other.Name, m.Name)
+					}
+				}
+			}
 		}
 		if m.SubPath != "" || m.SubPathExpr != "" {
 			p.add("%s: volume %q uses subPath, so a rotated Secret or edited ConfigMap never reaches the proxy", cn, m.Name)
@@ -277,6 +306,15 @@ func CheckProxy(name string, spec *corev1.PodSpec, cfg Config) Problems {
 		}
 	}
 	return p
+}
+
+func isEmptyDir(spec *corev1.PodSpec, volume string) bool {
+	for _, v := range spec.Volumes {
+		if v.Name == volume {
+			return v.EmptyDir != nil
+		}
+	}
+	return false
 }
 
 func resolvePort(c *corev1.Container, port intstr.IntOrString) int {
