@@ -124,7 +124,10 @@ func (c *connector) serveTunnel(inner *http.Server, ln *oneConnListener, t *inte
 	_ = conn.SetDeadline(time.Time{})
 	ln.give(tc)
 	log.Debug("CONNECT tunnel intercepted")
-	_ = inner.Serve(ln)
+	// The decrypted connection gets the plain listeners' hardening: a
+	// request framed by both Content-Length and Transfer-Encoding closes the
+	// tunnel after its answer, and a reader that stalls is cut off.
+	_ = inner.Serve(hardenConns(inner, ln, false))
 	if !ln.taken.Load() {
 		tc.Close() // shut down before the connection was served
 	}

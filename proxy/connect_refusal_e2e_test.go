@@ -168,6 +168,33 @@ func TestInterceptKeepAliveAndConnectionClose(t *testing.T) {
 	}
 }
 
+// A request inside a tunnel framed by both Content-Length and
+// Transfer-Encoding is answered and the tunnel then closed (RFC 9112 section
+// 6.3), as on the plain listeners: a request pipelined behind it is never served.
+func TestInterceptAmbiguousFramingClosesTunnel(t *testing.T) {
+	h, caFile := interceptHarness(t, harnessOpts{})
+	conn, a := connectRaw(t, h.srv.Addr("proxy"), bcHost+":443", nil)
+	if a.status != 200 {
+		t.Fatalf("CONNECT: %d %s", a.status, a.body)
+	}
+	tc := tls.Client(conn, &tls.Config{ServerName: bcHost, RootCAs: caPool(t, caFile)})
+	br := bufio.NewReader(tc)
+	fmt.Fprintf(tc, "POST /api/v1/accounts HTTP/1.1\r\nHost: %s\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"+
+		"GET /api/v1/accounts HTTP/1.1\r\nHost: %s\r\n\r\n", bcHost, bcHost)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if !resp.Close {
+		t.Fatalf("answer to an ambiguously framed request did not say Connection: close (status %d)", resp.StatusCode)
+	}
+	if n, err := br.ReadByte(); err == nil {
+		t.Fatalf("the pipelined request was served on the same tunnel (read %q)", n)
+	}
+}
+
 // Shutdown closes idle tunnels: the hijacked connections are drained with
 // the listeners.
 func TestInterceptDrainClosesTunnels(t *testing.T) {
