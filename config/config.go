@@ -42,6 +42,8 @@ type Config struct {
 	// keys can come from.
 	Vault  *Vault  `yaml:"vault"`
 	Routes []Route `yaml:"routes"`
+	// Store shares tokens and the token budget between replicas (see store.go).
+	Store Store `yaml:"store"`
 }
 
 // Caller is one app allowed to use a shared gateway, by name and password.
@@ -211,6 +213,9 @@ type Token struct {
 type RateLimit struct {
 	RequestsPerMinute int `yaml:"requests_per_minute"`
 	Burst             int `yaml:"burst"`
+	// Margin lengthens the provider's minute for each request (connection
+	// set-up, clock granularity); see tokencache/window.go.
+	Margin time.Duration `yaml:"margin"`
 }
 
 // Timeouts bound the upstream exchange.

@@ -45,6 +45,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Vault != nil {
 		c.Vault.applyDefaults()
 	}
+	c.Store.applyDefaults()
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		r.applyPreset()
@@ -91,6 +92,9 @@ func (c *Config) ApplyDefaults() {
 			}
 			if t.RateLimit.Burst == 0 {
 				t.RateLimit.Burst = min(DefaultBurst, t.RateLimit.RequestsPerMinute)
+			}
+			if t.RateLimit.Margin == 0 {
+				t.RateLimit.Margin = DefaultRateMargin
 			}
 		}
 	}

@@ -39,6 +39,7 @@ func (v *validator) add(path, format string, a ...any) {
 func (c *Config) Validate() error {
 	v := &validator{c: c, addrs: map[string]string{}, callers: map[string]bool{}, names: map[string]int{}, hosts: map[string]string{}}
 	v.top()
+	v.store()
 	for i := range c.Routes {
 		v.route(i, &c.Routes[i])
 	}
@@ -331,6 +332,9 @@ func (c *Config) usesVault() bool {
 		if cl.Password.Vault != nil {
 			return true
 		}
+	}
+	if c.Store.usesVault() {
+		return true
 	}
 	for _, r := range c.Routes {
 		if refs(r.ClientCert) || (r.Signing != nil && refs(r.Signing.Key)) {
