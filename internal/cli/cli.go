@@ -340,6 +340,10 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	m := metrics.New()
 	bo := buildOptions(vc)
 	bo.Log, bo.TokenObserver, bo.OnReload = log, m, m.Reload
+	if bo.Store, err = openStore(ctx, cfg, vc, log, m); err != nil {
+		return err
+	}
+	defer bo.Store.Close()
 	routes, err := route.Build(ctx, cfg, bo)
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
@@ -351,6 +355,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		opts.Degraded = func() error { return vc.Health().Err() }
 		m.WatchDependency("vault", func() bool { return vc.Health().OK })
 	}
+	opts.Degraded = withStore(opts.Degraded, bo.Store)
 	srv := proxy.New(routes, opts)
 	for _, r := range srv.Routes() {
 		for _, hc := range r.Certificates() {
