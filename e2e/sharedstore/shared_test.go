@@ -4,7 +4,7 @@ import (
 	"context"
 	"net/http"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -167,11 +167,14 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 			return strings.Contains(r.readyz(), `"status":"ok"`) &&
 				r.metric(`tokenproxy_dependency_up{dependency="redis"}`) == "1"
 		})
-		if !strings.Contains(r.logs(), "redis store unreachable") || !strings.Contains(r.logs(), "redis store reachable again") {
+	}
+	rejoined := time.Now()
+	<-done
+	for _, r := range replicas {
+		if logs := r.logs(); !strings.Contains(logs, "redis store unreachable") || !strings.Contains(logs, "redis store reachable again") {
 			t.Errorf("%s: no log line for the outage and its end", r.name)
 		}
 	}
-	<-done
 
 	st := b.emu.Stats()
 	times := b.emu.TokenRequestTimes()
@@ -183,10 +186,12 @@ func TestRedisOutageUnderLoad(t *testing.T) {
 		t.Errorf("bank: %d answered 429, max %d in a rolling minute; want 0 and at most %d", st.TokenThrottled, peak, n)
 	}
 	assertServedWhileValid(t, b, results)
-	// Rejoined: one token request per refresh, not one per replica.
+	// Rejoined: one token request per refresh, not one per replica. (Right
+	// as Redis returns, a replica that began an unshared fetch while it was
+	// down may still send it: that request counts in the shared budget.)
 	var after []time.Time
 	for _, at := range times {
-		if at.After(restarted) {
+		if at.After(rejoined.Add(time.Second)) {
 			after = append(after, at)
 		}
 	}
@@ -285,10 +290,11 @@ func assertNoSecrets(t *testing.T, b *bank, replicas []*replica) {
 
 // offsets renders times relative to ref, sorted, for the log.
 func offsets(times []time.Time, ref time.Time) []string {
-	out := make([]string, len(times))
-	for i, at := range times {
+	sorted := slices.Clone(times)
+	slices.SortFunc(sorted, func(a, b time.Time) int { return a.Compare(b) })
+	out := make([]string, len(sorted))
+	for i, at := range sorted {
 		out[i] = at.Sub(ref).Round(10 * time.Millisecond).String()
 	}
-	sort.Strings(out)
 	return out
 }
