@@ -230,6 +230,10 @@ func (e *env) validateCommand() *cobra.Command {
 			defer closeVault(vc)
 			bo := buildOptions(vc)
 			bo.Log = log
+			if bo.Store, err = openStore(e.context(), cfg, vc, log, nil); err != nil {
+				return err
+			}
+			defer bo.Store.Close()
 			routes, err := route.Build(e.context(), cfg, bo)
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
