@@ -170,3 +170,53 @@ func TestOpenStoreUnreachable(t *testing.T) {
 		t.Fatalf("Check: %v; want a store.redis.addresses error", err)
 	}
 }
+
+// The least-privilege ACL of docs/shared-store.md is enough for every
+// command the store sends: connect, key check, budget, lock, store, notify.
+func TestOpenStoreWithDocumentedACL(t *testing.T) {
+	ctx := context.Background()
+	rs := redistest.Start(t)
+	admin := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	defer admin.Close()
+	args := []any{"ACL", "SETUSER", "tokenproxy", "reset", "on", ">acl-password"}
+	for _, f := range strings.Fields(docACL) {
+		args = append(args, f)
+	}
+	if err := admin.Do(ctx, args...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(ctx, "ACL", "SETUSER", "default", "off").Err(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := storeConfig(t, rs.Addr(), "TP_KEY_ACL", make([]byte, 32))
+	cfg.Redis.KeyPrefix = "tokenproxy"
+	t.Setenv("TP_ACL_USER", "tokenproxy")
+	t.Setenv("TP_ACL_PASS", "acl-password")
+	cfg.Redis.Username, cfg.Redis.Password = secret.Ref{Env: "TP_ACL_USER"}, secret.Ref{Env: "TP_ACL_PASS"}
+	st, err := OpenStore(ctx, cfg, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p := st.Pacer("auth.example", tokencache.Budget{PerMinute: 5, Burst: 2}, time.Second)
+	perm, err := p.Acquire(ctx, time.Second)
+	if err != nil {
+		t.Fatalf("budget under the ACL: %v", err)
+	}
+	perm.Done()
+	rt := st.Route("bank", 2*time.Second)
+	tok := &tokencache.Token{Header: "Bearer x", Type: "Bearer", Expiry: time.Now().Add(time.Minute)}
+	got, _, err := rt.Refresh(ctx, "", 0, func(*tokencache.Token) bool { return true }, func(context.Context) (*tokencache.Token, error) { return tok, nil })
+	if err != nil || got == nil {
+		t.Fatalf("refresh under the ACL: %v", err)
+	}
+	if !st.Up() || st.Healthy() != nil {
+		t.Fatalf("store degraded under the ACL: %v", st.Healthy())
+	}
+}
+
+// docACL is the ACL rule set given in docs/shared-store.md for key_prefix tokenproxy.
+const docACL = `~tokenproxy:* &tokenproxy:notify +@connection +get +set +hmget +evalsha +eval +subscribe +del +hget +hset +incr +pexpire +pttl +publish +time +zadd +zcard +zrange +zremrangebyscore`
