@@ -68,6 +68,12 @@ func OpenStore(ctx context.Context, cfg config.Store, o StoreOptions) (*Store, e
 	if err != nil {
 		return nil, &problem.FieldError{Path: "store.redis", Err: err}
 	}
+	// Refused credentials are a configuration error, reported before the
+	// store would log them as an outage.
+	if err := client.Ping(ctx).Err(); err != nil && (redis.IsAuthError(err) || redis.IsPermissionError(err)) {
+		_ = client.Close()
+		return nil, StoreError(err)
+	}
 	log := o.Log
 	if log == nil {
 		log = zap.NewNop()
@@ -114,7 +120,7 @@ func StoreError(err error) error {
 	switch {
 	case errors.As(err, &wk):
 		return &problem.FieldError{Path: "store.redis.encryption_key", Err: err,
-			Fix: "every replica must use the same key; the tokens in Redis were sealed with another one (to start afresh with this key, delete the keys under store.redis.key_prefix)"}
+			Fix: "give every replica the same key; to start afresh with this one, delete the keys under store.redis.key_prefix"}
 	case redis.IsAuthError(err):
 		return &problem.FieldError{Path: "store.redis.password", Err: errors.New("Redis refused the credentials: " + authReason(err)),
 			Fix: "check store.redis.username and store.redis.password against the Redis ACL"}

@@ -104,7 +104,7 @@ func TestOpenStore(t *testing.T) {
 	}
 
 	_, err = OpenStore(ctx, storeConfig(t, rs.Addr(), "TP_KEY_B", other), StoreOptions{})
-	if err == nil || fieldPath(t, err) != "store.redis.encryption_key" || !strings.Contains(err.Error(), "sealed with another") {
+	if err == nil || fieldPath(t, err) != "store.redis.encryption_key" || !strings.Contains(err.Error(), "does not decrypt") {
 		t.Fatalf("another key: %v; want a store.redis.encryption_key error", err)
 	}
 

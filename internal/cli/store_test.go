@@ -38,7 +38,7 @@ func TestCheckStore(t *testing.T) {
 		want      []string
 	}{
 		{"first key", "TP_CHECK_KEY_A", false, []string{"[ok  ]", "redis store", rs.Addr() + " reachable, encryption key matches"}},
-		{"wrong key", "TP_CHECK_KEY_B", true, []string{"[FAIL]", "store.redis.encryption_key", "fix: every replica must use the same key"}},
+		{"wrong key", "TP_CHECK_KEY_B", true, []string{"[FAIL]", "store.redis.encryption_key", "fix: give every replica the same key"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
