@@ -44,6 +44,8 @@ type Config struct {
 	Routes []Route `yaml:"routes"`
 	// Interception is the CA for CONNECT tunnels to intercepting routes (see intercept.go).
 	Interception *Interception `yaml:"interception"`
+	// Store shares tokens and the token budget between replicas (see store.go).
+	Store Store `yaml:"store"`
 }
 
 // Caller is one app allowed to use a shared gateway, by name and password.
@@ -219,6 +221,9 @@ type Token struct {
 type RateLimit struct {
 	RequestsPerMinute int `yaml:"requests_per_minute"`
 	Burst             int `yaml:"burst"`
+	// Margin lengthens the provider's minute for each request (connection
+	// set-up, clock granularity); see tokencache/window.go.
+	Margin time.Duration `yaml:"margin"`
 }
 
 // Timeouts bound the upstream exchange.

@@ -51,6 +51,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Listen.ProxyTLS != nil {
 		c.Listen.ProxyTLS.applyDefaults()
 	}
+	c.Store.applyDefaults()
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		r.applyPreset()
@@ -97,6 +98,9 @@ func (c *Config) ApplyDefaults() {
 			}
 			if t.RateLimit.Burst == 0 {
 				t.RateLimit.Burst = min(DefaultBurst, t.RateLimit.RequestsPerMinute)
+			}
+			if t.RateLimit.Margin == 0 {
+				t.RateLimit.Margin = DefaultRateMargin
 			}
 		}
 	}

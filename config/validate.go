@@ -40,6 +40,7 @@ func (c *Config) Validate() error {
 	v := &validator{c: c, addrs: map[string]string{}, callers: map[string]bool{}, names: map[string]int{}, hosts: map[string]string{}}
 	v.top()
 	v.interception()
+	v.store()
 	for i := range c.Routes {
 		v.route(i, &c.Routes[i])
 	}
@@ -335,6 +336,9 @@ func (c *Config) usesVault() bool {
 		if cl.Password.Vault != nil {
 			return true
 		}
+	}
+	if c.Store.usesVault() {
+		return true
 	}
 	for _, r := range c.Routes {
 		if refs(r.ClientCert) || (r.Signing != nil && refs(r.Signing.Key)) {

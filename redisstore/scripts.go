@@ -15,14 +15,23 @@ end
 return 0`)
 
 // lockScript takes a credential's fetch lock and, with it, the next fencing
-// generation. KEYS[1] lock, KEYS[2] generation counter; ARGV[1] owner,
-// ARGV[2] lock TTL in ms, ARGV[3] counter TTL in ms. Returns the generation,
-// or 0 when another process holds the lock.
+// generation. A new counter starts at Redis's clock in microseconds, so
+// generations keep growing when Redis loses its data (a restart without
+// persistence, an expired counter): a replica still holding a token from
+// before never sees its own generation on a newer token.
+// KEYS[1] lock, KEYS[2] generation counter; ARGV[1] owner, ARGV[2] lock TTL
+// in ms, ARGV[3] counter TTL in ms. Returns the generation, or 0 when another
+// process holds the lock.
 var lockScript = redis.NewScript(`
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return 0
 end
 local g = redis.call('INCR', KEYS[2])
+if g == 1 then
+  local t = redis.call('TIME')
+  g = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('SET', KEYS[2], string.format('%d', g))
+end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return g`)
 

@@ -30,6 +30,8 @@ type Options struct {
 	Log *zap.Logger
 	// Limiters pace token requests per authorization host; a fresh set when nil.
 	Limiters *tokencache.Limiters
+	// Store, when set (store.kind: redis), shares tokens and budgets between replicas.
+	Store *Store
 	// Vault resolves vault: secret references; nil when none is configured.
 	Vault secret.VaultReader
 	// VaultClient provides certificates and keys kept in Vault; nil when none is configured.

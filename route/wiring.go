@@ -38,7 +38,7 @@ func buildTokens(ctx context.Context, p, route string, t *config.Token, tr *http
 		}
 	}
 	u, _ := url.Parse(t.URL)
-	lim := o.Limiters.For(u.Host, tokencache.Budget{PerMinute: t.RateLimit.RequestsPerMinute, Burst: t.RateLimit.Burst})
+	lim := o.pacer(u.Host, t.RateLimit, t.FetchTimeout)
 	src := &tokencache.BasicGet{
 		URL: t.URL, Username: user, Password: pass, DefaultTTL: t.DefaultTTL,
 		Client: &http.Client{
@@ -48,7 +48,7 @@ func buildTokens(ctx context.Context, p, route string, t *config.Token, tr *http
 	}
 	cache, err := tokencache.New(src, lim, tokencache.Options{
 		Route: route, Skew: t.Skew, MaxWait: t.MaxWait, FetchTimeout: t.FetchTimeout,
-		Log: o.Log, Observer: o.TokenObserver,
+		Log: o.Log, Observer: o.TokenObserver, Store: o.tokenStore(route, t),
 	})
 	if err != nil {
 		return nil, &problem.FieldError{Path: p, Err: err}

@@ -7,6 +7,8 @@
 #   TOKENPROXY_SKIP_IMAGE=1  do not build the container image (needs root and buildah)
 #   TOKENPROXY_CACHE     where the Vault dev server binary is cached (default ~/.cache/tokenproxy)
 #   VAULT_DEV_PORT       port of the Vault dev server for the tests (default 8200; it also binds +1)
+#   TOKENPROXY_SOAK=1    long runs: e2e/sharedstore's load run lasts 3 min (else 60s, or
+#                        TOKENPROXY_SHARED_SOAK=<duration>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
@@ -19,6 +21,9 @@ if [[ "${TOKENPROXY_SKIP_SETUP:-}" != 1 ]]; then
   need=()
   command -v curl >/dev/null || need+=(curl)
   command -v openssl >/dev/null || need+=(openssl)
+  # --- shared token store: the tests start their own redis-server (internal/redistest)
+  command -v redis-server >/dev/null || need+=(redis-server)
+  # ---
   if ((${#need[@]})); then
     if [[ $(id -u) == 0 ]]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -25,20 +25,23 @@ It prints no secret.`,
 			if err != nil {
 				return err
 			}
-			_, vc, err := e.loggerAndVault(cfg)
+			log, vc, err := e.loggerAndVault(cfg)
 			if err != nil {
 				return err
 			}
 			defer closeVault(vc)
 			opts := diagnose.Options{Timeout: timeout, Build: buildOptions(vc)}
+			st, storeFailed := checkStore(e.context(), cfg, vc, log, cmd.OutOrStdout(), timeout)
+			defer st.Close()
+			opts.Build.Store = st
 			rep, err := diagnose.Run(e.context(), cfg, route, cmd.OutOrStdout(), opts)
 			if err != nil {
 				return &ExitError{Code: ExitUsage, Err: err}
 			}
-			switch rep.Worst {
-			case diagnose.Fail:
+			switch {
+			case rep.Worst == diagnose.Fail || storeFailed:
 				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("check failed")}
-			case diagnose.Warn:
+			case rep.Worst == diagnose.Warn:
 				return &ExitError{Code: ExitFailure, Err: fmt.Errorf("check passed with warnings")}
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "all checks passed")

@@ -231,6 +231,10 @@ func (e *env) validateCommand() *cobra.Command {
 			defer closeVault(vc)
 			bo := buildOptions(vc)
 			bo.Log = log
+			if bo.Store, err = openStore(e.context(), cfg, vc, log, nil); err != nil {
+				return err
+			}
+			defer bo.Store.Close()
 			routes, err := route.Build(e.context(), cfg, bo)
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
@@ -345,6 +349,10 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	bo := buildOptions(vc)
 	bo.Log, bo.TokenObserver, bo.OnReload = log, m, m.Reload
 	bo.InterceptObserver = intercept.NewPrometheusObserver(m.Registry())
+	if bo.Store, err = openStore(ctx, cfg, vc, log, m); err != nil {
+		return err
+	}
+	defer bo.Store.Close()
 	routes, err := route.Build(ctx, cfg, bo)
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
@@ -362,6 +370,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		opts.Degraded = func() error { return vc.Health().Err() }
 		m.WatchDependency("vault", func() bool { return vc.Health().OK })
 	}
+	opts.Degraded = withStore(opts.Degraded, bo.Store)
 	srv := proxy.New(routes, opts)
 	for _, r := range srv.Routes() {
 		for _, hc := range r.Certificates() {

@@ -172,31 +172,41 @@ func TestRawManifestsDecodeStrictly(t *testing.T) {
 func TestEveryManifestIsUsed(t *testing.T) {
 	used := map[string]bool{}
 	for _, o := range overlays {
-		dir := filepath.Join(k8sDir, o)
-		data, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var k struct {
-			Resources []string `json:"resources"`
-			Patches   []struct {
-				Path string `json:"path"`
-			} `json:"patches"`
-		}
-		if err := yaml.Unmarshal(data, &k); err != nil {
-			t.Fatalf("%s/kustomization.yaml: %v", o, err)
-		}
-		for _, r := range k.Resources {
-			used[filepath.Join(dir, r)] = true
-		}
-		for _, p := range k.Patches {
-			used[filepath.Join(dir, p.Path)] = true
-		}
+		markUsed(t, filepath.Join(k8sDir, o), used)
 	}
 	for _, f := range manifestFiles(t) {
 		if !used[f] {
 			t.Errorf("%s is listed in no kustomization's resources or patches", f)
 		}
+	}
+}
+
+// markUsed marks the resources and patches of dir's kustomization, and of
+// the components it names, as used.
+func markUsed(t *testing.T, dir string, used map[string]bool) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct {
+		Resources  []string `json:"resources"`
+		Components []string `json:"components"`
+		Patches    []struct {
+			Path string `json:"path"`
+		} `json:"patches"`
+	}
+	if err := yaml.Unmarshal(data, &k); err != nil {
+		t.Fatalf("%s/kustomization.yaml: %v", dir, err)
+	}
+	for _, r := range k.Resources {
+		used[filepath.Join(dir, r)] = true
+	}
+	for _, p := range k.Patches {
+		used[filepath.Join(dir, p.Path)] = true
+	}
+	for _, c := range k.Components {
+		markUsed(t, filepath.Join(dir, c), used)
 	}
 }
 
