@@ -42,6 +42,8 @@ type Config struct {
 	// keys can come from.
 	Vault  *Vault  `yaml:"vault"`
 	Routes []Route `yaml:"routes"`
+	// Consents is the consent API and store of authorization_code routes.
+	Consents *Consents `yaml:"consents"`
 }
 
 // Caller is one app allowed to use a shared gateway, by name and password.
@@ -100,6 +102,8 @@ type Route struct {
 	Signing *Signing `yaml:"signing"`
 	// Check configures the probe request of `tokenproxy check`.
 	Check Check `yaml:"check"`
+	// Subjects: how the app names the customer (authorization_code routes).
+	Subjects *Subjects `yaml:"subjects"`
 }
 
 // Signing is a route's request-signing block: the signer's options (profile,
@@ -189,9 +193,10 @@ type PEM struct {
 
 // Token configures how the route's bearer token is obtained.
 type Token struct {
-	// Type is the token flow: basic-get (Banking Circle).
+	// Type is the token flow: basic-get (Banking Circle), client_credentials
+	// or authorization_code.
 	Type string `yaml:"type"`
-	// URL is the authorization endpoint.
+	// URL is the authorization (token) endpoint.
 	URL      string     `yaml:"url"`
 	Username secret.Ref `yaml:"username"`
 	Password secret.Ref `yaml:"password"`
@@ -204,6 +209,8 @@ type Token struct {
 	// DefaultTTL applies when the endpoint's answer has no expires_in.
 	DefaultTTL time.Duration `yaml:"default_ttl"`
 	RateLimit  RateLimit     `yaml:"rate_limit"`
+	// OAuthToken holds the client_credentials and authorization_code fields.
+	OAuthToken `yaml:",inline"`
 }
 
 // RateLimit is the token-request budget for the route's authorization host,

@@ -94,6 +94,7 @@ func (c *Config) ApplyDefaults() {
 			}
 		}
 	}
+	c.applyOAuthDefaults()
 }
 
 func (v *Vault) applyDefaults() {
