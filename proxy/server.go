@@ -36,6 +36,12 @@ type Options struct {
 	// Admin, when set, is served on the admin listener; it receives the
 	// Server so it can report readiness.
 	Admin func(*Server) http.Handler
+	// ConsentAddr is the consent API's address; "" or "off" binds none.
+	ConsentAddr string
+	// Consents, when set, is the consent API served on ConsentAddr (see NewConsentHandler).
+	Consents http.Handler
+	// Jobs run alongside the listeners until the server stops (the consent census).
+	Jobs []func(context.Context)
 	// Degraded, when set, reports a dependency that is down while the
 	// server still serves on what it holds (Vault unreachable): /readyz says so.
 	Degraded func() error
@@ -137,6 +143,9 @@ func (s *Server) Listen() error {
 			return s.closeAfter(err)
 		}
 	}
+	if err := bindConsents(s.opts, bind); err != nil {
+		return s.closeAfter(err)
+	}
 	if s.opts.Admin != nil {
 		if err := bind("admin", s.opts.AdminAddr, s.opts.Admin(s)); err != nil {
 			return s.closeAfter(err)
@@ -178,6 +187,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		for _, job := range r.Jobs() {
 			wg.Go(func() { job(bg) })
 		}
+	}
+	for _, job := range s.opts.Jobs {
+		wg.Go(func() { job(bg) })
 	}
 	wg.Go(func() { s.warnExpiry(bg) })
 	errc := make(chan error, len(s.servers))

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/oauth"
 	"github.com/tokenproxy/tokenproxy/problem"
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/tokencache"
@@ -46,6 +47,12 @@ type Options struct {
 	// sources that in_code blocks name.
 	Certificates map[string]certs.Source
 
+	// Consents is the process's consent store (OpenConsents); Build opens
+	// one, closed when the route jobs' context ends, when it is nil.
+	Consents *Consents
+	// OAuthObserver counts refreshes and invalid grants (metrics); may be nil.
+	OAuthObserver oauth.Observer
+
 	// callers are the gateway callers' credentials, built by Build.
 	callers callerSet
 }
@@ -70,6 +77,10 @@ func Build(ctx context.Context, cfg *config.Config, o Options) ([]*Route, error)
 		errs = append(errs, err)
 	}
 	o.callers = callers
+	o, closeConsents, err := openConsentsFor(ctx, cfg, o)
+	if err != nil {
+		return nil, errors.Join(append(errs, err)...)
+	}
 	var routes []*Route
 	for i, rc := range cfg.Routes {
 		r, err := BuildRoute(ctx, i, rc, o)
@@ -80,8 +91,10 @@ func Build(ctx context.Context, cfg *config.Config, o Options) ([]*Route, error)
 		routes = append(routes, r)
 	}
 	if err := errors.Join(errs...); err != nil {
+		closeConsents(nil)
 		return nil, err
 	}
+	closeConsents(routes)
 	return routes, nil
 }
 
@@ -108,6 +121,7 @@ func BuildRoute(ctx context.Context, i int, rc config.Route, o Options) (*Route,
 		tlsConf.GetClientCertificate = r.ClientCert.GetClientCertificate
 	}
 	r.Transport = newTransport(tlsConf, rc)
+	r.setSubjects(rc)
 	if r.ClientCert != nil {
 		// Connections made with the old certificate are dropped once idle, so
 		// the pool moves to the new one; requests in flight finish on theirs.
