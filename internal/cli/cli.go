@@ -340,6 +340,11 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	m := metrics.New()
 	bo := buildOptions(vc)
 	bo.Log, bo.TokenObserver, bo.OnReload = log, m, m.Reload
+	consents, om, err := openConsents(ctx, cfg, &bo, m)
+	if err != nil {
+		return err
+	}
+	defer consents.Close()
 	routes, err := route.Build(ctx, cfg, bo)
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
@@ -350,6 +355,9 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	if vc != nil {
 		opts.Degraded = func() error { return vc.Health().Err() }
 		m.WatchDependency("vault", func() bool { return vc.Health().OK })
+	}
+	if err := serveConsents(cfg, consents, om, routes, &opts, log); err != nil {
+		return err
 	}
 	srv := proxy.New(routes, opts)
 	for _, r := range srv.Routes() {
