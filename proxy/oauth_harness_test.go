@@ -31,12 +31,12 @@ import (
 )
 
 const (
-	bpceHost     = "api.bpce.example"
-	bpceClientID = "PSDFR-ACPR-13807"
-	bpceQWAC     = "tpp.example QWAC"
-	bpceKeyID    = "https://tpp.example/certs/qsealc.pem"
-	bpceReturnURL    = "https://app.example/consent-done"
-	bpceAccountsURL  = "http://" + bpceHost + "/stet/psd2/v1/accounts"
+	bpceHost        = "api.bpce.example"
+	bpceClientID    = "PSDFR-ACPR-13807"
+	bpceQWAC        = "tpp.example QWAC"
+	bpceKeyID       = "https://tpp.example/certs/qsealc.pem"
+	bpceReturnURL   = "https://app.example/consent-done"
+	bpceAccountsURL = "http://" + bpceHost + "/stet/psd2/v1/accounts"
 )
 
 // bank is the STET emulator with its authorization server over TLS. Its
