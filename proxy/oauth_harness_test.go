@@ -151,7 +151,13 @@ consents:
 // boltStore is a consents.store block for a bbolt file keyed from a file.
 func boltStore(t *testing.T, dir string, key []byte) string {
 	t.Helper()
-	kf := filepath.Join(dir, "consent.key")
+	return boltStoreAt(t, dir, dir, key)
+}
+
+// boltStoreAt is boltStore with the key file in its own directory.
+func boltStoreAt(t *testing.T, dir, keyDir string, key []byte) string {
+	t.Helper()
+	kf := filepath.Join(keyDir, "consent.key")
 	if err := os.WriteFile(kf, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
