@@ -315,3 +315,27 @@ func openConsentsFor(ctx context.Context, cfg *config.Config, o Options) (Option
 		})
 	}, nil
 }
+
+// ProbeConsents is a consent store that holds nothing and refuses writes,
+// for building authorization_code routes that only probe their token
+// endpoint (`tokenproxy check`) without opening the real store, which a
+// running tokenproxy holds locked.
+func ProbeConsents() *Consents { return &Consents{Store: emptyStore{}} }
+
+// emptyStore is the store of ProbeConsents.
+type emptyStore struct{}
+
+var errProbeOnly = errors.New("the consent store is not open (diagnostics)")
+
+func (emptyStore) Get(context.Context, consentstore.Key) (*consentstore.Consent, error) {
+	return nil, consentstore.ErrNotFound
+}
+
+func (emptyStore) Put(context.Context, *consentstore.Consent, uint64) (uint64, error) {
+	return 0, errProbeOnly
+}
+func (emptyStore) Delete(context.Context, consentstore.Key) error { return errProbeOnly }
+func (emptyStore) List(context.Context, consentstore.Filter) ([]*consentstore.Consent, error) {
+	return nil, nil
+}
+func (emptyStore) Close() error { return nil }
