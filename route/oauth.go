@@ -160,6 +160,25 @@ func (r *Route) setSubjects(rc config.Route) {
 	}
 	r.subjects = &subjectPolicy{header: http.CanonicalHeaderKey(rc.Subjects.Header), required: rc.Subjects.IsRequired()}
 	r.owned = append(r.owned, r.subjects.header)
+	r.jobs = append(r.jobs, r.sweepSubjects)
+}
+
+// sweepSubjects drops, every 10 minutes, the cached tokens of customers
+// idle for an hour, so memory follows the active customers, not all
+// customers ever seen (their consents stay in the store).
+func (r *Route) sweepSubjects(ctx context.Context) {
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if r.Tokens != nil {
+				r.Tokens.Sweep(time.Hour)
+			}
+		}
+	}
 }
 
 // isOAuth reports whether t is one of the OAuth2 flows.

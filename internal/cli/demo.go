@@ -163,6 +163,9 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 	}
 
 	demoNoRoute(p, app)
+	if err := demoSTET(ctx, p, ca, serverCert, loaded, qseal, log); err != nil {
+		return err
+	}
 
 	demoSummary(p, emu, obs, served200, first)
 	if o.serve {
