@@ -230,6 +230,11 @@ func (e *env) validateCommand() *cobra.Command {
 			defer closeVault(vc)
 			bo := buildOptions(vc)
 			bo.Log = log
+			consents, _, err := openConsents(e.context(), cfg, &bo, nil)
+			if err != nil {
+				return err
+			}
+			defer consents.Close()
 			routes, err := route.Build(e.context(), cfg, bo)
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}

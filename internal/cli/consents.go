@@ -15,7 +15,8 @@ import (
 
 // openConsents opens the consent store once for the process (nil without a
 // consents: block) and wires its counters into bo. A wrong or missing key
-// is a configuration error naming the field, never the key.
+// is a configuration error naming the field, never the key. m may be nil
+// (validate).
 func openConsents(ctx context.Context, cfg *config.Config, bo *route.Options, m *metrics.Metrics) (*route.Consents, *metrics.OAuth, error) {
 	c, err := route.OpenConsents(ctx, cfg, *bo)
 	if err != nil {
@@ -25,6 +26,9 @@ func openConsents(ctx context.Context, cfg *config.Config, bo *route.Options, m 
 		return nil, nil, nil
 	}
 	bo.Consents = c
+	if m == nil {
+		return c, nil, nil
+	}
 	om := m.OAuth()
 	bo.OAuthObserver = om
 	return c, om, nil
