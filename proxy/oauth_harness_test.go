@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -37,6 +42,7 @@ const (
 	bpceKeyID       = "https://tpp.example/certs/qsealc.pem"
 	bpceReturnURL   = "https://app.example/consent-done"
 	bpceAccountsURL = "http://" + bpceHost + "/stet/psd2/v1/accounts"
+	ccSecret        = "cc-s3cret-Hn27"
 )
 
 // bank is the STET emulator with its authorization server over TLS. Its
@@ -47,7 +53,7 @@ type bank struct {
 	ca  *testpki.CA
 	dir string
 	// files
-	caFile, qwacCert, qwacKey, sealCert, sealKey string
+	caFile, qwacCert, qwacKey, sealCert, sealKey, jwtKey string
 }
 
 func newBank(t *testing.T) *bank {
@@ -71,8 +77,22 @@ func newBank(t *testing.T) *bank {
 	if err := ca.WriteCertFile(b.caFile); err != nil {
 		t.Fatal(err)
 	}
+	jwtKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(jwtKey)
+	b.jwtKey = filepath.Join(dir, "jwt.pem")
+	if err := os.WriteFile(b.jwtKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	b.emu = stet.New(stet.Config{Keys: map[string]crypto.PublicKey{bpceKeyID: seal.Leaf.PublicKey},
-		OAuth: &stet.OAuthConfig{Clients: map[string]stet.Client{bpceClientID: {Method: "tls_client_auth", CertSubject: bpceQWAC}}}})
+		OAuth: &stet.OAuthConfig{Clients: map[string]stet.Client{
+			bpceClientID: {Method: "tls_client_auth", CertSubject: bpceQWAC},
+			"cc-post":    {Method: "client_secret_post", Secret: ccSecret},
+			"cc-basic":   {Method: "client_secret_basic", Secret: ccSecret},
+			"cc-jwt":     {Method: "private_key_jwt", Key: jwtKey.Public()},
+		}}})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/stet/psd2/v1/") {
 			if psu, ok := b.emu.CustomerOf(r.Header.Get("Authorization")); ok {
