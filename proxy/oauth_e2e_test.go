@@ -194,6 +194,13 @@ func TestOAuthInvalidGrant(t *testing.T) {
 	if got := x.metric("tokenproxy_consent_invalid_grants_total"); got != 1 {
 		t.Fatalf("invalid_grant counter %v, want 1 (the second request does not ask the bank again)", got)
 	}
+	// The census (every 50 ms here) shows the consent invalid.
+	for i := 0; x.metric("tokenproxy_consents") == 0 || x.metricWith("tokenproxy_consents", "invalid") != 1; i++ {
+		if i > 200 {
+			t.Fatalf("consent gauge: invalid = %v", x.metricWith("tokenproxy_consents", "invalid"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	// A new consent puts the customer back.
 	app.consent(b, "alice", "marc")
 	if a := app.account("alice"); a.status != http.StatusOK || psu(a) != "marc" {
@@ -215,4 +222,53 @@ func (x *tp) metric(name string) float64 {
 		}
 	}
 	return sum
+}
+
+// metricWith sums the samples of a family that have a label valued value.
+func (x *tp) metricWith(name, value string) float64 {
+	mfs, _ := x.metrics.Registry().Gather()
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == value {
+					sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
+// When the bank says a customer's token expired (its clock an hour on),
+// the 401 drops that customer's token only, one refresh follows and the app
+// gets the answer; the other customer's refresh is its own.
+func TestOAuthUpstream401RefreshesThatSubject(t *testing.T) {
+	b := newBank(t)
+	x := startTP(t, b, b.oauthYAML(freeAddr(t), "", "", boltStore(t, t.TempDir(), newKey(t))), nil)
+	app := x.app(t, "")
+	app.consent(b, "alice", "marc")
+	app.consent(b, "bob", "sophie")
+	for _, s := range []string{"alice", "bob"} {
+		if a := app.account(s); a.status != http.StatusOK {
+			t.Fatalf("%s: %d %s", s, a.status, a.body)
+		}
+	}
+	b.clock.add(time.Hour)
+	for i, s := range []string{"alice", "alice", "bob"} {
+		a := app.account(s)
+		if a.status != http.StatusOK || psu(a) != map[string]string{"alice": "marc", "bob": "sophie"}[s] {
+			t.Fatalf("%s after the bank's expiry: %d %s", s, a.status, a.body)
+		}
+		if want := []int{1, 1, 2}[i]; b.emu.Refreshes() != want {
+			t.Fatalf("after request %d (%s): %d refreshes, want %d", i, s, b.emu.Refreshes(), want)
+		}
+	}
+	if acc, rej, _ := b.emu.Counts(); rej != 2 {
+		t.Fatalf("the bank rejected %d requests (accepted %d); want one per customer", rej, acc)
+	}
+	app.assertNoSecrets(b)
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/metrics"
+	"github.com/tokenproxy/tokenproxy/oauth"
 	"github.com/tokenproxy/tokenproxy/proxy"
 	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
@@ -48,13 +49,28 @@ const (
 // bank is the STET emulator with its authorization server over TLS. Its
 // account endpoints answer, in X-Test-Psu, whose access token they got.
 type bank struct {
-	emu *stet.Handler
+	clock bankClock
+	emu   *stet.Handler
 	srv *httptest.Server
 	ca  *testpki.CA
 	dir string
 	// files
 	caFile, qwacCert, qwacKey, sealCert, sealKey, jwtKey string
 }
+
+// bankClock is the bank's clock: real time plus an offset a test moves on.
+type bankClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *bankClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *bankClock) add(d time.Duration) { c.mu.Lock(); c.offset += d; c.mu.Unlock() }
 
 func newBank(t *testing.T) *bank {
 	t.Helper()
@@ -86,7 +102,7 @@ func newBank(t *testing.T) *bank {
 	if err := os.WriteFile(b.jwtKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b.emu = stet.New(stet.Config{Keys: map[string]crypto.PublicKey{bpceKeyID: seal.Leaf.PublicKey},
+	b.emu = stet.New(stet.Config{Now: b.clock.now, Keys: map[string]crypto.PublicKey{bpceKeyID: seal.Leaf.PublicKey},
 		OAuth: &stet.OAuthConfig{Clients: map[string]stet.Client{
 			bpceClientID: {Method: "tls_client_auth", CertSubject: bpceQWAC},
 			"cc-post":    {Method: "client_secret_post", Secret: ccSecret},
@@ -159,6 +175,7 @@ routes:
       rate_limit: {requests_per_minute: 6000, burst: 100}
 %s
 consents:
+  census_interval: 50ms
   listen: %s
   callback_url: http://%s/v1/callback
   return_urls: [%s]
@@ -227,8 +244,11 @@ func startTP(t *testing.T, b *bank, yaml string, vc *vaultsrc.Client) *tp {
 	if err != nil {
 		t.Fatal(err)
 	}
+	census := func(ctx context.Context) {
+		consents.Census(ctx, func(c *oauth.Census, err error) { om.Census([]string{"bpce"}, c, err) })
+	}
 	srv := proxy.New(routes, proxy.Options{Log: zl, Observer: m, ProxyAddr: cfg.Listen.Proxy, ConsentAddr: cfg.Consents.Listen,
-		Consents: h, ShutdownGrace: 5 * time.Second})
+		Consents: h, ShutdownGrace: 5 * time.Second, Jobs: []func(context.Context){census}})
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
