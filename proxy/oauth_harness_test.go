@@ -51,9 +51,9 @@ const (
 type bank struct {
 	clock bankClock
 	emu   *stet.Handler
-	srv *httptest.Server
-	ca  *testpki.CA
-	dir string
+	srv   *httptest.Server
+	ca    *testpki.CA
+	dir   string
 	// files
 	caFile, qwacCert, qwacKey, sealCert, sealKey, jwtKey string
 }
