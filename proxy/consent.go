@@ -53,6 +53,11 @@ func tokenKey(req *http.Request, rt *route.Route, caller string) (key string, us
 // start a consent, never the bank's 401.
 func routeTokenError(rt *route.Route, err error) *apiError {
 	var cr *tokencache.ConsentRequiredError
+	var fe *tokencache.FetchError
+	if errors.As(err, &fe) && fe.CredentialsRejected() && isOAuth(rt) {
+		return &apiError{Status: http.StatusServiceUnavailable, Code: CodeTokenRejected, cause: err,
+			Message: "the provider's token endpoint rejected the route's OAuth2 client authentication (client_id, secret, key or certificate); an operator must fix the route's credentials"}
+	}
 	if !errors.As(err, &cr) {
 		return tokenError(err)
 	}
@@ -62,6 +67,15 @@ func routeTokenError(rt *route.Route, err error) *apiError {
 	}
 	msg += "; start one on the consent API: POST /v1/routes/" + rt.Name + "/consents/" + cr.Subject
 	return &apiError{Status: http.StatusUnauthorized, Code: CodeConsentRequired, Message: msg, cause: err}
+}
+
+// isOAuth reports whether rt's token comes from an OAuth2 grant.
+func isOAuth(rt *route.Route) bool {
+	switch rt.Tokens.Source().(type) {
+	case *oauth.AuthCode, *oauth.ClientCredentials:
+		return true
+	}
+	return false
 }
 
 // NewConsentHandler returns the consent API (oauth.NewAPI) for cfg, with

@@ -70,7 +70,7 @@ func TestOAuthClientCredentialsRoutes(t *testing.T) {
 	}
 	req, _ := http.NewRequest("GET", "http://wrong.example/stet/psd2/v1/accounts", nil)
 	a := app.do(app.c, req)
-	if a.status != http.StatusServiceUnavailable || errorCode(t, a) != proxy.CodeTokenRejected {
+	if a.status != http.StatusServiceUnavailable || errorCode(t, a) != proxy.CodeTokenRejected || !strings.Contains(string(a.body), "OAuth2 client authentication") {
 		t.Fatalf("wrong secret: %d %s", a.status, a.body)
 	}
 	if !strings.Contains(logs.String(), "route wrong") {
