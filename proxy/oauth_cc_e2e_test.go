@@ -1,6 +1,9 @@
 package proxy_test
 
 import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -10,9 +13,12 @@ import (
 	"testing"
 
 	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/emulator/stet"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
+	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/proxy"
 	"github.com/tokenproxy/tokenproxy/route"
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 // client_credentials routes built from YAML, one per client authentication
@@ -86,4 +92,61 @@ func TestOAuthClientCredentialsRoutes(t *testing.T) {
 			t.Fatal("the app received a client secret")
 		}
 	}
+}
+
+// private_key_jwt with the key in Vault Transit: the assertion is signed by
+// Vault (the key never leaves it) and the bank accepts it.
+func TestOAuthClientCredentialsTransitKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs a Vault dev server")
+	}
+	vs := vaulttest.Start(t)
+	transit := vaulttest.Unique("transit")
+	vs.Mount(transit, "transit")
+	vs.Write(transit+"/keys/client-jwt", map[string]any{"type": "ecdsa-p256"})
+	pubPEM := vs.Read(transit + "/keys/client-jwt").Data["keys"].(map[string]any)["1"].(map[string]any)["public_key"].(string)
+	blk, _ := pem.Decode([]byte(pubPEM))
+	pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBank(t, map[string]stet.Client{"cc-transit": {Method: "private_key_jwt", Key: pub}})
+	t.Setenv("TP_TEST_VAULT_TOKEN", vs.Token)
+	yaml := fmt.Sprintf(`vault: {address: %s, auth: {method: token, token: {env: TP_TEST_VAULT_TOKEN}}}
+listen: {proxy: 127.0.0.1:0, admin: 'off'}
+routes:
+  - name: transit
+    hosts: [transit.example]
+    upstream: %s
+    tls: {ca_file: %s}
+    client_certificate: {pem: {cert_file: %s, key_file: %s}}
+    signing: {profile: stet, key_id: %s, key: {pem: {cert_file: %s, key_file: %s}}}
+    token:
+      type: client_credentials
+      url: %s/stet/psd2/oauth/token
+      client_id: cc-transit
+      auth_method: private_key_jwt
+      private_key: {vault_transit: {mount: %s, key: client-jwt}}
+`, vs.Addr, b.srv.URL, b.caFile, b.qwacCert, b.qwacKey, bpceKeyID, b.sealCert, b.sealKey, b.srv.URL, transit)
+	cfg, err := config.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, yaml)
+	}
+	vc, err := vaultsrc.New(context.Background(), route.VaultConfig(*cfg.Vault))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vc.Close() })
+	log, logs := testlog.New(t)
+	logs.Forbid(b.emu.Issued)
+	srv := serve(t, cfg, route.Options{Vault: vc, VaultClient: vc}, proxy.Options{Log: log})
+	app := (&tp{proxyURL: &url.URL{Scheme: "http", Host: srv.Addr("proxy")}}).app(t, "")
+	req, _ := http.NewRequest("GET", "http://transit.example/stet/psd2/v1/accounts", nil)
+	if a := app.do(app.c, req); a.status != http.StatusOK {
+		t.Fatalf("%d %s", a.status, a.body)
+	}
+	if f := b.emu.TokenRequests(); len(f) != 1 || f[0].Get("client_assertion") == "" {
+		t.Fatalf("token requests: %d", len(f))
+	}
+	app.assertNoSecrets(b)
 }

@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -72,7 +73,7 @@ func (c *bankClock) now() time.Time {
 
 func (c *bankClock) add(d time.Duration) { c.mu.Lock(); c.offset += d; c.mu.Unlock() }
 
-func newBank(t *testing.T) *bank {
+func newBank(t *testing.T, extra ...map[string]stet.Client) *bank {
 	t.Helper()
 	ca, err := testpki.NewCA("bank test CA")
 	if err != nil {
@@ -102,13 +103,17 @@ func newBank(t *testing.T) *bank {
 	if err := os.WriteFile(b.jwtKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	clients := map[string]stet.Client{
+		bpceClientID: {Method: "tls_client_auth", CertSubject: bpceQWAC},
+		"cc-post":    {Method: "client_secret_post", Secret: ccSecret},
+		"cc-basic":   {Method: "client_secret_basic", Secret: ccSecret},
+		"cc-jwt":     {Method: "private_key_jwt", Key: jwtKey.Public()},
+	}
+	for _, m := range extra {
+		maps.Copy(clients, m)
+	}
 	b.emu = stet.New(stet.Config{Now: b.clock.now, Keys: map[string]crypto.PublicKey{bpceKeyID: seal.Leaf.PublicKey},
-		OAuth: &stet.OAuthConfig{Clients: map[string]stet.Client{
-			bpceClientID: {Method: "tls_client_auth", CertSubject: bpceQWAC},
-			"cc-post":    {Method: "client_secret_post", Secret: ccSecret},
-			"cc-basic":   {Method: "client_secret_basic", Secret: ccSecret},
-			"cc-jwt":     {Method: "private_key_jwt", Key: jwtKey.Public()},
-		}}})
+		OAuth: &stet.OAuthConfig{Clients: clients}})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/stet/psd2/v1/") {
 			if psu, ok := b.emu.CustomerOf(r.Header.Get("Authorization")); ok {
