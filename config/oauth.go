@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -262,6 +263,13 @@ func (v *validator) consents() {
 		v.add("consents", "no route uses token.type %s; remove the block or add such a route", TokenAuthorizationCode)
 	}
 	v.checkAddr("consents.listen", cs.Listen)
+	if host, _, err := net.SplitHostPort(cs.Listen); err == nil && !isLoopback(host) {
+		for i, r := range v.c.Routes {
+			if r.Token != nil && r.Token.Type == TokenAuthorizationCode && r.Allow == nil {
+				v.add(fmt.Sprintf("routes[%d](%s).allow", i, r.Name), "missing; the consent API listens beyond loopback, so say who may manage this route's consents: allow: {callers: [app]} and/or {cidrs: [...]}")
+			}
+		}
+	}
 	if u, err := url.Parse(cs.CallbackURL); cs.CallbackURL == "" || err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		v.add("consents.callback_url", "%q must be the absolute URL of the consent API's /v1/callback as the customer's browser reaches it (the redirect_uri registered at the bank)", cs.CallbackURL)
 	}

@@ -67,6 +67,7 @@ func TestOAuthErrors(t *testing.T) {
 		{"unknown store key", rep("bbolt: {path", "bolt: {path"), `unknown key "bolt"`},
 		{"bad subject header", rep("consents:\n", "    subjects: {header: Authorization}\nconsents:\n"), "subjects.header"},
 		{"vault store without vault", rep("bbolt: {path: /var/lib/tokenproxy/consents.db, key: {env: TOKENPROXY_CONSENT_KEY}}", "vault_kv: {path: tokenproxy/consents}"), "vault: missing"},
+		{"consent API beyond loopback without allow", strings.Replace(rep("consents:\n", "consents:\n  listen: 0.0.0.0:9091\n"), "\nroutes:", "\nlisten: {allow_non_loopback: true}\nroutes:", 1), "routes[0](bpce).allow: missing; the consent API listens beyond loopback"},
 		{"oauth fields on basic-get", rep("type: authorization_code", "type: basic-get"), "belong to type"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
