@@ -272,3 +272,29 @@ func TestOAuthUpstream401RefreshesThatSubject(t *testing.T) {
 	}
 	app.assertNoSecrets(b)
 }
+
+// On a per-customer route the token budget is spent per request sent to the
+// bank, not per fetch: with the default budget (6 per minute, burst 2),
+// twenty requests for customers without a consent all get consent_required
+// (no bank call, no token_throttled), and a customer whose stored token is
+// valid is served from the store after a restart without waiting.
+func TestOAuthBudgetSpentOnBankCallsOnly(t *testing.T) {
+	b := newBank(t)
+	yaml := strings.Replace(b.oauthYAML(freeAddr(t), "", "", boltStore(t, t.TempDir(), newKey(t))),
+		"      rate_limit: {requests_per_minute: 6000, burst: 100}\n", "", 1)
+	x := startTP(t, b, yaml, nil)
+	app := x.app(t, "")
+	app.consent(b, "alice", "marc") // one code exchange: one request from the budget
+	for i := range 20 {
+		a := app.account(fmt.Sprintf("unknown-%d", i))
+		if a.status != http.StatusUnauthorized || errorCode(t, a) != proxy.CodeConsentRequired {
+			t.Fatalf("unknown subject %d: %d %s", i, a.status, a.body)
+		}
+	}
+	if a := app.account("alice"); a.status != http.StatusOK || psu(a) != "marc" {
+		t.Fatalf("alice: %d %s", a.status, a.body)
+	}
+	if n := len(b.emu.TokenRequests()); n != 1 {
+		t.Fatalf("%d token requests at the bank, want the 1 code exchange", n)
+	}
+}

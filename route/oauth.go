@@ -195,6 +195,8 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 	}
 	ep := oauth.Endpoint{Route: route, TokenURL: t.URL, Auth: auth, DefaultTTL: t.DefaultTTL,
 		Client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	u, _ := url.Parse(t.URL)
+	var pacer tokencache.Pacer = o.Limiters.For(u.Host, tokencache.Budget{PerMinute: t.RateLimit.RequestsPerMinute, Burst: t.RateLimit.Burst})
 	var src tokencache.Source
 	if t.Type == config.TokenClientCredentials {
 		if src, err = oauth.NewClientCredentials(ep, t.Scopes, nil); err != nil {
@@ -204,6 +206,11 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 		if o.Consents == nil {
 			return nil, &problem.FieldError{Path: p, Err: errors.New("no consent store is open"), Fix: "add the consents: block"}
 		}
+		// Most fetches of a customer's token read the store and call no bank
+		// (a stored token, no consent, an invalid one): the budget is spent
+		// per request sent to the bank's endpoints instead of per fetch.
+		ep.Client.Transport = &pacedTransport{next: tr, pacer: pacer, maxWait: t.MaxWait}
+		pacer = unpaced{pacer}
 		ac, err := oauth.NewAuthCode(oauth.AuthCodeConfig{Endpoint: ep, AuthorizeURL: t.AuthorizeURL, RevocationURL: t.RevocationURL,
 			Scopes: t.Scopes, PKCE: t.PKCE, RefreshTTL: t.RefreshTTL, Store: o.Consents.Store, Observer: o.OAuthObserver})
 		if err != nil {
@@ -214,9 +221,7 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 		o.Consents.mu.Unlock()
 		src = ac
 	}
-	u, _ := url.Parse(t.URL)
-	lim := o.Limiters.For(u.Host, tokencache.Budget{PerMinute: t.RateLimit.RequestsPerMinute, Burst: t.RateLimit.Burst})
-	cache, err := tokencache.New(src, lim, tokencache.Options{
+	cache, err := tokencache.New(src, pacer, tokencache.Options{
 		Route: route, Skew: t.Skew, MaxWait: t.MaxWait, FetchTimeout: t.FetchTimeout,
 		Log: o.Log, Observer: o.TokenObserver,
 	})
@@ -358,3 +363,29 @@ func (emptyStore) List(context.Context, consentstore.Filter) ([]*consentstore.Co
 	return nil, nil
 }
 func (emptyStore) Close() error { return nil }
+
+// pacedTransport spends the authorization host's budget on each request
+// actually sent to the bank (refresh, code exchange, revocation).
+type pacedTransport struct {
+	next    http.RoundTripper
+	pacer   tokencache.Pacer
+	maxWait time.Duration
+}
+
+func (p *pacedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	permit, err := p.pacer.Acquire(req.Context(), p.maxWait)
+	if err != nil {
+		return nil, err // a *tokencache.ThrottledError, kept in the source's error chain
+	}
+	defer permit.Done()
+	return p.next.RoundTrip(req)
+}
+
+// unpaced is the cache's pacer on an authorization_code route: it grants
+// every fetch at once (pacedTransport paces the bank calls) and passes the
+// 429 back-off on to the host's limiter.
+type unpaced struct{ tokencache.Pacer }
+
+func (unpaced) Acquire(context.Context, time.Duration) (tokencache.Permit, error) {
+	return tokencache.NewPermit(0, func() {}), nil
+}
