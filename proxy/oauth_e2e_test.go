@@ -298,3 +298,25 @@ func TestOAuthBudgetSpentOnBankCallsOnly(t *testing.T) {
 		t.Fatalf("%d token requests at the bank, want the 1 code exchange", n)
 	}
 }
+
+// subjects.required: false: a request naming no customer goes upstream with
+// no token (the app's Authorization still dropped); one naming a customer
+// gets that customer's token.
+func TestOAuthSubjectOptional(t *testing.T) {
+	b := newBank(t)
+	x := startTP(t, b, b.oauthYAML(freeAddr(t), "", "    subjects: {required: false}", boltStore(t, t.TempDir(), newKey(t))), nil)
+	app := x.app(t, "")
+	app.consent(b, "alice", "marc")
+	req, _ := http.NewRequest("GET", bpceAccountsURL, nil)
+	req.Header.Set("Authorization", "Bearer app-own-token")
+	if a := app.do(app.c, req); a.status != http.StatusUnauthorized || a.header.Get(proxy.HeaderError) != "" {
+		t.Fatalf("no subject: %d %s; want the bank's own 401", a.status, a.body)
+	}
+	rec := b.emu.Received()
+	if got := rec[len(rec)-1].Header.Get("Authorization"); got != "" {
+		t.Fatalf("the request without a subject went up with Authorization %q", got)
+	}
+	if a := app.account("alice"); a.status != http.StatusOK || psu(a) != "marc" {
+		t.Fatalf("alice: %d %s", a.status, a.body)
+	}
+}
