@@ -36,15 +36,15 @@ type Options struct {
 	// Admin, when set, is served on the admin listener; it receives the
 	// Server so it can report readiness.
 	Admin func(*Server) http.Handler
+	// Degraded, when set, reports a dependency that is down while the
+	// server still serves on what it holds (Vault unreachable): /readyz says so.
+	Degraded func() error
 	// ConsentAddr is the consent API's address; "" or "off" binds none.
 	ConsentAddr string
 	// Consents, when set, is the consent API served on ConsentAddr (see NewConsentHandler).
 	Consents http.Handler
 	// Jobs run alongside the listeners until the server stops (the consent census).
 	Jobs []func(context.Context)
-	// Degraded, when set, reports a dependency that is down while the
-	// server still serves on what it holds (Vault unreachable): /readyz says so.
-	Degraded func() error
 }
 
 // Server runs tokenproxy's listeners: the forward proxy, each route's local
