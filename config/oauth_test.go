@@ -52,7 +52,7 @@ func TestOAuthDefaults(t *testing.T) {
 }
 
 func TestOAuthErrors(t *testing.T) {
-	rep := func(old, new string) string { return strings.Replace(stetRoute, old, new, 1) }
+	rep := func(old, repl string) string { return strings.Replace(stetRoute, old, repl, 1) }
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"unknown auth method", rep("tls_client_auth", "mtls"), `token.auth_method: "mtls" is not one of`},
 		{"secret missing", rep("tls_client_auth", "client_secret_post"), "token.client_secret: missing"},

@@ -106,7 +106,7 @@ func demoSTET(ctx context.Context, p func(string, ...any), ca *testpki.CA, serve
 	sctx, stop := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(sctx) }()
-	defer func() { stop(); <-served }()
+	defer func() { stop(); _ = <-served }()
 
 	app := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: srv.Addr("proxy")})}}
 	back, err := demoConsent("http://"+consentAddr, ca)
