@@ -54,7 +54,7 @@ func (c *demoClock) add(d time.Duration) { c.mu.Lock(); c.offset += d; c.mu.Unlo
 // tokenproxy's callback, a signed AISP call with that customer's token, and
 // the token expiring at the bank and being refreshed once. It runs its own
 // tokenproxy (with a consent store in a temporary directory) and stops it.
-func demoSTET(ctx context.Context, p func(string, ...any), ca *testpki.CA, server, client, qseal *tls.Certificate, log *zap.Logger) error {
+func demoSTET(ctx context.Context, p func(string, ...any), ca *testpki.CA, server, client, qseal *tls.Certificate, log *zap.Logger) (err error) {
 	clk := &demoClock{}
 	emu := stet.New(stet.Config{Now: clk.now, Keys: map[string]crypto.PublicKey{demoSTETKeyID: qseal.Leaf.PublicKey},
 		OAuth: &stet.OAuthConfig{Clients: map[string]stet.Client{"PSDFR-ACPR-13807": {Method: "tls_client_auth", CertSubject: client.Leaf.Subject.CommonName}}}})
@@ -106,7 +106,12 @@ func demoSTET(ctx context.Context, p func(string, ...any), ca *testpki.CA, serve
 	sctx, stop := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(sctx) }()
-	defer func() { stop(); _ = <-served }()
+	defer func() {
+		stop()
+		if serr := <-served; serr != nil {
+			err = errors.Join(serr, err)
+		}
+	}()
 
 	app := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: srv.Addr("proxy")})}}
 	back, err := demoConsent("http://"+consentAddr, ca)
