@@ -38,12 +38,12 @@ type Config struct {
 	// Callers are the identities apps present in Proxy-Authorization (Basic)
 	// when a gateway shares tokenproxy between apps; routes name them in allow.callers.
 	Callers []Caller `yaml:"callers"`
+	// Consents is the consent API and store of authorization_code routes.
+	Consents *Consents `yaml:"consents"`
 	// Vault, when set, is the Vault server secrets, certificates and signing
 	// keys can come from.
 	Vault  *Vault  `yaml:"vault"`
 	Routes []Route `yaml:"routes"`
-	// Consents is the consent API and store of authorization_code routes.
-	Consents *Consents `yaml:"consents"`
 }
 
 // Caller is one app allowed to use a shared gateway, by name and password.
@@ -98,12 +98,12 @@ type Route struct {
 	Timeouts       Timeouts          `yaml:"timeouts"`
 	// Allow restricts which callers may use the route (gateway mode).
 	Allow *Allow `yaml:"allow"`
+	// Subjects: how the app names the customer (authorization_code routes).
+	Subjects *Subjects `yaml:"subjects"`
 	// Signing, when set, signs every request on the route.
 	Signing *Signing `yaml:"signing"`
 	// Check configures the probe request of `tokenproxy check`.
 	Check Check `yaml:"check"`
-	// Subjects: how the app names the customer (authorization_code routes).
-	Subjects *Subjects `yaml:"subjects"`
 }
 
 // Signing is a route's request-signing block: the signer's options (profile,
