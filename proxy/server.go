@@ -31,6 +31,12 @@ type Options struct {
 	// ExpiryWarning logs a warning for any held certificate that expires
 	// within it (at start-up and hourly); 0 turns the warning off.
 	ExpiryWarning time.Duration
+	// ConsentAddr is the consent API's address; "" or "off" binds none.
+	ConsentAddr string
+	// Consents, when set, is the consent API served on ConsentAddr (see NewConsentHandler).
+	Consents http.Handler
+	// Jobs run alongside the listeners until the server stops (the consent census).
+	Jobs []func(context.Context)
 	// Observer receives per-request events (metrics); may be nil.
 	Observer Observer
 	// Admin, when set, is served on the admin listener; it receives the
@@ -39,12 +45,6 @@ type Options struct {
 	// Degraded, when set, reports a dependency that is down while the
 	// server still serves on what it holds (Vault unreachable): /readyz says so.
 	Degraded func() error
-	// ConsentAddr is the consent API's address; "" or "off" binds none.
-	ConsentAddr string
-	// Consents, when set, is the consent API served on ConsentAddr (see NewConsentHandler).
-	Consents http.Handler
-	// Jobs run alongside the listeners until the server stops (the consent census).
-	Jobs []func(context.Context)
 }
 
 // Server runs tokenproxy's listeners: the forward proxy, each route's local
@@ -183,13 +183,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	var wg sync.WaitGroup
+	for _, job := range s.opts.Jobs {
+		wg.Go(func() { job(bg) })
+	}
 	for _, r := range s.routes {
 		for _, job := range r.Jobs() {
 			wg.Go(func() { job(bg) })
 		}
-	}
-	for _, job := range s.opts.Jobs {
-		wg.Go(func() { job(bg) })
 	}
 	wg.Go(func() { s.warnExpiry(bg) })
 	errc := make(chan error, len(s.servers))

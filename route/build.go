@@ -29,6 +29,11 @@ type Options struct {
 	Log *zap.Logger
 	// Limiters pace token requests per authorization host; a fresh set when nil.
 	Limiters *tokencache.Limiters
+	// Consents is the process's consent store (OpenConsents); Build opens
+	// one, closed when the route jobs' context ends, when it is nil.
+	Consents *Consents
+	// OAuthObserver counts refreshes and invalid grants (metrics); may be nil.
+	OAuthObserver oauth.Observer
 	// Vault resolves vault: secret references; nil when none is configured.
 	Vault secret.VaultReader
 	// VaultClient provides certificates and keys kept in Vault; nil when none is configured.
@@ -46,12 +51,6 @@ type Options struct {
 	// Certificates, set in code (the demo, tests), are the certificate
 	// sources that in_code blocks name.
 	Certificates map[string]certs.Source
-
-	// Consents is the process's consent store (OpenConsents); Build opens
-	// one, closed when the route jobs' context ends, when it is nil.
-	Consents *Consents
-	// OAuthObserver counts refreshes and invalid grants (metrics); may be nil.
-	OAuthObserver oauth.Observer
 
 	// callers are the gateway callers' credentials, built by Build.
 	callers callerSet
@@ -71,16 +70,16 @@ func (o *Options) fill() {
 // here, each a *problem.FieldError naming the configuration field.
 func Build(ctx context.Context, cfg *config.Config, o Options) ([]*Route, error) {
 	o.fill()
+	o, closeConsents, err := openConsentsFor(ctx, cfg, o)
+	if err != nil {
+		return nil, err
+	}
 	var errs []error
 	callers, err := buildCallers(ctx, cfg.Callers, o.Vault)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	o.callers = callers
-	o, closeConsents, err := openConsentsFor(ctx, cfg, o)
-	if err != nil {
-		return nil, errors.Join(append(errs, err)...)
-	}
 	var routes []*Route
 	for i, rc := range cfg.Routes {
 		r, err := BuildRoute(ctx, i, rc, o)

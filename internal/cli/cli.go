@@ -230,7 +230,7 @@ func (e *env) validateCommand() *cobra.Command {
 			defer closeVault(vc)
 			bo := buildOptions(vc)
 			bo.Log = log
-			consents, _, err := openConsents(e.context(), cfg, &bo, nil)
+			consents, _, bo, err := openConsents(e.context(), cfg, bo, nil)
 			if err != nil {
 				return err
 			}
@@ -343,13 +343,12 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		defer vc.Close()
 	}
 	m := metrics.New()
-	bo := buildOptions(vc)
-	bo.Log, bo.TokenObserver, bo.OnReload = log, m, m.Reload
-	consents, om, err := openConsents(ctx, cfg, &bo, m)
+	consents, om, bo, err := openConsents(ctx, cfg, buildOptions(vc), m)
 	if err != nil {
 		return err
 	}
 	defer consents.Close()
+	bo.Log, bo.TokenObserver, bo.OnReload = log, m, m.Reload
 	routes, err := route.Build(ctx, cfg, bo)
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}

@@ -14,24 +14,24 @@ import (
 )
 
 // openConsents opens the consent store once for the process (nil without a
-// consents: block) and wires its counters into bo. A wrong or missing key
+// consents: block) and returns bo with it and its counters wired in. A wrong or missing key
 // is a configuration error naming the field, never the key. m may be nil
 // (validate).
-func openConsents(ctx context.Context, cfg *config.Config, bo *route.Options, m *metrics.Metrics) (*route.Consents, *metrics.OAuth, error) {
-	c, err := route.OpenConsents(ctx, cfg, *bo)
+func openConsents(ctx context.Context, cfg *config.Config, bo route.Options, m *metrics.Metrics) (*route.Consents, *metrics.OAuth, route.Options, error) {
+	c, err := route.OpenConsents(ctx, cfg, bo)
 	if err != nil {
-		return nil, nil, &ExitError{Code: ExitConfig, Err: fmt.Errorf("the consent store is not usable:\n%w", err)}
+		return nil, nil, bo, &ExitError{Code: ExitConfig, Err: fmt.Errorf("the consent store is not usable:\n%w", err)}
 	}
 	if c == nil {
-		return nil, nil, nil
+		return nil, nil, bo, nil
 	}
 	bo.Consents = c
 	if m == nil {
-		return c, nil, nil
+		return c, nil, bo, nil
 	}
 	om := m.OAuth()
 	bo.OAuthObserver = om
-	return c, om, nil
+	return c, om, bo, nil
 }
 
 // serveConsents adds the consent API's listener and the census of the store
