@@ -16,7 +16,6 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/oauth"
 	"github.com/tokenproxy/tokenproxy/problem"
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/tokencache"
@@ -29,17 +28,17 @@ type Options struct {
 	Log *zap.Logger
 	// Limiters pace token requests per authorization host; a fresh set when nil.
 	Limiters *tokencache.Limiters
-	// Consents is the process's consent store (OpenConsents); Build opens
-	// one, closed when the route jobs' context ends, when it is nil.
-	Consents *Consents
-	// OAuthObserver counts refreshes and invalid grants (metrics); may be nil.
-	OAuthObserver oauth.Observer
 	// Vault resolves vault: secret references; nil when none is configured.
 	Vault secret.VaultReader
 	// VaultClient provides certificates and keys kept in Vault; nil when none is configured.
 	VaultClient *vaultsrc.Client
 	// TokenObserver receives token cache events (metrics); may be nil.
 	TokenObserver tokencache.Observer
+	// Consents is the process's consent store (OpenConsents); Build opens
+	// one, closed when the route jobs' context ends, when it is nil.
+	Consents *Consents
+	// OAuthObserver counts refreshes and invalid grants (metrics); may be nil.
+	OAuthObserver ConsentObserver
 	// OnReload is called once per certificate reload event: a new version
 	// stored, a bad version refused (once per version) or the source becoming
 	// unreachable (metrics); may be nil.

@@ -22,6 +22,10 @@ import (
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
+// ConsentObserver counts refreshes, invalid grants and stored consents
+// (Options.OAuthObserver; the metrics implement it).
+type ConsentObserver = oauth.Observer
+
 // Consents is the process's consent store and the authorization-code
 // sources built over it, one per route. Open it once per process
 // (OpenConsents) and pass it in Options.Consents to every Build.

@@ -228,13 +228,12 @@ func (e *env) validateCommand() *cobra.Command {
 				return err
 			}
 			defer closeVault(vc)
-			bo := buildOptions(vc)
-			bo.Log = log
-			consents, _, bo, err := openConsents(e.context(), cfg, bo, nil)
+			consents, _, bo, err := openConsents(e.context(), cfg, buildOptions(vc), nil)
 			if err != nil {
 				return err
 			}
 			defer consents.Close()
+			bo.Log = log
 			routes, err := route.Build(e.context(), cfg, bo)
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
@@ -355,13 +354,13 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	}
 	opts := serverOptions(cfg, log)
 	opts.Observer = m
+	if err := serveConsents(cfg, consents, om, routes, &opts, log); err != nil {
+		return err
+	}
 	opts.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) }
 	if vc != nil {
 		opts.Degraded = func() error { return vc.Health().Err() }
 		m.WatchDependency("vault", func() bool { return vc.Health().OK })
-	}
-	if err := serveConsents(cfg, consents, om, routes, &opts, log); err != nil {
-		return err
 	}
 	srv := proxy.New(routes, opts)
 	for _, r := range srv.Routes() {
