@@ -200,6 +200,8 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 	ep := oauth.Endpoint{Route: route, TokenURL: t.URL, Auth: auth, DefaultTTL: t.DefaultTTL,
 		Client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	u, _ := url.Parse(t.URL)
+	// The host's budget, as every token route gets it (after the shared-store
+	// merge: o.pacer(u.Host, t.RateLimit, t.FetchTimeout)).
 	var pacer tokencache.Pacer = o.Limiters.For(u.Host, tokencache.Budget{PerMinute: t.RateLimit.RequestsPerMinute, Burst: t.RateLimit.Burst})
 	var src tokencache.Source
 	if t.Type == config.TokenClientCredentials {
