@@ -38,6 +38,8 @@ type Config struct {
 	// Callers are the identities apps present in Proxy-Authorization (Basic)
 	// when a gateway shares tokenproxy between apps; routes name them in allow.callers.
 	Callers []Caller `yaml:"callers"`
+	// Consents is the consent API and store of authorization_code routes.
+	Consents *Consents `yaml:"consents"`
 	// Vault, when set, is the Vault server secrets, certificates and signing
 	// keys can come from.
 	Vault  *Vault  `yaml:"vault"`
@@ -104,6 +106,8 @@ type Route struct {
 	Timeouts       Timeouts          `yaml:"timeouts"`
 	// Allow restricts which callers may use the route (gateway mode).
 	Allow *Allow `yaml:"allow"`
+	// Subjects: how the app names the customer (authorization_code routes).
+	Subjects *Subjects `yaml:"subjects"`
 	// Signing, when set, signs every request on the route.
 	Signing *Signing `yaml:"signing"`
 	// Check configures the probe request of `tokenproxy check`.
@@ -199,9 +203,10 @@ type PEM struct {
 
 // Token configures how the route's bearer token is obtained.
 type Token struct {
-	// Type is the token flow: basic-get (Banking Circle).
+	// Type is the token flow: basic-get (Banking Circle), client_credentials
+	// or authorization_code.
 	Type string `yaml:"type"`
-	// URL is the authorization endpoint.
+	// URL is the authorization (token) endpoint.
 	URL      string     `yaml:"url"`
 	Username secret.Ref `yaml:"username"`
 	Password secret.Ref `yaml:"password"`
@@ -214,6 +219,8 @@ type Token struct {
 	// DefaultTTL applies when the endpoint's answer has no expires_in.
 	DefaultTTL time.Duration `yaml:"default_ttl"`
 	RateLimit  RateLimit     `yaml:"rate_limit"`
+	// OAuthToken holds the client_credentials and authorization_code fields.
+	OAuthToken `yaml:",inline"`
 }
 
 // RateLimit is the token-request budget for the route's authorization host,

@@ -104,6 +104,7 @@ func (c *Config) ApplyDefaults() {
 			}
 		}
 	}
+	c.applyOAuthDefaults()
 }
 
 func (v *Vault) applyDefaults() {

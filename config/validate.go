@@ -44,6 +44,7 @@ func (c *Config) Validate() error {
 	for i := range c.Routes {
 		v.route(i, &c.Routes[i])
 	}
+	v.consents()
 	return errors.Join(v.errs...)
 }
 
@@ -189,6 +190,11 @@ func (v *validator) route(i int, r *Route) {
 	v.interceptRoute(p, r)
 	v.signing(p, r.Signing)
 	v.token(p, r.Token)
+	if r.Token != nil {
+		v.oauthToken(p, p+".token", r)
+	} else if r.Subjects != nil {
+		add(p+".subjects", "subjects are named only on token.type %s routes; remove the block", TokenAuthorizationCode)
+	}
 }
 
 // allow checks a route's allow: block.
@@ -242,10 +248,11 @@ func (v *validator) token(p string, t *Token) {
 			}
 			checkRef(&v.errs, tp+".username", t.Username)
 			checkRef(&v.errs, tp+".password", t.Password)
+		case TokenClientCredentials, TokenAuthorizationCode: // see oauthToken
 		case "":
-			add(tp+".type", "missing; one of: %s", TokenBasicGet)
+			add(tp+".type", "missing; one of: %s", tokenTypes)
 		default:
-			add(tp+".type", "unknown token type %q; one of: %s", t.Type, TokenBasicGet)
+			add(tp+".type", "unknown token type %q; one of: %s", t.Type, tokenTypes)
 		}
 		for _, d := range []struct {
 			name string
@@ -348,5 +355,5 @@ func (c *Config) usesVault() bool {
 			return true
 		}
 	}
-	return false
+	return c.oauthUsesVault()
 }

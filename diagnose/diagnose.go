@@ -155,12 +155,18 @@ func (d *routeCheck) run(ctx context.Context) {
 		bo.Certificates = srcs
 		rc.ClientCert = config.ClientCertificate{InCode: "diagnose:checked"}
 	}
+	if bo.Consents == nil {
+		bo.Consents = route.ProbeConsents() // the real store may be locked by a running tokenproxy
+	}
 	r, err := route.BuildRoute(ctx, d.i, rc, bo)
 	if err != nil {
 		d.step("route", Fail, err.Error(), "")
 		return
 	}
 	defer r.Transport.CloseIdleConnections()
+	if d.probeOAuthRoute(ctx, r) {
+		return
+	}
 	var tok *tokencache.Token
 	if r.Tokens != nil {
 		if tok = d.checkToken(ctx, r); tok == nil {

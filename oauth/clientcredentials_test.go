@@ -86,7 +86,7 @@ func TestClientCredentials429(t *testing.T) {
 	e.h.Throttle(1)
 	_, err = src.Fetch(context.Background(), "")
 	var fe *tokencache.FetchError
-	if !errors.As(err, &fe) || fe.Status != 429 || RetryAfterOf(err) != 7*time.Second {
+	if !errors.As(err, &fe) || fe.Status != 429 || RetryAfterOf(err) != 7*time.Second || fe.RetryAfter != 7*time.Second {
 		t.Fatalf("err = %v (retry after %v), want FetchError 429 with Retry-After 7s", err, RetryAfterOf(err))
 	}
 }

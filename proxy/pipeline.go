@@ -79,13 +79,18 @@ func (p *pipeline) serve(req *http.Request, route *route.Route, host string, ex 
 	}
 
 	var tok *tokencache.Token
-	if route.Tokens != nil {
+	key, useToken, aerr := tokenKey(req, route, caller)
+	if aerr != nil {
+		ex.err = aerr
+		return nil
+	}
+	if useToken {
 		var out tokencache.Outcome
 		var err error
-		tok, out, err = route.Tokens.Get(req.Context(), "")
+		tok, out, err = route.Tokens.Get(req.Context(), key)
 		ex.token = out.String()
 		if err != nil {
-			ex.err = tokenError(err)
+			ex.err = routeTokenError(route, err)
 			return nil
 		}
 	}
@@ -95,7 +100,7 @@ func (p *pipeline) serve(req *http.Request, route *route.Route, host string, ex 
 		ex.err = aerr
 		return nil
 	}
-	if resp.StatusCode != http.StatusUnauthorized || route.Tokens == nil {
+	if resp.StatusCode != http.StatusUnauthorized || tok == nil {
 		return resp
 	}
 
@@ -103,12 +108,12 @@ func (p *pipeline) serve(req *http.Request, route *route.Route, host string, ex 
 	// already replaced it), get a new one through the limiter and try once more.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	route.Tokens.Invalidate("", tok)
-	tok2, _, err := route.Tokens.Get(req.Context(), "")
+	route.Tokens.Invalidate(key, tok)
+	tok2, _, err := route.Tokens.Get(req.Context(), key)
 	ex.token = "refetch"
 	ex.retried = true
 	if err != nil {
-		ex.err = tokenError(err)
+		ex.err = routeTokenError(route, err)
 		return nil
 	}
 	resp, aerr = p.send(req, route, body, tok2, ex)

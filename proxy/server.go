@@ -31,6 +31,12 @@ type Options struct {
 	// ExpiryWarning logs a warning for any held certificate that expires
 	// within it (at start-up and hourly); 0 turns the warning off.
 	ExpiryWarning time.Duration
+	// ConsentAddr is the consent API's address; "" or "off" binds none.
+	ConsentAddr string
+	// Consents, when set, is the consent API served on ConsentAddr (see NewConsentHandler).
+	Consents http.Handler
+	// Jobs run alongside the listeners until the server stops (the consent census).
+	Jobs []func(context.Context)
 	// Observer receives per-request events (metrics); may be nil.
 	Observer Observer
 	// Admin, when set, is served on the admin listener; it receives the
@@ -146,6 +152,9 @@ func (s *Server) Listen() error {
 			return s.closeAfter(err)
 		}
 	}
+	if err := bindConsents(s.opts, bind); err != nil {
+		return s.closeAfter(err)
+	}
 	if s.opts.Admin != nil {
 		if err := bind("admin", s.opts.AdminAddr, s.opts.Admin(s)); err != nil {
 			return s.closeAfter(err)
@@ -183,6 +192,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	var wg sync.WaitGroup
+	for _, job := range s.opts.Jobs {
+		wg.Go(func() { job(bg) })
+	}
 	for _, r := range s.routes {
 		for _, job := range r.Jobs() {
 			wg.Go(func() { job(bg) })

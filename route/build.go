@@ -38,6 +38,11 @@ type Options struct {
 	VaultClient *vaultsrc.Client
 	// TokenObserver receives token cache events (metrics); may be nil.
 	TokenObserver tokencache.Observer
+	// Consents is the process's consent store (OpenConsents); Build opens
+	// one, closed when the route jobs' context ends, when it is nil.
+	Consents *Consents
+	// OAuthObserver counts refreshes and invalid grants (metrics); may be nil.
+	OAuthObserver ConsentObserver
 	// OnReload is called once per certificate reload event: a new version
 	// stored, a bad version refused (once per version) or the source becoming
 	// unreachable (metrics); may be nil.
@@ -72,6 +77,10 @@ func (o *Options) fill() {
 // here, each a *problem.FieldError naming the configuration field.
 func Build(ctx context.Context, cfg *config.Config, o Options) ([]*Route, error) {
 	o.fill()
+	o, closeConsents, err := openConsentsFor(ctx, cfg, o)
+	if err != nil {
+		return nil, err
+	}
 	var errs []error
 	callers, err := buildCallers(ctx, cfg.Callers, o.Vault)
 	if err != nil {
@@ -91,8 +100,10 @@ func Build(ctx context.Context, cfg *config.Config, o Options) ([]*Route, error)
 		routes = append(routes, r)
 	}
 	if err := errors.Join(errs...); err != nil {
+		closeConsents(nil)
 		return nil, err
 	}
+	closeConsents(routes)
 	return routes, nil
 }
 
@@ -119,6 +130,7 @@ func BuildRoute(ctx context.Context, i int, rc config.Route, o Options) (*Route,
 		tlsConf.GetClientCertificate = r.ClientCert.GetClientCertificate
 	}
 	r.Transport = newTransport(tlsConf, rc)
+	r.setSubjects(rc)
 	if r.ClientCert != nil {
 		// Connections made with the old certificate are dropped once idle, so
 		// the pool moves to the new one; requests in flight finish on theirs.

@@ -50,6 +50,8 @@ type Route struct {
 	// owned are request headers tokenproxy sets on this route; the app's
 	// values are dropped.
 	owned []string
+	// subjects reads the customer an app names (authorization_code routes).
+	subjects *subjectPolicy
 }
 
 // HeldCertificate is a certificate a route serves from a holder, named by

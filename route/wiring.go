@@ -21,6 +21,9 @@ import (
 // buildTokens resolves the token credentials once and returns the route's
 // token cache over its source, paced by the authorization host's limiter.
 func buildTokens(ctx context.Context, p, route string, t *config.Token, tr *http.Transport, o Options) (*tokencache.Cache, error) {
+	if isOAuth(t) {
+		return buildOAuthTokens(ctx, p, route, t, tr, o)
+	}
 	user, err := t.Username.Open(o.Vault)
 	if err != nil {
 		return nil, &problem.FieldError{Path: p + ".username", Err: err}

@@ -229,7 +229,11 @@ func (e *env) validateCommand() *cobra.Command {
 				return err
 			}
 			defer closeVault(vc)
-			bo := buildOptions(vc)
+			consents, _, bo, err := openConsents(e.context(), cfg, buildOptions(vc), nil)
+			if err != nil {
+				return err
+			}
+			defer consents.Close()
 			bo.Log = log
 			if bo.Store, err = openStore(e.context(), cfg, vc, log, nil); err != nil {
 				return err
@@ -346,7 +350,11 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		defer vc.Close()
 	}
 	m := metrics.New()
-	bo := buildOptions(vc)
+	consents, om, bo, err := openConsents(ctx, cfg, buildOptions(vc), m)
+	if err != nil {
+		return err
+	}
+	defer consents.Close()
 	bo.Log, bo.TokenObserver, bo.OnReload = log, m, m.Reload
 	bo.InterceptObserver = intercept.NewPrometheusObserver(m.Registry())
 	if bo.Store, err = openStore(ctx, cfg, vc, log, m); err != nil {
@@ -365,6 +373,9 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	opts := serverOptions(cfg, log)
 	opts.ProxyListener = gw
 	opts.Observer = m
+	if err := serveConsents(cfg, consents, om, routes, &opts, log); err != nil {
+		return err
+	}
 	opts.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) }
 	if vc != nil {
 		opts.Degraded = func() error { return vc.Health().Err() }

@@ -221,7 +221,8 @@ func TestDemo(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("demo exit %d\n%s%s", code, out, errOut)
 	}
-	for _, w := range []string{"20 x 200   token requests sent: 1", "10 x 200   token requests sent: 0   cache hits: 10", "has expired", "403", "accepted by the bank's signature check: 1, rejected: 0", "Summary: 41 requests served, 3 tokens fetched"} {
+	for _, w := range []string{"20 x 200   token requests sent: 1", "10 x 200   token requests sent: 0   cache hits: 10", "has expired", "403", "accepted by the bank's signature check: 1, rejected: 0", "Summary: 41 requests served, 3 tokens fetched",
+		"status=active&subject=alice", "signature and token accepted: 1, rejected: 0", "refreshes at the bank: 1"} {
 		if !strings.Contains(out, w) {
 			t.Fatalf("demo report lacks %q:\n%s", w, out)
 		}

@@ -161,9 +161,10 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 	if err != nil {
 		return err
 	}
-
 	demoNoRoute(p, app)
-
+	if err := demoSTET(ctx, p, ca, serverCert, loaded, qseal, log); err != nil {
+		return err
+	}
 	demoSummary(p, emu, obs, served200, first)
 	if o.serve {
 		demoServe(ctx, p, emu, proxyURL, signedURL)

@@ -1,0 +1,304 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/secret"
+)
+
+// OAuth2 token flows (token.type), beside TokenBasicGet.
+const (
+	// TokenClientCredentials is the OAuth2 client_credentials grant: one token per route.
+	TokenClientCredentials = "client_credentials"
+	// TokenAuthorizationCode is the OAuth2 authorization_code + refresh_token
+	// grant: one token per customer (subject), after the customer's consent.
+	TokenAuthorizationCode = "authorization_code"
+)
+
+// Defaults of the OAuth2 blocks.
+const (
+	DefaultSubjectHeader   = "Tokenproxy-Subject"
+	DefaultConsentListen   = "127.0.0.1:9091"
+	DefaultStateTTL        = 10 * time.Minute
+	DefaultExpiringWithin  = 7 * 24 * time.Hour
+	DefaultCensusInterval  = time.Minute
+	DefaultAuthMethodOAuth = "client_secret_basic"
+)
+
+// OAuthToken holds the token: fields of the OAuth2 flows (client_credentials
+// and authorization_code). The token endpoint is token.url.
+type OAuthToken struct {
+	ClientID string `yaml:"client_id"`
+	// AuthMethod is client_secret_basic (default), client_secret_post,
+	// tls_client_auth or private_key_jwt.
+	AuthMethod string `yaml:"auth_method"`
+	// ClientSecret is the client secret of the client_secret_* methods.
+	ClientSecret secret.Ref `yaml:"client_secret"`
+	// PrivateKey signs the private_key_jwt client assertion.
+	PrivateKey *PrivateKey `yaml:"private_key"`
+	// KeyID is the assertion's kid header (private_key_jwt), if the bank wants one.
+	KeyID  string   `yaml:"key_id"`
+	Scopes []string `yaml:"scopes"`
+	// AuthorizeURL is the bank's authorization endpoint (authorization_code).
+	AuthorizeURL string `yaml:"authorize_url"`
+	// RevocationURL, when set, is where a deleted consent's refresh token is revoked (RFC 7009).
+	RevocationURL string `yaml:"revocation_url"`
+	// PKCE adds an S256 code challenge to each consent (authorization_code).
+	PKCE bool `yaml:"pkce"`
+	// RefreshTTL is the refresh token's lifetime when the bank does not say it.
+	RefreshTTL time.Duration `yaml:"refresh_ttl"`
+}
+
+// PrivateKey is the key that signs private_key_jwt assertions: a PEM file
+// (PKCS#8, EC or PKCS#1) or a Vault Transit key (never readable).
+type PrivateKey struct {
+	File         string           `yaml:"file"`
+	VaultTransit *VaultTransitKey `yaml:"vault_transit"`
+}
+
+// Subjects configures how an app names the customer on an authorization_code route.
+type Subjects struct {
+	// Header carries the subject; it is removed before forwarding.
+	Header string `yaml:"header"`
+	// Required (default true): a request without the header is refused with
+	// 400 subject_required. When false, such a request goes upstream without a token.
+	Required *bool `yaml:"required"`
+}
+
+// IsRequired reports whether a request must name a subject.
+func (s *Subjects) IsRequired() bool { return s == nil || s.Required == nil || *s.Required }
+
+// Consents is the top-level consents: block: the consent API's listener,
+// the callback the bank redirects to, and the durable consent store.
+type Consents struct {
+	// Listen is the consent API's address (loopback by default).
+	Listen string `yaml:"listen"`
+	// CallbackURL is the consent API's /v1/callback as the customer's
+	// browser reaches it: the redirect_uri registered at the bank.
+	CallbackURL string `yaml:"callback_url"`
+	// ReturnURLs are where the callback may send the browser afterwards.
+	ReturnURLs []string `yaml:"return_urls"`
+	// StateTTL bounds how long a started consent waits for the customer.
+	StateTTL time.Duration `yaml:"state_ttl"`
+	// ExpiringWithin is the window of the expiring-consents gauge.
+	ExpiringWithin time.Duration `yaml:"expiring_within"`
+	// CensusInterval is how often the consent gauges are recomputed.
+	CensusInterval time.Duration `yaml:"census_interval"`
+	Store          ConsentStore  `yaml:"store"`
+}
+
+// ConsentStore says where consents are kept: exactly one of its blocks.
+type ConsentStore struct {
+	Bbolt   *BoltStore    `yaml:"bbolt"`
+	VaultKV *VaultKVStore `yaml:"vault_kv"`
+}
+
+// BoltStore is the embedded store: one file, every value encrypted under Key
+// (32 bytes, as 64 hex digits or base64).
+type BoltStore struct {
+	Path string     `yaml:"path"`
+	Key  secret.Ref `yaml:"key"`
+}
+
+// VaultKVStore keeps consents in Vault KV v2 under Path.
+type VaultKVStore struct {
+	Mount string `yaml:"mount"`
+	Path  string `yaml:"path"`
+}
+
+// usesConsents reports whether any route needs the consent store.
+func (c *Config) usesConsents() bool {
+	for _, r := range c.Routes {
+		if r.Token != nil && r.Token.Type == TokenAuthorizationCode {
+			return true
+		}
+	}
+	return false
+}
+
+// applyOAuthDefaults fills the OAuth2 defaults.
+func (c *Config) applyOAuthDefaults() {
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		t := r.Token
+		if t == nil || (t.Type != TokenClientCredentials && t.Type != TokenAuthorizationCode) {
+			continue
+		}
+		if t.AuthMethod == "" {
+			t.AuthMethod = DefaultAuthMethodOAuth
+		}
+		if t.PrivateKey != nil && t.PrivateKey.VaultTransit != nil && t.PrivateKey.VaultTransit.Mount == "" {
+			t.PrivateKey.VaultTransit.Mount = DefaultTransitMount
+		}
+		if t.Type == TokenAuthorizationCode {
+			if r.Subjects == nil {
+				r.Subjects = &Subjects{}
+			}
+			if r.Subjects.Header == "" {
+				r.Subjects.Header = DefaultSubjectHeader
+			}
+		}
+	}
+	if cs := c.Consents; cs != nil {
+		if cs.Listen == "" {
+			cs.Listen = DefaultConsentListen
+		}
+		if cs.StateTTL == 0 {
+			cs.StateTTL = DefaultStateTTL
+		}
+		if cs.ExpiringWithin == 0 {
+			cs.ExpiringWithin = DefaultExpiringWithin
+		}
+		if cs.CensusInterval == 0 {
+			cs.CensusInterval = DefaultCensusInterval
+		}
+		if kv := cs.Store.VaultKV; kv != nil && kv.Mount == "" {
+			kv.Mount = DefaultKVMount
+		}
+	}
+}
+
+// oauthUsesVault reports whether the OAuth2 blocks refer to Vault.
+func (c *Config) oauthUsesVault() bool {
+	if cs := c.Consents; cs != nil && (cs.Store.VaultKV != nil || (cs.Store.Bbolt != nil && cs.Store.Bbolt.Key.Vault != nil)) {
+		return true
+	}
+	for _, r := range c.Routes {
+		if t := r.Token; t != nil && (t.ClientSecret.Vault != nil || (t.PrivateKey != nil && t.PrivateKey.VaultTransit != nil)) {
+			return true
+		}
+	}
+	return false
+}
+
+// oauthToken checks the OAuth2 fields of a route's token: block (tp is its path).
+func (v *validator) oauthToken(p, tp string, r *Route) {
+	add, t := v.add, r.Token
+	oauth := t.Type == TokenClientCredentials || t.Type == TokenAuthorizationCode
+	if !oauth {
+		if t.ClientID != "" || t.AuthorizeURL != "" || t.PrivateKey != nil || !t.ClientSecret.IsZero() || len(t.Scopes) > 0 {
+			add(tp, "client_id, client_secret, private_key, scopes and authorize_url belong to type %s or %s; remove them or change type", TokenClientCredentials, TokenAuthorizationCode)
+		}
+		if r.Subjects != nil {
+			add(p+".subjects", "subjects are named only on token.type %s routes; remove the block", TokenAuthorizationCode)
+		}
+		return
+	}
+	checkURL := func(field, raw string, required bool) {
+		if raw == "" {
+			if required {
+				add(tp+"."+field, "missing; give the bank's https:// endpoint")
+			}
+			return
+		}
+		if u, err := url.Parse(raw); err != nil || u.Scheme != "https" || u.Host == "" {
+			add(tp+"."+field, "%q must be an https:// URL", raw)
+		}
+	}
+	checkURL("url", t.URL, true)
+	if t.ClientID == "" {
+		add(tp+".client_id", "missing; give the client_id the bank registered")
+	}
+	switch t.AuthMethod {
+	case "client_secret_basic", "client_secret_post":
+		checkRef(&v.errs, tp+".client_secret", t.ClientSecret)
+	case "tls_client_auth":
+		if r.ClientCert.Kind() == "" {
+			add(p+".client_certificate", "missing; auth_method tls_client_auth authenticates with the route's client certificate")
+		}
+	case "private_key_jwt":
+		v.privateKey(tp+".private_key", t.PrivateKey)
+	default:
+		add(tp+".auth_method", "%q is not one of client_secret_basic, client_secret_post, tls_client_auth, private_key_jwt", t.AuthMethod)
+	}
+	if t.AuthMethod != "private_key_jwt" && t.PrivateKey != nil {
+		add(tp+".private_key", "only auth_method private_key_jwt uses a private key; remove it")
+	}
+	if !strings.HasPrefix(t.AuthMethod, "client_secret_") && !t.ClientSecret.IsZero() {
+		add(tp+".client_secret", "only the client_secret_* auth methods use a secret; remove it")
+	}
+	if t.RefreshTTL < 0 {
+		add(tp+".refresh_ttl", "must not be negative")
+	}
+	if t.Type == TokenClientCredentials {
+		if t.AuthorizeURL != "" || t.PKCE || t.RevocationURL != "" || r.Subjects != nil {
+			add(tp, "authorize_url, revocation_url, pkce and subjects belong to type %s; remove them", TokenAuthorizationCode)
+		}
+		return
+	}
+	checkURL("authorize_url", t.AuthorizeURL, true)
+	checkURL("revocation_url", t.RevocationURL, false)
+	if h := r.Subjects.Header; h != "" && (http.CanonicalHeaderKey(h) == "Authorization" || strings.ContainsAny(h, " :\t")) {
+		add(p+".subjects.header", "%q is not usable; name a header of your own, e.g. Tokenproxy-Subject", h)
+	}
+	if v.c.Consents == nil {
+		add("consents", "missing; route %s uses authorization_code, so give the consent store and callback: consents: {callback_url: https://..., store: {bbolt: {path: consents.db, key: {env: TOKENPROXY_CONSENT_KEY}}}}", r.Name)
+	}
+}
+
+// privateKey checks token.private_key.
+func (v *validator) privateKey(p string, k *PrivateKey) {
+	switch {
+	case k == nil:
+		v.add(p, "missing; auth_method private_key_jwt needs the signing key: private_key: {file: client-key.pem} or {vault_transit: {key: NAME}}")
+	case (k.File == "") == (k.VaultTransit == nil):
+		v.add(p, "set exactly one of file or vault_transit")
+	case k.VaultTransit != nil && k.VaultTransit.Key == "":
+		v.add(p+".vault_transit.key", "missing; name the Transit key")
+	}
+}
+
+// consents checks the consents: block.
+func (v *validator) consents() {
+	cs := v.c.Consents
+	if cs == nil {
+		return
+	}
+	if !v.c.usesConsents() {
+		v.add("consents", "no route uses token.type %s; remove the block or add such a route", TokenAuthorizationCode)
+	}
+	v.checkAddr("consents.listen", cs.Listen)
+	if host, _, err := net.SplitHostPort(cs.Listen); err == nil && !isLoopback(host) {
+		for i, r := range v.c.Routes {
+			if r.Token != nil && r.Token.Type == TokenAuthorizationCode && r.Allow == nil {
+				v.add(fmt.Sprintf("routes[%d](%s).allow", i, r.Name), "missing; the consent API listens beyond loopback, so say who may manage this route's consents: allow: {callers: [app]} and/or {cidrs: [...]}")
+			}
+		}
+	}
+	if u, err := url.Parse(cs.CallbackURL); cs.CallbackURL == "" || err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		v.add("consents.callback_url", "%q must be the absolute URL of the consent API's /v1/callback as the customer's browser reaches it (the redirect_uri registered at the bank)", cs.CallbackURL)
+	}
+	for i, ru := range cs.ReturnURLs {
+		if u, err := url.Parse(ru); err != nil || u.Host == "" {
+			v.add(fmt.Sprintf("consents.return_urls[%d]", i), "%q must be an absolute URL", ru)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"state_ttl", cs.StateTTL}, {"expiring_within", cs.ExpiringWithin}, {"census_interval", cs.CensusInterval}} {
+		if d.v < 0 {
+			v.add("consents."+d.name, "must not be negative")
+		}
+	}
+	st := cs.Store
+	switch {
+	case (st.Bbolt == nil) == (st.VaultKV == nil):
+		v.add("consents.store", "set exactly one of bbolt: {path, key} or vault_kv: {mount, path}")
+	case st.Bbolt != nil:
+		if st.Bbolt.Path == "" {
+			v.add("consents.store.bbolt.path", "missing; give the store file's path, e.g. /var/lib/tokenproxy/consents.db")
+		}
+		checkRef(&v.errs, "consents.store.bbolt.key", st.Bbolt.Key)
+	case st.VaultKV.Path == "":
+		v.add("consents.store.vault_kv.path", "missing; give the KV v2 path consents are kept under, e.g. tokenproxy/consents")
+	}
+}
+
+// tokenTypes lists the token.type values, for messages.
+const tokenTypes = TokenBasicGet + ", " + TokenClientCredentials + ", " + TokenAuthorizationCode

@@ -1,0 +1,80 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const stetRoute = `
+routes:
+  - name: bpce
+    hosts: [www.13807.sandbox.api.89c3.com]
+    upstream: https://www.13807.sandbox.api.89c3.com
+    client_certificate: {pem: {cert_file: qwac.pem, key_file: qwac.key}}
+    token:
+      type: authorization_code
+      url: https://www.13807.sandbox.api.89c3.com/stet/psd2/oauth/token
+      client_id: PSDFR-ACPR-13807
+      auth_method: tls_client_auth
+      scopes: [aisp]
+      authorize_url: https://www.13807.sandbox.api.89c3.com/stet/psd2/oauth/authorize
+      pkce: true
+      refresh_ttl: 2160h
+consents:
+  callback_url: https://tokenproxy.example/v1/callback
+  return_urls: [https://app.example/done]
+  store:
+    bbolt: {path: /var/lib/tokenproxy/consents.db, key: {env: TOKENPROXY_CONSENT_KEY}}
+`
+
+func TestOAuthDefaults(t *testing.T) {
+	cfg, err := Parse([]byte(stetRoute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Routes[0]
+	if r.Subjects == nil || r.Subjects.Header != DefaultSubjectHeader || !r.Subjects.IsRequired() {
+		t.Fatalf("subjects = %+v, want the default header, required", r.Subjects)
+	}
+	cs := cfg.Consents
+	if cs.Listen != DefaultConsentListen || cs.StateTTL != DefaultStateTTL || cs.ExpiringWithin != 7*24*time.Hour || cs.CensusInterval != time.Minute {
+		t.Fatalf("consents defaults: %+v", cs)
+	}
+	if r.Token.ClientID != "PSDFR-ACPR-13807" || !r.Token.PKCE || r.Token.RefreshTTL != 2160*time.Hour || r.Token.Scopes[0] != "aisp" {
+		t.Fatalf("token: %+v", r.Token.OAuthToken)
+	}
+	cc := strings.Replace(stetRoute, "type: authorization_code", "type: client_credentials", 1)
+	cc = cc[:strings.Index(cc, "      authorize_url")] + "    subjects: {header: X-Customer, required: false}\n"
+	if _, err := Parse([]byte(cc)); err == nil || !strings.Contains(err.Error(), "subjects") {
+		t.Fatalf("client_credentials with subjects: %v", err)
+	}
+}
+
+func TestOAuthErrors(t *testing.T) {
+	rep := func(old, repl string) string { return strings.Replace(stetRoute, old, repl, 1) }
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown auth method", rep("tls_client_auth", "mtls"), `token.auth_method: "mtls" is not one of`},
+		{"secret missing", rep("tls_client_auth", "client_secret_post"), "token.client_secret: missing"},
+		{"jwt without key", rep("tls_client_auth", "private_key_jwt"), "token.private_key: missing"},
+		{"jwt two keys", rep("tls_client_auth", "private_key_jwt\n      private_key: {file: k.pem, vault_transit: {key: k}}"), "token.private_key: set exactly one"},
+		{"authorize url", rep("authorize_url: https://", "authorize_url: http://"), "token.authorize_url"},
+		{"no consents block", stetRoute[:strings.Index(stetRoute, "consents:")], "consents: missing"},
+		{"no store", rep("    bbolt: {path: /var/lib/tokenproxy/consents.db, key: {env: TOKENPROXY_CONSENT_KEY}}\n", ""), "consents.store: set exactly one"},
+		{"no store key", rep(", key: {env: TOKENPROXY_CONSENT_KEY}", ""), "consents.store.bbolt.key: missing"},
+		{"bad callback", rep("https://tokenproxy.example/v1/callback", "/v1/callback"), "consents.callback_url"},
+		{"consent listener beyond loopback", rep("consents:\n", "consents:\n  listen: 0.0.0.0:9091\n"), "consents.listen"},
+		{"unknown store key", rep("bbolt: {path", "bolt: {path"), `unknown key "bolt"`},
+		{"bad subject header", rep("consents:\n", "    subjects: {header: Authorization}\nconsents:\n"), "subjects.header"},
+		{"vault store without vault", rep("bbolt: {path: /var/lib/tokenproxy/consents.db, key: {env: TOKENPROXY_CONSENT_KEY}}", "vault_kv: {path: tokenproxy/consents}"), "vault: missing"},
+		{"consent API beyond loopback without allow", strings.Replace(rep("consents:\n", "consents:\n  listen: 0.0.0.0:9091\n"), "\nroutes:", "\nlisten: {allow_non_loopback: true}\nroutes:", 1), "routes[0](bpce).allow: missing; the consent API listens beyond loopback"},
+		{"oauth fields on basic-get", rep("type: authorization_code", "type: basic-get"), "belong to type"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error:\n%v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}

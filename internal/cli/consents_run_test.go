@@ -1,0 +1,165 @@
+package cli_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/emulator/stet"
+	"github.com/tokenproxy/tokenproxy/internal/cli"
+	"github.com/tokenproxy/tokenproxy/internal/testlog"
+	"github.com/tokenproxy/tokenproxy/internal/testpki"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// `tokenproxy run` with an authorization_code route: the consent API on
+// its listener, a consent through the callback, the app's request with the
+// subject header, and the consent census on /metrics.
+func TestRunServesConsents(t *testing.T) {
+	f := newFixture(t)
+	qseal, err := f.ca.IssueClient("cli QSealC", testpki.WithKeyType(testpki.RSA2048))
+	if err != nil {
+		t.Fatal(err)
+	}
+	qwac, _ := f.ca.IssueClient("cli QWAC")
+	sf, _ := testpki.WriteFiles(f.dir, "qseal", qseal, "x")
+	qf, _ := testpki.WriteFiles(f.dir, "qwac", qwac, "x")
+	caFile := filepath.Join(f.dir, "ca.pem")
+	if err := f.ca.WriteCertFile(caFile); err != nil {
+		t.Fatal(err)
+	}
+	emu := stet.New(stet.Config{Keys: map[string]crypto.PublicKey{"qseal": qseal.Leaf.PublicKey},
+		OAuth: &stet.OAuthConfig{Clients: map[string]stet.Client{"PSDFR-ACPR-13807": {Method: "tls_client_auth", CertSubject: "cli QWAC"}}}})
+	sc, _ := f.ca.IssueServer([]string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
+	bank := httptest.NewUnstartedServer(emu)
+	bank.TLS = &tls.Config{Certificates: []tls.Certificate{*sc}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: f.ca.CertPool()}
+	bank.StartTLS()
+	t.Cleanup(bank.Close)
+	write(t, filepath.Join(f.dir, "consent.key"), strings.Repeat("5a", 32))
+	proxyAddr, adminAddr, consentAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	u := bank.URL + "/stet/psd2/oauth/"
+	cfg := filepath.Join(f.dir, "run.yaml")
+	write(t, cfg, fmt.Sprintf(`
+listen: {proxy: %s, admin: %s}
+routes:
+  - name: bpce
+    hosts: [api.bpce.example]
+    upstream: %s
+    tls: {ca_file: %s}
+    client_certificate: {pem: {cert_file: %s, key_file: %s}}
+    signing: {profile: stet, key_id: qseal, key: {pem: {cert_file: %s, key_file: %s}}}
+    token:
+      type: authorization_code
+      url: %stoken
+      client_id: PSDFR-ACPR-13807
+      auth_method: tls_client_auth
+      authorize_url: %sauthorize
+      pkce: true
+consents:
+  listen: %s
+  callback_url: http://%s/v1/callback
+  return_urls: [https://app.example/done]
+  census_interval: 50ms
+  store:
+    bbolt: {path: %s/consents.db, key: {file: %s/consent.key}}
+`, proxyAddr, adminAddr, bank.URL, caFile, qf.Cert, qf.Key, sf.Cert, sf.Key, u, u, consentAddr, consentAddr, f.dir, f.dir))
+
+	log, logs := testlog.New(t)
+	logs.Forbid(emu.Issued)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	var out syncBuffer
+	go func() {
+		done <- cli.Execute([]string{"run", "--config", cfg}, cli.WithOutput(&out, &out), cli.WithLogger(log), cli.WithContext(ctx))
+	}()
+	get := func(c *http.Client, req *http.Request) (int, string) {
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	direct := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	ready, _ := http.NewRequest("GET", "http://"+adminAddr+"/readyz", nil)
+	for i := 0; ; i++ {
+		if code, _ := get(direct, ready); code == http.StatusOK {
+			break
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("run exited %d:\n%s", code, out.String())
+		default:
+		}
+		if i > 400 {
+			t.Fatal("tokenproxy did not become ready")
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+
+	start, _ := http.NewRequest("POST", "http://"+consentAddr+"/v1/routes/bpce/consents/alice", nil)
+	code, body := get(direct, start)
+	var st struct {
+		AuthorizeURL string `json:"authorize_url"`
+	}
+	if code != http.StatusCreated || json.Unmarshal([]byte(body), &st) != nil {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	var landed *url.URL
+	browser := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: f.ca.CertPool()}},
+		CheckRedirect: func(r *http.Request, _ []*http.Request) error {
+			if r.URL.Host == "app.example" {
+				landed = r.URL
+				return http.ErrUseLastResponse
+			}
+			return nil
+		}}
+	login, _ := http.NewRequest("GET", st.AuthorizeURL+"&psu=marc", nil)
+	if get(browser, login); landed == nil || landed.Query().Get("status") != "active" {
+		t.Fatalf("the browser landed on %v", landed)
+	}
+
+	app := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: proxyAddr})}}
+	req, _ := http.NewRequest("GET", "http://api.bpce.example/stet/psd2/v1/accounts", nil)
+	req.Header.Set("Tokenproxy-Subject", "alice")
+	if code, body := get(app, req); code != http.StatusOK || !strings.Contains(body, "accounts") {
+		t.Fatalf("app request: %d %s", code, body)
+	}
+	metrics, _ := http.NewRequest("GET", "http://"+adminAddr+"/metrics", nil)
+	for i := 0; ; i++ {
+		_, m := get(direct, metrics)
+		if strings.Contains(m, `tokenproxy_consents{route="bpce",state="active"} 1`) && strings.Contains(m, `tokenproxy_consents_stored_total{route="bpce"} 1`) {
+			break
+		}
+		if i > 200 {
+			t.Fatalf("metrics lack the consent census:\n%s", m)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	cancel()
+	if code := <-done; code != cli.ExitOK {
+		t.Fatalf("run exited %d:\n%s", code, out.String())
+	}
+}

@@ -1,0 +1,397 @@
+package route
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/oauth"
+	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
+	"github.com/tokenproxy/tokenproxy/problem"
+	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/tokencache"
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
+)
+
+// ConsentObserver counts refreshes, invalid grants and stored consents
+// (Options.OAuthObserver; the metrics implement it).
+type ConsentObserver = oauth.Observer
+
+// Consents is the process's consent store and the authorization-code
+// sources built over it, one per route. Open it once per process
+// (OpenConsents) and pass it in Options.Consents to every Build.
+type Consents struct {
+	Store consentstore.Store
+	cfg   config.Consents
+
+	mu      sync.Mutex
+	sources []*oauth.AuthCode
+}
+
+// OpenConsents opens the consent store of cfg's consents: block; nil (and
+// no error) when the configuration has none. A missing secret, a key of the
+// wrong length or a key other than the store's is an error naming
+// consents.store.bbolt.key (never the key).
+func OpenConsents(ctx context.Context, cfg *config.Config, o Options) (*Consents, error) {
+	cs := cfg.Consents
+	if cs == nil {
+		return nil, nil
+	}
+	c := &Consents{cfg: *cs}
+	switch st := cs.Store; {
+	case st.Bbolt != nil:
+		p := "consents.store.bbolt.key"
+		src, err := st.Bbolt.Key.Open(o.Vault)
+		if err != nil {
+			return nil, &problem.FieldError{Path: p, Err: err}
+		}
+		v, err := src.Get(ctx)
+		if err != nil {
+			return nil, &problem.FieldError{Path: p, Err: err, Fix: "make the secret available (" + src.String() + ")"}
+		}
+		key, err := consentstore.ParseKey(v)
+		if err != nil {
+			return nil, &problem.FieldError{Path: p, Err: err}
+		}
+		b, err := consentstore.OpenBolt(st.Bbolt.Path, key)
+		switch {
+		case errors.Is(err, consentstore.ErrWrongKey):
+			return nil, &problem.FieldError{Path: p, Err: err,
+				Fix: "give the key " + st.Bbolt.Path + " was created with (" + src.String() + "); a new key needs a new store file"}
+		case err != nil:
+			return nil, &problem.FieldError{Path: "consents.store.bbolt.path", Err: err}
+		}
+		c.Store = b
+	case st.VaultKV != nil:
+		if o.VaultClient == nil {
+			return nil, &problem.FieldError{Path: "consents.store.vault_kv", Err: secret.ErrNoVault}
+		}
+		c.Store = consentstore.NewVault(o.VaultClient.API(), st.VaultKV.Mount, st.VaultKV.Path)
+	default:
+		return nil, problem.Field("consents.store", "set exactly one of bbolt or vault_kv")
+	}
+	return c, nil
+}
+
+// Close closes the store.
+func (c *Consents) Close() error {
+	if c == nil {
+		return nil
+	}
+	return c.Store.Close()
+}
+
+// Sources returns the authorization-code sources built so far.
+func (c *Consents) Sources() []*oauth.AuthCode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*oauth.AuthCode(nil), c.sources...)
+}
+
+// APIConfig is the consent API's configuration for the built sources;
+// the caller adds Authenticate and Log.
+func (c *Consents) APIConfig() oauth.APIConfig {
+	return oauth.APIConfig{Routes: c.Sources(), CallbackURL: c.cfg.CallbackURL, ReturnURLs: c.cfg.ReturnURLs, StateTTL: c.cfg.StateTTL}
+}
+
+// Census runs until ctx ends, handing report a census of the store every
+// consents.census_interval (and once at once); errors go to report too.
+func (c *Consents) Census(ctx context.Context, report func(*oauth.Census, error)) {
+	take := func() {
+		cs, err := oauth.TakeCensus(ctx, c.Store, time.Now(), c.cfg.ExpiringWithin)
+		if ctx.Err() == nil {
+			report(cs, err)
+		}
+	}
+	take()
+	t := time.NewTicker(c.cfg.CensusInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			take()
+		}
+	}
+}
+
+// subjectPolicy is how a route reads the subject an app names.
+type subjectPolicy struct {
+	header   string
+	required bool
+}
+
+// Subject returns the subject the request names in the route's subject
+// header; named is false when the route has no subjects or the header is
+// absent. SubjectRequired says whether such a request must be refused.
+func (r *Route) Subject(req *http.Request) (subject string, named bool) {
+	if r.subjects == nil {
+		return "", false
+	}
+	v := req.Header[r.subjects.header]
+	if len(v) == 0 || v[0] == "" {
+		return "", false
+	}
+	return v[0], true
+}
+
+// SubjectRequired reports whether requests on the route must name a subject.
+func (r *Route) SubjectRequired() bool { return r.subjects != nil && r.subjects.required }
+
+// SubjectHeader is the header naming the subject; "" on routes without subjects.
+func (r *Route) SubjectHeader() string {
+	if r.subjects == nil {
+		return ""
+	}
+	return r.subjects.header
+}
+
+// setSubjects installs the route's subject policy; the header is owned, so
+// it never reaches the upstream.
+func (r *Route) setSubjects(rc config.Route) {
+	if rc.Subjects == nil || rc.Token == nil || rc.Token.Type != config.TokenAuthorizationCode {
+		return
+	}
+	r.subjects = &subjectPolicy{header: http.CanonicalHeaderKey(rc.Subjects.Header), required: rc.Subjects.IsRequired()}
+	r.owned = append(r.owned, r.subjects.header)
+	r.jobs = append(r.jobs, r.sweepSubjects)
+}
+
+// sweepSubjects drops, every 10 minutes, the cached tokens of customers
+// idle for an hour, so memory follows the active customers, not all
+// customers ever seen (their consents stay in the store).
+func (r *Route) sweepSubjects(ctx context.Context) {
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if r.Tokens != nil {
+				r.Tokens.Sweep(time.Hour)
+			}
+		}
+	}
+}
+
+// isOAuth reports whether t is one of the OAuth2 flows.
+func isOAuth(t *config.Token) bool {
+	return t.Type == config.TokenClientCredentials || t.Type == config.TokenAuthorizationCode
+}
+
+// buildOAuthTokens builds the route's OAuth2 source over its transport (the
+// route's client certificate) and the token cache over it.
+func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr *http.Transport, o Options) (*tokencache.Cache, error) {
+	auth, err := clientAuth(ctx, p, t, o)
+	if err != nil {
+		return nil, err
+	}
+	ep := oauth.Endpoint{Route: route, TokenURL: t.URL, Auth: auth, DefaultTTL: t.DefaultTTL,
+		Client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	u, _ := url.Parse(t.URL)
+	// The host's budget, as every token route gets it (after the shared-store
+	// merge: o.pacer(u.Host, t.RateLimit, t.FetchTimeout)).
+	var pacer tokencache.Pacer = o.Limiters.For(u.Host, tokencache.Budget{PerMinute: t.RateLimit.RequestsPerMinute, Burst: t.RateLimit.Burst})
+	var src tokencache.Source
+	if t.Type == config.TokenClientCredentials {
+		if src, err = oauth.NewClientCredentials(ep, t.Scopes, nil); err != nil {
+			return nil, &problem.FieldError{Path: p, Err: err}
+		}
+	} else {
+		if o.Consents == nil {
+			return nil, &problem.FieldError{Path: p, Err: errors.New("no consent store is open"), Fix: "add the consents: block"}
+		}
+		// Most fetches of a customer's token read the store and call no bank
+		// (a stored token, no consent, an invalid one): the budget is spent
+		// per request sent to the bank's endpoints instead of per fetch.
+		ep.Client.Transport = &pacedTransport{next: tr, pacer: pacer, maxWait: t.MaxWait}
+		pacer = unpaced{pacer}
+		ac, err := oauth.NewAuthCode(oauth.AuthCodeConfig{Endpoint: ep, AuthorizeURL: t.AuthorizeURL, RevocationURL: t.RevocationURL,
+			Scopes: t.Scopes, PKCE: t.PKCE, RefreshTTL: t.RefreshTTL, Store: o.Consents.Store, Observer: o.OAuthObserver})
+		if err != nil {
+			return nil, &problem.FieldError{Path: p, Err: err}
+		}
+		o.Consents.mu.Lock()
+		o.Consents.sources = append(o.Consents.sources, ac)
+		o.Consents.mu.Unlock()
+		src = ac
+	}
+	cache, err := tokencache.New(src, pacer, tokencache.Options{
+		Route: route, Skew: t.Skew, MaxWait: t.MaxWait, FetchTimeout: t.FetchTimeout,
+		Log: o.Log, Observer: o.TokenObserver,
+	})
+	if err != nil {
+		return nil, &problem.FieldError{Path: p, Err: err}
+	}
+	return cache, nil
+}
+
+// clientAuth resolves the client authentication: the secret is read once
+// here (a missing one fails at start-up) and on every request afterwards.
+func clientAuth(ctx context.Context, p string, t *config.Token, o Options) (oauth.ClientAuth, error) {
+	a := oauth.ClientAuth{Method: oauth.AuthMethod(t.AuthMethod), ClientID: t.ClientID, KeyID: t.KeyID}
+	switch a.Method {
+	case oauth.ClientSecretBasic, oauth.ClientSecretPost:
+		src, err := t.ClientSecret.Open(o.Vault)
+		if err != nil {
+			return a, &problem.FieldError{Path: p + ".client_secret", Err: err}
+		}
+		if _, err := src.Get(ctx); err != nil {
+			return a, &problem.FieldError{Path: p + ".client_secret", Err: err, Fix: "make the secret available (" + src.String() + ")"}
+		}
+		a.Secret = src
+	case oauth.PrivateKeyJWT:
+		k, err := signingKey(ctx, p+".private_key", t.PrivateKey, o)
+		if err != nil {
+			return a, err
+		}
+		a.Key = k
+	}
+	if err := a.Validate(); err != nil {
+		return a, &problem.FieldError{Path: p, Err: err}
+	}
+	return a, nil
+}
+
+// signingKey loads the private_key_jwt key: a PEM file or a Transit key.
+func signingKey(ctx context.Context, p string, k *config.PrivateKey, o Options) (crypto.Signer, error) {
+	if k == nil {
+		return nil, problem.Field(p, "missing; private_key_jwt needs a signing key")
+	}
+	if vt := k.VaultTransit; vt != nil {
+		if o.VaultClient == nil {
+			return nil, &problem.FieldError{Path: p + ".vault_transit", Err: secret.ErrNoVault}
+		}
+		s, err := o.VaultClient.TransitSigner(ctx, vaultsrc.TransitKeyConfig{Mount: vt.Mount, Key: vt.Key})
+		if err != nil {
+			return nil, &problem.FieldError{Path: p + ".vault_transit", Err: err, Fix: "check the Transit key exists and the policy allows reading and signing with it"}
+		}
+		return s, nil
+	}
+	b, err := os.ReadFile(k.File)
+	if err != nil {
+		return nil, &problem.FieldError{Path: p + ".file", Err: err, Fix: "check the path and that tokenproxy may read it"}
+	}
+	s, err := parseSigner(b)
+	if err != nil {
+		return nil, &problem.FieldError{Path: p + ".file", Err: fmt.Errorf("%s: %w", k.File, err), Fix: "give a PEM private key (PKCS#8, EC or RSA)"}
+	}
+	return s, nil
+}
+
+// parseSigner parses a PEM private key.
+func parseSigner(b []byte) (crypto.Signer, error) {
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			return nil, errors.New("no PEM private key found")
+		}
+		var k any
+		var err error
+		switch blk.Type {
+		case "PRIVATE KEY":
+			k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+		case "EC PRIVATE KEY":
+			k, err = x509.ParseECPrivateKey(blk.Bytes)
+		case "RSA PRIVATE KEY":
+			k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, errors.New("the private key does not parse")
+		}
+		s, ok := k.(crypto.Signer)
+		if !ok {
+			return nil, errors.New("the private key cannot sign")
+		}
+		return s, nil
+	}
+}
+
+// openConsentsFor opens the consent store when the configuration has one
+// and o carries none. The returned function is called with the built routes
+// (nil on failure): it closes a store opened here at once on failure, and
+// otherwise when the first route's jobs end.
+func openConsentsFor(ctx context.Context, cfg *config.Config, o Options) (Options, func([]*Route), error) {
+	if o.Consents != nil || cfg.Consents == nil {
+		return o, func([]*Route) {}, nil
+	}
+	c, err := OpenConsents(ctx, cfg, o)
+	if err != nil {
+		return o, nil, err
+	}
+	o.Consents = c
+	return o, func(routes []*Route) {
+		if len(routes) == 0 {
+			_ = c.Close()
+			return
+		}
+		routes[0].jobs = append(routes[0].jobs, func(ctx context.Context) {
+			<-ctx.Done()
+			_ = c.Close()
+		})
+	}, nil
+}
+
+// ProbeConsents is a consent store that holds nothing and refuses writes,
+// for building authorization_code routes that only probe their token
+// endpoint (`tokenproxy check`) without opening the real store, which a
+// running tokenproxy holds locked.
+func ProbeConsents() *Consents { return &Consents{Store: emptyStore{}} }
+
+// emptyStore is the store of ProbeConsents.
+type emptyStore struct{}
+
+var errProbeOnly = errors.New("the consent store is not open (diagnostics)")
+
+func (emptyStore) Get(context.Context, consentstore.Key) (*consentstore.Consent, error) {
+	return nil, consentstore.ErrNotFound
+}
+
+func (emptyStore) Put(context.Context, *consentstore.Consent, uint64) (uint64, error) {
+	return 0, errProbeOnly
+}
+func (emptyStore) Delete(context.Context, consentstore.Key) error { return errProbeOnly }
+func (emptyStore) List(context.Context, consentstore.Filter) ([]*consentstore.Consent, error) {
+	return nil, nil
+}
+func (emptyStore) Close() error { return nil }
+
+// pacedTransport spends the authorization host's budget on each request
+// actually sent to the bank (refresh, code exchange, revocation).
+type pacedTransport struct {
+	next    http.RoundTripper
+	pacer   tokencache.Pacer
+	maxWait time.Duration
+}
+
+func (p *pacedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	permit, err := p.pacer.Acquire(req.Context(), p.maxWait)
+	if err != nil {
+		return nil, err // a *tokencache.ThrottledError, kept in the source's error chain
+	}
+	defer permit.Done()
+	return p.next.RoundTrip(req)
+}
+
+// unpaced is the cache's pacer on an authorization_code route: it grants
+// every fetch at once (pacedTransport paces the bank calls) and passes the
+// 429 back-off on to the host's limiter.
+type unpaced struct{ tokencache.Pacer }
+
+func (unpaced) Acquire(context.Context, time.Duration) (tokencache.Permit, error) {
+	return tokencache.NewPermit(0, func() {}), nil
+}
