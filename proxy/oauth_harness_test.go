@@ -232,6 +232,15 @@ func startTP(t *testing.T, b *bank, yaml string, vc *vaultsrc.Client) *tp {
 	if vc != nil {
 		bo.Vault, bo.VaultClient = vc, vc
 	}
+	// store.kind: redis shares access tokens, the refresh lock and the budget.
+	st, err := route.OpenStore(context.Background(), cfg.Store, route.StoreOptions{Log: zl, Vault: bo.Vault})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st != nil {
+		bo.Store = st
+		t.Cleanup(func() { st.Close() })
+	}
 	consents, err := route.OpenConsents(context.Background(), cfg, bo)
 	if err != nil {
 		t.Fatal(err)

@@ -5,13 +5,17 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/internal/redistest"
 	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/proxy"
 	"github.com/tokenproxy/tokenproxy/route"
@@ -179,4 +183,85 @@ func TestOAuthGatewayCallers(t *testing.T) {
 	}
 	appA.assertNoSecrets(b)
 	appB.assertNoSecrets(b)
+}
+
+// Two replicas sharing one Redis store and one Vault KV consent store, with
+// rotating refresh tokens: 200 concurrent requests on each for one customer
+// whose access token has expired cause exactly one refresh at the bank and
+// no invalid_grant, and every request is served.
+func TestOAuthTwoReplicasOneRefresh(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs a Vault dev server and redis-server")
+	}
+	vs := vaulttest.Start(t)
+	rs := redistest.Start(t)
+	mount := vaulttest.Unique("consents")
+	vs.Mount(mount, "kv-v2")
+	t.Setenv("TP_TEST_VAULT_TOKEN", vs.Token)
+	keyFile := filepath.Join(t.TempDir(), "store.key")
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(newKey(t))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := newBank(t)
+	top := fmt.Sprintf("vault: {address: %s, auth: {method: token, token: {env: TP_TEST_VAULT_TOKEN}}}\n"+
+		"store:\n  kind: redis\n  redis: {addresses: [%s], encryption_key: {file: %s}, max_replicas: 2, poll_interval: 50ms, key_prefix: %s}\n",
+		vs.Addr, rs.Addr(), keyFile, vaulttest.Unique("tp"))
+	storeYAML := fmt.Sprintf("    vault_kv: {mount: %s, path: tokenproxy/consents}", mount)
+	var apps []*app
+	for _, addr := range twoFreeAddrs(t) {
+		yaml := b.oauthYAML(addr, top, "", storeYAML)
+		cfg, err := config.Parse([]byte(yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		vc, err := vaultsrc.New(context.Background(), route.VaultConfig(*cfg.Vault))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { vc.Close() })
+		apps = append(apps, startTP(t, b, yaml, vc).app(t, ""))
+	}
+	b.emu.SetRotate(true)
+	b.emu.SetTTL(time.Second, 90*24*time.Hour)
+	apps[0].consent(b, "alice", "marc")
+	b.emu.SetTTL(time.Hour, 90*24*time.Hour)
+	time.Sleep(1100 * time.Millisecond) // the consent's access token is now past its expiry
+	before, beforeReq := b.emu.Refreshes(), len(b.emu.TokenRequests())
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[string]int{}
+	for i := range 400 {
+		wg.Go(func() {
+			a := apps[i%2].account("alice")
+			code := fmt.Sprint(a.status)
+			if a.status != http.StatusOK {
+				code += " " + a.header.Get(proxy.HeaderError)
+			}
+			mu.Lock()
+			statuses[code]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	refreshes, requests := b.emu.Refreshes()-before, len(b.emu.TokenRequests())-beforeReq
+	if refreshes != 1 || requests != 1 || statuses["200"] != 400 {
+		t.Fatalf("2 replicas × 200 requests: %d refreshes, %d token requests at the bank, statuses %v; want 1, 1 and 400 × 200",
+			refreshes, requests, statuses)
+	}
+	t.Logf("2 replicas × 200 concurrent requests, expired token, rotating refresh tokens: %d refresh, statuses %v", refreshes, statuses)
+}
+
+// twoFreeAddrs returns two distinct free loopback addresses.
+func twoFreeAddrs(t *testing.T) [2]string {
+	t.Helper()
+	var out [2]string
+	for i := range out {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		out[i] = ln.Addr().String()
+	}
+	return out
 }

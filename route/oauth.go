@@ -200,9 +200,9 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 	ep := oauth.Endpoint{Route: route, TokenURL: t.URL, Auth: auth, DefaultTTL: t.DefaultTTL,
 		Client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	u, _ := url.Parse(t.URL)
-	// The host's budget, as every token route gets it (after the shared-store
-	// merge: o.pacer(u.Host, t.RateLimit, t.FetchTimeout)).
-	var pacer tokencache.Pacer = o.Limiters.For(u.Host, tokencache.Budget{PerMinute: t.RateLimit.RequestsPerMinute, Burst: t.RateLimit.Burst})
+	// The host's budget, as every token route gets it: cluster-wide when a
+	// shared store is configured.
+	pacer := o.pacer(u.Host, t.RateLimit, t.FetchTimeout)
 	var src tokencache.Source
 	if t.Type == config.TokenClientCredentials {
 		if src, err = oauth.NewClientCredentials(ep, t.Scopes, nil); err != nil {
@@ -230,6 +230,10 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 	cache, err := tokencache.New(src, pacer, tokencache.Options{
 		Route: route, Skew: t.Skew, MaxWait: t.MaxWait, FetchTimeout: t.FetchTimeout,
 		Log: o.Log, Observer: o.TokenObserver,
+		// With a shared store, one replica fetches a credential (a customer's
+		// refresh included) while the others wait for its answer; the refresh
+		// token itself stays in the consent store.
+		Store: o.tokenStore(route, t),
 	})
 	if err != nil {
 		return nil, &problem.FieldError{Path: p, Err: err}
