@@ -346,7 +346,13 @@ func (c *Cache) fetchPaced(ctx context.Context, subject string) (*Token, error) 
 	tok, err := c.src.Fetch(fctx, subject)
 	took := time.Since(sent)
 	var fe *FetchError
+	var ce *ConsentRequiredError
 	switch {
+	case errors.As(err, &ce):
+		// Not a fault of tokenproxy's credentials: the customer must consent
+		// (again). The app gets consent_required; an Info line is enough.
+		c.log.Info("no usable consent for the subject", zap.Duration("duration", took), zap.Error(err))
+		return nil, err
 	case errors.As(err, &fe) && fe.Throttled():
 		d := c.pacer.Throttled(fe.RetryAfter)
 		if c.opts.Observer != nil {
@@ -376,7 +382,9 @@ func resultOf(err error) string {
 		return "ok"
 	case errors.As(err, &te):
 		return "throttled"
-	case errors.As(err, &fe) && fe.CredentialsRejected(), errors.As(err, &ce):
+	case errors.As(err, &ce):
+		return "consent_required"
+	case errors.As(err, &fe) && fe.CredentialsRejected():
 		return "rejected"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"

@@ -276,7 +276,7 @@ func TestConsentRequiredPassesThrough(t *testing.T) {
 		if !errors.As(err, &ce) || ce.Subject != "alice" {
 			t.Fatalf("err %v, want *ConsentRequiredError", err)
 		}
-		if resultOf(err) != "rejected" {
+		if resultOf(err) != "consent_required" {
 			t.Fatalf("result %q", resultOf(err))
 		}
 	})
