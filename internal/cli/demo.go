@@ -170,9 +170,14 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 		demoServe(ctx, p, emu, proxyURL, signedURL)
 		return nil
 	}
+	demoNext(p)
+	return nil
+}
+
+// demoNext says what to do after the demo.
+func demoNext(p func(string, ...any)) {
 	p("\nNext: write a config (README.md, \"Banking Circle\"), check it with `tokenproxy validate --config FILE`, then `tokenproxy run --config FILE`.")
 	p("Or keep the demo running and try it with curl: `tokenproxy demo --serve --listen 127.0.0.1:8080`.")
-	return nil
 }
 
 // demoSummary prints what the bank saw and the first account.
