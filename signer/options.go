@@ -144,7 +144,16 @@ func (o *Options) plan() (*plan, error) {
 		return nil, verr("profile", "unknown profile %q; use one of %s", o.Profile, strings.Join(profiles, ", "))
 	}
 
-	// Algorithm.
+	for _, step := range []func(*Options) error{p.algorithm, p.formats, p.keyIDTemplate, p.coveredHeaders, p.certificateHeader, p.rfc9421Params} {
+		if err := step(o); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// algorithm chooses the signature algorithm (rsa-sha256 by default on the cavage profiles).
+func (p *plan) algorithm(o *Options) error {
 	if p.cavage {
 		switch a := o.Algorithm; a {
 		case "":
@@ -156,24 +165,27 @@ func (o *Options) plan() (*plan, error) {
 				if rfc9421Algorithms[a] != nil {
 					hint = fmt.Sprintf("; %q is an RFC 9421 algorithm, for profile rfc9421", a)
 				}
-				return nil, verr("algorithm", "unknown algorithm %q for profile %s; use rsa-sha256 or rsa-sha512%s", a, o.Profile, hint)
+				return verr("algorithm", "unknown algorithm %q for profile %s; use rsa-sha256 or rsa-sha512%s", a, o.Profile, hint)
 			}
 		}
 	} else if o.Algorithm != "" {
 		p.alg = rfc9421Algorithms[o.Algorithm]
 		if p.alg == nil {
-			return nil, verr("algorithm", "unknown algorithm %q for profile rfc9421; use rsa-v1_5-sha256, rsa-pss-sha512, ecdsa-p256-sha256 or ed25519", o.Algorithm)
+			return verr("algorithm", "unknown algorithm %q for profile rfc9421; use rsa-v1_5-sha256, rsa-pss-sha512, ecdsa-p256-sha256 or ed25519", o.Algorithm)
 		}
 	}
+	return nil
+}
 
-	// Digest.
+// formats checks the digest and the key id formats.
+func (p *plan) formats(o *Options) error {
 	switch strings.ToUpper(o.Digest) {
 	case "", DigestSHA256:
 		p.digest = digestSHA256
 	case DigestSHA512:
 		p.digest = digestSHA512
 	default:
-		return nil, verr("digest", "unknown digest %q; use SHA-256 or SHA-512", o.Digest)
+		return verr("digest", "unknown digest %q; use SHA-256 or SHA-512", o.Digest)
 	}
 
 	// Formats.
@@ -181,43 +193,50 @@ func (o *Options) plan() (*plan, error) {
 	case "", SerialHexUpper, SerialHexLower, SerialDecimal:
 		p.serialFormat = o.SerialFormat
 	default:
-		return nil, verr("serial_format", "unknown format %q; use hex, hex-lower or decimal", o.SerialFormat)
+		return verr("serial_format", "unknown format %q; use hex, hex-lower or decimal", o.SerialFormat)
 	}
 	switch o.DNOrder {
 	case "", DNOrderRFC4514, DNOrderCertificate:
 		p.dnOrder = o.DNOrder
 	default:
-		return nil, verr("dn_order", "unknown order %q; use rfc4514 or certificate", o.DNOrder)
+		return verr("dn_order", "unknown order %q; use rfc4514 or certificate", o.DNOrder)
 	}
+	return nil
+}
 
-	// Key id.
+// keyIDTemplate sets the key id (the profile's default or the configured template) and checks it.
+func (p *plan) keyIDTemplate(o *Options) error {
 	p.keyID = o.KeyID
 	if p.keyID == "" {
 		switch o.Profile {
 		case ProfileBerlinGroup:
 			p.keyID = DefaultBerlinGroupKeyID
 		case ProfileSTET:
-			return nil, verr("key_id", "required for profile stet: the URL where your QSealC is published "+
+			return verr("key_id", "required for profile stet: the URL where your QSealC is published "+
 				`(e.g. "https://tpp.example.com/qsealc.pem"), or "{public_key}" for the base64 public key as the 89C3 sandbox shows`)
 		default:
-			return nil, verr("key_id", "required for profile %s: the key identifier the bank registered, "+
+			return verr("key_id", "required for profile %s: the key identifier the bank registered, "+
 				`e.g. a fixed name or a template such as "{certificate_sha256}"`, o.Profile)
 		}
 	}
 	if strings.ContainsAny(p.keyID, "\"\\\r\n") {
-		return nil, verr("key_id", `must not contain '"', '\' or line breaks`)
+		return verr("key_id", `must not contain '"', '\' or line breaks`)
 	}
 	needCert, err := parseKeyIDTemplate(p.keyID)
 	if err != nil {
-		return nil, verr("key_id", "%v", err)
+		return verr("key_id", "%v", err)
 	}
 	p.keyIDNeedCert = needCert
+	return nil
+}
 
-	// Covered headers.
+// coveredHeaders sets the covered and optional headers the profile fixes or the options list.
+func (p *plan) coveredHeaders(o *Options) error {
+	var err error
 	switch o.Profile {
 	case ProfileBerlinGroup, ProfileSTET:
 		if len(o.Headers) > 0 {
-			return nil, verr("headers", "profile %s fixes the covered headers; add headers with optional_headers or use profile custom", o.Profile)
+			return verr("headers", "profile %s fixes the covered headers; add headers with optional_headers or use profile custom", o.Profile)
 		}
 		if o.Profile == ProfileBerlinGroup {
 			p.headers, p.optional = berlinGroupHeaders, berlinGroupOptional
@@ -226,7 +245,7 @@ func (o *Options) plan() (*plan, error) {
 		}
 	case ProfileCustom:
 		if len(o.Headers) == 0 {
-			return nil, verr("headers", `required for profile custom: the covered headers in order, e.g. ["(request-target)", "date", "digest", "x-request-id"]`)
+			return verr("headers", `required for profile custom: the covered headers in order, e.g. ["(request-target)", "date", "digest", "x-request-id"]`)
 		}
 		p.headers = o.Headers
 	case ProfileRFC9421:
@@ -239,13 +258,16 @@ func (o *Options) plan() (*plan, error) {
 		p.optional = append(append([]string(nil), p.optional...), o.OptionalHeaders...)
 	}
 	if p.headers, err = normalizeNames("headers", p.headers, p.cavage, false); err != nil {
-		return nil, err
+		return err
 	}
 	if p.optional, err = normalizeNames("optional_headers", p.optional, p.cavage, true); err != nil {
-		return nil, err
+		return err
 	}
+	return nil
+}
 
-	// Certificate header.
+// certificateHeader sets the certificate header and RFC 2047 wrapping.
+func (p *plan) certificateHeader(o *Options) error {
 	switch h := o.CertificateHeader; {
 	case strings.EqualFold(h, "none"):
 	case h == "" && o.Profile == ProfileBerlinGroup:
@@ -253,7 +275,7 @@ func (o *Options) plan() (*plan, error) {
 	case h == "":
 	default:
 		if !validToken(h) {
-			return nil, verr("certificate_header", "%q is not a valid header name", h)
+			return verr("certificate_header", "%q is not a valid header name", h)
 		}
 		p.certHeader = h
 	}
@@ -262,44 +284,47 @@ func (o *Options) plan() (*plan, error) {
 	p.rfc2047 = o.Profile == ProfileBerlinGroup
 	if o.RFC2047 != nil {
 		if *o.RFC2047 && !p.cavage {
-			return nil, verr("rfc2047", "only for profiles berlin-group, stet and custom")
+			return verr("rfc2047", "only for profiles berlin-group, stet and custom")
 		}
 		p.rfc2047 = *o.RFC2047
 	}
+	return nil
+}
 
-	// RFC 9421 parameters.
+// rfc9421Params checks the RFC 9421 signature parameters (only that profile has them).
+func (p *plan) rfc9421Params(o *Options) error {
 	if p.cavage {
 		switch {
 		case o.Label != "":
-			return nil, verr("label", "only for profile rfc9421")
+			return verr("label", "only for profile rfc9421")
 		case o.IncludeAlg != nil:
-			return nil, verr("include_alg", "only for profile rfc9421")
+			return verr("include_alg", "only for profile rfc9421")
 		case o.Expires != 0:
-			return nil, verr("expires", "only for profile rfc9421")
+			return verr("expires", "only for profile rfc9421")
 		case o.Tag != "":
-			return nil, verr("tag", "only for profile rfc9421")
+			return verr("tag", "only for profile rfc9421")
 		}
-		return p, nil
+		return nil
 	}
 	p.label = o.Label
 	if p.label == "" {
 		p.label = "sig1"
 	}
 	if !validSFKey(p.label) {
-		return nil, verr("label", "%q is not a structured-field key: lower-case letters, digits, _ - . *, starting with a letter or *", p.label)
+		return verr("label", "%q is not a structured-field key: lower-case letters, digits, _ - . *, starting with a letter or *", p.label)
 	}
 	if o.IncludeAlg != nil {
 		p.includeAlg = *o.IncludeAlg
 	}
 	if o.Expires < 0 {
-		return nil, verr("expires", "must not be negative")
+		return verr("expires", "must not be negative")
 	}
 	p.expires = o.Expires
 	if strings.ContainsAny(o.Tag, "\"\\\r\n") {
-		return nil, verr("tag", `must not contain '"', '\' or line breaks`)
+		return verr("tag", `must not contain '"', '\' or line breaks`)
 	}
 	p.tag = o.Tag
-	return p, nil
+	return nil
 }
 
 // certOf returns the parsed signing certificate of key, or nil when it has none.
