@@ -95,11 +95,28 @@ func canonicalAttr(s string) (string, error) {
 	if !known && !isOID(typ) {
 		return "", fmt.Errorf("unknown attribute type %q (use CN, O, OU, C, L, ST, SERIALNUMBER... or a dotted OID)", typ)
 	}
-	v, err := unescape(strings.TrimSpace(val))
+	v, err := unescape(trimValue(val))
 	if err != nil {
 		return "", err
 	}
 	return typ + "=" + escape(v), nil
+}
+
+// trimValue removes the spaces around a value that are not part of it: an
+// escaped trailing space ("\ ") is kept.
+func trimValue(v string) string {
+	v = strings.TrimLeft(v, " \t")
+	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		n := 0
+		for j := len(v) - 2; j >= 0 && v[j] == '\\'; j-- {
+			n++
+		}
+		if n%2 == 1 {
+			break // the space is escaped
+		}
+		v = v[:len(v)-1]
+	}
+	return v
 }
 
 func shortNames() []string {
