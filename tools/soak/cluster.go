@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha1" //nolint:gosec // the bank's token thumbprint, an identifier
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
 	"github.com/tokenproxy/tokenproxy/internal/e2eenv"
 )
 
@@ -76,6 +78,7 @@ func (h *harness) startCluster(ctx context.Context, o options, bin string, co e2
 	h.cluster = c
 	_, share := budgets(o)
 	co.RatePerMinute, co.Burst = share, min(8, share)
+	h.caps = append(h.caps, share)
 	co.Route = append(co.Route, "allow: {cidrs: [127.0.0.0/8], callers: [soak]}")
 	co.Top += fmt.Sprintf(`callers:
   - {name: soak, password: {file: %s}}
@@ -116,19 +119,24 @@ func randomKey() string {
 	return base64.StdEncoding.EncodeToString(k)
 }
 
-// thumbprint returns the bank's thumbprint claim of the client certificate
-// currently in dir/client.crt ("" when unreadable).
-func thumbprint(dir string) string {
+// certIDs returns the bank's two names of the client certificate now in
+// dir/client.crt: the thumbprint its tokens carry (SHA-1, upper case) and
+// the fingerprint its token arrivals are recorded under; "" when unreadable.
+func certIDs(dir string) (thumbprint, fingerprint string) {
 	b, err := os.ReadFile(filepath.Join(dir, "client.crt"))
 	if err != nil {
-		return ""
+		return "", ""
 	}
 	blk, _ := pem.Decode(b)
 	if blk == nil {
-		return ""
+		return "", ""
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return "", ""
 	}
 	sum := sha1.Sum(blk.Bytes) //nolint:gosec // an identifier, as the bank computes it
-	return strings.ToUpper(hex.EncodeToString(sum[:]))
+	return strings.ToUpper(hex.EncodeToString(sum[:])), bankingcircle.Fingerprint(cert)
 }
 
 // tokenLife is one token the bank issued: when, until when (both truncated
@@ -162,22 +170,14 @@ func tokenLives(tokens []string) []tokenLife {
 	return out
 }
 
-// maxIssuedPerMinute returns the most tokens issued to certificates of
-// prints within any rolling minute (a lower bound of that group's arrivals).
-func maxIssuedPerMinute(lives []tokenLife, prints map[string]bool) int {
+// maxArrivalsPerMinute returns the most token requests that arrived at
+// the bank from certificates of group within any rolling minute.
+func maxArrivalsPerMinute(arrivals []bankingcircle.TokenArrival, group map[string]bool) int {
 	var ts []time.Time
-	for _, l := range lives {
-		if prints[l.thumbprint] {
-			ts = append(ts, l.iat)
+	for _, a := range arrivals {
+		if group[a.Fingerprint] {
+			ts = append(ts, a.Time)
 		}
 	}
-	best := 0
-	for i := range ts {
-		n := 0
-		for j := i; j < len(ts) && ts[j].Before(ts[i].Add(time.Minute+time.Second)); j++ {
-			n++
-		}
-		best = max(best, n)
-	}
-	return best
+	return bankingcircle.MaxTokenRequestsInWindow(ts, time.Minute)
 }

@@ -20,13 +20,17 @@ type harness struct {
 	// members are the sidecar (first) and the gateway replicas.
 	members []*member
 	cluster *cluster // nil with -replicas 1
-	tl      *timeline
+	// caps are the requests_per_minute of the sidecar and (when run) the
+	// replicas' shared one.
+	caps []int
+	tl   *timeline
 	// vault is nil when no Vault binary is at hand; vaultNote says why.
 	vault     *vaultDev
 	vaultNote string
 	rotations int // good certificate versions written after the first
-	// prints maps each client certificate's thumbprint to its group, so
-	// that the bank's tokens can be attributed.
+	// prints maps each client certificate's thumbprint and fingerprint to
+	// its group, so that the bank's tokens and token arrivals can be
+	// attributed.
 	printsMu sync.Mutex
 	prints   map[string]string
 }
@@ -55,6 +59,7 @@ func setup(ctx context.Context, o options) (*harness, error) {
 	// threshold: rate r and burst b send at most r+b in any minute.
 	share, _ := budgets(o)
 	rate := share * 2 / 3
+	h.caps = []int{rate}
 	co := e2eenv.ConfigOptions{RatePerMinute: rate, Burst: max(share-rate-2, 1), Skew: "1s",
 		Token: []string{"fetch_timeout: 2s", "max_wait: 5s"}, Route: []string{"timeouts: {upstream: 5s, dial: 2s}"}}
 	if o.vault {
@@ -116,7 +121,10 @@ type report struct {
 	exitErrs         []error  // per member
 	metricsTexts     []string // per member, scraped before the drain
 	drainInFlight    int
-	outages          []outage
+	// the most token requests from the sidecar's certificates, and from
+	// the replicas', in any rolling minute at the bank
+	maxSidecar, maxCluster int
+	outages                []outage
 }
 
 // clientsOf assigns the app clients to members: o.clients to the sidecar,
@@ -296,10 +304,11 @@ func (h *harness) notePrint(dir, group string) {
 	if h.prints == nil {
 		h.prints = map[string]string{}
 	}
-	h.prints[thumbprint(dir)] = group
+	tp, fp := certIDs(dir)
+	h.prints[tp], h.prints[fp] = group, group
 }
 
-// printsOf returns the thumbprints of group's certificates.
+// printsOf returns the thumbprints and fingerprints of group's certificates.
 func (h *harness) printsOf(group string) map[string]bool {
 	h.printsMu.Lock()
 	defer h.printsMu.Unlock()

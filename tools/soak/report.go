@@ -39,11 +39,14 @@ func (rep *report) write(stdout io.Writer, o options, h *harness) (failed bool, 
 	p("| failed, DEFECT (could have been served) | %d |", t.byClass[classDefect])
 	p("| refused while draining (after SIGTERM) | %d |", t.byClass[classDrain])
 	p("| requests in flight at SIGTERM | %d |", rep.drainInFlight)
-	sidecarShare, gwShare := budgets(o)
+	sidecarShare, _ := budgets(o)
 	p("| token requests at the bank (all processes), max in a rolling minute | %d (budget %d) |", rep.maxPerMinute, o.budget)
-	p("| tokens issued to the sidecar, max in a rolling minute | %d (its share %d) |", maxIssuedPerMinute(lives, h.printsOf(groupSidecar)), sidecarShare)
+	arrivals := h.bank.Emu.TokenArrivalsByClient()
+	rep.maxSidecar = maxArrivalsPerMinute(arrivals, h.printsOf(groupSidecar))
+	p("| ... from the sidecar | %d (its share %d, its requests_per_minute %d) |", rep.maxSidecar, sidecarShare, h.caps[0])
 	if len(h.members) > 1 {
-		p("| tokens issued to the gateway cluster, max in a rolling minute | %d (its share %d) |", maxIssuedPerMinute(lives, gwPrints), gwShare)
+		rep.maxCluster = maxArrivalsPerMinute(arrivals, gwPrints)
+		p("| ... from the gateway replicas together | %d (their share and requests_per_minute %d) |", rep.maxCluster, h.caps[1])
 	}
 	p("| client certificates the bank saw (distinct serials; rotations %d per group) | %d |", h.rotations, len(h.bank.Emu.Stats().HandshakesBySerial))
 	p("")
@@ -85,7 +88,7 @@ func (rep *report) write(stdout io.Writer, o options, h *harness) (failed bool, 
 			p("  %s", d)
 		}
 	}
-	verdict := rep.verdict(o, t, trends, secretKinds, names)
+	verdict := rep.verdict(o, h.caps, t, trends, secretKinds, names)
 	p("")
 	if len(verdict) == 0 {
 		p("PASS")
@@ -100,13 +103,19 @@ func (rep *report) write(stdout io.Writer, o options, h *harness) (failed bool, 
 }
 
 // verdict lists what makes the run fail.
-func (rep *report) verdict(o options, t tally, trends []trend, secrets, names []string) []string {
+func (rep *report) verdict(o options, caps []int, t tally, trends []trend, secrets, names []string) []string {
 	var v []string
 	if t.byClass[classDefect] > 0 {
 		v = append(v, fmt.Sprintf("%d defect-class failures", t.byClass[classDefect]))
 	}
 	if rep.maxPerMinute > o.budget {
-		v = append(v, fmt.Sprintf("token budget overrun: %d > %d per minute", rep.maxPerMinute, o.budget))
+		v = append(v, fmt.Sprintf("token budget overrun at the bank: %d > %d per minute", rep.maxPerMinute, o.budget))
+	}
+	if rep.maxSidecar > caps[0] {
+		v = append(v, fmt.Sprintf("the sidecar exceeded its requests_per_minute: %d > %d", rep.maxSidecar, caps[0]))
+	}
+	if len(caps) > 1 && rep.maxCluster > caps[1] {
+		v = append(v, fmt.Sprintf("the gateway replicas together exceeded their shared requests_per_minute: %d > %d", rep.maxCluster, caps[1]))
 	}
 	for _, tr := range trends {
 		if tr.leak {
@@ -153,6 +162,22 @@ func (rep *report) save(o options, h *harness, text string) error {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(o.out, "events.csv"), []byte(h.tl.csv(rep.start)), 0o644); err != nil { //nolint:gosec // a report
+		return err
+	}
+	var b strings.Builder
+	b.WriteString("seconds,group\n")
+	side, gw := h.printsOf(groupSidecar), h.printsOf(groupGateway)
+	for _, a := range h.bank.Emu.TokenArrivalsByClient() {
+		g := "unknown"
+		switch {
+		case side[a.Fingerprint]:
+			g = groupSidecar
+		case gw[a.Fingerprint]:
+			g = groupGateway
+		}
+		fmt.Fprintf(&b, "%.3f,%s\n", a.Time.Sub(rep.start).Seconds(), g)
+	}
+	if err := os.WriteFile(filepath.Join(o.out, "token-arrivals.csv"), []byte(b.String()), 0o644); err != nil { //nolint:gosec // a report
 		return err
 	}
 	return os.WriteFile(filepath.Join(o.out, "report.txt"), []byte(text), 0o644) //nolint:gosec // a report
