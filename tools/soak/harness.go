@@ -270,15 +270,15 @@ func (h *harness) rotate(ctx context.Context, o options) {
 			return true
 		}
 	}
-	banks := []*e2eenv.Bank{h.bank}
+	banks, groups := []*e2eenv.Bank{h.bank}, []string{groupSidecar, groupGateway}
 	if h.cluster != nil {
 		banks = append(banks, h.cluster.bank)
 	}
 	for n := 1; wait(o.rotate); n++ {
 		if n == 2 {
-			for _, b := range banks {
+			for i, b := range banks {
 				if err := b.WriteBadClient(); err == nil {
-					h.tl.add(event{at: time.Now(), note: "bad certificate version written (" + filepath.Base(b.Dir) + ")"})
+					h.tl.add(event{at: time.Now(), note: "bad certificate version written (" + groups[i] + ")"})
 				}
 			}
 			if !wait(o.rotate / 4) {
@@ -287,11 +287,11 @@ func (h *harness) rotate(ctx context.Context, o options) {
 		}
 		for i, b := range banks {
 			if err := b.RotateClient(fmt.Sprintf("m2m client v%d", n+1)); err == nil {
-				h.notePrint(b.Dir, []string{groupSidecar, groupGateway}[i])
+				h.notePrint(b.Dir, groups[i])
 				if i == 0 {
 					h.rotations++
 				}
-				h.tl.add(event{at: time.Now(), note: fmt.Sprintf("certificate v%d (%s)", n+1, filepath.Base(b.Dir))})
+				h.tl.add(event{at: time.Now(), note: fmt.Sprintf("certificate v%d (%s)", n+1, groups[i])})
 			}
 		}
 	}
