@@ -78,7 +78,7 @@ func (h *harness) startCluster(ctx context.Context, o options, bin string, co e2
 	h.cluster = c
 	_, share := budgets(o)
 	co.RatePerMinute, co.Burst = share, min(8, share)
-	h.caps = append(h.caps, share)
+	h.caps, h.bursts = append(h.caps, share), append(h.bursts, co.Burst)
 	co.Route = append(co.Route, "allow: {cidrs: [127.0.0.0/8], callers: [soak]}")
 	co.Top += fmt.Sprintf(`callers:
   - {name: soak, password: {file: %s}}
@@ -173,11 +173,17 @@ func tokenLives(tokens []string) []tokenLife {
 // maxArrivalsPerMinute returns the most token requests that arrived at
 // the bank from certificates of group within any rolling minute.
 func maxArrivalsPerMinute(arrivals []bankingcircle.TokenArrival, group map[string]bool) int {
+	return maxArrivalsIn(arrivals, group, time.Minute)
+}
+
+// maxArrivalsIn returns the most token requests from certificates of group
+// within any rolling window of length w.
+func maxArrivalsIn(arrivals []bankingcircle.TokenArrival, group map[string]bool, w time.Duration) int {
 	var ts []time.Time
 	for _, a := range arrivals {
 		if group[a.Fingerprint] {
 			ts = append(ts, a.Time)
 		}
 	}
-	return bankingcircle.MaxTokenRequestsInWindow(ts, time.Minute)
+	return bankingcircle.MaxTokenRequestsInWindow(ts, w)
 }

@@ -22,7 +22,7 @@ type harness struct {
 	cluster *cluster // nil with -replicas 1
 	// caps are the requests_per_minute of the sidecar and (when run) the
 	// replicas' shared one.
-	caps []int
+	caps, bursts []int
 	tl   *timeline
 	// vault is nil when no Vault binary is at hand; vaultNote says why.
 	vault     *vaultDev
@@ -55,13 +55,13 @@ func setup(ctx context.Context, o options) (*harness, error) {
 		h.close()
 		return nil, err
 	}
-	// tokenproxy's own pacing stays under the bank's sliding-minute
-	// threshold: rate r and burst b send at most r+b in any minute.
+	// The sidecar's requests_per_minute (a hard cap in the bank's terms)
+	// is 2/3 of its share of the bank's threshold, as in earlier runs.
 	share, _ := budgets(o)
 	rate := share * 2 / 3
-	h.caps = []int{rate}
 	co := e2eenv.ConfigOptions{RatePerMinute: rate, Burst: max(share-rate-2, 1), Skew: "1s",
 		Token: []string{"fetch_timeout: 2s", "max_wait: 5s"}, Route: []string{"timeouts: {upstream: 5s, dial: 2s}"}}
+	h.caps, h.bursts = []int{rate}, []int{co.Burst}
 	if o.vault {
 		h.vault, h.vaultNote = startVault(h.dir)
 	} else {

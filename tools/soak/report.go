@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // write prints the report, saves it with the samples under o.out and says
@@ -48,6 +49,9 @@ func (rep *report) write(stdout io.Writer, o options, h *harness) (failed bool, 
 		rep.maxCluster = maxArrivalsPerMinute(arrivals, gwPrints)
 		p("| ... from the gateway replicas together | %d (their share and requests_per_minute %d) |", rep.maxCluster, h.caps[1])
 	}
+	for i, g := range []string{groupSidecar, groupGateway}[:len(h.caps)] {
+		p("| token requests from the %s within any 1 s (burst %d) | %d |", g, h.bursts[i], maxArrivalsIn(arrivals, h.printsOf(g), time.Second))
+	}
 	p("| client certificates the bank saw (distinct serials; rotations %d per group) | %d |", h.rotations, len(h.bank.Emu.Stats().HandshakesBySerial))
 	p("")
 	p("| process | sent | served | could not | DEFECT | drain | exit after SIGTERM |")
@@ -63,11 +67,12 @@ func (rep *report) write(stdout io.Writer, o options, h *harness) (failed bool, 
 	for _, tr := range trends {
 		p("| %s | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %v |", tr.process, tr.name, tr.start, tr.mid, tr.end, tr.warm, tr.late, tr.leak)
 	}
-	secrets, logBytes := 0, 0
+	secrets, logBytes, notJSON := 0, 0, 0
 	var secretKinds []string
 	for i, m := range h.members {
 		logs := string(m.proc.Logs())
 		logBytes += len(logs)
+		notJSON += linesNotJSON(logs)
 		found := append(h.secretsIn(logs), h.secretsIn(rep.metricsTexts[i])...)
 		secrets += len(found)
 		for _, f := range found {
@@ -76,6 +81,7 @@ func (rep *report) write(stdout io.Writer, o options, h *harness) (failed bool, 
 	}
 	p("")
 	p("secrets found in the logs (%d processes, %d bytes) and the metrics: %d", len(h.members), logBytes, secrets)
+	p("log lines that are not JSON (log.format: json): %d", notJSON)
 	p("")
 	p("failures by class and reason:")
 	for _, r := range t.reasons() {
@@ -204,6 +210,17 @@ func redisNote(h *harness, rep *report) string {
 	}
 	return fmt.Sprintf("private redis-server at %s shared by the replicas; killed and restarted without its data: %s",
 		h.cluster.redis.addr, strings.Join(parts, ", "))
+}
+
+// linesNotJSON counts the non-empty log lines that are not JSON objects.
+func linesNotJSON(logs string) int {
+	n := 0
+	for line := range strings.SplitSeq(logs, "\n") {
+		if line != "" && !strings.HasPrefix(line, "{") {
+			n++
+		}
+	}
+	return n
 }
 
 func exitText(err error) string {
