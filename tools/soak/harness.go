@@ -23,7 +23,7 @@ type harness struct {
 	// caps are the requests_per_minute of the sidecar and (when run) the
 	// replicas' shared one.
 	caps, bursts []int
-	tl   *timeline
+	tl           *timeline
 	// vault is nil when no Vault binary is at hand; vaultNote says why.
 	vault     *vaultDev
 	vaultNote string
