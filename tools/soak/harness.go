@@ -116,6 +116,7 @@ type report struct {
 	start, sigtermAt time.Time
 	results          []result
 	sent             int64
+	sentBy           []int64 // per member
 	samples          []sample
 	maxPerMinute     int
 	exitErrs         []error  // per member
@@ -182,6 +183,9 @@ func (h *harness) play(ctx context.Context, o options) (*report, error) {
 	rep.results = ld.results
 	ld.mu.Unlock()
 	rep.sent = ld.sentTotal()
+	for i := range ld.sent {
+		rep.sentBy = append(rep.sentBy, ld.sent[i].Load())
+	}
 	rep.maxPerMinute = h.bank.Emu.MaxTokenArrivalsPerMinute()
 	if h.cluster != nil {
 		rep.outages = h.cluster.redis.outages()

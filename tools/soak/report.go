@@ -58,7 +58,7 @@ func (rep *report) write(stdout io.Writer, o options, h *harness) (failed bool, 
 	p("|---|---|---|---|---|---|---|")
 	for i, m := range h.members {
 		c := t.byProc[i]
-		p("| %s | %d | %d | %d | %d | %d | %s |", m.name, sentOf(rep.samples, m.name), c[classServed], c[classCouldNot], c[classDefect], c[classDrain], exitText(rep.exitErrs[i]))
+		p("| %s | %d | %d | %d | %d | %d | %s |", m.name, rep.sentBy[i], c[classServed], c[classCouldNot], c[classDefect], c[classDrain], exitText(rep.exitErrs[i]))
 	}
 	trends := rep.trends(h)
 	p("")
@@ -187,17 +187,6 @@ func (rep *report) save(o options, h *harness, text string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(o.out, "report.txt"), []byte(text), 0o644) //nolint:gosec // a report
-}
-
-// sentOf is the last sample's count of requests sent through process.
-func sentOf(samples []sample, process string) int64 {
-	var n int64
-	for _, s := range samples {
-		if s.process == process {
-			n = s.sent
-		}
-	}
-	return n
 }
 
 func redisNote(h *harness, rep *report) string {
