@@ -106,7 +106,7 @@ fi
 
 SOAKTIME="${TOKENPROXY_SOAKTIME:-5m}"
 if [[ "$SOAKTIME" != 0 ]]; then
-  step "soak, $SOAKTIME: the built binary under faults, certificate rotation, Vault restarts and a SIGTERM drain"
+  step "soak, $SOAKTIME: the built binary (sidecar + 3 gateway replicas on Redis) under faults, certificate rotation, Vault and Redis restarts and a SIGTERM drain"
   bash scripts/soak.sh -duration "$SOAKTIME" -out "${TMPDIR:-/tmp}/tokenproxy-soak-report"
 fi
 

@@ -156,7 +156,7 @@ func (s *Server) Received() []Received {
 func (s *Server) authorizeFault(w http.ResponseWriter, r *http.Request) (Fault, bool) {
 	s.mu.Lock()
 	latency := s.tokenLatency
-	s.arrivals = append(s.arrivals, s.now())
+	s.recordArrivalLocked(r, s.now())
 	f := takeFaultLocked(s.tokenFault, &s.tokenFaultN)
 	s.mu.Unlock()
 	if !delay(r.Context(), latency) {

@@ -178,7 +178,8 @@ type Server struct {
 	apiFault        Fault
 	apiFaultN       int
 	arrivals        []time.Time // arrival times of token requests
-	received        []Received  // requests received by the API host
+	arrivalsBy      []TokenArrival
+	received        []Received // requests received by the API host
 
 	started bool
 	servers []*http.Server

@@ -19,6 +19,7 @@ import (
 
 // result is one app request as the app saw it.
 type result struct {
+	proc       int // index of the member it went through
 	start, end time.Time
 	status     int    // 0 on a transport error
 	code       string // tokenproxy's X-Tokenproxy-Error, "" for an upstream answer
@@ -94,26 +95,43 @@ func errKind(err error) string {
 	return msg
 }
 
-// load runs n clients through the forward proxy until stop closes; each
-// waits pause between requests. It returns every result.
+// load runs one client per entry of clients (the index of the member it
+// sends through) until stop closes; each waits pause between requests.
 type load struct {
-	proxy   string
+	proxies []string // per member, the proxy URL
 	target  string
-	n       int
+	clients []int
 	pause   time.Duration
 	stop    chan struct{}
 	mu      sync.Mutex
 	results []result
-	sent    atomic.Int64
+	sent    []atomic.Int64 // per member
+}
+
+func newLoad(ms []*member, clients []int, pause time.Duration, target string) *load {
+	l := &load{target: target, clients: clients, pause: pause, stop: make(chan struct{}), sent: make([]atomic.Int64, len(ms))}
+	for _, m := range ms {
+		l.proxies = append(l.proxies, m.proxyURL)
+	}
+	return l
+}
+
+// sentTotal is the requests sent through every member.
+func (l *load) sentTotal() int64 {
+	var n int64
+	for i := range l.sent {
+		n += l.sent[i].Load()
+	}
+	return n
 }
 
 func (l *load) run(ctx context.Context) {
-	pu, _ := url.Parse("http://" + l.proxy)
-	tr := &http.Transport{Proxy: http.ProxyURL(pu), MaxIdleConnsPerHost: l.n}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	var wg sync.WaitGroup
-	for range l.n {
+	for _, proc := range l.clients {
+		pu, _ := url.Parse(l.proxies[proc])
+		tr := &http.Transport{Proxy: http.ProxyURL(pu), MaxIdleConnsPerHost: 2}
+		defer tr.CloseIdleConnections()
+		client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 		wg.Go(func() {
 			for {
 				select {
@@ -123,8 +141,9 @@ func (l *load) run(ctx context.Context) {
 					return
 				case <-time.After(l.pause):
 				}
-				l.sent.Add(1)
+				l.sent[proc].Add(1)
 				r := l.one(client)
+				r.proc = proc
 				l.mu.Lock()
 				l.results = append(l.results, r)
 				l.mu.Unlock()
@@ -162,23 +181,28 @@ func (l *load) one(c *http.Client) result {
 	return r
 }
 
-// tally counts results by class and by reason.
+// tally counts results by class and by reason, overall and per member.
 type tally struct {
 	byClass  map[string]int
+	byProc   []map[string]int
 	byReason map[string]int
 	defects  []string // first few defects, for the report
 }
 
-func count(results []result, tl *timeline, sigterm time.Time) tally {
-	t := tally{byClass: map[string]int{}, byReason: map[string]int{}}
+func count(results []result, j *judge, names []string) tally {
+	t := tally{byClass: map[string]int{}, byReason: map[string]int{}, byProc: make([]map[string]int, len(names))}
+	for i := range t.byProc {
+		t.byProc[i] = map[string]int{}
+	}
 	for _, r := range results {
-		class, why := classify(r, tl, sigterm)
+		class, why := j.classify(r)
 		t.byClass[class]++
+		t.byProc[r.proc][class]++
 		if class != classServed {
 			t.byReason[class+": "+why]++
 		}
 		if class == classDefect && len(t.defects) < 20 {
-			t.defects = append(t.defects, r.start.Format("15:04:05.000")+" "+why)
+			t.defects = append(t.defects, r.start.Format("15:04:05.000")+" "+names[r.proc]+" "+why)
 		}
 	}
 	return t

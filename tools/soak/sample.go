@@ -16,6 +16,7 @@ import (
 // sample is one reading of the process's resources.
 type sample struct {
 	at                   time.Time
+	process              string  // sidecar, gw1, gw2, ...
 	goroutines, heap     float64 // from /metrics
 	rss                  float64 // bytes, /proc/<pid>/status VmRSS
 	fds                  float64 // entries of /proc/<pid>/fd
@@ -74,9 +75,9 @@ func procStats(pid int) (rss, fds float64) {
 // writeCSV writes the samples, one row each, for plotting.
 func writeCSV(path string, start time.Time, samples []sample) error {
 	var b strings.Builder
-	b.WriteString("seconds,goroutines,heap_inuse_bytes,rss_bytes,open_fds,token_requests_last_minute,requests_sent,requests_served,requests_failed\n")
+	b.WriteString("seconds,process,goroutines,heap_inuse_bytes,rss_bytes,open_fds,token_requests_last_minute,requests_sent,requests_served,requests_failed\n")
 	for _, s := range samples {
-		fmt.Fprintf(&b, "%.0f,%.0f,%.0f,%.0f,%.0f,%d,%d,%d,%d\n", s.at.Sub(start).Seconds(), s.goroutines, s.heap, s.rss, s.fds,
+		fmt.Fprintf(&b, "%.0f,%s,%.0f,%.0f,%.0f,%.0f,%d,%d,%d,%d\n", s.at.Sub(start).Seconds(), s.process, s.goroutines, s.heap, s.rss, s.fds,
 			s.tokenArrivalsMinute, s.sent, s.served, s.failed)
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644) //nolint:gosec // a report, not a secret
@@ -87,7 +88,7 @@ func writeCSV(path string, start time.Time, samples []sample) error {
 // quarter. It reports a leak when the end exceeds the start by more than
 // ratio and by more than floor (so that small absolute noise is not one).
 type trend struct {
-	name            string
+	process, name   string
 	start, mid, end float64
 	warm, late      float64
 	ratio, floor    float64
