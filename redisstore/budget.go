@@ -27,7 +27,7 @@ func (s *Shared) Pacer(host string, b tokencache.Budget, fetchTimeout time.Durat
 		return p
 	}
 	base := s.opts.Prefix + ":{budget:" + host + "}:"
-	p := &pacer{s: s, host: host, window: base + "window", backoff: base + "backoff"}
+	p := &pacer{s: s, host: host, window: base + "window", backoff: base + "backoff", epochKey: base + "epoch"}
 	p.merge(b, fetchTimeout)
 	s.pacers[host] = p
 	return p
@@ -37,12 +37,19 @@ type pacer struct {
 	s               *Shared
 	host            string
 	window, backoff string // Redis keys
+	epochKey        string // Redis key: changes when Redis lost the window
 
 	mu           sync.Mutex
 	budget       tokencache.Budget
 	fetchTimeout time.Duration
 	local        *tokencache.Limiter // floor(N / MaxReplicas), while Redis is unreachable
 	strikes      int
+	// granted holds this replica's shared grants that may still count at
+	// the bank, by id, with the local time each stops counting. A Redis
+	// that comes back without its data (a restart without persistence) has
+	// forgotten them; rejoin writes them back so the window stays whole.
+	granted map[string]time.Time
+	epoch   string // the window's epoch this replica last saw
 }
 
 func (p *pacer) merge(b tokencache.Budget, fetchTimeout time.Duration) {
@@ -90,7 +97,10 @@ func (p *pacer) Acquire(ctx context.Context, maxWait time.Duration) (tokencache.
 			return p.acquireLocal(ctx, deadline, local, inflight, waited(slept))
 		}
 		id := uniqueID()
-		res, err := acquireScript.Run(ctx, p.s.rdb, []string{p.window, p.backoff}, limit, inflight.Milliseconds(), id).Int64Slice()
+		p.mu.Lock()
+		epoch := p.epoch
+		p.mu.Unlock()
+		res, err := acquireScript.Run(ctx, p.s.rdb, []string{p.window, p.backoff, p.epochKey}, limit, inflight.Milliseconds(), id, epoch).Int64Slice()
 		if err != nil {
 			if ctx.Err() != nil {
 				return tokencache.Permit{}, ctx.Err()
@@ -99,7 +109,14 @@ func (p *pacer) Acquire(ctx context.Context, maxWait time.Duration) (tokencache.
 			continue
 		}
 		p.s.ok()
+		if res[0] == 2 { // a new epoch: write back what may still count, then ask again
+			if err := p.resync(ctx); err != nil && ctx.Err() != nil {
+				return tokencache.Permit{}, ctx.Err()
+			}
+			continue
+		}
 		if res[0] == 1 {
+			p.remember(id, time.Now().Add(inflight))
 			return tokencache.NewPermit(waited(slept), func() { p.complete(id, hold) }), nil
 		}
 		wait := time.Duration(res[1]) * time.Millisecond
@@ -144,6 +161,7 @@ func (p *pacer) acquireLocal(ctx context.Context, deadline time.Time, local *tok
 // complete moves a request's end of counting to its completion + hold. If
 // this fails, the request counts until its in-flight bound.
 func (p *pacer) complete(id string, hold time.Duration) {
+	p.remember(id, time.Now().Add(hold))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if err := completeScript.Run(ctx, p.s.rdb, []string{p.window}, hold.Milliseconds(), id).Err(); err != nil {
@@ -151,25 +169,80 @@ func (p *pacer) complete(id string, hold time.Duration) {
 	}
 }
 
-// rejoin adds the requests sent on the local budget to the shared window.
+// remember records that grant id counts at the bank until until (the
+// earlier time wins: a completion shortens a grant's in-flight bound), and
+// forgets grants that no longer count.
+func (p *pacer) remember(id string, until time.Time) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.granted == nil {
+		p.granted = map[string]time.Time{}
+	}
+	if cur, ok := p.granted[id]; !ok || until.Before(cur) {
+		p.granted[id] = until
+	}
+	for k, u := range p.granted {
+		if !u.After(now) {
+			delete(p.granted, k)
+		}
+	}
+}
+
+// rejoin writes back to the shared window what this replica sent that may
+// still count at the bank: its shared grants, under their own ids (harmless
+// when Redis kept its data, essential when it lost it), and the requests it
+// sent on the local budget while Redis was unreachable.
 func (p *pacer) rejoin() {
 	_, inflight, _, local := p.params()
 	counting := local.Counting()
-	if len(counting) == 0 {
-		return
+	now := time.Now()
+	p.mu.Lock()
+	args := make([]any, 0, 2*(len(counting)+len(p.granted)))
+	for id, until := range p.granted {
+		if d := until.Sub(now); d > 0 {
+			args = append(args, strconv.FormatInt(max(d.Milliseconds(), 1), 10), id)
+		}
 	}
-	args := make([]any, 0, 2*len(counting))
+	p.mu.Unlock()
 	for _, d := range counting {
 		if d < 0 {
 			d = inflight
 		}
 		args = append(args, strconv.FormatInt(max(d.Milliseconds(), 1), 10), uniqueID())
 	}
+	if len(args) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := replayScript.Run(ctx, p.s.rdb, []string{p.window}, args...).Err(); err != nil {
 		p.s.log.Warn("adding locally sent token requests to the shared budget failed", zap.String("auth_host", p.host), zap.Error(err))
 	}
+}
+
+// resync reads (or starts) the window's epoch; when it changed since this
+// replica last saw it, Redis lost the window, and rejoin writes back this
+// replica's grants that may still count at the bank.
+func (p *pacer) resync(ctx context.Context) error {
+	p.mu.Lock()
+	prev := p.epoch
+	p.mu.Unlock()
+	quiet := 2*p.s.opts.HealthInterval + 100*time.Millisecond
+	e, err := epochScript.Run(ctx, p.s.rdb, []string{p.epochKey, p.backoff}, uniqueID(), prev, quiet.Milliseconds()).Text()
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	old := p.epoch
+	p.epoch = e
+	p.mu.Unlock()
+	if old != "" && old != e {
+		p.s.log.Warn("redis lost the shared token budget window (restarted without its data); writing back this replica's token requests",
+			zap.String("auth_host", p.host))
+		p.rejoin()
+	}
+	return nil
 }
 
 // Throttled implements tokencache.Pacer: the back-off is shared by all replicas.

@@ -56,9 +56,17 @@ return 1`)
 // latest time it can still count (send + fetch timeout + hold) and lowered
 // to completion + hold when it completes (completeScript); a shared back-off
 // key blocks everything after a 429.
-// KEYS[1] window, KEYS[2] back-off; ARGV[1] limit, ARGV[2] in-flight bound
-// in ms, ARGV[3] request id. Returns {1, 0} when granted, else {0, ms to wait}.
+// The epoch key tells a Redis that lost its data (and with it the window)
+// from one that did not: the caller passes the epoch it last saw, and a
+// different one answers {2, 0} so the caller writes its grants back first.
+// KEYS[1] window, KEYS[2] back-off, KEYS[3] epoch; ARGV[1] limit, ARGV[2]
+// in-flight bound in ms, ARGV[3] request id, ARGV[4] the caller's epoch.
+// Returns {1, 0} when granted, {2, 0} when the epoch changed, else
+// {0, ms to wait}.
 var acquireScript = redis.NewScript(`
+if redis.call('GET', KEYS[3]) ~= ARGV[4] then
+  return {2, 0}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local back = redis.call('PTTL', KEYS[2])
@@ -83,8 +91,10 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZADD', KEYS[1], 'XX', 'LT', now + tonumber(ARGV[1]), ARGV[2])`)
 
-// replayScript adds requests this replica sent on its local budget while
-// Redis was unreachable, so the shared window counts them after rejoining.
+// replayScript writes back requests this replica sent that may still count
+// at the bank: those sent on its local budget while Redis was unreachable,
+// and its shared grants (a Redis restarted without its data forgot them).
+// An id already in the window keeps the earlier of its two end times.
 // KEYS[1] window; ARGV pairs of (ms from now until it stops counting, id).
 var replayScript = redis.NewScript(`
 local t = redis.call('TIME')
@@ -92,7 +102,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local longest = 0
 for i = 1, #ARGV, 2 do
   local d = tonumber(ARGV[i])
-  redis.call('ZADD', KEYS[1], now + d, ARGV[i + 1])
+  redis.call('ZADD', KEYS[1], 'LT', now + d, ARGV[i + 1])
   if d > longest then longest = d end
 end
 if longest > 0 and redis.call('PTTL', KEYS[1]) < longest then
@@ -107,3 +117,21 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 end
 return redis.call('PTTL', KEYS[1])`)
+
+// epochScript returns the epoch of a budget window, starting a new one
+// (ARGV[1]) when Redis has none. When the caller had seen another epoch,
+// Redis lost the window (a restart without its data): the new window then
+// grants nothing for a quiet period (the back-off key), long enough for every
+// replica to notice and write its grants back.
+// KEYS[1] epoch, KEYS[2] back-off; ARGV[1] candidate, ARGV[2] the caller's
+// previous epoch ("" for none), ARGV[3] quiet period in ms.
+var epochScript = redis.NewScript(`
+local e = redis.call('GET', KEYS[1])
+if not e then
+  redis.call('SET', KEYS[1], ARGV[1])
+  if ARGV[2] ~= '' and redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then
+    redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+  end
+  return ARGV[1]
+end
+return e`)

@@ -253,7 +253,7 @@ func (s *Shared) run(ctx context.Context, ps *redis.PubSub) {
 			s.wake(m.Payload)
 		case <-tick.C:
 			pctx, cancel := context.WithTimeout(ctx, s.opts.HealthInterval)
-			err := s.rdb.Ping(pctx).Err()
+			err := s.healthCheck(pctx)
 			cancel()
 			switch {
 			case err == nil:
@@ -263,6 +263,28 @@ func (s *Shared) run(ctx context.Context, ps *redis.PubSub) {
 			}
 		}
 	}
+}
+
+// healthCheck is one health tick: reading each budget window's epoch (which
+// also notices a Redis restarted without its data, within one interval,
+// even on a replica that sends no token request), or a PING when there is
+// no budget window yet.
+func (s *Shared) healthCheck(ctx context.Context) error {
+	s.mu.Lock()
+	pacers := make([]*pacer, 0, len(s.pacers))
+	for _, p := range s.pacers {
+		pacers = append(pacers, p)
+	}
+	s.mu.Unlock()
+	if len(pacers) == 0 {
+		return s.rdb.Ping(ctx).Err()
+	}
+	for _, p := range pacers {
+		if err := p.resync(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // watch returns a channel closed at the next notification for id.

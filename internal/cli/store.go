@@ -14,6 +14,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/metrics"
 	"github.com/tokenproxy/tokenproxy/problem"
+	"github.com/tokenproxy/tokenproxy/redisstore"
 	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
@@ -28,6 +29,7 @@ func openStore(ctx context.Context, cfg *config.Config, vc *vaultsrc.Client, log
 	if cfg.Store.Kind != config.StoreRedis {
 		return nil, nil
 	}
+	redisstore.UseLogger(log) // go-redis's own messages as JSON debug lines, not raw stderr
 	so := route.StoreOptions{Log: log, Vault: vaultReader(vc)}
 	if m != nil {
 		up := new(atomic.Bool)
