@@ -132,19 +132,11 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 		return err
 	}
 	srv := proxy.New(routes, serverOptions(cfg, log))
-	if err := srv.Listen(); err != nil {
+	stop, err := serveInBackground(ctx, srv)
+	if err != nil {
 		return err
 	}
-	sctx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(sctx) }()
-	defer func() {
-		stop()
-		// A listener that failed is the cause of any failure above.
-		if serr := <-served; serr != nil {
-			err = errors.Join(serr, err)
-		}
-	}()
+	defer stop(&err)
 	proxyURL := "http://" + srv.Addr("proxy")
 	p("  started tokenproxy, forward proxy at %s\n", proxyURL)
 
@@ -388,4 +380,22 @@ func randomString() string {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// serveInBackground binds srv's listeners and serves them until the returned
+// stop is called; stop joins a listener's failure into *err, since a
+// listener that failed is the cause of any failure seen meanwhile.
+func serveInBackground(ctx context.Context, srv *proxy.Server) (stop func(err *error), _ error) {
+	if err := srv.Listen(); err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(sctx) }()
+	return func(err *error) {
+		cancel()
+		if serr := <-served; serr != nil {
+			*err = errors.Join(serr, *err)
+		}
+	}, nil
 }

@@ -100,18 +100,11 @@ func demoSTET(ctx context.Context, p func(string, ...any), ca *testpki.CA, serve
 	opts := serverOptions(cfg, log)
 	opts.ConsentAddr, opts.Consents = consentAddr, h
 	srv := proxy.New(routes, opts)
-	if err := srv.Listen(); err != nil {
+	stop, err := serveInBackground(ctx, srv)
+	if err != nil {
 		return err
 	}
-	sctx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(sctx) }()
-	defer func() {
-		stop()
-		if serr := <-served; serr != nil {
-			err = errors.Join(serr, err)
-		}
-	}()
+	defer stop(&err)
 
 	app := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: srv.Addr("proxy")})}}
 	back, err := demoConsent("http://"+consentAddr, ca)
