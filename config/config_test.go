@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -127,4 +129,32 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("accepted a configuration without routes")
 		}
 	})
+}
+
+// Validate only reads its input: two validations of one configuration at
+// once do not race (go test -race), and the configuration is unchanged.
+func TestValidateDoesNotChangeItsInput(t *testing.T) {
+	for _, listen := range []string{
+		"listen: {proxy: 127.0.0.1:8080, admin: 0.0.0.0:9090}\ncallers: [{name: payments, password: {env: P}}]\n",
+		"listen: {proxy: 0.0.0.0:8080, admin: 0.0.0.0:9090, allow_non_loopback: true}\ncallers: [{name: payments, password: {env: P}}]\n",
+	} {
+		t.Setenv("P", "x")
+		cfg, err := Parse([]byte(listen + bankingCircle + "    allow: {callers: [payments]}\n"))
+		if err != nil {
+			t.Fatalf("%v\n%s", err, listen)
+		}
+		before := fmt.Sprintf("%+v", *cfg)
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = cfg.Validate()
+			}()
+		}
+		wg.Wait()
+		if after := fmt.Sprintf("%+v", *cfg); after != before {
+			t.Fatalf("Validate changed the configuration:\nbefore %s\nafter  %s", before, after)
+		}
+	}
 }

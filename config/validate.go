@@ -35,7 +35,7 @@ func (v *validator) add(path, format string, a ...any) {
 }
 
 // Validate checks the whole configuration and returns every problem found,
-// each a *FieldError, joined.
+// each a *FieldError, joined. It does not change c.
 func (c *Config) Validate() error {
 	v := &validator{c: c, addrs: map[string]string{}, callers: map[string]bool{}, names: map[string]int{}, hosts: map[string]string{}}
 	v.top()
@@ -48,9 +48,16 @@ func (c *Config) Validate() error {
 	return errors.Join(v.errs...)
 }
 
-// checkAddr checks a listener address.
+// checkAddr checks a listener address, which may bind beyond loopback
+// only in gateway mode.
 func (v *validator) checkAddr(path, addr string) {
-	c, add, addrs := v.c, v.add, v.addrs
+	v.checkAddrAllowing(path, addr, v.c.Listen.AllowNonLoopback)
+}
+
+// checkAddrAllowing checks a listener address that may bind beyond
+// loopback when beyondLoopback is true.
+func (v *validator) checkAddrAllowing(path, addr string, beyondLoopback bool) {
+	add, addrs := v.add, v.addrs
 	if addr == "off" {
 		return
 	}
@@ -59,7 +66,7 @@ func (v *validator) checkAddr(path, addr string) {
 		add(path, "%q is not host:port; write e.g. 127.0.0.1:8080", addr)
 		return
 	}
-	if !isLoopback(host) && !c.Listen.AllowNonLoopback {
+	if !isLoopback(host) && !beyondLoopback {
 		add(path, "%q listens beyond loopback; set listen.allow_non_loopback: true for gateway mode (and restrict callers), or use 127.0.0.1", addr)
 	}
 	if other, dup := addrs[addr]; dup && port != "0" {
@@ -75,10 +82,7 @@ func (v *validator) top() {
 	// The admin listener carries no credential and no secret, and kubelet
 	// probes and Prometheus reach it on the pod's address: it may bind beyond
 	// loopback without gateway mode.
-	adminAllowed := c.Listen.AllowNonLoopback
-	c.Listen.AllowNonLoopback = true
-	checkAddr("listen.admin", c.Listen.Admin)
-	c.Listen.AllowNonLoopback = adminAllowed
+	v.checkAddrAllowing("listen.admin", c.Listen.Admin, true)
 	if host, _, err := net.SplitHostPort(c.Listen.Proxy); err == nil && c.Listen.Proxy != "off" && !isLoopback(host) {
 		v.gateway = true
 	}

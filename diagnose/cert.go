@@ -9,9 +9,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/route"
 )
 
 // checkCertificate loads the client certificate through the route builder's
@@ -34,13 +34,13 @@ func (d *routeCheck) checkCertificate(ctx context.Context) bool {
 			return false
 		}
 	}
-	src, cp := route.CertSource(cc, d.o.Build)
+	src, cp := assemble.CertSource(cc, d.o.Build)
 	c, _, err := src.Fetch(ctx, "")
 	if cc.Kind() == config.CertPKCS12 && !d.passcodeStep(err) {
 		return false
 	}
 	if err != nil {
-		fe := route.CertError(d.path()+".client_certificate"+cp, cc.Kind(), err)
+		fe := assemble.CertError(d.path()+".client_certificate"+cp, cc.Kind(), err)
 		d.step("certificate", Fail, err.Error(), fe.Fix)
 		return false
 	}
@@ -54,7 +54,7 @@ func (d *routeCheck) checkCertificate(ctx context.Context) bool {
 // the error of loading it.
 func (d *routeCheck) passcodeStep(err error) bool {
 	file := d.rc.ClientCert.PKCS12.File
-	fe := route.CertError(d.path()+".client_certificate.pkcs12", config.CertPKCS12, err)
+	fe := assemble.CertError(d.path()+".client_certificate.pkcs12", config.CertPKCS12, err)
 	switch {
 	case err == nil || errors.Is(err, certs.ErrKeyMismatch):
 		d.step("pkcs12 passcode", OK, "opens "+file, "")

@@ -17,9 +17,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
@@ -74,7 +74,7 @@ type Options struct {
 	ExpiryWarning time.Duration
 	// Build is what the routes are built with (the Vault client, in-code
 	// sources); diagnose builds each route as the server would.
-	Build route.Options
+	Build assemble.Options
 }
 
 // Run diagnoses every route of cfg (or only the one named route) and writes
@@ -156,9 +156,9 @@ func (d *routeCheck) run(ctx context.Context) {
 		rc.ClientCert = config.ClientCertificate{InCode: "diagnose:checked"}
 	}
 	if bo.Consents == nil {
-		bo.Consents = route.ProbeConsents() // the real store may be locked by a running tokenproxy
+		bo.Consents = assemble.ProbeConsents() // the real store may be locked by a running tokenproxy
 	}
-	r, err := route.BuildRoute(ctx, d.i, rc, bo)
+	r, err := assemble.BuildRoute(ctx, d.i, rc, bo)
 	if err != nil {
 		d.step("route", Fail, err.Error(), "")
 		return

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/problem"
-	"github.com/tokenproxy/tokenproxy/route"
 )
 
 func (d *routeCheck) checkNetwork(ctx context.Context, what, hostport string) bool {
@@ -47,7 +47,7 @@ func (d *routeCheck) checkHandshake(ctx context.Context, name, hostport string) 
 	if _, _, err := net.SplitHostPort(hostport); err != nil {
 		hostport = net.JoinHostPort(hostport, "443")
 	}
-	conf, err := route.TLSConfig(d.path(), d.rc.TLS, d.o.Build)
+	conf, err := assemble.TLSConfig(d.path(), d.rc.TLS, d.o.Build)
 	if err != nil {
 		d.step(name, Fail, err.Error(), "give a PEM bundle in tls.ca_file")
 		return false

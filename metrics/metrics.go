@@ -121,7 +121,7 @@ func (m *Metrics) LimiterWait(route string, d time.Duration) {
 // TokenThrottled implements tokencache.Observer.
 func (m *Metrics) TokenThrottled(route string) { m.throttled.WithLabelValues(route).Inc() }
 
-// Reload records a credential reload event (route.Options.OnReload):
+// Reload records a credential reload event (assemble.Options.OnReload):
 // result is "success", "refused" (a bad version, counted once) or
 // "unreachable" (the source could not be read, counted once per outage).
 func (m *Metrics) Reload(route, credential, result string) {

@@ -41,6 +41,9 @@ type APIConfig struct {
 	// Log receives one line per failed code exchange (never a code or a
 	// token); nil discards.
 	Log *zap.Logger
+	// Deleted, when set, is told of every consent the API deleted (after
+	// the store forgot it), so that a token cached for it is dropped.
+	Deleted func(route, owner, subject string)
 }
 
 // API is the consent API, an http.Handler:
@@ -391,6 +394,9 @@ func (a *API) remove(w http.ResponseWriter, r *http.Request, caller string, rout
 	if err := route.Revoke(r.Context(), caller, r.PathValue("subject")); err != nil {
 		writeErr(w, http.StatusBadGateway, "revocation_failed", fmt.Sprint(err), route.Route())
 		return
+	}
+	if a.cfg.Deleted != nil {
+		a.cfg.Deleted(route.Route(), caller, r.PathValue("subject"))
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -19,11 +19,11 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/proxy"
-	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
@@ -96,14 +96,14 @@ routes:
 	if err != nil {
 		b.Fatal(err)
 	}
-	bo := route.Options{}
+	bo := assemble.Options{}
 	if cfg.Vault != nil {
-		vc, err := vaultsrc.New(context.Background(), route.VaultConfig(*cfg.Vault))
+		vc, err := vaultsrc.New(context.Background(), assemble.VaultConfig(*cfg.Vault))
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer vc.Close()
-		bo = route.Options{Vault: vc, VaultClient: vc}
+		bo = assemble.Options{Vault: vc}
 	}
 	srv := serve(b, cfg, bo, proxy.Options{Log: zap.NewNop()})
 	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: srv.Addr("proxy")}), MaxIdleConnsPerHost: 64}}

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
-	"github.com/tokenproxy/tokenproxy/route"
 )
 
 // benchIntercept serves two intercepted hosts of one mTLS route whose
@@ -55,7 +55,7 @@ routes:
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := serve(b, cfg, route.Options{}, proxy.Options{})
+	srv := serve(b, cfg, assemble.Options{}, proxy.Options{})
 	return srv.Addr("proxy"), caPool(b, icaFile)
 }
 

@@ -15,12 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/berlingroup"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
-	"github.com/tokenproxy/tokenproxy/route"
 )
 
 // tlsGateway is tokenproxy as an HTTPS proxy: its listener's certificate
@@ -250,7 +250,7 @@ routes:
 		t.Fatalf("%v\n%s", err, yaml)
 	}
 	log, _ := testlog.New(t)
-	srv := serve(t, cfg, route.Options{}, proxy.Options{Log: log})
+	srv := serve(t, cfg, assemble.Options{}, proxy.Options{Log: log})
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		Proxy:           http.ProxyURL(&url.URL{Scheme: "http", Host: srv.Addr("proxy")}),
 		TLSClientConfig: &tls.Config{RootCAs: caPool(t, icaFile)}}}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/admin"
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
 	"github.com/tokenproxy/tokenproxy/intercept"
@@ -23,7 +24,6 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/metrics"
 	"github.com/tokenproxy/tokenproxy/proxy"
-	"github.com/tokenproxy/tokenproxy/route"
 )
 
 const (
@@ -131,7 +131,7 @@ routes:
 	h := &harness{t: t, ca: ca, emu: emu, logs: logs, dir: dir, pfx: files.PFX}
 	m := metrics.New()
 	h.metrics = m
-	srv := build(t, cfg, route.Options{Log: log, TokenObserver: m, OnReload: m.Reload,
+	srv := build(t, cfg, assemble.Options{Log: log, TokenObserver: m, OnReload: m.Reload,
 		InterceptObserver: intercept.NewPrometheusObserver(m.Registry())}, proxy.Options{
 		Log: log, Observer: m,
 		Admin: func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) },
@@ -213,16 +213,16 @@ var _ = strings.Contains
 
 // build builds cfg's routes with bo and a server for them, listening on
 // cfg's addresses.
-func build(t testing.TB, cfg *config.Config, bo route.Options, opts proxy.Options) *proxy.Server {
+func build(t testing.TB, cfg *config.Config, bo assemble.Options, opts proxy.Options) *proxy.Server {
 	t.Helper()
 	if bo.Log == nil {
 		bo.Log = opts.Log
 	}
-	routes, err := route.Build(context.Background(), cfg, bo)
+	routes, err := assemble.Build(context.Background(), cfg, bo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if opts.ProxyListener, err = route.BuildProxyListener(context.Background(), cfg, bo); err != nil {
+	if opts.ProxyListener, err = assemble.BuildProxyListener(context.Background(), cfg, bo); err != nil {
 		t.Fatal(err)
 	}
 	opts.ProxyAddr, opts.AdminAddr = cfg.Listen.Proxy, cfg.Listen.Admin
@@ -231,7 +231,7 @@ func build(t testing.TB, cfg *config.Config, bo route.Options, opts proxy.Option
 }
 
 // serve builds tokenproxy from cfg, listens, and serves until the test ends.
-func serve(t testing.TB, cfg *config.Config, bo route.Options, opts proxy.Options) *proxy.Server {
+func serve(t testing.TB, cfg *config.Config, bo assemble.Options, opts proxy.Options) *proxy.Server {
 	t.Helper()
 	srv := build(t, cfg, bo, opts)
 	if err := srv.Listen(); err != nil {

@@ -8,11 +8,11 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
-	"github.com/tokenproxy/tokenproxy/route"
 )
 
 // What identifies the app to tokenproxy (the gateway caller's
@@ -51,7 +51,7 @@ routes:
 		t.Fatal(err)
 	}
 	log, _ := testlog.New(t)
-	srv := serve(t, cfg, route.Options{}, proxy.Options{Log: log})
+	srv := serve(t, cfg, assemble.Options{}, proxy.Options{Log: log})
 	proxyURL := &url.URL{Scheme: "http", User: url.UserPassword("payments", "s3cret-caller"), Host: srv.Addr("proxy")}
 	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
 	req, _ := http.NewRequest(http.MethodGet, "http://psd2.bank.example/v1/accounts", nil)

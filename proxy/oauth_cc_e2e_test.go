@@ -12,12 +12,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/proxy"
-	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
@@ -63,7 +63,7 @@ func TestOAuthClientCredentialsRoutes(t *testing.T) {
 	log, logs := testlog.New(t)
 	logs.ForbidStrings(ccSecret, "not-the-secret-55")
 	logs.Forbid(b.emu.Issued)
-	srv := serve(t, cfg, route.Options{}, proxy.Options{Log: log})
+	srv := serve(t, cfg, assemble.Options{}, proxy.Options{Log: log})
 	x := &tp{proxyURL: &url.URL{Scheme: "http", Host: srv.Addr("proxy")}}
 	app := x.app(t, "")
 	for _, name := range []string{"post", "basic", "jwt", "mtls"} {
@@ -132,14 +132,14 @@ routes:
 	if err != nil {
 		t.Fatalf("%v\n%s", err, yaml)
 	}
-	vc, err := vaultsrc.New(context.Background(), route.VaultConfig(*cfg.Vault))
+	vc, err := vaultsrc.New(context.Background(), assemble.VaultConfig(*cfg.Vault))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { vc.Close() })
 	log, logs := testlog.New(t)
 	logs.Forbid(b.emu.Issued)
-	srv := serve(t, cfg, route.Options{Vault: vc, VaultClient: vc}, proxy.Options{Log: log})
+	srv := serve(t, cfg, assemble.Options{Vault: vc}, proxy.Options{Log: log})
 	app := (&tp{proxyURL: &url.URL{Scheme: "http", Host: srv.Addr("proxy")}}).app(t, "")
 	req, _ := http.NewRequest("GET", "http://transit.example/stet/psd2/v1/accounts", nil)
 	if a := app.do(app.c, req); a.status != http.StatusOK {

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
@@ -33,7 +34,6 @@ import (
 	"github.com/tokenproxy/tokenproxy/metrics"
 	"github.com/tokenproxy/tokenproxy/oauth"
 	"github.com/tokenproxy/tokenproxy/proxy"
-	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
@@ -209,7 +209,7 @@ func boltStoreAt(t *testing.T, dir, keyDir string, key []byte) string {
 // tp is one running tokenproxy with its consent API, built from YAML.
 type tp struct {
 	srv      *proxy.Server
-	consents *route.Consents
+	consents *assemble.Consents
 	metrics  *metrics.Metrics
 	proxyURL *url.URL
 	api      string
@@ -228,12 +228,12 @@ func startTP(t *testing.T, b *bank, yaml string, vc *vaultsrc.Client) *tp {
 	zl, logs := testlog.New(t)
 	logs.Forbid(b.emu.Issued)
 	m := metrics.New()
-	bo := route.Options{Log: zl, TokenObserver: m}
+	bo := assemble.Options{Log: zl, TokenObserver: m}
 	if vc != nil {
-		bo.Vault, bo.VaultClient = vc, vc
+		bo.Vault = vc
 	}
 	// store.kind: redis shares access tokens, the refresh lock and the budget.
-	st, err := route.OpenStore(context.Background(), cfg.Store, route.StoreOptions{Log: zl, Vault: bo.Vault})
+	st, err := assemble.OpenStore(context.Background(), cfg.Store, assemble.StoreOptions{Log: zl, Vault: bo.Vault})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,20 +241,20 @@ func startTP(t *testing.T, b *bank, yaml string, vc *vaultsrc.Client) *tp {
 		bo.Store = st
 		t.Cleanup(func() { st.Close() })
 	}
-	consents, err := route.OpenConsents(context.Background(), cfg, bo)
+	consents, err := assemble.OpenConsents(context.Background(), cfg, bo)
 	if err != nil {
 		t.Fatal(err)
 	}
 	om := m.OAuth()
 	bo.Consents, bo.OAuthObserver = consents, om
-	routes, err := route.Build(context.Background(), cfg, bo)
+	routes, err := assemble.Build(context.Background(), cfg, bo)
 	if err != nil {
 		consents.Close()
 		t.Fatal(err)
 	}
 	apiCfg := consents.APIConfig()
 	apiCfg.Log = zl
-	h, err := proxy.NewConsentHandler(routes, apiCfg)
+	h, err := assemble.ConsentHandler(routes, apiCfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/internal/redistest"
 	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/proxy"
-	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
@@ -78,7 +78,7 @@ func TestOAuthRestartKeepsConsentsVault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vc, err := vaultsrc.New(context.Background(), route.VaultConfig(*cfg.Vault))
+	vc, err := vaultsrc.New(context.Background(), assemble.VaultConfig(*cfg.Vault))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,8 +110,8 @@ func TestOAuthWrongStoreKey(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Both ways tokenproxy opens the store: explicitly, and by Build.
-			_, err1 := route.OpenConsents(context.Background(), cfg, route.Options{})
-			_, err2 := route.Build(context.Background(), cfg, route.Options{})
+			_, err1 := assemble.OpenConsents(context.Background(), cfg, assemble.Options{})
+			_, err2 := assemble.Build(context.Background(), cfg, assemble.Options{})
 			for _, err := range []error{err1, err2} {
 				msg := fmt.Sprint(err)
 				if err == nil || !strings.Contains(msg, "consents.store.bbolt.key") || !strings.Contains(msg, tc.want) {
@@ -214,7 +214,7 @@ func TestOAuthTwoReplicasOneRefresh(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		vc, err := vaultsrc.New(context.Background(), route.VaultConfig(*cfg.Vault))
+		vc, err := vaultsrc.New(context.Background(), assemble.VaultConfig(*cfg.Vault))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -33,7 +33,7 @@ type Options struct {
 	ExpiryWarning time.Duration
 	// ConsentAddr is the consent API's address; "" or "off" binds none.
 	ConsentAddr string
-	// Consents, when set, is the consent API served on ConsentAddr (see NewConsentHandler).
+	// Consents, when set, is the consent API served on ConsentAddr (assemble.ConsentHandler).
 	Consents http.Handler
 	// Jobs run alongside the listeners until the server stops (the consent census).
 	Jobs []func(context.Context)
@@ -50,7 +50,7 @@ type Options struct {
 	// server still serves on what it holds (Vault unreachable): /readyz says so.
 	Degraded func() error
 	// ProxyListener, when set, terminates CONNECT tunnels to intercepting routes
-	// and makes the proxy listener an HTTPS proxy (see route.BuildProxyListener).
+	// and makes the proxy listener an HTTPS proxy (assemble.BuildProxyListener).
 	ProxyListener *route.ProxyListener
 }
 

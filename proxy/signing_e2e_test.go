@@ -13,13 +13,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/berlingroup"
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
-	"github.com/tokenproxy/tokenproxy/route"
 )
 
 // mtlsUpstream serves h over TLS, requiring a client certificate from ca.
@@ -86,7 +86,7 @@ func TestSignedRequestsThroughProxy(t *testing.T) {
 		t.Fatalf("%v\n%s", err, yaml)
 	}
 	log, logs := testlog.New(t)
-	srv := serve(t, cfg, route.Options{}, proxy.Options{Log: log})
+	srv := serve(t, cfg, assemble.Options{}, proxy.Options{Log: log})
 	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: srv.Addr("proxy")})}}
 
 	tests := []struct {

@@ -19,11 +19,11 @@ import (
 	"github.com/go-fed/httpsig"
 	"github.com/yaronf/httpsign"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
-	"github.com/tokenproxy/tokenproxy/route"
 )
 
 // capture records the requests an upstream received, body included.
@@ -109,7 +109,7 @@ routes:
 		t.Fatal(err)
 	}
 	log, _ := testlog.New(t)
-	srv := serve(t, cfg, route.Options{}, proxy.Options{Log: log})
+	srv := serve(t, cfg, assemble.Options{}, proxy.Options{Log: log})
 	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: srv.Addr("proxy")})}}
 	send := func(host string, i int) {
 		tc := profileCases[i]

@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
 	"github.com/tokenproxy/tokenproxy/emulator/berlingroup"
@@ -27,7 +28,6 @@ import (
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/proxy"
-	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
@@ -48,12 +48,12 @@ func startWithVault(t *testing.T, srv *vaulttest.Server, yaml string) (*proxy.Se
 	}
 	log, logs := testlog.New(t)
 	logs.ForbidStrings(tok.Auth.ClientToken)
-	vc, err := vaultsrc.New(context.Background(), route.VaultConfig(*cfg.Vault), vaultsrc.WithLogger(log))
+	vc, err := vaultsrc.New(context.Background(), assemble.VaultConfig(*cfg.Vault), vaultsrc.WithLogger(log))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { vc.Close() })
-	s := serve(t, cfg, route.Options{Vault: vc, VaultClient: vc}, proxy.Options{Log: log})
+	s := serve(t, cfg, assemble.Options{Vault: vc}, proxy.Options{Log: log})
 	return s, logs, vc
 }
 

@@ -5,15 +5,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
 
 	"github.com/tokenproxy/tokenproxy/callercert"
-	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/problem"
-	"github.com/tokenproxy/tokenproxy/secret"
 )
 
 // Denied is a request the route's allow policy refuses.
@@ -42,57 +38,35 @@ const (
 	CodeCallerNotAllowed   = "caller_not_allowed"
 )
 
-// callerSet holds the digests of each caller's "name:password", resolved
-// once at start-up.
-type callerSet map[string][32]byte
+// Callers holds the digests of each gateway caller's "name:password",
+// resolved once at start-up.
+type Callers map[string][32]byte
 
-func buildCallers(ctx context.Context, cs []config.Caller, vault secret.VaultReader) (callerSet, error) {
-	set := callerSet{}
-	for i, c := range cs {
-		if c.Certificate != nil && c.Password.IsZero() {
-			continue // authenticates by client certificate only
-		}
-		p := fmt.Sprintf("callers[%d].password", i)
-		src, err := c.Password.Open(vault)
-		if err != nil {
-			return nil, &problem.FieldError{Path: p, Err: err}
-		}
-		v, err := src.Get(ctx)
-		if err != nil {
-			return nil, &problem.FieldError{Path: p, Err: err, Fix: "make the secret available (" + src.String() + ")"}
-		}
-		set[c.Name] = sha256.Sum256([]byte(c.Name + ":" + v.Reveal()))
-	}
-	return set, nil
+// Add records the password of the caller name.
+func (c Callers) Add(name, password string) {
+	c[name] = sha256.Sum256([]byte(name + ":" + password))
 }
 
-// allowPolicy decides who may use a route.
-type allowPolicy struct {
+// AllowPolicy decides who may use a route.
+type AllowPolicy struct {
 	route    string
 	prefixes []netip.Prefix
 	callers  []string
-	all      callerSet
+	all      Callers
 	certs    *callercert.Mapper // callers by client certificate; nil when none
 }
 
-func newAllowPolicy(route string, a *config.Allow, all callerSet, certs *callercert.Mapper) *allowPolicy {
-	if a == nil {
-		return nil
-	}
-	p := &allowPolicy{route: route, callers: a.Callers, all: all, certs: certs}
-	for _, c := range a.CIDRs {
-		if pf, err := netip.ParsePrefix(c); err == nil {
-			p.prefixes = append(p.prefixes, pf.Masked())
-		} else if ad, err := netip.ParseAddr(c); err == nil {
-			p.prefixes = append(p.prefixes, netip.PrefixFrom(ad.Unmap(), ad.Unmap().BitLen()))
-		}
-	}
-	return p
+// NewAllowPolicy returns who may use route: apps from the source prefixes
+// (any when empty) and, when callers is not empty, only those gateway
+// callers, authenticated by their password in all or by their client
+// certificate through certs (nil when no caller has one).
+func NewAllowPolicy(route string, prefixes []netip.Prefix, callers []string, all Callers, certs *callercert.Mapper) *AllowPolicy {
+	return &AllowPolicy{route: route, prefixes: prefixes, callers: callers, all: all, certs: certs}
 }
 
 // check returns nil when req may use the route, and the caller's name when
 // one authenticated.
-func (p *allowPolicy) check(req *http.Request) (string, *Denied) {
+func (p *AllowPolicy) check(req *http.Request) (string, *Denied) {
 	if len(p.prefixes) > 0 {
 		ap, err := netip.ParseAddrPort(req.RemoteAddr)
 		ok := false
@@ -145,7 +119,7 @@ func WithTunnelCaller(ctx context.Context, caller string) context.Context {
 // identify finds the caller of req: the tunnel's, else the client
 // certificate of a TLS proxy connection, else Basic credentials. A verified
 // certificate that names no caller is refused outright.
-func (p *allowPolicy) identify(req *http.Request) (string, bool, *Denied) {
+func (p *AllowPolicy) identify(req *http.Request) (string, bool, *Denied) {
 	if name, ok := req.Context().Value(tunnelCallerKey{}).(string); ok && name != "" {
 		return name, true, nil
 	}
@@ -164,7 +138,7 @@ func (p *allowPolicy) identify(req *http.Request) (string, bool, *Denied) {
 }
 
 // authenticate checks Basic credentials against every caller in constant time.
-func (p *allowPolicy) authenticate(h string) (string, bool) {
+func (p *AllowPolicy) authenticate(h string) (string, bool) {
 	const prefix = "Basic "
 	if len(h) < len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
 		return "", false

@@ -1,10 +1,10 @@
-// Package route turns the configuration into built routes: for each upstream
-// API it loads the CA pool and builds the TLS configuration and transport,
-// picks and loads the certificate source, wires the token cache and its
-// source, the signer and caller authorisation, and collects the background
-// jobs (certificate reloads, Vault PKI renewal). The proxy serves the Routes
-// built here, and `tokenproxy check` probes through them, so a diagnosis and
-// a real request prepare and send requests the same way.
+// Package route is the runtime model of one upstream API: who may use it
+// (Authorize), which token a request needs (TokenKey), and the request sent
+// upstream (Prepare: headers, token, signature). It knows kinds of token,
+// not how they are obtained, and nothing of the configuration: package
+// assemble builds Routes from the configuration, the proxy serves them and
+// `tokenproxy check` probes through them, so a diagnosis and a real request
+// prepare and send requests the same way.
 package route
 
 import (
@@ -38,6 +38,8 @@ type Route struct {
 	ClientCert *certs.Holder
 	// Tokens is nil on routes without a token.
 	Tokens *tokencache.Cache
+	// TokenKind says where the route's token comes from; TokenNone without one.
+	TokenKind TokenKind
 	// Signer is nil on routes that are not signed.
 	Signer Signer
 
@@ -46,12 +48,12 @@ type Route struct {
 	held []HeldCertificate
 	// jobs run alongside the server: certificate reloaders, Vault PKI renewal.
 	jobs  []func(context.Context)
-	allow *allowPolicy
+	allow *AllowPolicy
 	// owned are request headers tokenproxy sets on this route; the app's
 	// values are dropped.
 	owned []string
 	// subjects reads the customer an app names (authorization_code routes).
-	subjects *subjectPolicy
+	subjects *Subjects
 }
 
 // HeldCertificate is a certificate a route serves from a holder, named by
@@ -72,10 +74,39 @@ func (r *Route) Jobs() []func(context.Context) { return r.jobs }
 // certificate when it presents one.
 func (r *Route) Ready() bool { return r.ClientCert == nil || r.ClientCert.Load() != nil }
 
-// addCertificate registers a held certificate and, if rl is not nil, its reloader.
-func (r *Route) addCertificate(kind string, h *certs.Holder, rl *certs.Reloader) {
+// AddCertificate registers a held certificate and, if job is not nil, the
+// job that keeps it current (a reloader, a renewal).
+func (r *Route) AddCertificate(kind string, h *certs.Holder, job func(context.Context)) {
 	r.held = append(r.held, HeldCertificate{Kind: kind, Holder: h})
-	if rl != nil {
-		r.jobs = append(r.jobs, rl.Run)
+	if job != nil {
+		r.jobs = append(r.jobs, job)
 	}
 }
+
+// AddJob adds background work that runs while the route serves.
+func (r *Route) AddJob(job func(context.Context)) { r.jobs = append(r.jobs, job) }
+
+// Own marks request headers as set by tokenproxy on this route: an app's
+// values never reach the upstream.
+func (r *Route) Own(headers ...string) { r.owned = append(r.owned, headers...) }
+
+// SetAllow installs who may use the route; nil lets every app through.
+func (r *Route) SetAllow(p *AllowPolicy) { r.allow = p }
+
+// TokenKind is where a route's token comes from.
+type TokenKind int
+
+const (
+	// TokenNone: the route attaches no token.
+	TokenNone TokenKind = iota
+	// TokenBasicGet: one token for the route from Banking Circle's GET flow.
+	TokenBasicGet
+	// TokenClientCredentials: one token for the route from an OAuth2 client credentials grant.
+	TokenClientCredentials
+	// TokenPerCustomer: a token per customer (subject) from the consent the
+	// customer gave (OAuth2 authorization code and refresh).
+	TokenPerCustomer
+)
+
+// OAuth reports whether the token comes from an OAuth2 grant.
+func (k TokenKind) OAuth() bool { return k == TokenClientCredentials || k == TokenPerCustomer }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/problem"
 	"github.com/tokenproxy/tokenproxy/secret"
 )
 
@@ -110,19 +111,22 @@ func (c Config) withDefaults() Config {
 // Validate checks the block and names the offending field as vault.<field>.
 func (c Config) Validate() error {
 	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	// Every message is "what is wrong; the fix" about the field at path.
+	add := func(path, format string, args ...any) {
+		errs = append(errs, problem.Field(path, fmt.Sprintf(format, args...)))
+	}
 
 	switch c.Address {
 	case "":
-		add("vault.address: missing; give Vault's URL, e.g. https://vault.internal:8200")
+		add("vault.address", "missing; give Vault's URL, e.g. https://vault.internal:8200")
 	default:
 		u, err := url.Parse(c.Address)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			add("vault.address: %q is not an http(s) URL; give e.g. https://vault.internal:8200", c.Address)
+			add("vault.address", "%q is not an http(s) URL; give e.g. https://vault.internal:8200", c.Address)
 		}
 	}
 	if c.Timeout < 0 {
-		add("vault.timeout: must be positive (e.g. 10s)")
+		add("vault.timeout", "must be positive (e.g. 10s)")
 	}
 
 	a := c.Auth
@@ -131,29 +135,29 @@ func (c Config) Validate() error {
 	case MethodToken, MethodAppRole, MethodKubernetes:
 		for m, ok := range set {
 			if ok && m != a.Method {
-				add("vault.auth.%s: set, but vault.auth.method is %q; remove it or change the method", m, a.Method)
+				add("vault.auth."+m, "set, but vault.auth.method is %q; remove it or change the method", a.Method)
 			}
 		}
 	case "":
-		add("vault.auth.method: missing; use token, approle or kubernetes")
+		add("vault.auth.method", "missing; use token, approle or kubernetes")
 	default:
-		add("vault.auth.method: %q is not supported; use token, approle or kubernetes", a.Method)
+		add("vault.auth.method", "%q is not supported; use token, approle or kubernetes", a.Method)
 	}
 
 	switch a.Method {
 	case MethodToken:
 		switch t := a.Token; {
 		case t == nil:
-			add("vault.auth.token: missing; give env: VAULT_TOKEN or file: /path/to/token")
+			add("vault.auth.token", "missing; give env: VAULT_TOKEN or file: /path/to/token")
 		case t.Env != "" && t.File != "":
-			add("vault.auth.token: set exactly one of env or file")
+			add("vault.auth.token", "set exactly one of env or file")
 		case t.Env == "" && t.File == "":
-			add("vault.auth.token: give env: VAULT_TOKEN or file: /path/to/token")
+			add("vault.auth.token", "give env: VAULT_TOKEN or file: /path/to/token")
 		}
 	case MethodAppRole:
 		r := a.AppRole
 		if r == nil {
-			add("vault.auth.approle: missing; give role_id and secret_id (env or file references)")
+			add("vault.auth.approle", "missing; give role_id and secret_id (env or file references)")
 			break
 		}
 		for _, f := range []struct {
@@ -162,7 +166,7 @@ func (c Config) Validate() error {
 		}{{"role_id", r.RoleID}, {"secret_id", r.SecretID}} {
 			path := "vault.auth.approle." + f.name
 			if f.ref.Vault != nil {
-				add("%s: cannot come from Vault itself; use env or file", path)
+				add(path, "cannot come from Vault itself; use env or file")
 				continue
 			}
 			if err := f.ref.Validate(path); err != nil {
@@ -172,7 +176,7 @@ func (c Config) Validate() error {
 	case MethodKubernetes:
 		k := a.Kubernetes
 		if k == nil || k.Role == "" {
-			add("vault.auth.kubernetes.role: missing; name the Vault role bound to this service account")
+			add("vault.auth.kubernetes.role", "missing; name the Vault role bound to this service account")
 		}
 	}
 	return errors.Join(errs...)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/certs"
+	"github.com/tokenproxy/tokenproxy/problem"
 )
 
 // KVCertConfig names a client certificate kept in a KV v2 secret, either as
@@ -57,22 +58,22 @@ func (k KVCertConfig) withDefaults() KVCertConfig {
 func (k KVCertConfig) Validate(at string) error {
 	var errs []error
 	if k.Path == "" {
-		errs = append(errs, fmt.Errorf("%s.path: missing; name the KV v2 secret, e.g. tokenproxy/bank/client", at))
+		errs = append(errs, problem.Field(at+".path", "missing; name the KV v2 secret, e.g. tokenproxy/bank/client"))
 	}
 	p12 := k.PKCS12Field != "" || k.PasscodeField != ""
 	pemSet := k.CertField != "" || k.KeyField != ""
 	switch {
 	case p12 && pemSet:
-		errs = append(errs, fmt.Errorf("%s: set either pkcs12_field and passcode_field, or cert_field and key_field, not both", at))
+		errs = append(errs, problem.Field(at, "set either pkcs12_field and passcode_field, or cert_field and key_field, not both"))
 	case p12 && (k.PKCS12Field == "" || k.PasscodeField == ""):
-		errs = append(errs, fmt.Errorf("%s: pkcs12_field and passcode_field go together; set both", at))
+		errs = append(errs, problem.Field(at, "pkcs12_field and passcode_field go together; set both"))
 	case pemSet && (k.CertField == "" || k.KeyField == ""):
-		errs = append(errs, fmt.Errorf("%s: cert_field and key_field go together; set both", at))
+		errs = append(errs, problem.Field(at, "cert_field and key_field go together; set both"))
 	case !p12 && !pemSet:
-		errs = append(errs, fmt.Errorf("%s: name the fields: pkcs12_field and passcode_field, or cert_field and key_field", at))
+		errs = append(errs, problem.Field(at, "name the fields: pkcs12_field and passcode_field, or cert_field and key_field"))
 	}
 	if k.PollInterval < 0 {
-		errs = append(errs, fmt.Errorf("%s.poll_interval: must be positive, e.g. 30s", at))
+		errs = append(errs, problem.Field(at+".poll_interval", "must be positive, e.g. 30s"))
 	}
 	return errors.Join(errs...)
 }

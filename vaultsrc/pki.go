@@ -19,6 +19,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/tokenproxy/tokenproxy/certs"
+	"github.com/tokenproxy/tokenproxy/problem"
 )
 
 // PKIConfig asks Vault's PKI engine for a short-lived client certificate.
@@ -59,16 +60,16 @@ func (p PKIConfig) withDefaults() PKIConfig {
 func (p PKIConfig) Validate(at string) error {
 	var errs []error
 	if p.Role == "" {
-		errs = append(errs, fmt.Errorf("%s.role: missing; name the PKI role to issue from", at))
+		errs = append(errs, problem.Field(at+".role", "missing; name the PKI role to issue from"))
 	}
 	if p.CommonName == "" {
-		errs = append(errs, fmt.Errorf("%s.common_name: missing; give the certificate's common name", at))
+		errs = append(errs, problem.Field(at+".common_name", "missing; give the certificate's common name"))
 	}
 	if p.TTL < 0 {
-		errs = append(errs, fmt.Errorf("%s.ttl: must be positive, e.g. 24h", at))
+		errs = append(errs, problem.Field(at+".ttl", "must be positive, e.g. 24h"))
 	}
 	if p.RetryInterval < 0 {
-		errs = append(errs, fmt.Errorf("%s.retry_interval: must be positive, e.g. 10s", at))
+		errs = append(errs, problem.Field(at+".retry_interval", "must be positive, e.g. 10s"))
 	}
 	return errors.Join(errs...)
 }

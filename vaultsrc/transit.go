@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/tokenproxy/tokenproxy/certs"
+	"github.com/tokenproxy/tokenproxy/problem"
 )
 
 // TransitKeyConfig names a Transit signing key.
@@ -39,7 +40,7 @@ func (t TransitKeyConfig) withDefaults() TransitKeyConfig {
 // Validate checks the block; at names its place in the configuration.
 func (t TransitKeyConfig) Validate(at string) error {
 	if t.Key == "" {
-		return fmt.Errorf("%s.key: missing; name the Transit key (transit/keys/<key>)", at)
+		return problem.Field(at+".key", "missing; name the Transit key (transit/keys/<key>)")
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/certs"
+	"github.com/tokenproxy/tokenproxy/problem"
 	"github.com/tokenproxy/tokenproxy/secret"
 )
 
@@ -54,14 +55,14 @@ func (t TransitCertConfig) Validate(at string) error {
 	}
 	if !t.inTransit() {
 		if t.Certificate.Path == "" {
-			errs = append(errs, fmt.Errorf("%s.certificate.path: missing; name the KV v2 secret holding the certificate (or omit certificate to use the chain stored in Transit)", at))
+			errs = append(errs, problem.Field(at+".certificate.path", "missing; name the KV v2 secret holding the certificate (or omit certificate to use the chain stored in Transit)"))
 		}
 		if t.Certificate.Field == "" {
-			errs = append(errs, fmt.Errorf("%s.certificate.field: missing; name the field with the PEM certificate", at))
+			errs = append(errs, problem.Field(at+".certificate.field", "missing; name the field with the PEM certificate"))
 		}
 	}
 	if t.PollInterval < 0 {
-		errs = append(errs, fmt.Errorf("%s.poll_interval: must be positive, e.g. 30s", at))
+		errs = append(errs, problem.Field(at+".poll_interval", "must be positive, e.g. 30s"))
 	}
 	return errors.Join(errs...)
 }

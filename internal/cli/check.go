@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/diagnose"
 )
 
@@ -25,16 +26,20 @@ It prints no secret.`,
 			if err != nil {
 				return err
 			}
-			log, vc, err := e.loggerAndVault(cfg)
+			log, err := e.buildLogger(cfg.Log)
 			if err != nil {
-				return err
+				return &ExitError{Code: ExitConfig, Err: err}
 			}
-			defer closeVault(vc)
-			opts := diagnose.Options{Timeout: timeout, Build: buildOptions(vc)}
-			st, storeFailed := checkStore(e.context(), cfg, vc, log, cmd.OutOrStdout(), timeout)
-			defer st.Close()
-			opts.Build.Store = st
-			rep, err := diagnose.Run(e.context(), cfg, route, cmd.OutOrStdout(), opts)
+			a := assemble.New(cfg, assemble.Setup{Log: log})
+			defer a.Close()
+			if err := a.OpenVault(e.context()); err != nil {
+				return &ExitError{Code: ExitConfig, Err: err}
+			}
+			storeFailed := checkStore(e.context(), a, cmd.OutOrStdout(), timeout)
+			// A running tokenproxy may hold the consent store: the token
+			// steps probe the endpoint without it.
+			a.UseProbeConsents()
+			rep, err := diagnose.Run(e.context(), cfg, route, cmd.OutOrStdout(), diagnose.Options{Timeout: timeout, Build: a.Options()})
 			if err != nil {
 				return &ExitError{Code: ExitUsage, Err: err}
 			}

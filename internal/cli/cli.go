@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,14 +17,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/tokenproxy/tokenproxy/admin"
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/intercept"
 	"github.com/tokenproxy/tokenproxy/internal/version"
 	"github.com/tokenproxy/tokenproxy/metrics"
-	"github.com/tokenproxy/tokenproxy/proxy"
-	"github.com/tokenproxy/tokenproxy/route"
-	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 // Exit codes.
@@ -158,7 +153,7 @@ func (e *env) loadConfig(path string) (*config.Config, error) {
 	}
 	cfg, err := config.LoadFile(path)
 	if err == nil {
-		if err = route.Check(cfg); err != nil {
+		if err = assemble.Check(cfg); err != nil {
 			err = fmt.Errorf("%s: %w", path, err)
 		}
 	}
@@ -224,28 +219,16 @@ func (e *env) validateCommand() *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "configuration OK (%d routes; credentials not loaded)\n", len(cfg.Routes))
 				return nil
 			}
-			log, vc, err := e.loggerAndVault(cfg)
+			log, err := e.buildLogger(cfg.Log)
 			if err != nil {
-				return err
+				return &ExitError{Code: ExitConfig, Err: err}
 			}
-			defer closeVault(vc)
-			consents, _, bo, err := openConsents(e.context(), cfg, buildOptions(vc), nil)
+			a, err := assemble.Open(e.context(), cfg, assemble.Setup{Log: log, SkipGeneratedCA: true})
 			if err != nil {
-				return err
+				return &ExitError{Code: ExitConfig, Err: err}
 			}
-			defer consents.Close()
-			bo.Log = log
-			if bo.Store, err = openStore(e.context(), cfg, vc, log, nil); err != nil {
-				return err
-			}
-			defer bo.Store.Close()
-			routes, err := route.Build(e.context(), cfg, bo)
-			if err != nil {
-				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
-			}
-			if err := validateProxyListener(e.context(), cfg, bo); err != nil {
-				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
-			}
+			defer a.Close()
+			routes := a.Routes
 			for _, r := range routes {
 				line := fmt.Sprintf("route %s: %s -> %s", r.Name, strings.Join(r.Hosts, ", "), r.Upstream)
 				if r.ClientCert != nil {
@@ -291,105 +274,17 @@ func (e *env) runCommand() *cobra.Command {
 	return cmd
 }
 
-// openVault logs in to Vault when the configuration has a vault: block. A
-// failed first login is a configuration error (exit 2) naming the method and
-// role, never the secret.
-func openVault(ctx context.Context, cfg *config.Config, log *zap.Logger) (*vaultsrc.Client, error) {
-	if cfg.Vault == nil {
-		return nil, nil
-	}
-	c, err := vaultsrc.New(ctx, route.VaultConfig(*cfg.Vault), vaultsrc.WithLogger(log))
-	if err != nil {
-		return nil, &ExitError{Code: ExitConfig, Err: fmt.Errorf("vault: %w", err)}
-	}
-	return c, nil
-}
-
-// loggerAndVault builds the command's logger and, when the configuration
-// has a vault: block, logs in to Vault (the client is nil otherwise).
-func (e *env) loggerAndVault(cfg *config.Config) (*zap.Logger, *vaultsrc.Client, error) {
-	log, err := e.buildLogger(cfg.Log)
-	if err != nil {
-		return nil, nil, &ExitError{Code: ExitConfig, Err: err}
-	}
-	vc, err := openVault(e.context(), cfg, log)
-	if err != nil {
-		return nil, nil, err
-	}
-	return log, vc, nil
-}
-
-// closeVault stops a Vault client's background renewal; nil is fine.
-func closeVault(vc *vaultsrc.Client) {
-	if vc != nil {
-		_ = vc.Close()
-	}
-}
-
-// buildOptions wires the Vault client, when there is one, into route building.
-func buildOptions(vc *vaultsrc.Client) route.Options {
-	if vc == nil {
-		return route.Options{}
-	}
-	return route.Options{Vault: vc, VaultClient: vc}
-}
-
-// serverOptions are the server's listeners and timings from cfg.
-func serverOptions(cfg *config.Config, log *zap.Logger) proxy.Options {
-	return proxy.Options{Log: log, ProxyAddr: cfg.Listen.Proxy, AdminAddr: cfg.Listen.Admin,
-		ShutdownGrace: cfg.ShutdownGrace, ExpiryWarning: cfg.CertificateExpiryWarning, Gateway: cfg.Listen.AllowNonLoopback}
-}
-
-// Serve builds the server for cfg and serves until ctx ends, then drains.
+// Serve opens the parts of cfg (assemble.Open), serves them until ctx
+// ends, drains, and releases everything.
 func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
-	vc, err := openVault(ctx, cfg, log)
+	a, err := assemble.Open(ctx, cfg, assemble.Setup{Log: log, Metrics: metrics.New()})
 	if err != nil {
-		return err
+		return &ExitError{Code: ExitConfig, Err: err}
 	}
-	if vc != nil {
-		defer vc.Close()
-	}
-	m := metrics.New()
-	consents, om, bo, err := openConsents(ctx, cfg, buildOptions(vc), m)
+	defer a.Close()
+	srv, err := a.Server()
 	if err != nil {
-		return err
-	}
-	defer consents.Close()
-	bo.Log, bo.TokenObserver, bo.OnReload = log, m, m.Reload
-	bo.InterceptObserver = intercept.NewPrometheusObserver(m.Registry())
-	if bo.Store, err = openStore(ctx, cfg, vc, log, m); err != nil {
-		return err
-	}
-	defer bo.Store.Close()
-	routes, err := route.Build(ctx, cfg, bo)
-	if err != nil {
-		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
-	}
-	gw, err := route.BuildProxyListener(ctx, cfg, bo)
-	if err != nil {
-		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
-	}
-	route.LogProxyListener(log, gw)
-	opts := serverOptions(cfg, log)
-	opts.ProxyListener = gw
-	opts.Observer = m
-	if err := serveConsents(cfg, consents, om, routes, &opts, log); err != nil {
-		return err
-	}
-	opts.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) }
-	if vc != nil {
-		opts.Degraded = func() error { return vc.Health().Err() }
-		m.WatchDependency("vault", func() bool { return vc.Health().OK })
-	}
-	opts.Degraded = withStore(opts.Degraded, bo.Store)
-	srv := proxy.New(routes, opts)
-	for _, r := range srv.Routes() {
-		for _, hc := range r.Certificates() {
-			m.WatchCertificate(r.Name, hc.Kind, hc.Holder.Load)
-		}
-	}
-	if gw.ServerCert != nil {
-		m.WatchCertificate("", "proxy_tls", gw.ServerCert.Load)
+		return &ExitError{Code: ExitConfig, Err: err}
 	}
 	if err := srv.Listen(); err != nil {
 		return &ExitError{Code: ExitFailure, Err: err}

@@ -25,13 +25,13 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/net/http/httpproxy"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
 	"github.com/tokenproxy/tokenproxy/emulator/berlingroup"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
-	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/secret"
 )
 
@@ -115,7 +115,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 	os.Setenv("TOKENPROXY_DEMO_PASSWORD", pass)
 	cfg := demoConfig(o.listen, emu, bgSrv.URL)
 	cfg.ApplyDefaults()
-	if err := errors.Join(cfg.Validate(), route.Check(cfg)); err != nil {
+	if err := errors.Join(cfg.Validate(), assemble.Check(cfg)); err != nil {
 		return err
 	}
 	log, err := demoLogger(o.verbose, logw)
@@ -123,7 +123,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 		return err
 	}
 	obs := &demoObserver{}
-	routes, err := route.Build(ctx, cfg, route.Options{Log: log, TokenObserver: obs, RootCAs: ca.CertPool(),
+	a, err := assemble.Open(ctx, cfg, assemble.Setup{Log: log, TokenObserver: obs, RootCAs: ca.CertPool(),
 		Certificates: map[string]certs.Source{
 			"client": &certs.StaticSource{Cert: loaded, Desc: "in-memory PKCS#12"},
 			"qsealc": &certs.StaticSource{Cert: qseal, Desc: "in-memory QSealC"},
@@ -131,7 +131,11 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 	if err != nil {
 		return err
 	}
-	srv := proxy.New(routes, serverOptions(cfg, log))
+	defer a.Close()
+	srv, err := a.Server()
+	if err != nil {
+		return err
+	}
 	stop, err := serveInBackground(ctx, srv)
 	if err != nil {
 		return err

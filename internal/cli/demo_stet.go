@@ -20,12 +20,11 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
-	"github.com/tokenproxy/tokenproxy/proxy"
-	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/secret"
 )
 
@@ -76,30 +75,21 @@ func demoSTET(ctx context.Context, p func(string, ...any), ca *testpki.CA, serve
 	}
 	cfg := demoSTETConfig(bank.URL, consentAddr, filepath.Join(dir, "consents.db"))
 	cfg.ApplyDefaults()
-	if err := errors.Join(cfg.Validate(), route.Check(cfg)); err != nil {
+	if err := errors.Join(cfg.Validate(), assemble.Check(cfg)); err != nil {
 		return err
 	}
-	bo := route.Options{Log: log, RootCAs: ca.CertPool(), Certificates: map[string]certs.Source{
+	a, err := assemble.Open(ctx, cfg, assemble.Setup{Log: log, RootCAs: ca.CertPool(), Certificates: map[string]certs.Source{
 		"client": &certs.StaticSource{Cert: client, Desc: "in-memory QWAC"},
 		"qsealc": &certs.StaticSource{Cert: qseal, Desc: "in-memory QSealC"},
-	}}
-	if bo.Consents, err = route.OpenConsents(ctx, cfg, bo); err != nil {
-		return err
-	}
-	defer bo.Consents.Close()
-	routes, err := route.Build(ctx, cfg, bo)
+	}})
 	if err != nil {
 		return err
 	}
-	api := bo.Consents.APIConfig()
-	api.Log = log
-	h, err := proxy.NewConsentHandler(routes, api)
+	defer a.Close()
+	srv, err := a.Server()
 	if err != nil {
 		return err
 	}
-	opts := serverOptions(cfg, log)
-	opts.ConsentAddr, opts.Consents = consentAddr, h
-	srv := proxy.New(routes, opts)
 	stop, err := serveInBackground(ctx, srv)
 	if err != nil {
 		return err

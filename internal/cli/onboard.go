@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
@@ -118,8 +119,15 @@ func (e *env) onboardVault(path string) (*vaultsrc.Client, error) {
 	if cfg.Vault == nil {
 		return nil, &ExitError{Code: ExitConfig, Err: errors.New("the configuration has no vault: block")}
 	}
-	_, vc, err := e.loggerAndVault(cfg)
-	return vc, err
+	log, err := e.buildLogger(cfg.Log)
+	if err != nil {
+		return nil, &ExitError{Code: ExitConfig, Err: err}
+	}
+	a := assemble.New(cfg, assemble.Setup{Log: log})
+	if err := a.OpenVault(e.context()); err != nil {
+		return nil, &ExitError{Code: ExitConfig, Err: err}
+	}
+	return a.Vault, nil // the caller closes it
 }
 
 // loadOnboardConfig loads the configuration for the onboarding commands, which

@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
+	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/internal/redistest"
 	"github.com/tokenproxy/tokenproxy/secret"
@@ -42,8 +40,12 @@ func TestCheckStore(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			st, failed := checkStore(context.Background(), redisConfig(rs.Addr(), tc.env), nil, zap.NewNop(), &out, 5*time.Second)
-			defer st.Close()
+			a := assemble.New(redisConfig(rs.Addr(), tc.env), assemble.Setup{})
+			defer a.Close()
+			failed := checkStore(context.Background(), a, &out, 5*time.Second)
+			if (a.Store != nil) == failed {
+				t.Fatalf("store kept open: %v, failed: %v; want it open only when the check passed", a.Store != nil, failed)
+			}
 			if failed != tc.failed {
 				t.Fatalf("failed = %v; want %v\n%s", failed, tc.failed, out.String())
 			}
@@ -55,14 +57,8 @@ func TestCheckStore(t *testing.T) {
 		})
 	}
 	var out bytes.Buffer
-	if st, failed := checkStore(context.Background(), &config.Config{Store: config.Store{Kind: config.StoreMemory}}, nil, zap.NewNop(), &out, time.Second); st != nil || failed || out.Len() != 0 {
-		t.Fatalf("memory store: %v, %v, %q; want nothing checked", st, failed, out.String())
-	}
-}
-
-func TestWithStoreJoinsDegraded(t *testing.T) {
-	vault := errors.New("vault unreachable")
-	if f := withStore(func() error { return vault }, nil); !errors.Is(f(), vault) {
-		t.Fatal("without a store the vault state is lost")
+	a := assemble.New(&config.Config{Store: config.Store{Kind: config.StoreMemory}}, assemble.Setup{})
+	if failed := checkStore(context.Background(), a, &out, time.Second); a.Store != nil || failed || out.Len() != 0 {
+		t.Fatalf("memory store: %v, %v, %q; want nothing checked", a.Store, failed, out.String())
 	}
 }

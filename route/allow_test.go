@@ -1,21 +1,15 @@
 package route
 
 import (
-	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-	"errors"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"testing"
 
 	"github.com/tokenproxy/tokenproxy/callercert"
-	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
-	"github.com/tokenproxy/tokenproxy/problem"
 )
 
 func TestAllowIdentifiesCallers(t *testing.T) {
@@ -32,8 +26,9 @@ func TestAllowIdentifiesCallers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all := callerSet{"batch": sha256.Sum256([]byte("batch:pw"))}
-	p := newAllowPolicy("bank", &config.Allow{Callers: []string{"payments", "batch"}}, all, m)
+	all := Callers{}
+	all.Add("batch", "pw")
+	p := NewAllowPolicy("bank", nil, []string{"payments", "batch"}, all, m)
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("batch:pw"))
 	tests := []struct {
 		name     string
@@ -73,27 +68,3 @@ func TestAllowIdentifiesCallers(t *testing.T) {
 	}
 }
 
-func TestBuildProxyListener(t *testing.T) {
-	dir := t.TempDir()
-	cfg := &config.Config{
-		Interception: &config.Interception{CA: config.InterceptionCA{Generate: &config.InterceptionGenerate{WriteCertTo: filepath.Join(dir, "ca.pem")}}},
-		Routes:       []config.Route{{Name: "a", Hosts: []string{"a.example"}, Intercept: true}, {Name: "b", Hosts: []string{"b.example"}}},
-	}
-	g, err := BuildProxyListener(context.Background(), cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if g.Interceptor == nil || !g.Intercepts("a.example") || g.Intercepts("b.example") || g.ListenerTLS != nil {
-		t.Fatalf("gateway %+v", g)
-	}
-	cfg.Listen.ProxyTLS = &config.ProxyTLS{CertFile: filepath.Join(dir, "missing.crt"), KeyFile: filepath.Join(dir, "missing.key")}
-	_, err = BuildProxyListener(context.Background(), cfg, Options{})
-	var fe *problem.FieldError
-	if !errors.As(err, &fe) || fe.Path != "listen.proxy_tls" {
-		t.Fatalf("got %v", err)
-	}
-	var nilGW *ProxyListener
-	if nilGW.Intercepts("a.example") || nilGW.Jobs() != nil {
-		t.Fatal("a nil gateway intercepts nothing")
-	}
-}

@@ -1,4 +1,4 @@
-package route
+package assemble
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"time"
@@ -19,12 +20,14 @@ import (
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/intercept"
 	"github.com/tokenproxy/tokenproxy/problem"
+	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
-// Options are what building needs beyond the configuration.
+// Options are what building needs beyond the configuration. Building
+// reads them and never changes them.
 type Options struct {
 	// Log is the logger; nop when nil.
 	Log *zap.Logger
@@ -32,14 +35,13 @@ type Options struct {
 	Limiters *tokencache.Limiters
 	// Store, when set (store.kind: redis), shares tokens and budgets between replicas.
 	Store *Store
-	// Vault resolves vault: secret references; nil when none is configured.
-	Vault secret.VaultReader
-	// VaultClient provides certificates and keys kept in Vault; nil when none is configured.
-	VaultClient *vaultsrc.Client
+	// Vault resolves vault: secret references and provides certificates and
+	// keys kept in Vault; nil when none is configured.
+	Vault *vaultsrc.Client
 	// TokenObserver receives token cache events (metrics); may be nil.
 	TokenObserver tokencache.Observer
-	// Consents is the process's consent store (OpenConsents); Build opens
-	// one, closed when the route jobs' context ends, when it is nil.
+	// Consents is the process's consent store (OpenConsents); routes with
+	// token.type authorization_code need it.
 	Consents *Consents
 	// OAuthObserver counts refreshes and invalid grants (metrics); may be nil.
 	OAuthObserver ConsentObserver
@@ -56,43 +58,51 @@ type Options struct {
 	// Certificates, set in code (the demo, tests), are the certificate
 	// sources that in_code blocks name.
 	Certificates map[string]certs.Source
-
-	// callers are the gateway callers' credentials, built by Build.
-	callers callerSet
-	// certCallers map client certificates to callers, built by Build.
-	certCallers *callercert.Mapper
 }
 
-func (o *Options) fill() {
+func (o Options) filled() Options {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
 	if o.Limiters == nil {
 		o.Limiters = &tokencache.Limiters{}
 	}
+	return o
+}
+
+// vault is the Vault client as a secret.VaultReader: nil, not a typed nil, without Vault.
+func (o Options) vault() secret.VaultReader {
+	if o.Vault == nil {
+		return nil
+	}
+	return o.Vault
+}
+
+// builder is one Build's state: the options and the gateway callers
+// resolved from the configuration.
+type builder struct {
+	Options
+	callers     route.Callers
+	certCallers *callercert.Mapper
 }
 
 // Build builds every route of cfg, and the callers they authorise. It loads
 // certificates and checks secrets, so any credential problem is returned
 // here, each a *problem.FieldError naming the configuration field.
-func Build(ctx context.Context, cfg *config.Config, o Options) ([]*Route, error) {
-	o.fill()
-	o, closeConsents, err := openConsentsFor(ctx, cfg, o)
-	if err != nil {
-		return nil, err
-	}
+func Build(ctx context.Context, cfg *config.Config, o Options) ([]*route.Route, error) {
+	b := &builder{Options: o.filled()}
 	var errs []error
-	callers, err := buildCallers(ctx, cfg.Callers, o.Vault)
+	callers, err := buildCallers(ctx, cfg.Callers, b.vault())
 	if err != nil {
 		errs = append(errs, err)
 	}
-	o.callers = callers
-	if o.certCallers, err = buildCertCallers(cfg.Callers); err != nil {
+	b.callers = callers
+	if b.certCallers, err = buildCertCallers(cfg.Callers); err != nil {
 		errs = append(errs, err)
 	}
-	var routes []*Route
+	var routes []*route.Route
 	for i, rc := range cfg.Routes {
-		r, err := BuildRoute(ctx, i, rc, o)
+		r, err := b.route(ctx, i, rc)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -100,25 +110,33 @@ func Build(ctx context.Context, cfg *config.Config, o Options) ([]*Route, error)
 		routes = append(routes, r)
 	}
 	if err := errors.Join(errs...); err != nil {
-		closeConsents(nil)
 		return nil, err
 	}
-	closeConsents(routes)
 	return routes, nil
 }
 
-// BuildRoute turns the validated configuration of routes[i] into a Route: it
+// BuildRoute turns the validated configuration of routes[i] into a Route
+// that authorises no gateway caller by password or certificate (Build
+// resolves those for every route): `tokenproxy check` builds one route at a
+// time with it.
+func BuildRoute(ctx context.Context, i int, rc config.Route, o Options) (*route.Route, error) {
+	return (&builder{Options: o.filled(), callers: route.Callers{}}).route(ctx, i, rc)
+}
+
+// route turns the validated configuration of routes[i] into a Route: it
 // loads and checks the client certificate, resolves the token credentials
 // once (so a missing secret fails at start-up) and sets up the transport.
-func BuildRoute(ctx context.Context, i int, rc config.Route, o Options) (*Route, error) {
-	o.fill()
+func (b *builder) route(ctx context.Context, i int, rc config.Route) (*route.Route, error) {
+	o := b.Options
 	p := fmt.Sprintf("routes[%d](%s)", i, rc.Name)
 	up, err := url.Parse(rc.Upstream)
 	if err != nil {
 		return nil, &problem.FieldError{Path: p + ".upstream", Err: err}
 	}
-	r := &Route{Name: rc.Name, Hosts: rc.Hosts, Upstream: up, Listen: rc.Listen, MaxBody: rc.MaxBodyBytes,
-		allow: newAllowPolicy(rc.Name, rc.Allow, o.callers, o.certCallers), Intercept: rc.Intercept}
+	r := &route.Route{Name: rc.Name, Hosts: rc.Hosts, Upstream: up, Listen: rc.Listen, MaxBody: rc.MaxBodyBytes, Intercept: rc.Intercept}
+	if a := rc.Allow; a != nil {
+		r.SetAllow(route.NewAllowPolicy(rc.Name, allowPrefixes(a.CIDRs), a.Callers, b.callers, b.certCallers))
+	}
 	tlsConf, err := TLSConfig(p, rc.TLS, o)
 	if err != nil {
 		return nil, err
@@ -130,7 +148,6 @@ func BuildRoute(ctx context.Context, i int, rc config.Route, o Options) (*Route,
 		tlsConf.GetClientCertificate = r.ClientCert.GetClientCertificate
 	}
 	r.Transport = newTransport(tlsConf, rc)
-	r.setSubjects(rc)
 	if r.ClientCert != nil {
 		// Connections made with the old certificate are dropped once idle, so
 		// the pool moves to the new one; requests in flight finish on theirs.
@@ -145,10 +162,26 @@ func BuildRoute(ctx context.Context, i int, rc config.Route, o Options) (*Route,
 		if r.Tokens, err = buildTokens(ctx, p+".token", rc.Name, t, r.Transport, o); err != nil {
 			return nil, err
 		}
+		r.TokenKind = tokenKind(t)
 		// An app's own Authorization never reaches a token route's upstream.
-		r.owned = append(r.owned, "Authorization")
+		r.Own("Authorization")
+		setSubjects(r, rc)
 	}
 	return r, nil
+}
+
+// allowPrefixes parses allow.cidrs (validated by config): prefixes, and
+// single addresses as one-address prefixes.
+func allowPrefixes(cidrs []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range cidrs {
+		if pf, err := netip.ParsePrefix(c); err == nil {
+			out = append(out, pf.Masked())
+		} else if ad, err := netip.ParseAddr(c); err == nil {
+			out = append(out, netip.PrefixFrom(ad.Unmap(), ad.Unmap().BitLen()))
+		}
+	}
+	return out
 }
 
 // TLSConfig is the TLS configuration towards a route's upstream, without the
@@ -189,13 +222,13 @@ func newTransport(tlsConf *tls.Config, rc config.Route) *http.Transport {
 
 // loadClientCert loads the route's client certificate and registers its
 // reloader or renewal; nil when the route presents none.
-func loadClientCert(ctx context.Context, p string, r *Route, cc config.ClientCertificate, o Options) (*certs.Holder, error) {
+func loadClientCert(ctx context.Context, p string, r *route.Route, cc config.ClientCertificate, o Options) (*certs.Holder, error) {
 	if pki := cc.VaultPKI; pki != nil {
 		holder, err := issuePKI(ctx, p+".vault_pki", r, pki, o)
 		if err != nil {
 			return nil, err
 		}
-		r.addCertificate("client", holder, nil)
+		r.AddCertificate("client", holder, nil)
 		return holder, nil
 	}
 	src, cp := CertSource(cc, o)
@@ -211,21 +244,21 @@ func loadClientCert(ctx context.Context, p string, r *Route, cc config.ClientCer
 	if err := rl.Load(ctx); err != nil {
 		return nil, CertError(p+cp, cc.Kind(), err)
 	}
-	r.addCertificate("client", holder, rl)
+	r.AddCertificate("client", holder, rl.Run)
 	return holder, nil
 }
 
 // issuePKI issues the route's first client certificate from Vault PKI (a
 // failure is fatal at start-up) and schedules its renewals.
-func issuePKI(ctx context.Context, p string, r *Route, cfg *config.VaultPKI, o Options) (*certs.Holder, error) {
-	if o.VaultClient == nil {
+func issuePKI(ctx context.Context, p string, r *route.Route, cfg *config.VaultPKI, o Options) (*certs.Holder, error) {
+	if o.Vault == nil {
 		return nil, &problem.FieldError{Path: p, Err: secret.ErrNoVault}
 	}
 	holder := certs.NewHolder(nil)
-	iss := o.VaultClient.PKIIssuer(pkiConfig(*cfg), holder)
+	iss := o.Vault.PKIIssuer(pkiConfig(*cfg), holder)
 	if _, err := iss.Issue(ctx); err != nil {
 		return nil, &problem.FieldError{Path: p, Err: err, Fix: "check the PKI mount, the role and that the Vault policy allows pki/issue/<role>"}
 	}
-	r.jobs = append(r.jobs, iss.Run)
+	r.AddJob(iss.Run)
 	return holder, nil
 }

@@ -1,4 +1,4 @@
-package route
+package assemble
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/redisstore"
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/tokencache"
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 // Store is the process's shared token store (store.kind: redis): one per
@@ -32,7 +33,7 @@ type StoreOptions struct {
 	// Log receives the store's state changes (Redis lost, back).
 	Log *zap.Logger
 	// Vault resolves vault: secret references; nil when none is configured.
-	Vault secret.VaultReader
+	Vault *vaultsrc.Client
 	// OnDependency is told when Redis becomes unreachable (false) and
 	// returns (true); may be nil.
 	OnDependency func(up bool)
@@ -50,13 +51,14 @@ func OpenStore(ctx context.Context, cfg config.Store, o StoreOptions) (*Store, e
 		return nil, nil
 	}
 	rc := cfg.Redis
-	key, err := storeKey(ctx, rc.EncryptionKey, o.Vault)
+	vault := Options{Vault: o.Vault}.vault()
+	key, err := storeKey(ctx, rc.EncryptionKey, vault)
 	if err != nil {
 		return nil, err
 	}
 	cc := redisstore.ClientConfig{Addrs: rc.Addresses, MasterName: rc.MasterName, DB: rc.DB,
 		DialTimeout: rc.DialTimeout, ReadTimeout: rc.ReadTimeout}
-	if cc.Credentials, err = storeCredentials(rc, o.Vault); err != nil {
+	if cc.Credentials, err = storeCredentials(rc, vault); err != nil {
 		return nil, err
 	}
 	if rc.TLS != nil {

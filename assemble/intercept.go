@@ -1,8 +1,7 @@
-package route
+package assemble
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 
@@ -13,90 +12,47 @@ import (
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/intercept"
 	"github.com/tokenproxy/tokenproxy/problem"
+	"github.com/tokenproxy/tokenproxy/route"
 )
-
-// ProxyListener is what the forward-proxy listener needs beyond the routes: the
-// interception CA that terminates CONNECT tunnels to intercepting routes,
-// and the listener's own TLS (an HTTPS proxy). Both are optional.
-type ProxyListener struct {
-	// Interceptor issues the certificates apps see inside tunnels; nil
-	// when no route has intercept: true.
-	Interceptor *intercept.Interceptor
-	// ListenerTLS is the proxy listener's server configuration; nil for
-	// a plain-HTTP listener.
-	ListenerTLS *tls.Config
-	// ServerCert holds the listener's certificate (reloaded); nil without ListenerTLS.
-	ServerCert *certs.Holder
-
-	hosts    map[string]bool
-	jobs     []func(context.Context)
-	observer intercept.Observer
-}
-
-// ReasonCallerRefused counts a CONNECT refused because its caller did not
-// authenticate or may not use the route.
-const ReasonCallerRefused intercept.Reason = "caller_refused"
-
-// Refused counts a CONNECT the proxy refused before any certificate was
-// involved (the caller's authorisation).
-func (g *ProxyListener) Refused(host string, reason intercept.Reason) {
-	if g != nil && g.observer != nil {
-		g.observer.Refused(host, reason)
-	}
-}
-
-// Intercepts reports whether host (normalised, without port) belongs to an
-// intercepting route: the only hosts a leaf certificate is ever issued for.
-func (g *ProxyListener) Intercepts(host string) bool { return g != nil && g.hosts[host] }
-
-// Jobs returns the background work: the CA's reload or Vault polling and
-// the listener certificate's reloader.
-func (g *ProxyListener) Jobs() []func(context.Context) {
-	if g == nil {
-		return nil
-	}
-	return g.jobs
-}
 
 // BuildProxyListener builds the interception CA (when a route intercepts) and the
 // proxy listener's TLS (when listen.proxy_tls is set). Errors are
 // *problem.FieldErrors naming the field.
-func BuildProxyListener(ctx context.Context, cfg *config.Config, o Options) (*ProxyListener, error) {
-	o.fill()
-	g := &ProxyListener{hosts: map[string]bool{}, observer: o.InterceptObserver}
+func BuildProxyListener(ctx context.Context, cfg *config.Config, o Options) (*route.ProxyListener, error) {
+	o = o.filled()
+	g := route.NewProxyListener(o.InterceptObserver)
 	var hosts []string
 	for _, r := range cfg.Routes {
 		if !r.Intercept {
 			continue
 		}
 		for _, h := range r.Hosts {
-			if n, err := intercept.NormalizeHost(h); err == nil && !g.hosts[n] {
-				g.hosts[n] = true
+			if n, err := intercept.NormalizeHost(h); err == nil && g.AddHost(n) {
 				hosts = append(hosts, n)
 			}
 		}
 	}
 	if ic := cfg.Interception; ic != nil && len(hosts) > 0 {
 		deps := intercept.Deps{Hosts: hosts, Log: o.Log.Named("intercept"), Observer: o.InterceptObserver}
-		if o.VaultClient != nil {
-			deps.Vault = o.VaultClient.Logical()
+		if o.Vault != nil {
+			deps.Vault = o.Vault.Logical()
 		}
 		in, err := intercept.Build(ctx, interceptConfig(*ic), deps)
 		if err != nil {
 			return nil, &problem.FieldError{Path: "interception.ca", Err: err}
 		}
 		g.Interceptor = in
-		g.jobs = append(g.jobs, in.Run)
+		g.AddJob(in.Run)
 	}
 	if pt := cfg.Listen.ProxyTLS; pt != nil {
-		if err := g.listenerTLS(ctx, pt, o); err != nil {
+		if err := listenerTLS(ctx, g, pt, o); err != nil {
 			return nil, err
 		}
 	}
 	return g, nil
 }
 
-func (g *ProxyListener) listenerTLS(ctx context.Context, pt *config.ProxyTLS, o Options) error {
+func listenerTLS(ctx context.Context, g *route.ProxyListener, pt *config.ProxyTLS, o Options) error {
 	holder := certs.NewHolder(nil)
 	rl := &certs.Reloader{Name: "proxy listener certificate", Holder: holder,
 		Source:   &certs.FileSource{CertFile: pt.CertFile, KeyFile: pt.KeyFile},
@@ -116,7 +72,7 @@ func (g *ProxyListener) listenerTLS(ctx context.Context, pt *config.ProxyTLS, o 
 	}
 	g.ServerCert = holder
 	g.ListenerTLS = callercert.ServerConfig(holder, clientCAs)
-	g.jobs = append(g.jobs, rl.Run)
+	g.AddJob(rl.Run)
 	return nil
 }
 
@@ -157,12 +113,12 @@ func buildCertCallers(cs []config.Caller) (*callercert.Mapper, error) {
 }
 
 // LogProxyListener logs what the proxy listener adds, once at start-up.
-func LogProxyListener(log *zap.Logger, g *ProxyListener) {
+func LogProxyListener(log *zap.Logger, g *route.ProxyListener) {
 	if g == nil {
 		return
 	}
 	if g.Interceptor != nil {
-		log.Info("intercepting CONNECT tunnels", zap.Int("hosts", len(g.hosts)), zap.Stringer("ca", g.Interceptor.CA))
+		log.Info("intercepting CONNECT tunnels", zap.Int("hosts", g.Hosts()), zap.Stringer("ca", g.Interceptor.CA))
 	}
 	if g.ListenerTLS != nil {
 		log.Info("the proxy listener serves TLS", zap.Bool("client_certificates", g.ListenerTLS.ClientCAs != nil))

@@ -1,9 +1,8 @@
-package route
+package assemble
 
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/config"
@@ -52,20 +51,14 @@ func checkCertBlock(path string, cc config.ClientCertificate) []error {
 	return nil
 }
 
-// vaultErrs turns the Vault blocks' "path: message" errors into field errors.
-// (vaultsrc reports them as text; once it returns *problem.FieldError this
-// becomes a plain errors.As.)
+// vaultErrs lists the field errors of a Vault block's validation (its
+// joined *problem.FieldErrors, kept as they are).
 func vaultErrs(err error) []error {
 	if err == nil {
 		return nil
 	}
-	var errs []error
-	for line := range strings.SplitSeq(err.Error(), "\n") {
-		if path, msg, ok := strings.Cut(line, ": "); ok {
-			errs = append(errs, problem.Field(path, msg))
-		} else if line != "" {
-			errs = append(errs, errors.New(line))
-		}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
 	}
-	return errs
+	return []error{err}
 }

@@ -1,4 +1,4 @@
-package route
+package assemble
 
 import (
 	"context"
@@ -28,17 +28,17 @@ func CertSource(cc config.ClientCertificate, o Options) (certs.Source, string) {
 		}
 		return &failingSource{err: errors.New("no in-code certificate source named " + cc.InCode)}, ""
 	case config.CertVaultKV:
-		if o.VaultClient == nil {
+		if o.Vault == nil {
 			return &failingSource{err: secret.ErrNoVault}, "." + kind
 		}
-		return o.VaultClient.KVCertSource(kvConfig(*cc.VaultKV)), "." + kind
+		return o.Vault.KVCertSource(kvConfig(*cc.VaultKV)), "." + kind
 	case config.CertVaultTransit:
-		if o.VaultClient == nil {
+		if o.Vault == nil {
 			return &failingSource{err: secret.ErrNoVault}, "." + kind
 		}
-		return o.VaultClient.TransitCertSource(transitConfig(*cc.VaultTransit)), "." + kind
+		return o.Vault.TransitCertSource(transitConfig(*cc.VaultTransit)), "." + kind
 	case config.CertPKCS12:
-		pass, err := cc.PKCS12.Passcode.Open(o.Vault)
+		pass, err := cc.PKCS12.Passcode.Open(o.vault())
 		if err != nil {
 			return &failingSource{err: &passcodeError{err}}, ".pkcs12"
 		}

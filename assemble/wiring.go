@@ -1,4 +1,4 @@
-package route
+package assemble
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/problem"
+	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/signer"
 	"github.com/tokenproxy/tokenproxy/tokencache"
@@ -24,11 +25,11 @@ func buildTokens(ctx context.Context, p, route string, t *config.Token, tr *http
 	if isOAuth(t) {
 		return buildOAuthTokens(ctx, p, route, t, tr, o)
 	}
-	user, err := t.Username.Open(o.Vault)
+	user, err := t.Username.Open(o.vault())
 	if err != nil {
 		return nil, &problem.FieldError{Path: p + ".username", Err: err}
 	}
-	pass, err := t.Password.Open(o.Vault)
+	pass, err := t.Password.Open(o.vault())
 	if err != nil {
 		return nil, &problem.FieldError{Path: p + ".password", Err: err}
 	}
@@ -62,7 +63,7 @@ func buildTokens(ctx context.Context, p, route string, t *config.Token, tr *http
 // buildSigner loads the signing key (apart from the TLS client certificate),
 // validates the signing options against it and installs the signer and the
 // headers it owns.
-func buildSigner(ctx context.Context, p string, r *Route, sg *config.Signing, o Options) error {
+func buildSigner(ctx context.Context, p string, r *route.Route, sg *config.Signing, o Options) error {
 	if sg.Key.VaultPKI != nil {
 		return &problem.FieldError{Path: p + ".key.vault_pki", Err: errors.New("a signing key cannot come from Vault PKI"), Fix: "use vault_transit (the key never leaves Vault) or vault_kv"}
 	}
@@ -91,7 +92,7 @@ func buildSigner(ctx context.Context, p string, r *Route, sg *config.Signing, o 
 		return &problem.FieldError{Path: p, Err: err}
 	}
 	r.Signer = sgn
-	r.addCertificate("signing", holder, rl)
-	r.owned = append(r.owned, owned...)
+	r.AddCertificate("signing", holder, rl.Run)
+	r.Own(owned...)
 	return nil
 }

@@ -1,4 +1,4 @@
-package route
+package assemble
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/oauth"
 	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
 	"github.com/tokenproxy/tokenproxy/problem"
+	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
@@ -50,7 +51,7 @@ func OpenConsents(ctx context.Context, cfg *config.Config, o Options) (*Consents
 	switch st := cs.Store; {
 	case st.Bbolt != nil:
 		p := "consents.store.bbolt.key"
-		src, err := st.Bbolt.Key.Open(o.Vault)
+		src, err := st.Bbolt.Key.Open(o.vault())
 		if err != nil {
 			return nil, &problem.FieldError{Path: p, Err: err}
 		}
@@ -72,10 +73,10 @@ func OpenConsents(ctx context.Context, cfg *config.Config, o Options) (*Consents
 		}
 		c.Store = b
 	case st.VaultKV != nil:
-		if o.VaultClient == nil {
+		if o.Vault == nil {
 			return nil, &problem.FieldError{Path: "consents.store.vault_kv", Err: secret.ErrNoVault}
 		}
-		c.Store = consentstore.NewVault(o.VaultClient.API(), st.VaultKV.Mount, st.VaultKV.Path)
+		c.Store = consentstore.NewVault(o.Vault.API(), st.VaultKV.Mount, st.VaultKV.Path)
 	default:
 		return nil, problem.Field("consents.store", "set exactly one of bbolt or vault_kv")
 	}
@@ -125,64 +126,32 @@ func (c *Consents) Census(ctx context.Context, report func(*oauth.Census, error)
 	}
 }
 
-// subjectPolicy is how a route reads the subject an app names.
-type subjectPolicy struct {
-	header   string
-	required bool
-}
-
-// Subject returns the subject the request names in the route's subject
-// header; named is false when the route has no subjects or the header is
-// absent. SubjectRequired says whether such a request must be refused.
-func (r *Route) Subject(req *http.Request) (subject string, named bool) {
-	if r.subjects == nil {
-		return "", false
-	}
-	v := req.Header[r.subjects.header]
-	if len(v) == 0 || v[0] == "" {
-		return "", false
-	}
-	return v[0], true
-}
-
-// SubjectRequired reports whether requests on the route must name a subject.
-func (r *Route) SubjectRequired() bool { return r.subjects != nil && r.subjects.required }
-
-// SubjectHeader is the header naming the subject; "" on routes without subjects.
-func (r *Route) SubjectHeader() string {
-	if r.subjects == nil {
-		return ""
-	}
-	return r.subjects.header
-}
-
-// setSubjects installs the route's subject policy; the header is owned, so
-// it never reaches the upstream.
-func (r *Route) setSubjects(rc config.Route) {
+// setSubjects gives an authorization_code route with a subjects: block
+// its subject policy: keys are oauth.SubjectKey of the caller and a valid
+// subject (consentstore.ValidateKey), so callers never share a customer.
+func setSubjects(r *route.Route, rc config.Route) {
 	if rc.Subjects == nil || rc.Token == nil || rc.Token.Type != config.TokenAuthorizationCode {
 		return
 	}
-	r.subjects = &subjectPolicy{header: http.CanonicalHeaderKey(rc.Subjects.Header), required: rc.Subjects.IsRequired()}
-	r.owned = append(r.owned, r.subjects.header)
-	r.jobs = append(r.jobs, r.sweepSubjects)
+	name := rc.Name
+	r.SetSubjects(route.Subjects{Header: rc.Subjects.Header, Required: rc.Subjects.IsRequired(),
+		Key: func(caller, subject string) (string, error) {
+			if err := consentstore.ValidateKey(consentstore.Key{Route: name, Owner: caller, Subject: subject}); err != nil {
+				return "", err
+			}
+			return oauth.SubjectKey(caller, subject), nil
+		}})
 }
 
-// sweepSubjects drops, every 10 minutes, the cached tokens of customers
-// idle for an hour, so memory follows the active customers, not all
-// customers ever seen (their consents stay in the store).
-func (r *Route) sweepSubjects(ctx context.Context) {
-	t := time.NewTicker(10 * time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if r.Tokens != nil {
-				r.Tokens.Sweep(time.Hour)
-			}
-		}
+// tokenKind is the kind of token t yields.
+func tokenKind(t *config.Token) route.TokenKind {
+	switch t.Type {
+	case config.TokenClientCredentials:
+		return route.TokenClientCredentials
+	case config.TokenAuthorizationCode:
+		return route.TokenPerCustomer
 	}
+	return route.TokenBasicGet
 }
 
 // isOAuth reports whether t is one of the OAuth2 flows.
@@ -247,7 +216,7 @@ func clientAuth(ctx context.Context, p string, t *config.Token, o Options) (oaut
 	a := oauth.ClientAuth{Method: oauth.AuthMethod(t.AuthMethod), ClientID: t.ClientID, KeyID: t.KeyID}
 	switch a.Method {
 	case oauth.ClientSecretBasic, oauth.ClientSecretPost:
-		src, err := t.ClientSecret.Open(o.Vault)
+		src, err := t.ClientSecret.Open(o.vault())
 		if err != nil {
 			return a, &problem.FieldError{Path: p + ".client_secret", Err: err}
 		}
@@ -274,10 +243,10 @@ func signingKey(ctx context.Context, p string, k *config.PrivateKey, o Options) 
 		return nil, problem.Field(p, "missing; private_key_jwt needs a signing key")
 	}
 	if vt := k.VaultTransit; vt != nil {
-		if o.VaultClient == nil {
+		if o.Vault == nil {
 			return nil, &problem.FieldError{Path: p + ".vault_transit", Err: secret.ErrNoVault}
 		}
-		s, err := o.VaultClient.TransitSigner(ctx, vaultsrc.TransitKeyConfig{Mount: vt.Mount, Key: vt.Key})
+		s, err := o.Vault.TransitSigner(ctx, vaultsrc.TransitKeyConfig{Mount: vt.Mount, Key: vt.Key})
 		if err != nil {
 			return nil, &problem.FieldError{Path: p + ".vault_transit", Err: err, Fix: "check the Transit key exists and the policy allows reading and signing with it"}
 		}
@@ -323,31 +292,6 @@ func parseSigner(b []byte) (crypto.Signer, error) {
 		}
 		return s, nil
 	}
-}
-
-// openConsentsFor opens the consent store when the configuration has one
-// and o carries none. The returned function is called with the built routes
-// (nil on failure): it closes a store opened here at once on failure, and
-// otherwise when the first route's jobs end.
-func openConsentsFor(ctx context.Context, cfg *config.Config, o Options) (Options, func([]*Route), error) {
-	if o.Consents != nil || cfg.Consents == nil {
-		return o, func([]*Route) {}, nil
-	}
-	c, err := OpenConsents(ctx, cfg, o)
-	if err != nil {
-		return o, nil, err
-	}
-	o.Consents = c
-	return o, func(routes []*Route) {
-		if len(routes) == 0 {
-			_ = c.Close()
-			return
-		}
-		routes[0].jobs = append(routes[0].jobs, func(ctx context.Context) {
-			<-ctx.Done()
-			_ = c.Close()
-		})
-	}, nil
 }
 
 // ProbeConsents is a consent store that holds nothing and refuses writes,

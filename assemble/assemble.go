@@ -1,0 +1,313 @@
+// Package assemble is tokenproxy's composition root: it turns a validated
+// configuration into the running parts and owns every resource they hold.
+// An Assembly opens, in this order, the Vault client, the consent store,
+// the shared token store, the routes and the proxy listener, wires metrics
+// into each, and releases them with one Close in the reverse order. `run`,
+// `validate`, `check` and the demo all open an Assembly, so the wiring
+// exists once; the runtime types it builds (route.Route, proxy.Server)
+// know nothing of the configuration.
+package assemble
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/tokenproxy/tokenproxy/admin"
+	"github.com/tokenproxy/tokenproxy/certs"
+	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/intercept"
+	"github.com/tokenproxy/tokenproxy/metrics"
+	"github.com/tokenproxy/tokenproxy/oauth"
+	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/redisstore"
+	"github.com/tokenproxy/tokenproxy/route"
+	"github.com/tokenproxy/tokenproxy/tokencache"
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
+)
+
+// Setup says what an Assembly is for, beyond the configuration.
+type Setup struct {
+	// Log is the process's logger; nop when nil.
+	Log *zap.Logger
+	// Metrics, when set, receives every part's events and exports the
+	// dependencies' state (run, the demo); nil for validate and check.
+	Metrics *metrics.Metrics
+	// RootCAs, set in code (the demo, tests), is trusted for upstreams of
+	// routes without tls.ca_file, instead of the system roots.
+	RootCAs *x509.CertPool
+	// Certificates, set in code (the demo, tests), are the certificate
+	// sources that in_code blocks name.
+	Certificates map[string]certs.Source
+	// TokenObserver, when set, receives the token caches' events instead
+	// of Metrics (the demo counts them itself).
+	TokenObserver tokencache.Observer
+	// SkipGeneratedCA leaves out an interception CA that would be
+	// generated (validate: making one writes its certificate, and there is
+	// nothing to load).
+	SkipGeneratedCA bool
+}
+
+// Assembly is one process's parts, built from one configuration.
+type Assembly struct {
+	Config *config.Config
+	Log    *zap.Logger
+	// Metrics is Setup.Metrics (nil without).
+	Metrics *metrics.Metrics
+	// Vault is the Vault client; nil when the configuration has no vault: block.
+	Vault *vaultsrc.Client
+	// Consents is the consent store; nil without a consents: block.
+	Consents *Consents
+	// Store is the shared token store; nil for the memory store.
+	Store *Store
+	// Routes are the built routes.
+	Routes []*route.Route
+	// Listener is what the forward-proxy listener serves beyond the routes.
+	Listener *route.ProxyListener
+
+	setup   Setup
+	oauthM  *metrics.OAuth
+	closers []func() error // in opening order; Close runs them backwards
+}
+
+// New returns an Assembly of cfg that holds nothing yet. Open opens every
+// part; the steps are there for `check`, which reports each on its own.
+// Close releases whatever was opened.
+func New(cfg *config.Config, s Setup) *Assembly {
+	if s.Log == nil {
+		s.Log = zap.NewNop()
+	}
+	return &Assembly{Config: cfg, Log: s.Log, Metrics: s.Metrics, setup: s}
+}
+
+// Open builds every part of cfg: Vault, the consent store, the shared
+// store, the routes and the proxy listener. On an error it has already
+// released what it opened; each error names the configuration field.
+func Open(ctx context.Context, cfg *config.Config, s Setup) (*Assembly, error) {
+	a := New(cfg, s)
+	for _, step := range []func(context.Context) error{a.OpenVault, a.OpenConsents, a.OpenStore, a.BuildRoutes, a.BuildListener} {
+		if err := step(ctx); err != nil {
+			_ = a.Close()
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// Close releases everything the Assembly opened, in the reverse order:
+// the shared store, the consent store, then the Vault client. The routes'
+// and listener's background jobs end with the context Serve runs under.
+func (a *Assembly) Close() error {
+	var errs []error
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		errs = append(errs, a.closers[i]())
+	}
+	a.closers = nil
+	return errors.Join(errs...)
+}
+
+// OpenVault logs in to Vault when the configuration has a vault: block.
+func (a *Assembly) OpenVault(ctx context.Context) error {
+	if a.Config.Vault == nil {
+		return nil
+	}
+	vc, err := vaultsrc.New(ctx, VaultConfig(*a.Config.Vault), vaultsrc.WithLogger(a.Log))
+	if err != nil {
+		return fmt.Errorf("vault: %w", err)
+	}
+	a.Vault = vc
+	a.closers = append(a.closers, vc.Close)
+	if m := a.Metrics; m != nil {
+		m.WatchDependency("vault", func() bool { return vc.Health().OK })
+	}
+	return nil
+}
+
+// OpenConsents opens the consent store of the consents: block, if any.
+func (a *Assembly) OpenConsents(ctx context.Context) error {
+	c, err := OpenConsents(ctx, a.Config, a.Options())
+	if err != nil {
+		return fmt.Errorf("the consent store is not usable:\n%w", err)
+	}
+	if c == nil {
+		return nil
+	}
+	a.Consents = c
+	a.closers = append(a.closers, c.Close)
+	if a.Metrics != nil {
+		a.oauthM = a.Metrics.OAuth()
+	}
+	return nil
+}
+
+// UseProbeConsents gives authorization_code routes a consent store that
+// holds nothing and refuses writes (ProbeConsents), for `check`: a running
+// tokenproxy may hold the real one.
+func (a *Assembly) UseProbeConsents() {
+	if a.Config.Consents != nil {
+		a.Consents = ProbeConsents()
+	}
+}
+
+// OpenStore connects the shared token store (store.kind: redis). An
+// unreachable Redis is not an error: the store starts degraded and
+// reconnects; a wrong key or refused credentials are.
+func (a *Assembly) OpenStore(ctx context.Context) error {
+	if a.Config.Store.Kind != config.StoreRedis {
+		return nil
+	}
+	redisstore.UseLogger(a.Log) // go-redis's own messages as JSON debug lines, not raw stderr
+	so := StoreOptions{Log: a.Log, Vault: a.Vault}
+	if m := a.Metrics; m != nil {
+		up := new(atomic.Bool)
+		m.WatchDependency("redis", up.Load)
+		so.OnDependency = up.Store
+		so.Observer = metrics.NewStore(m)
+	}
+	st, err := OpenStore(ctx, a.Config.Store, so)
+	if err != nil {
+		return fmt.Errorf("store is not usable:\n%w", err)
+	}
+	a.Store = st
+	a.closers = append(a.closers, func() error { return a.Store.Close() })
+	if err := st.Healthy(); err != nil {
+		a.Log.Warn("starting without the shared store; cached tokens and the local budget serve until Redis is back", zap.Error(err))
+	}
+	return nil
+}
+
+// DropStore closes the shared store and goes on without it (check, after
+// the store failed its own check).
+func (a *Assembly) DropStore() {
+	_ = a.Store.Close()
+	a.Store = nil
+}
+
+// BuildRoutes builds every route, loading its credentials.
+func (a *Assembly) BuildRoutes(ctx context.Context) error {
+	routes, err := Build(ctx, a.Config, a.Options())
+	if err != nil {
+		return fmt.Errorf("credentials are not usable:\n%w", err)
+	}
+	a.Routes = routes
+	return nil
+}
+
+// BuildListener builds the interception CA and the proxy listener's TLS.
+func (a *Assembly) BuildListener(ctx context.Context) error {
+	cfg := a.Config
+	if ic := cfg.Interception; a.setup.SkipGeneratedCA && ic != nil && ic.CA.Generate != nil {
+		c := *cfg
+		c.Interception = nil
+		cfg = &c
+	}
+	l, err := BuildProxyListener(ctx, cfg, a.Options())
+	if err != nil {
+		return fmt.Errorf("credentials are not usable:\n%w", err)
+	}
+	a.Listener = l
+	return nil
+}
+
+// Options are the building options of the parts opened so far, with the
+// metrics wired in: what Build, BuildRoute and the diagnostics take.
+func (a *Assembly) Options() Options {
+	o := Options{Log: a.Log, Vault: a.Vault, Store: a.Store, Consents: a.Consents,
+		RootCAs: a.setup.RootCAs, Certificates: a.setup.Certificates}
+	if m := a.Metrics; m != nil {
+		o.TokenObserver, o.OnReload = m, m.Reload
+		o.InterceptObserver = intercept.NewPrometheusObserver(m.Registry())
+		if a.oauthM != nil {
+			o.OAuthObserver = a.oauthM
+		}
+	}
+	if a.setup.TokenObserver != nil {
+		o.TokenObserver = a.setup.TokenObserver
+	}
+	return o
+}
+
+// Server returns the proxy server of the built parts: the listeners of
+// the configuration, the consent API and its census, the admin endpoint
+// with readiness and metrics, and the certificates' expiry gauges. po
+// may set Log and Observer; the rest comes from the configuration.
+func (a *Assembly) Server() (*proxy.Server, error) {
+	cfg := a.Config
+	po := proxy.Options{Log: a.Log, ProxyAddr: cfg.Listen.Proxy, AdminAddr: cfg.Listen.Admin,
+		ShutdownGrace: cfg.ShutdownGrace, ExpiryWarning: cfg.CertificateExpiryWarning,
+		Gateway: cfg.Listen.AllowNonLoopback, ProxyListener: a.Listener}
+	LogProxyListener(a.Log, a.Listener)
+	if err := a.consentAPI(&po); err != nil {
+		return nil, err
+	}
+	po.Degraded = a.degraded
+	m := a.Metrics
+	if m != nil {
+		po.Observer = m
+		po.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) }
+	} else {
+		po.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, http.NotFoundHandler()) }
+	}
+	srv := proxy.New(a.Routes, po)
+	if m != nil {
+		for _, r := range a.Routes {
+			for _, hc := range r.Certificates() {
+				m.WatchCertificate(r.Name, hc.Kind, hc.Holder.Load)
+			}
+		}
+		if a.Listener != nil && a.Listener.ServerCert != nil {
+			m.WatchCertificate("", "proxy_tls", a.Listener.ServerCert.Load)
+		}
+	}
+	return srv, nil
+}
+
+// degraded reports a dependency that is down while the server still serves
+// on what it holds (Vault, Redis): /readyz says so.
+func (a *Assembly) degraded() error {
+	var errs []error
+	if a.Vault != nil {
+		errs = append(errs, a.Vault.Health().Err())
+	}
+	if a.Store != nil {
+		errs = append(errs, a.Store.Healthy())
+	}
+	return errors.Join(errs...)
+}
+
+// consentAPI adds the consent API's listener and the census of the store
+// (the consent gauges) to po.
+func (a *Assembly) consentAPI(po *proxy.Options) error {
+	c := a.Consents
+	if c == nil || a.Config.Consents == nil {
+		return nil
+	}
+	api := c.APIConfig()
+	api.Log = a.Log.Named("consents")
+	h, err := ConsentHandler(a.Routes, api)
+	if err != nil {
+		return fmt.Errorf("consents: %w", err)
+	}
+	po.ConsentAddr, po.Consents = a.Config.Consents.Listen, h
+	var names []string
+	for _, s := range c.Sources() {
+		names = append(names, s.Route())
+	}
+	log, om := a.Log, a.oauthM
+	po.Jobs = append(po.Jobs, func(ctx context.Context) {
+		c.Census(ctx, func(cs *oauth.Census, err error) {
+			if err != nil {
+				log.Warn("consent census failed", zap.Error(err))
+			}
+			if om != nil {
+				om.Census(names, cs, err)
+			}
+		})
+	})
+	return nil
+}
