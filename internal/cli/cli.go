@@ -236,7 +236,7 @@ func (e *env) validateCommand() *cobra.Command {
 			}
 			defer consents.Close()
 			bo.Consents, bo.Log = consents, log
-			if bo.Store, err = openStore(e.context(), cfg, vc, log, nil); err != nil {
+			if bo.Store, err = validateStore(e.context(), cfg, vc, log); err != nil {
 				return err
 			}
 			defer bo.Store.Close()
