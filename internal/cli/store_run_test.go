@@ -87,7 +87,7 @@ func runMain(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0])
+	cmd := exec.CommandContext(ctx, os.Args[0]) //nolint:gosec // G702: re-runs this test binary
 	cmd.Env = append(os.Environ(), "TOKENPROXY_TEST_ARGS="+strings.Join(args, "\x1f"))
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -56,7 +57,7 @@ func openBolt(path string, key []byte, timeout time.Duration) (*Bolt, error) {
 		return nil, err
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		err = ErrHeld
 	}
 	if err != nil {
@@ -234,7 +235,7 @@ func (b *Bolt) Scan(ctx context.Context, f Filter, fn func(*Consent) error) erro
 func (b *Bolt) Close() error {
 	err := b.db.Close()
 	if b.copyPath != "" {
-		err = errors.Join(err, os.Remove(b.copyPath))
+		err = errors.Join(err, os.Remove(b.copyPath)) //nolint:gosec // G703: the temporary copy this process made
 	}
 	return err
 }
