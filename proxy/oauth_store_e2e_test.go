@@ -174,8 +174,10 @@ func TestOAuthGatewayCallers(t *testing.T) {
 	}
 	// Callers are authenticated as the proxy does: unknown, wrong or not allowed.
 	for _, user := range []string{"", "a:wrong", "c:pass-c-9Zx"} {
-		if ans := x.app(t, user).api("GET", "/v1/routes/bpce/consents", nil); ans.status != http.StatusUnauthorized {
-			t.Fatalf("consent API as %q: %d %s", user, ans.status, ans.body)
+		ans := x.app(t, user).api("GET", "/v1/routes/bpce/consents", nil)
+		if ans.status != http.StatusUnauthorized || !strings.Contains(string(ans.body), `"route":"bpce"`) ||
+			ans.header.Get("WWW-Authenticate") != `Basic realm="tokenproxy"` {
+			t.Fatalf("consent API as %q: %d %v %s; want 401 naming the route, with WWW-Authenticate: Basic", user, ans.status, ans.header, ans.body)
 		}
 	}
 	if a := x.app(t, "c:pass-c-9Zx").account("alice"); a.status != http.StatusForbidden {

@@ -229,13 +229,14 @@ func (e *env) validateCommand() *cobra.Command {
 				return err
 			}
 			defer closeVault(vc)
-			consents, _, bo, err := openConsents(e.context(), cfg, buildOptions(vc), nil)
+			bo := buildOptions(vc)
+			consents, err := route.OpenConsentsForCheck(e.context(), cfg, bo)
 			if err != nil {
-				return err
+				return &ExitError{Code: ExitConfig, Err: fmt.Errorf("the consent store is not usable:\n%w", err)}
 			}
 			defer consents.Close()
-			bo.Log = log
-			if bo.Store, err = openStore(e.context(), cfg, vc, log, nil); err != nil {
+			bo.Consents, bo.Log = consents, log
+			if bo.Store, err = validateStore(e.context(), cfg, vc, log); err != nil {
 				return err
 			}
 			defer bo.Store.Close()
@@ -256,6 +257,9 @@ func (e *env) validateCommand() *cobra.Command {
 					line += "; token credentials present"
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), line)
+			}
+			if consents.Snapshot() {
+				fmt.Fprintf(cmd.OutOrStdout(), "consent store %s: held by a running tokenproxy; its key was checked on a read-only copy\n", cfg.Consents.Store.Bbolt.Path)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "configuration OK")
 			return nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/metrics"
@@ -75,12 +76,7 @@ func checkStore(ctx context.Context, cfg *config.Config, vc *vaultsrc.Client, lo
 		}
 		fmt.Fprintln(w, s)
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	st, err := route.OpenStore(cctx, cfg.Store, route.StoreOptions{Log: log, Vault: vaultReader(vc)})
-	if err == nil {
-		err = st.Check(cctx)
-	}
+	st, err := probeStore(ctx, cfg, vc, log, timeout)
 	if err != nil {
 		var fe *problem.FieldError
 		if errors.As(err, &fe) {
@@ -88,11 +84,49 @@ func checkStore(ctx context.Context, cfg *config.Config, vc *vaultsrc.Client, lo
 		} else {
 			line("FAIL", err.Error(), "")
 		}
-		_ = st.Close()
 		return nil, true
 	}
 	line("ok", fmt.Sprintf("%s reachable, encryption key matches", strings.Join(cfg.Store.Redis.Addresses, ", ")), "")
 	return st, false
+}
+
+// validateStoreTimeout bounds validate's check of the shared store.
+const validateStoreTimeout = 10 * time.Second
+
+// probeStore opens the shared store for validate and check and checks it
+// within timeout: Redis answers and the encryption key opens its key check
+// value (nil for the memory store). The command reports the result itself,
+// so the store's own lines about serving while Redis is away are left out
+// (errors only) and go-redis's messages go to the log at debug level, never
+// raw to stderr between the command's lines.
+func probeStore(ctx context.Context, cfg *config.Config, vc *vaultsrc.Client, log *zap.Logger, timeout time.Duration) (*route.Store, error) {
+	if cfg.Store.Kind != config.StoreRedis {
+		return nil, nil
+	}
+	redisstore.UseLogger(log)
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	quiet := log.WithOptions(zap.IncreaseLevel(zapcore.ErrorLevel))
+	st, err := route.OpenStore(cctx, cfg.Store, route.StoreOptions{Log: quiet, Vault: vaultReader(vc)})
+	if err == nil {
+		err = st.Check(cctx)
+	}
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// validateStore is probeStore for `tokenproxy validate`: a store it cannot
+// reach or open is a configuration error naming the field and the fix.
+func validateStore(ctx context.Context, cfg *config.Config, vc *vaultsrc.Client, log *zap.Logger) (*route.Store, error) {
+	st, err := probeStore(ctx, cfg, vc, log, validateStoreTimeout)
+	if err != nil {
+		return nil, &ExitError{Code: ExitConfig, Err: fmt.Errorf("the shared store is not usable:\n%w\n"+
+			"(validate connects to Redis and opens its key check value; --skip-credentials checks the configuration only)", err)}
+	}
+	return st, nil
 }
 
 // vaultReader is vc as a secret.VaultReader, nil (not a typed nil) without Vault.
