@@ -16,7 +16,9 @@ import (
 var errAborted = errors.New("refresh aborted by a test hook")
 
 // minValid is how long a token someone else just stored must still be valid
-// for this call to use it instead of refreshing.
+// for this call to use it instead of refreshing, capped for short-lived
+// tokens exactly as the cache caps its skew (tokencache.Usable): a 20 s token
+// stored a moment ago is used, not refreshed.
 const minValid = 30 * time.Second
 
 // Fetch implements tokencache.Source. key is SubjectKey(owner, subject).
@@ -50,7 +52,7 @@ func (a *AuthCode) Fetch(ctx context.Context, key string) (*tokencache.Token, er
 		switch {
 		case c.State == consentstore.Invalid:
 			return nil, a.consentRequired(subject, c.Cause)
-		case c.State == consentstore.Active && c.AccessExpiry.Sub(now) > minValid &&
+		case c.State == consentstore.Active && tokencache.Usable(minValid, tokenOf(c), now) &&
 			(!c.Refreshed.Before(start) || !a.handedOut(k, c.Generation)):
 			// Another caller refreshed while this one waited, or the stored
 			// token is one this instance never gave out (a restart): no refresh,

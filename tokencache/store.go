@@ -56,3 +56,12 @@ func EffectiveSkew(skew time.Duration, t *Token, now time.Time) time.Duration {
 	life := t.Expiry.Sub(issued)
 	return max(min(skew, life/SkewCapDivisor), 0)
 }
+
+// Usable reports whether t may still be sent at now: whether more than
+// EffectiveSkew(skew, t, now) of its life is left, so that it does not
+// expire on its way to the provider. Every check that decides whether a
+// token is sent or reused (the cache, a shared store, a consent store)
+// makes it through this function.
+func Usable(skew time.Duration, t *Token, now time.Time) bool {
+	return now.Before(t.Expiry.Add(-EffectiveSkew(skew, t, now)))
+}
