@@ -170,6 +170,90 @@ func TestColdReplicaTakesValidSharedToken(t *testing.T) {
 	}
 }
 
+// A token read back from Redis passes the same check as a cached one: a
+// replica without a token of its own does not take one within the skew of
+// its expiry, it fetches anew.
+func TestColdReplicaRefusesSharedTokenWithinSkew(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBank(2*time.Second, 10*time.Millisecond)
+	a := newReplica(t, srv, b, replicaOpts{skew: 30 * time.Second}) // capped to 500 ms: usable until 1.5 s
+	first, _, err := a.cache.Get(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(first.Issued.Add(1600 * time.Millisecond)))
+	cold := newReplica(t, srv, b, replicaOpts{skew: 30 * time.Second})
+	tok, _, err := cold.cache.Get(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := time.Until(tok.Expiry); tok.Value != "tok-2" || left <= 500*time.Millisecond {
+		t.Fatalf("cold replica got %s with %v left; want a new token, not one within the 500ms skew", tok.Value, left.Round(time.Millisecond))
+	}
+}
+
+// Three replicas never hand out a token within the skew of its expiry, also
+// while its refresh waits for the shared budget: their callers wait for it
+// within their context, or get a *ThrottledError (503 token_throttled). Seen
+// from outside: a 2 s token sent 1.996 s into its life reached the bank after
+// its expiry.
+func TestReplicasNoTokenWithinSkewWhileRefreshWaits(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBank(2*time.Second, 10*time.Millisecond)
+	// One request per 2 s window: tok-1's refresh, due from 1 s, is sent at about 2 s.
+	budget := tokencache.Budget{PerMinute: 1, Burst: 1, Window: 2 * time.Second, Margin: time.Millisecond}
+	var rs []*replica
+	for range 3 {
+		rs = append(rs, newReplica(t, srv, b, replicaOpts{skew: 30 * time.Second, budget: budget})) // capped to 500 ms
+	}
+	const skew = 500 * time.Millisecond
+	var mu sync.Mutex
+	served := map[string]int{}
+	var throttled int
+	var late string // the token handed out closest to its expiry, if any within its skew
+	leastLeft := skew
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		wg.Go(func() {
+			for time.Since(start) < 3*time.Second {
+				ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+				tok, _, err := r.cache.Get(ctx, "")
+				cancel()
+				var te *tokencache.ThrottledError
+				mu.Lock()
+				switch {
+				case errors.As(err, &te):
+					throttled++
+				case err != nil:
+					t.Errorf("at %v: %v", time.Since(start), err)
+				case time.Until(tok.Expiry) <= skew:
+					if left := time.Until(tok.Expiry); left <= leastLeft {
+						leastLeft = left
+						late = fmt.Sprintf("%s handed out up to %v into its %v life, %v before its expiry; want none within the %v skew",
+							tok.Value, time.Since(tok.Issued).Round(time.Millisecond), tok.Expiry.Sub(tok.Issued), left.Round(time.Millisecond), skew)
+					}
+				default:
+					served[tok.Value]++
+				}
+				mu.Unlock()
+				time.Sleep(2 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	if late != "" {
+		t.Fatal(late)
+	}
+	arrivals := b.arrivalTimes()
+	if len(arrivals) != 2 || arrivals[1].Sub(arrivals[0]) < 2*time.Second {
+		t.Fatalf("token requests at %v; want two, the second held by the budget for 2 s", arrivals)
+	}
+	if throttled == 0 || served["tok-1"] == 0 || served["tok-2"] == 0 {
+		t.Fatalf("served %v, throttled %d; want tok-1, then 503s while no token is usable, then tok-2", served, throttled)
+	}
+}
+
 // Rotating refresh tokens: two replicas × 200 concurrent requests for one
 // subject after expiry refresh it once, and no refresh token is used twice.
 func TestRotatingSubjectRefreshSingle(t *testing.T) {
@@ -400,11 +484,13 @@ func waitExpired(t *testing.T, g *gatedBank, v string) {
 }
 
 // inRefreshWindow shapes a token so that it is valid for a while but
-// already past its refresh-ahead point for a 30 s skew: issued an hour ago,
-// expiring in 20 s.
+// inside its refresh window for a 30 s skew: issued an hour ago,
+// expiring in 45 s.
 func inRefreshWindow(tok *tokencache.Token) {
 	now := time.Now()
-	tok.Issued, tok.Expiry = now.Add(-time.Hour), now.Add(20*time.Second)
+	// With a 30 s skew the refresh starts 60 s before expiry and the token
+	// is handed out until 30 s before it: 45 s left is inside that window.
+	tok.Issued, tok.Expiry = now.Add(-time.Hour), now.Add(45*time.Second)
 }
 
 // within runs f and fails the test if it has not returned by d: a guard
