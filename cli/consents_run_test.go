@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/cli"
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
-	"github.com/tokenproxy/tokenproxy/internal/cli"
 	"github.com/tokenproxy/tokenproxy/internal/testlog"
 	"github.com/tokenproxy/tokenproxy/internal/testpki"
 )
