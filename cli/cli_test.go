@@ -15,20 +15,20 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/cli"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
 const passcode = "correct-passcode-91x"
 
 type fixture struct {
 	dir, pfx, passFile string
-	ca                 *testpki.CA
+	ca                 *pki.CA
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ca, err := testpki.NewCA("cli test CA")
+	ca, err := pki.NewCA("cli test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := testpki.WriteFiles(f.dir, "client", c, passcode)
+	files, err := pki.WriteFiles(f.dir, "client", c, passcode)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,14 +92,14 @@ func run(t *testing.T, args ...string) (int, string, string) {
 func TestValidateAndStartupErrors(t *testing.T) {
 	f := newFixture(t)
 	other, _ := f.ca.IssueClient("other")
-	_, otherKey, _ := testpki.EncodePEM(other)
+	_, otherKey, _ := pki.EncodePEM(other)
 	mine, _ := f.ca.IssueClient("mine")
-	mineCert, _, _ := testpki.EncodePEM(mine)
+	mineCert, _, _ := pki.EncodePEM(mine)
 	write(t, filepath.Join(f.dir, "mismatch.crt"), string(mineCert))
 	write(t, filepath.Join(f.dir, "mismatch.key"), string(otherKey))
 	now := time.Now()
-	old, _ := f.ca.IssueClient("old", testpki.WithValidity(now.Add(-72*time.Hour), now.Add(-24*time.Hour)))
-	oldFiles, _ := testpki.WriteFiles(f.dir, "old", old, passcode)
+	old, _ := f.ca.IssueClient("old", pki.WithValidity(now.Add(-72*time.Hour), now.Add(-24*time.Hour)))
+	oldFiles, _ := pki.WriteFiles(f.dir, "old", old, passcode)
 	write(t, filepath.Join(f.dir, "wrongpass"), "wrong-passcode-77")
 
 	pkcs12 := func(file, pass string) string {

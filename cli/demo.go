@@ -29,10 +29,10 @@ import (
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
 	"github.com/tokenproxy/tokenproxy/emulator/berlingroup"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
 	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 func (e *env) demoCommand() *cobra.Command {
@@ -99,7 +99,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 
 	// A Berlin Group bank that demands signed requests: its emulator checks
 	// Digest, keyId, TPP-Signature-Certificate and the signature itself.
-	qseal, err := ca.IssueClient("demo TPP QSealC", testpki.WithKeyType(testpki.RSA2048))
+	qseal, err := ca.IssueClient("demo TPP QSealC", pki.WithKeyType(pki.RSA2048))
 	if err != nil {
 		return err
 	}
@@ -257,8 +257,8 @@ func demoLogger(verbose bool, logw io.Writer) (*zap.Logger, error) {
 // demoCertificates makes, in memory, a CA, the bank's server certificate and
 // the M2M client certificate, delivered as a passcode-protected PKCS#12 file
 // (its size is returned) and loaded from it.
-func demoCertificates() (ca *testpki.CA, server, client *tls.Certificate, pfxSize int, err error) {
-	ca, err = testpki.NewCA("tokenproxy demo CA")
+func demoCertificates() (ca *pki.CA, server, client *tls.Certificate, pfxSize int, err error) {
+	ca, err = pki.NewCA("tokenproxy demo CA")
 	if err != nil {
 		return nil, nil, nil, 0, err
 	}
@@ -266,12 +266,12 @@ func demoCertificates() (ca *testpki.CA, server, client *tls.Certificate, pfxSiz
 	if err != nil {
 		return nil, nil, nil, 0, err
 	}
-	m2m, err := ca.IssueClient("demo-m2m-user", testpki.WithKeyType(testpki.RSA2048))
+	m2m, err := ca.IssueClient("demo-m2m-user", pki.WithKeyType(pki.RSA2048))
 	if err != nil {
 		return nil, nil, nil, 0, err
 	}
 	passcode := randomString()
-	pfx, err := testpki.EncodePFX(m2m, passcode)
+	pfx, err := pki.EncodePFX(m2m, passcode)
 	if err != nil {
 		return nil, nil, nil, 0, err
 	}
