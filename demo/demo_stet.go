@@ -1,4 +1,4 @@
-package cli
+package demo
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokenproxy/tokenproxy/certs"
+	"github.com/tokenproxy/tokenproxy/cli"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
 	"github.com/tokenproxy/tokenproxy/proxy"
@@ -97,7 +98,7 @@ func demoSTET(ctx context.Context, p func(string, ...any), ca *pki.CA, server, c
 	if err != nil {
 		return err
 	}
-	opts := serverOptions(cfg, log)
+	opts := cli.ServerOptions(cfg, log)
 	opts.ConsentAddr, opts.Consents = consentAddr, h
 	srv := proxy.New(routes, opts)
 	stop, err := serveInBackground(ctx, srv)
