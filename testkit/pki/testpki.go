@@ -1,5 +1,5 @@
 // Package pki makes certificate authorities and certificates in memory for
-// tests, benchmarks and `tokenproxy demo`.
+// tests, benchmarks and the demo (cmd/tokenproxy-demo).
 //
 // Keys are ECDSA P-256 by default because they are generated in microseconds;
 // pass WithKeyType(RSA2048) for the RSA keys banks actually issue. Nothing here
