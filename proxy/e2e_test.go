@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 const accountsURL = "http://" + bcHost + "/api/v1/accounts?PageNumber=1&PageSize=50"
@@ -263,18 +263,18 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 	}
 	// Load is running: requests succeed with the first certificate.
 	waitFor(t, 5*time.Second, func() bool { return sent.Load() >= 20 })
-	next, err := h.ca.IssueClient("tokenproxy-client-2", testpki.WithKeyType(testpki.RSA2048))
+	next, err := h.ca.IssueClient("tokenproxy-client-2", pki.WithKeyType(pki.RSA2048))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pfx, _ := testpki.EncodePFX(next, bcPasscode)
-	if err := testpki.WriteFileAtomic(h.pfx, pfx, 0o600); err != nil {
+	pfx, _ := pki.EncodePFX(next, bcPasscode)
+	if err := pki.WriteFileAtomic(h.pfx, pfx, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	newFP := testpki.Fingerprint(next.Leaf)
+	newFP := pki.Fingerprint(next.Leaf)
 	waitFor(t, 5*time.Second, func() bool { return h.emu.Stats().HandshakesByFingerprint[newFP] > 0 })
 	// Corrupt replacement while under load: the new certificate keeps serving.
-	if err := testpki.WriteFileAtomic(h.pfx, []byte("garbage"), 0o600); err != nil {
+	if err := pki.WriteFileAtomic(h.pfx, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, func() bool { return h.logs.Count("certificate reload failed") > 0 })
@@ -416,7 +416,7 @@ func TestUpstreamFailures(t *testing.T) {
 	})
 	t.Run("client certificate rejected", func(t *testing.T) {
 		h := newHarness(t, harnessOpts{})
-		other, _ := testpki.NewCA("some other CA")
+		other, _ := pki.NewCA("some other CA")
 		h.emu.SetClientCAs(other.CertPool())
 		a := h.get(h.client(), accountsURL)
 		// The token fetch is the first mTLS exchange; it fails the same way.

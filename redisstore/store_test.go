@@ -12,7 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tokenproxy/tokenproxy/internal/redistest"
+	"github.com/tokenproxy/tokenproxy/testkit/redistest"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 

@@ -14,12 +14,12 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/callercert"
 	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/problem"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 func TestAllowIdentifiesCallers(t *testing.T) {
-	ca, _ := testpki.NewCA("callers")
+	ca, _ := pki.NewCA("callers")
 	cert := func(cn string) *tls.ConnectionState {
 		c, err := ca.IssueClient(cn)
 		if err != nil {

@@ -86,7 +86,7 @@ requests, with plain HTTP. The app holds no certificate, password, token or key.
 	root.SetErr(e.stderr)
 	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "", "log level: debug, info, warn, error (overrides log.level)")
 	root.PersistentFlags().StringVar(&e.logFormat, "log-format", "", "log format: json or console (overrides log.format)")
-	root.AddCommand(e.runCommand(), e.validateCommand(), e.checkCommand(), e.onboardCommand(), e.versionCommand(), e.demoCommand())
+	root.AddCommand(e.runCommand(), e.validateCommand(), e.checkCommand(), e.onboardCommand(), e.versionCommand())
 	markUsageErrors(root)
 	return root
 }
@@ -338,8 +338,9 @@ func buildOptions(vc *vaultsrc.Client) route.Options {
 	return route.Options{Vault: vc, VaultClient: vc}
 }
 
-// serverOptions are the server's listeners and timings from cfg.
-func serverOptions(cfg *config.Config, log *zap.Logger) proxy.Options {
+// ServerOptions are the proxy server's listeners and timings from cfg (the
+// demo starts its tokenproxy in process with them).
+func ServerOptions(cfg *config.Config, log *zap.Logger) proxy.Options {
 	return proxy.Options{Log: log, ProxyAddr: cfg.Listen.Proxy, AdminAddr: cfg.Listen.Admin,
 		ShutdownGrace: cfg.ShutdownGrace, ExpiryWarning: cfg.CertificateExpiryWarning, Gateway: cfg.Listen.AllowNonLoopback}
 }
@@ -374,7 +375,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		return &ExitError{Code: ExitConfig, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 	}
 	route.LogProxyListener(log, gw)
-	opts := serverOptions(cfg, log)
+	opts := ServerOptions(cfg, log)
 	opts.ProxyListener = gw
 	opts.Observer = m
 	if err := serveConsents(cfg, consents, om, routes, &opts, log); err != nil {

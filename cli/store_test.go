@@ -12,8 +12,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/internal/redistest"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/testkit/redistest"
 )
 
 func redisConfig(addr, keyEnv string) *config.Config {

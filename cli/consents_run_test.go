@@ -17,10 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/cli"
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
-	"github.com/tokenproxy/tokenproxy/internal/cli"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
 func freeAddr(t *testing.T) string {
@@ -38,13 +38,13 @@ func freeAddr(t *testing.T) string {
 // subject header, and the consent census on /metrics.
 func TestRunServesConsents(t *testing.T) {
 	f := newFixture(t)
-	qseal, err := f.ca.IssueClient("cli QSealC", testpki.WithKeyType(testpki.RSA2048))
+	qseal, err := f.ca.IssueClient("cli QSealC", pki.WithKeyType(pki.RSA2048))
 	if err != nil {
 		t.Fatal(err)
 	}
 	qwac, _ := f.ca.IssueClient("cli QWAC")
-	sf, _ := testpki.WriteFiles(f.dir, "qseal", qseal, "x")
-	qf, _ := testpki.WriteFiles(f.dir, "qwac", qwac, "x")
+	sf, _ := pki.WriteFiles(f.dir, "qseal", qseal, "x")
+	qf, _ := pki.WriteFiles(f.dir, "qwac", qwac, "x")
 	caFile := filepath.Join(f.dir, "ca.pem")
 	if err := f.ca.WriteCertFile(caFile); err != nil {
 		t.Fatal(err)

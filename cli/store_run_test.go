@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/cli"
-	"github.com/tokenproxy/tokenproxy/internal/redistest"
+	"github.com/tokenproxy/tokenproxy/cli"
+	"github.com/tokenproxy/tokenproxy/testkit/redistest"
 )
 
 // redisConfigFile writes a configuration with the fixture's route and the
