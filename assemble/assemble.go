@@ -15,8 +15,10 @@ import (
 	"fmt"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/tokenproxy/tokenproxy/admin"
 	"github.com/tokenproxy/tokenproxy/certs"
@@ -47,6 +49,13 @@ type Setup struct {
 	// TokenObserver, when set, receives the token caches' events instead
 	// of Metrics (the demo counts them itself).
 	TokenObserver tokencache.Observer
+	// Probe opens the stores to check them (validate, check): a bbolt
+	// consent store held by a running tokenproxy is checked on a
+	// read-only copy, and the shared store must answer and open its key
+	// check value within ProbeTimeout (10 s when 0); its own lines about
+	// serving while Redis is away are left out, the command reports.
+	Probe        bool
+	ProbeTimeout time.Duration
 	// SkipGeneratedCA leaves out an interception CA that would be
 	// generated (validate: making one writes its certificate, and there is
 	// nothing to load).
@@ -72,6 +81,7 @@ type Assembly struct {
 
 	setup   Setup
 	oauthM  *metrics.OAuth
+	interM  intercept.Observer // made once: it registers collectors
 	closers []func() error // in opening order; Close runs them backwards
 }
 
@@ -82,7 +92,11 @@ func New(cfg *config.Config, s Setup) *Assembly {
 	if s.Log == nil {
 		s.Log = zap.NewNop()
 	}
-	return &Assembly{Config: cfg, Log: s.Log, Metrics: s.Metrics, setup: s}
+	a := &Assembly{Config: cfg, Log: s.Log, Metrics: s.Metrics, setup: s}
+	if s.Metrics != nil {
+		a.interM = intercept.NewPrometheusObserver(s.Metrics.Registry())
+	}
+	return a
 }
 
 // Open builds every part of cfg: Vault, the consent store, the shared
@@ -98,6 +112,24 @@ func Open(ctx context.Context, cfg *config.Config, s Setup) (*Assembly, error) {
 	}
 	return a, nil
 }
+
+// Steps of Open, named in a StepError.
+const (
+	StepVault    = "vault"
+	StepConsents = "consents"
+	StepStore    = "store"
+	StepRoutes   = "routes"
+	StepListener = "listener"
+)
+
+// StepError is a part Open could not open, naming the step.
+type StepError struct {
+	Step string
+	Err  error
+}
+
+func (e *StepError) Error() string { return e.Err.Error() }
+func (e *StepError) Unwrap() error { return e.Err }
 
 // Close releases everything the Assembly opened, in the reverse order:
 // the shared store, the consent store, then the Vault client. The routes'
@@ -118,7 +150,7 @@ func (a *Assembly) OpenVault(ctx context.Context) error {
 	}
 	vc, err := vaultsrc.New(ctx, VaultConfig(*a.Config.Vault), vaultsrc.WithLogger(a.Log))
 	if err != nil {
-		return fmt.Errorf("vault: %w", err)
+		return &StepError{Step: StepVault, Err: fmt.Errorf("vault: %w", err)}
 	}
 	a.Vault = vc
 	a.closers = append(a.closers, vc.Close)
@@ -130,9 +162,13 @@ func (a *Assembly) OpenVault(ctx context.Context) error {
 
 // OpenConsents opens the consent store of the consents: block, if any.
 func (a *Assembly) OpenConsents(ctx context.Context) error {
-	c, err := OpenConsents(ctx, a.Config, a.Options())
+	open := OpenConsents
+	if a.setup.Probe {
+		open = OpenConsentsForCheck
+	}
+	c, err := open(ctx, a.Config, a.Options())
 	if err != nil {
-		return fmt.Errorf("the consent store is not usable:\n%w", err)
+		return &StepError{Step: StepConsents, Err: fmt.Errorf("the consent store is not usable:\n%w", err)}
 	}
 	if c == nil {
 		return nil
@@ -163,6 +199,16 @@ func (a *Assembly) OpenStore(ctx context.Context) error {
 	}
 	redisstore.UseLogger(a.Log) // go-redis's own messages as JSON debug lines, not raw stderr
 	so := StoreOptions{Log: a.Log, Vault: a.Vault}
+	if a.setup.Probe {
+		timeout := a.setup.ProbeTimeout
+		if timeout <= 0 {
+			timeout = 10 * time.Second
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+		so.Log = a.Log.WithOptions(zap.IncreaseLevel(zapcore.ErrorLevel))
+	}
 	if m := a.Metrics; m != nil {
 		up := new(atomic.Bool)
 		m.WatchDependency("redis", up.Load)
@@ -170,29 +216,27 @@ func (a *Assembly) OpenStore(ctx context.Context) error {
 		so.Observer = metrics.NewStore(m)
 	}
 	st, err := OpenStore(ctx, a.Config.Store, so)
+	if err == nil && a.setup.Probe {
+		if err = st.Check(ctx); err != nil {
+			_ = st.Close()
+		}
+	}
 	if err != nil {
-		return fmt.Errorf("store is not usable:\n%w", err)
+		return &StepError{Step: StepStore, Err: fmt.Errorf("the shared store is not usable:\n%w", err)}
 	}
 	a.Store = st
 	a.closers = append(a.closers, func() error { return a.Store.Close() })
-	if err := st.Healthy(); err != nil {
+	if err := st.Healthy(); err != nil && !a.setup.Probe {
 		a.Log.Warn("starting without the shared store; cached tokens and the local budget serve until Redis is back", zap.Error(err))
 	}
 	return nil
-}
-
-// DropStore closes the shared store and goes on without it (check, after
-// the store failed its own check).
-func (a *Assembly) DropStore() {
-	_ = a.Store.Close()
-	a.Store = nil
 }
 
 // BuildRoutes builds every route, loading its credentials.
 func (a *Assembly) BuildRoutes(ctx context.Context) error {
 	routes, err := Build(ctx, a.Config, a.Options())
 	if err != nil {
-		return fmt.Errorf("credentials are not usable:\n%w", err)
+		return &StepError{Step: StepRoutes, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 	}
 	a.Routes = routes
 	return nil
@@ -208,7 +252,7 @@ func (a *Assembly) BuildListener(ctx context.Context) error {
 	}
 	l, err := BuildProxyListener(ctx, cfg, a.Options())
 	if err != nil {
-		return fmt.Errorf("credentials are not usable:\n%w", err)
+		return &StepError{Step: StepListener, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 	}
 	a.Listener = l
 	return nil
@@ -221,7 +265,7 @@ func (a *Assembly) Options() Options {
 		RootCAs: a.setup.RootCAs, Certificates: a.setup.Certificates}
 	if m := a.Metrics; m != nil {
 		o.TokenObserver, o.OnReload = m, m.Reload
-		o.InterceptObserver = intercept.NewPrometheusObserver(m.Registry())
+		o.InterceptObserver = a.interM
 		if a.oauthM != nil {
 			o.OAuthObserver = a.oauthM
 		}

@@ -43,6 +43,18 @@ type Consents struct {
 // wrong length or a key other than the store's is an error naming
 // consents.store.bbolt.key (never the key).
 func OpenConsents(ctx context.Context, cfg *config.Config, o Options) (*Consents, error) {
+	return openConsents(ctx, cfg, o, consentstore.OpenBolt)
+}
+
+// OpenConsentsForCheck is OpenConsents for `tokenproxy validate`: a bbolt
+// store that a running tokenproxy holds is checked on a read-only copy
+// (consentstore.OpenBoltForCheck) instead of waiting for its lock;
+// Snapshot reports that case.
+func OpenConsentsForCheck(ctx context.Context, cfg *config.Config, o Options) (*Consents, error) {
+	return openConsents(ctx, cfg, o, consentstore.OpenBoltForCheck)
+}
+
+func openConsents(ctx context.Context, cfg *config.Config, o Options, openBolt func(path string, key []byte) (*consentstore.Bolt, error)) (*Consents, error) {
 	cs := cfg.Consents
 	if cs == nil {
 		return nil, nil
@@ -63,7 +75,7 @@ func OpenConsents(ctx context.Context, cfg *config.Config, o Options) (*Consents
 		if err != nil {
 			return nil, &problem.FieldError{Path: p, Err: err}
 		}
-		b, err := consentstore.OpenBolt(st.Bbolt.Path, key)
+		b, err := openBolt(st.Bbolt.Path, key)
 		switch {
 		case errors.Is(err, consentstore.ErrWrongKey):
 			return nil, &problem.FieldError{Path: p, Err: err,
@@ -81,6 +93,16 @@ func OpenConsents(ctx context.Context, cfg *config.Config, o Options) (*Consents
 		return nil, problem.Field("consents.store", "set exactly one of bbolt or vault_kv")
 	}
 	return c, nil
+}
+
+// Snapshot reports whether the store is a read-only copy of a bbolt file
+// that a running tokenproxy holds (OpenConsentsForCheck); false for nil.
+func (c *Consents) Snapshot() bool {
+	if c == nil {
+		return false
+	}
+	b, ok := c.Store.(*consentstore.Bolt)
+	return ok && b.Snapshot()
 }
 
 // Close closes the store.

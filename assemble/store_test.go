@@ -15,9 +15,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/internal/redistest"
 	"github.com/tokenproxy/tokenproxy/problem"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/testkit/redistest"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 

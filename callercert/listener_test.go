@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/certs"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 // gateway is an HTTPS proxy listener that authenticates callers by client
@@ -30,8 +30,8 @@ type gateway struct {
 	addr       string
 	dir        string
 	holder     *certs.Holder
-	serverCA   *testpki.CA
-	callersCA  *testpki.CA
+	serverCA   *pki.CA
+	callersCA  *pki.CA
 	serverCAPE string
 }
 
@@ -78,10 +78,10 @@ func startGateway(t *testing.T) *gateway {
 	t.Helper()
 	g := &gateway{dir: t.TempDir()}
 	var err error
-	if g.serverCA, err = testpki.NewCA("Gateway Server CA"); err != nil {
+	if g.serverCA, err = pki.NewCA("Gateway Server CA"); err != nil {
 		t.Fatal(err)
 	}
-	if g.callersCA, err = testpki.NewCA("Gateway Callers CA"); err != nil {
+	if g.callersCA, err = pki.NewCA("Gateway Callers CA"); err != nil {
 		t.Fatal(err)
 	}
 	srvCert, err := g.serverCA.IssueServer([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
@@ -135,10 +135,10 @@ func writePEM(t testing.TB, dir, name string, data []byte) string {
 }
 
 // clientFiles writes a client certificate and key issued by ca.
-func (g *gateway) clientFiles(t *testing.T, ca *testpki.CA, name string, subject pkix.Name, uris ...string) (string, string) {
+func (g *gateway) clientFiles(t *testing.T, ca *pki.CA, name string, subject pkix.Name, uris ...string) (string, string) {
 	t.Helper()
 	c := issueClient(t, ca, subject, uris...)
-	certPEM, keyPEM, err := testpki.EncodePEM(c)
+	certPEM, keyPEM, err := pki.EncodePEM(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestHTTPSProxyListenerWithCurl(t *testing.T) {
 		t.Skip("curl not installed")
 	}
 	g := startGateway(t)
-	otherCA, _ := testpki.NewCA("Someone Else's CA")
+	otherCA, _ := pki.NewCA("Someone Else's CA")
 	type certFiles struct{ cert, key string }
 	payments := func() certFiles {
 		c, k := g.clientFiles(t, g.callersCA, "payments", pkix.Name{CommonName: "payments", Organization: []string{"Example"}})
@@ -235,7 +235,7 @@ func TestHTTPSProxyListenerWithGoTransport(t *testing.T) {
 	}
 
 	// The server certificate reloads: a new connection sees the new one.
-	newCA, _ := testpki.NewCA("Gateway Server CA 2")
+	newCA, _ := pki.NewCA("Gateway Server CA 2")
 	next, _ := newCA.IssueServer(nil, []net.IP{net.IPv4(127, 0, 0, 1)})
 	g.holder.Store(next)
 	if _, err := get("https://"+g.addr, client, roots); err == nil {

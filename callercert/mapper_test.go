@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 // issueClient issues a client certificate from ca with subject and URI SANs.
-func issueClient(t testing.TB, ca *testpki.CA, subject pkix.Name, uris ...string) *tls.Certificate {
+func issueClient(t testing.TB, ca *pki.CA, subject pkix.Name, uris ...string) *tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -48,7 +48,7 @@ func issueClient(t testing.TB, ca *testpki.CA, subject pkix.Name, uris ...string
 }
 
 func TestMapperCaller(t *testing.T) {
-	ca, err := testpki.NewCA("Callers CA")
+	ca, err := pki.NewCA("Callers CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestParseDN(t *testing.T) {
 }
 
 func TestCanonicalSubjectMatchesParseDN(t *testing.T) {
-	ca, _ := testpki.NewCA("Callers CA")
+	ca, _ := pki.NewCA("Callers CA")
 	c := issueClient(t, ca, pkix.Name{CommonName: "a+b", Organization: []string{`Ex"ample`}, Country: []string{"DK"},
 		ExtraNames: []pkix.AttributeTypeAndValue{{Type: []int{2, 5, 4, 97}, Value: "PSDDK-FSA-1"}}})
 	got, err := CanonicalSubject(c.Leaf.RawSubject)

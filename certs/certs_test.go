@@ -12,21 +12,21 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/certs"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
-func mustCA(t *testing.T) *testpki.CA {
+func mustCA(t *testing.T) *pki.CA {
 	t.Helper()
-	ca, err := testpki.NewCA("test CA")
+	ca, err := pki.NewCA("test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ca
 }
 
-func mustClient(t *testing.T, ca *testpki.CA, cn string, opts ...testpki.Option) *tls.Certificate {
+func mustClient(t *testing.T, ca *pki.CA, cn string, opts ...pki.Option) *tls.Certificate {
 	t.Helper()
 	c, err := ca.IssueClient(cn, opts...)
 	if err != nil {
@@ -37,12 +37,12 @@ func mustClient(t *testing.T, ca *testpki.CA, cn string, opts ...testpki.Option)
 
 func TestParse(t *testing.T) {
 	ca := mustCA(t)
-	good := mustClient(t, ca, "good", testpki.WithKeyType(testpki.RSA2048))
+	good := mustClient(t, ca, "good", pki.WithKeyType(pki.RSA2048))
 	other := mustClient(t, ca, "other")
-	pfx, _ := testpki.EncodePFX(good, "pass")
-	legacy, _ := testpki.EncodeLegacyPFX(good, "pass")
-	certPEM, keyPEM, _ := testpki.EncodePEM(good)
-	_, otherKey, _ := testpki.EncodePEM(other)
+	pfx, _ := pki.EncodePFX(good, "pass")
+	legacy, _ := pki.EncodeLegacyPFX(good, "pass")
+	certPEM, keyPEM, _ := pki.EncodePEM(good)
+	_, otherKey, _ := pki.EncodePEM(other)
 
 	tests := []struct {
 		name  string
@@ -89,8 +89,8 @@ func TestParse(t *testing.T) {
 func TestCheckValidity(t *testing.T) {
 	ca := mustCA(t)
 	now := time.Now()
-	expired := mustClient(t, ca, "old", testpki.WithValidity(now.Add(-48*time.Hour), now.Add(-time.Hour)))
-	future := mustClient(t, ca, "new", testpki.WithValidity(now.Add(time.Hour), now.Add(48*time.Hour)))
+	expired := mustClient(t, ca, "old", pki.WithValidity(now.Add(-48*time.Hour), now.Add(-time.Hour)))
+	future := mustClient(t, ca, "new", pki.WithValidity(now.Add(time.Hour), now.Add(48*time.Hour)))
 	var ee *certs.ExpiredError
 	if err := certs.Check(expired, now); !errors.As(err, &ee) || !strings.Contains(err.Error(), "expired on") {
 		t.Fatalf("expired: %v", err)
@@ -113,7 +113,7 @@ func TestReloaderRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := mustClient(t, ca, "first")
-	files, err := testpki.WriteFiles(dir, "client", first, "s3cret-passcode")
+	files, err := pki.WriteFiles(dir, "client", first, "s3cret-passcode")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestReloaderRotation(t *testing.T) {
 	}
 
 	second := mustClient(t, ca, "second")
-	if _, err := testpki.WriteFiles(dir, "client", second, "s3cret-passcode"); err != nil {
+	if _, err := pki.WriteFiles(dir, "client", second, "s3cret-passcode"); err != nil {
 		t.Fatal(err)
 	}
 	if changed, err := rl.Poll(ctx); !changed || err != nil {
@@ -146,7 +146,7 @@ func TestReloaderRotation(t *testing.T) {
 	}
 
 	// Corrupt replacement: old keeps serving, logged and reported once.
-	if err := testpki.WriteFileAtomic(files.PFX, []byte("not a pfx"), 0o600); err != nil {
+	if err := pki.WriteFileAtomic(files.PFX, []byte("not a pfx"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := rl.Poll(ctx); !certs.IsRefused(err) {
@@ -177,8 +177,8 @@ func TestReloaderRotation(t *testing.T) {
 	}
 	// Expired replacement: refused too, once.
 	now := time.Now()
-	old := mustClient(t, ca, "expired", testpki.WithValidity(now.Add(-48*time.Hour), now.Add(-time.Hour)))
-	if _, err := testpki.WriteFiles(dir, "client", old, "s3cret-passcode"); err != nil {
+	old := mustClient(t, ca, "expired", pki.WithValidity(now.Add(-48*time.Hour), now.Add(-time.Hour)))
+	if _, err := pki.WriteFiles(dir, "client", old, "s3cret-passcode"); err != nil {
 		t.Fatal(err)
 	}
 	var ee *certs.ExpiredError
@@ -190,7 +190,7 @@ func TestReloaderRotation(t *testing.T) {
 	}
 	// Passcode rotated together with a new file: picked up.
 	third := mustClient(t, ca, "third")
-	if _, err := testpki.WriteFiles(dir, "client", third, "new-passcode"); err != nil {
+	if _, err := pki.WriteFiles(dir, "client", third, "new-passcode"); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(passFile, []byte("new-passcode"), 0o600); err != nil {
@@ -212,7 +212,7 @@ func TestReloaderNotYetValid(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Now()
 	clock := now
-	files, err := testpki.WriteFiles(dir, "client", mustClient(t, ca, "current"), "")
+	files, err := pki.WriteFiles(dir, "client", mustClient(t, ca, "current"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,8 +225,8 @@ func TestReloaderNotYetValid(t *testing.T) {
 	if err := rl.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	early := mustClient(t, ca, "early", testpki.WithValidity(now.Add(time.Hour), now.Add(48*time.Hour)))
-	if _, err := testpki.WriteFiles(dir, "client", early, ""); err != nil {
+	early := mustClient(t, ca, "early", pki.WithValidity(now.Add(time.Hour), now.Add(48*time.Hour)))
+	if _, err := pki.WriteFiles(dir, "client", early, ""); err != nil {
 		t.Fatal(err)
 	}
 	var nyv *certs.NotYetValidError

@@ -14,7 +14,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/diagnose"
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 const (
@@ -22,7 +22,7 @@ const (
 )
 
 type env struct {
-	ca      *testpki.CA
+	ca      *pki.CA
 	emu     *bankingcircle.Server
 	dir     string
 	pfx     string
@@ -33,7 +33,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	ca, err := testpki.NewCA("check CA")
+	ca, err := pki.NewCA("check CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,8 +47,8 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { emu.Close() })
 	e := &env{ca: ca, emu: emu, dir: t.TempDir(), apiURL: emu.APIURL(), authURL: emu.AuthURL()}
-	client, _ := ca.IssueClient("check-client", testpki.WithValidity(time.Now().Add(-time.Hour), time.Now().Add(365*24*time.Hour)))
-	files, err := testpki.WriteFiles(e.dir, "client", client, passcode)
+	client, _ := ca.IssueClient("check-client", pki.WithValidity(time.Now().Add(-time.Hour), time.Now().Add(365*24*time.Hour)))
+	files, err := pki.WriteFiles(e.dir, "client", client, passcode)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,14 +92,14 @@ routes:
 
 func TestCheck(t *testing.T) {
 	e := newEnv(t)
-	other, _ := testpki.NewCA("other CA")
+	other, _ := pki.NewCA("other CA")
 	otherFile := filepath.Join(e.dir, "other.pem")
 	if err := other.WriteCertFile(otherFile); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	old, _ := e.ca.IssueClient("old", testpki.WithValidity(now.Add(-72*time.Hour), now.Add(-time.Hour)))
-	oldFiles, _ := testpki.WriteFiles(e.dir, "old", old, passcode)
+	old, _ := e.ca.IssueClient("old", pki.WithValidity(now.Add(-72*time.Hour), now.Add(-time.Hour)))
+	oldFiles, _ := pki.WriteFiles(e.dir, "old", old, passcode)
 
 	tests := []struct {
 		name    string

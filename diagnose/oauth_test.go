@@ -15,7 +15,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/diagnose"
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 // `tokenproxy check` probes each OAuth2 grant's token endpoint: a real
@@ -23,14 +23,14 @@ import (
 // token the bank must refuse with invalid_grant. A wrong client secret fails
 // the step, naming the route and never the secret.
 func TestCheckOAuthGrants(t *testing.T) {
-	ca, err := testpki.NewCA("check CA")
+	ca, err := pki.NewCA("check CA")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	sc, _ := ca.IssueServer([]string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
 	qwac, _ := ca.IssueClient("tpp QWAC")
-	files, _ := testpki.WriteFiles(dir, "qwac", qwac, "x")
+	files, _ := pki.WriteFiles(dir, "qwac", qwac, "x")
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := ca.WriteCertFile(caFile); err != nil {
 		t.Fatal(err)

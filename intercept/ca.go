@@ -45,6 +45,9 @@ const (
 	ReasonCAUnavailable Reason = "ca_unavailable"
 	// ReasonBadHost: the host is not a valid DNS name or IP literal.
 	ReasonBadHost Reason = "bad_host"
+	// ReasonPortRefused: a CONNECT to an intercepted host named a port
+	// the route does not serve.
+	ReasonPortRefused Reason = "port_refused"
 )
 
 // RefusedError is why a handshake or a request inside a tunnel was refused.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -46,7 +46,7 @@ func TestConfigValidate(t *testing.T) {
 
 func TestBuild(t *testing.T) {
 	dir := t.TempDir()
-	root, _ := testpki.NewCA("Interception Root")
+	root, _ := pki.NewCA("Interception Root")
 	files := writeCA(t, dir, root, "pkcs8")
 	tests := []struct {
 		name string

@@ -13,11 +13,11 @@
 // the app-side tls.Config refuses a handshake whose SNI is not the CONNECT
 // host. The proxy (proxy/connect.go) wires it into its own CONNECT handler:
 //
-//	t, err := leaves.Open(r.Host, "", interceptingRoute) // no intercepting route: 403 JSON, never a blind tunnel
-//	caller, denied := route.Authorize(r)                 // Proxy-Authorization or client certificate, before the 200
-//	conn := hijack(w)                                    // then "200 Connection established"
-//	tc := tls.Server(conn, t.TLSConfig())                // a leaf for the CONNECT host only; SNI must match
-//	http.Server{...}.Serve(oneConn(tc))                  // the plain listener's timeouts and keep-alive
+//	t, err := leaves.Open(r.Host, interceptingRoute) // no intercepting route: 403 JSON, never a blind tunnel
+//	caller, denied := route.Authorize(r)             // Proxy-Authorization or client certificate, before the 200
+//	conn := hijack(w)                                // then "200 Connection established"
+//	tc, err := t.Handshake(ctx, conn)                // a leaf for the CONNECT host only; SNI must match; TLS first
+//	http.Server{...}.Serve(oneConn(tc))              // the plain listener's timeouts and keep-alive
 //	// each request: t.Check(r), then the same pipeline as plain HTTP, with the caller fixed
 //
 // The CA key is never logged, returned in an error, or written to disk.

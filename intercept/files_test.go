@@ -13,8 +13,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
 // keySecrets returns forms of c's private key that must never be logged or
@@ -26,7 +26,7 @@ func keySecrets(t testing.TB, c *tls.Certificate) []string {
 		t.Fatal(err)
 	}
 	out := []string{base64.StdEncoding.EncodeToString(der)[8:56]}
-	if trad, err := testpki.EncodeTraditionalKeyPEM(c); err == nil {
+	if trad, err := pki.EncodeTraditionalKeyPEM(c); err == nil {
 		b, _ := pem.Decode(trad)
 		out = append(out, base64.StdEncoding.EncodeToString(b.Bytes)[8:56])
 	}
@@ -34,23 +34,23 @@ func keySecrets(t testing.TB, c *tls.Certificate) []string {
 }
 
 // writeCA writes ca's certificate and key to dir with the key in the given form.
-func writeCA(t testing.TB, dir string, ca *testpki.CA, keyForm string) FileConfig {
+func writeCA(t testing.TB, dir string, ca *pki.CA, keyForm string) FileConfig {
 	t.Helper()
 	tc := ca.TLSCertificate()
-	certPEM, keyPEM, err := testpki.EncodePEM(tc)
+	certPEM, keyPEM, err := pki.EncodePEM(tc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if keyForm == "traditional" {
-		if keyPEM, err = testpki.EncodeTraditionalKeyPEM(tc); err != nil {
+		if keyPEM, err = pki.EncodeTraditionalKeyPEM(tc); err != nil {
 			t.Fatal(err)
 		}
 	}
 	cfg := FileConfig{CertFile: filepath.Join(dir, "ca.crt"), KeyFile: filepath.Join(dir, "ca.key")}
-	if err := testpki.WriteFileAtomic(cfg.CertFile, certPEM, 0o644); err != nil {
+	if err := pki.WriteFileAtomic(cfg.CertFile, certPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := testpki.WriteFileAtomic(cfg.KeyFile, keyPEM, 0o600); err != nil {
+	if err := pki.WriteFileAtomic(cfg.KeyFile, keyPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return cfg
@@ -59,18 +59,18 @@ func writeCA(t testing.TB, dir string, ca *testpki.CA, keyForm string) FileConfi
 func TestFileCAKeyForms(t *testing.T) {
 	tests := []struct {
 		name    string
-		keyType testpki.KeyType
+		keyType pki.KeyType
 		keyForm string
 	}{
-		{"ECDSA PKCS#8", testpki.ECDSAP256, "pkcs8"},
-		{"ECDSA SEC 1", testpki.ECDSAP256, "traditional"},
-		{"RSA PKCS#8", testpki.RSA2048, "pkcs8"},
-		{"RSA PKCS#1", testpki.RSA2048, "traditional"},
+		{"ECDSA PKCS#8", pki.ECDSAP256, "pkcs8"},
+		{"ECDSA SEC 1", pki.ECDSAP256, "traditional"},
+		{"RSA PKCS#8", pki.RSA2048, "pkcs8"},
+		{"RSA PKCS#1", pki.RSA2048, "traditional"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			log, capture := testlog.New(t)
-			root, err := testpki.NewCA("Interception Root", testpki.WithKeyType(tc.keyType))
+			root, err := pki.NewCA("Interception Root", pki.WithKeyType(tc.keyType))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -89,7 +89,7 @@ func TestFileCAKeyForms(t *testing.T) {
 }
 
 func TestFileCAIntermediateChain(t *testing.T) {
-	root, err := testpki.NewCA("Interception Root")
+	root, err := pki.NewCA("Interception Root")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,8 +114,8 @@ func TestFileCAIntermediateChain(t *testing.T) {
 func TestFileCARotation(t *testing.T) {
 	log, capture := testlog.New(t)
 	dir := t.TempDir()
-	first, _ := testpki.NewCA("Interception Root 1")
-	second, _ := testpki.NewCA("Interception Root 2")
+	first, _ := pki.NewCA("Interception Root 1")
+	second, _ := pki.NewCA("Interception Root 2")
 	capture.ForbidStrings(keySecrets(t, first.TLSCertificate())...)
 	capture.ForbidStrings(keySecrets(t, second.TLSCertificate())...)
 	cfg := writeCA(t, dir, first, "pkcs8")
@@ -137,9 +137,9 @@ func TestFileCARotation(t *testing.T) {
 
 	// A bad rotation (a leaf certificate, not a CA) changes nothing.
 	notCA, _ := first.IssueServer([]string{"ca.example"}, nil)
-	certPEM, keyPEM, _ := testpki.EncodePEM(notCA)
-	_ = testpki.WriteFileAtomic(cfg.CertFile, certPEM, 0o644)
-	_ = testpki.WriteFileAtomic(cfg.KeyFile, keyPEM, 0o600)
+	certPEM, keyPEM, _ := pki.EncodePEM(notCA)
+	_ = pki.WriteFileAtomic(cfg.CertFile, certPEM, 0o644)
+	_ = pki.WriteFileAtomic(cfg.KeyFile, keyPEM, 0o600)
 	gen := ca.Generation()
 	if ok, err := ca.Poll(context.Background()); ok || !errors.Is(err, errNotCA) {
 		t.Fatalf("Poll with a non-CA certificate = %v, %v; want errNotCA", ok, err)

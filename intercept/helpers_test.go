@@ -10,7 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
 // countObserver counts events by kind and host (refusals by reason).

@@ -38,7 +38,7 @@ func TestPrometheusObserver(t *testing.T) {
 		}
 	}
 	_, _ = l.Certificate(context.Background(), "other.example", allow)
-	tun, err := l.Open("bank.example:443", "", allow)
+	tun, err := l.Open("bank.example:443", allow)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,9 @@
 package intercept
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 	"strings"
@@ -9,14 +11,11 @@ import (
 
 // Tunnel is one accepted CONNECT whose TLS tokenproxy terminates. The proxy
 // (proxy/connect.go) makes it with Open once the route is known, checks the
-// caller, answers 200, serves tls.Server(conn, TLSConfig()) and calls Check
-// on every decrypted request.
+// caller, answers 200, runs Handshake on the connection and calls Check on
+// every decrypted request.
 type Tunnel struct {
 	// Host is the CONNECT host as Allow sees it; Port its port ("443" when absent).
 	Host, Port string
-	// Caller is the authenticated caller that opened the tunnel ("" when the
-	// route needs none); decrypted requests carry no Proxy-Authorization.
-	Caller string
 
 	leaves *Leaves
 	allow  Allow
@@ -25,7 +24,7 @@ type Tunnel struct {
 // Open checks that connectHost (host:port from the CONNECT line) is
 // intercepted and returns the tunnel. A host allow refuses gets a
 // *RefusedError with ReasonNotIntercepted: refuse the CONNECT.
-func (l *Leaves) Open(connectHost, caller string, allow Allow) (*Tunnel, error) {
+func (l *Leaves) Open(connectHost string, allow Allow) (*Tunnel, error) {
 	h, err := NormalizeHost(connectHost)
 	if err != nil {
 		l.cfg.Observer.Refused(connectHost, ReasonBadHost)
@@ -39,7 +38,30 @@ func (l *Leaves) Open(connectHost, caller string, allow Allow) (*Tunnel, error) 
 	if _, p, err := net.SplitHostPort(connectHost); err == nil && p != "" {
 		port = p
 	}
-	return &Tunnel{Host: h, Port: port, Caller: caller, leaves: l, allow: allow}, nil
+	return &Tunnel{Host: h, Port: port, leaves: l, allow: allow}, nil
+}
+
+// Handshake terminates the app's TLS on conn, the tunnel's bytes after the
+// 200, with TLSConfig; ctx bounds it. A tunnel whose first bytes are not a
+// TLS handshake (plain HTTP sent into the tunnel, say) is refused with a
+// *RefusedError (ReasonNotTLS) and counted; so is a ClientHello for another
+// server name (ReasonSNIMismatch). Neither error carries the bytes received.
+// Other failures (the app gave up, a TLS alert) are returned as they are.
+// On any error conn is closed.
+func (t *Tunnel) Handshake(ctx context.Context, conn net.Conn) (*tls.Conn, error) {
+	tc := tls.Server(conn, t.TLSConfig())
+	err := tc.HandshakeContext(ctx)
+	if err == nil {
+		return tc, nil
+	}
+	tc.Close()
+	// crypto/tls reports a first record that is not a TLS handshake record
+	// as a RecordHeaderError, before it reads any further.
+	if _, ok := errors.AsType[tls.RecordHeaderError](err); ok {
+		t.leaves.cfg.Observer.Refused(t.Host, ReasonNotTLS)
+		return nil, &RefusedError{Reason: ReasonNotTLS, Host: t.Host}
+	}
+	return nil, err
 }
 
 // TLSConfig is the app-side server configuration for the tunnel: TLS 1.2

@@ -248,13 +248,15 @@ func (a *AuthCode) Revoke(ctx context.Context, owner, subject string) error {
 	return a.cfg.Store.Delete(ctx, k)
 }
 
-// Token returns the access token stored in c, for callers that read a consent.
+// tokenOf returns the access token stored in c, issued when c was last
+// refreshed (so that its lifetime, which caps the skew, is known).
 func tokenOf(c *consentstore.Consent) *tokencache.Token {
 	typ := c.TokenType
 	if typ == "" {
 		typ = "Bearer"
 	}
-	return &tokencache.Token{Value: c.AccessToken.Reveal(), Type: typ, Expiry: c.AccessExpiry, Header: typ + " " + c.AccessToken.Reveal()}
+	return &tokencache.Token{Value: c.AccessToken.Reveal(), Type: typ, Expiry: c.AccessExpiry, Issued: c.Refreshed,
+		Header: typ + " " + c.AccessToken.Reveal()}
 }
 
 // handOut records that the access token stored at generation gen is being

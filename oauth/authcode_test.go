@@ -205,3 +205,42 @@ func TestAuthCodeRestartReusesStoredToken(t *testing.T) {
 		t.Fatal("the refreshed token is not valid at the bank")
 	}
 }
+
+// A token that lives under 30 s is not refreshed by the first request after
+// the consent (or after a restart) while three quarters of its life are
+// left: the 30 s margin is capped at a quarter of the lifetime, as the
+// cache's skew is.
+func TestAuthCodeShortLivedTokenNotRefreshedWhileFresh(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		age     time.Duration
+		refresh bool
+	}{
+		{"first request after the consent", 0, false},
+		{"within three quarters of its life", 14 * time.Second, false},
+		{"within a quarter of its expiry", 16 * time.Second, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, true)
+			e.h.SetTTL(20*time.Second, 90*24*time.Hour)
+			store, _ := tempBolt(t)
+			e.consent(t, e.authCode(t, store, nil, nil), "", "marc")
+			c, err := store.Get(context.Background(), consentstore.Key{Route: "bpce", Subject: "marc"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.clk.Add(tc.age)
+			tok, err := e.authCode(t, store, nil, nil).Fetch(context.Background(), "marc") // a new instance: nothing handed out yet
+			if err != nil {
+				t.Fatal(err)
+			}
+			refreshed := e.h.Refreshes() == 1
+			if refreshed != tc.refresh || (tok.Value == c.AccessToken.Reveal()) == tc.refresh {
+				t.Fatalf("a 20 s token %v old: refreshed %v (bank refreshes %d), want %v", tc.age, refreshed, e.h.Refreshes(), tc.refresh)
+			}
+			if !tc.refresh && !tok.Issued.Equal(c.Refreshed) {
+				t.Fatalf("token issued %v, want the consent's refresh time %v", tok.Issued, c.Refreshed)
+			}
+		})
+	}
+}

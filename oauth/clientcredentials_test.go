@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
@@ -24,8 +24,8 @@ func TestClientCredentialsEachMethod(t *testing.T) {
 		{"client_secret_basic", ClientAuth{Method: ClientSecretBasic, ClientID: "basic-app", Secret: secret.Static(secret.New("basic s3cret:&"), "test")}},
 		{"client_secret_post", ClientAuth{Method: ClientSecretPost, ClientID: "post-app", Secret: secret.Static(secret.New("post-s3cret"), "test")}},
 		{"tls_client_auth", e.stetAuth()},
-		{"private_key_jwt ES256", ClientAuth{Method: PrivateKeyJWT, ClientID: "jwt-ec-app", Key: pki.ec, KeyID: "k1"}},
-		{"private_key_jwt RS256", ClientAuth{Method: PrivateKeyJWT, ClientID: "jwt-rsa-app", Key: pki.rsa}},
+		{"private_key_jwt ES256", ClientAuth{Method: PrivateKeyJWT, ClientID: "jwt-ec-app", Key: bankPKI.ec, KeyID: "k1"}},
+		{"private_key_jwt RS256", ClientAuth{Method: PrivateKeyJWT, ClientID: "jwt-rsa-app", Key: bankPKI.rsa}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src, err := NewClientCredentials(e.endpoint("cc", tc.auth), []string{"payments"}, nil)
@@ -57,7 +57,7 @@ func TestClientCredentialsRefused(t *testing.T) {
 		{"wrong post secret", ClientAuth{Method: ClientSecretPost, ClientID: "post-app", Secret: wrongSecret}},
 		{"method not registered", ClientAuth{Method: ClientSecretPost, ClientID: "basic-app", Secret: wrongSecret}},
 		{"certificate is not the client's", ClientAuth{Method: TLSClientAuth, ClientID: "basic-app"}},
-		{"JWT signed by another key", ClientAuth{Method: PrivateKeyJWT, ClientID: "jwt-ec-app", Key: crypto.Signer(pki.rsa)}},
+		{"JWT signed by another key", ClientAuth{Method: PrivateKeyJWT, ClientID: "jwt-ec-app", Key: crypto.Signer(bankPKI.rsa)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src, err := NewClientCredentials(e.endpoint("acme-cc", tc.auth), nil, nil)

@@ -117,15 +117,22 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTT
 
 type handler func(w http.ResponseWriter, r *http.Request, caller string, route *AuthCode)
 
+// challenge is the WWW-Authenticate value of the API's 401 (RFC 9110
+// §11.6.1): callers authenticate as the proxy's gateway callers do, with
+// HTTP Basic (caller name and password) in Authorization or
+// Proxy-Authorization, the realm the proxy's Proxy-Authenticate names.
+const challenge = `Basic realm="tokenproxy"`
+
 // authed authenticates the caller and resolves the route.
 func (a *API) authed(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("route")
 		caller, err := a.cfg.Authenticate(r)
 		if err != nil {
-			writeErr(w, http.StatusUnauthorized, "unauthorized", "the caller could not be authenticated", "")
+			w.Header().Set("WWW-Authenticate", challenge)
+			writeErr(w, http.StatusUnauthorized, "unauthorized", "the caller could not be authenticated", name)
 			return
 		}
-		name := r.PathValue("route")
 		route := a.routes[name]
 		if route == nil {
 			writeErr(w, http.StatusNotFound, "unknown_route", "no authorization-code route of that name", name)

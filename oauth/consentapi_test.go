@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
 const returnURL = "https://app.example/consent-done"
@@ -70,6 +70,21 @@ func (a *apiEnv) call(t *testing.T, caller, method, path string, body any) (int,
 	var m map[string]any
 	_ = json.Unmarshal(raw, &m)
 	return resp.StatusCode, m
+}
+
+// header is call's answer's header.
+func (a *apiEnv) header(t *testing.T, caller, method, path string) http.Header {
+	t.Helper()
+	req, _ := http.NewRequest(method, a.api.URL+path, nil)
+	if caller != "" {
+		req.Header.Set("X-Test-Caller", caller)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	return resp.Header
 }
 
 // browse is the customer's browser: the scripted login at the bank, then
@@ -187,8 +202,11 @@ func TestConsentAPICallerIsolation(t *testing.T) {
 	if _, err := a.route.Fetch(t.Context(), SubjectKey("app-b", "marc")); err == nil {
 		t.Fatal("app-b got a token for app-a's subject")
 	}
-	if st, m := a.call(t, "", "GET", "/v1/routes/bpce/consents", nil); st != 401 || m["error"] != "unauthorized" {
-		t.Fatalf("no caller: %d %v", st, m)
+	if st, m := a.call(t, "", "GET", "/v1/routes/bpce/consents", nil); st != 401 || m["error"] != "unauthorized" || m["route"] != "bpce" {
+		t.Fatalf("no caller: %d %v; want 401 unauthorized naming route bpce", st, m)
+	}
+	if h := a.header(t, "", "GET", "/v1/routes/bpce/consents"); h.Get("WWW-Authenticate") != `Basic realm="tokenproxy"` {
+		t.Fatalf("no caller: WWW-Authenticate %q; a 401 must carry the scheme the API accepts", h.Get("WWW-Authenticate"))
 	}
 	if st, m := a.call(t, "app-a", "GET", "/v1/routes/nope/consents", nil); st != 404 || m["route"] != "nope" {
 		t.Fatalf("unknown route: %d %v", st, m)

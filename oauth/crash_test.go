@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 var errCrash = errors.New("simulated crash")
@@ -59,6 +59,7 @@ func TestCrashMatrix(t *testing.T) {
 					}})
 					e.consent(t, a, "", "marc")
 					e.clk.Add(2 * time.Hour)
+					crashed := e.clk.Now() // when the interrupted refresh started
 					ctx := context.Background()
 					if _, err := a.Fetch(ctx, "marc"); !errors.Is(err, errCrash) {
 						t.Fatalf("the crash hook did not abort: %v", err)
@@ -81,6 +82,11 @@ func TestCrashMatrix(t *testing.T) {
 						cr := asConsentRequired(t, err)
 						if !strings.Contains(cr.Cause, "interrupted refresh") {
 							t.Fatalf("cause %q does not say the refresh was interrupted", cr.Cause)
+						}
+						// The cause names the interrupted refresh, not the one
+						// the restarted process started a minute later.
+						if at := crashed.UTC().Format(time.RFC3339); !strings.Contains(cr.Cause, "refresh started at "+at) {
+							t.Fatalf("cause %q does not name the interrupted refresh, started at %s", cr.Cause, at)
 						}
 						got = consentQ
 						e.noSecrets(t, "the error", err.Error())

@@ -21,10 +21,10 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 const (
@@ -43,8 +43,8 @@ func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unloc
 
 var (
 	pkiOnce sync.Once
-	pki     struct {
-		ca             *testpki.CA
+	bankPKI struct {
+		ca             *pki.CA
 		server, client *tls.Certificate
 		ec             *ecdsa.PrivateKey
 		rsa            *rsa.PrivateKey
@@ -68,15 +68,15 @@ func newEnv(t testing.TB, rotate bool, extraClients ...map[string]stet.Client) *
 				err = e
 			}
 		}
-		pki.ca, err = testpki.NewCA("bank test CA")
+		bankPKI.ca, err = pki.NewCA("bank test CA")
 		if err != nil {
 			panic(err)
 		}
 		var e1, e2, e3, e4 error
-		pki.server, e1 = pki.ca.IssueServer(nil, []net.IP{net.IPv4(127, 0, 0, 1)})
-		pki.client, e2 = pki.ca.IssueClient(qwacCN)
-		pki.ec, e3 = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		pki.rsa, e4 = rsa.GenerateKey(rand.Reader, 2048)
+		bankPKI.server, e1 = bankPKI.ca.IssueServer(nil, []net.IP{net.IPv4(127, 0, 0, 1)})
+		bankPKI.client, e2 = bankPKI.ca.IssueClient(qwacCN)
+		bankPKI.ec, e3 = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		bankPKI.rsa, e4 = rsa.GenerateKey(rand.Reader, 2048)
 		for _, e := range []error{e1, e2, e3, e4} {
 			must(e)
 		}
@@ -89,20 +89,20 @@ func newEnv(t testing.TB, rotate bool, extraClients ...map[string]stet.Client) *
 		stetClientID:  {Method: "tls_client_auth", CertSubject: qwacCN},
 		"basic-app":   {Method: "client_secret_basic", Secret: "basic s3cret:&"},
 		"post-app":    {Method: "client_secret_post", Secret: "post-s3cret"},
-		"jwt-ec-app":  {Method: "private_key_jwt", Key: pki.ec.Public()},
-		"jwt-rsa-app": {Method: "private_key_jwt", Key: pki.rsa.Public()},
+		"jwt-ec-app":  {Method: "private_key_jwt", Key: bankPKI.ec.Public()},
+		"jwt-rsa-app": {Method: "private_key_jwt", Key: bankPKI.rsa.Public()},
 	}
 	for _, m := range extraClients {
 		maps.Copy(clients, m)
 	}
 	h := stet.New(stet.Config{Now: clk.Now, OAuth: &stet.OAuthConfig{Rotate: rotate, Clients: clients}})
 	srv := httptest.NewUnstartedServer(h)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{*pki.server}, ClientAuth: tls.RequireAndVerifyClientCert,
-		ClientCAs: pki.ca.CertPool(), MinVersion: tls.VersionTLS12}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{*bankPKI.server}, ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs: bankPKI.ca.CertPool(), MinVersion: tls.VersionTLS12}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		RootCAs: pki.ca.CertPool(), Certificates: []tls.Certificate{*pki.client}, MinVersion: tls.VersionTLS12}},
+		RootCAs: bankPKI.ca.CertPool(), Certificates: []tls.Certificate{*bankPKI.client}, MinVersion: tls.VersionTLS12}},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	t.Cleanup(client.CloseIdleConnections)
 	return &env{h: h, srv: srv, client: client, clk: clk}

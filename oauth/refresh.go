@@ -16,7 +16,9 @@ import (
 var errAborted = errors.New("refresh aborted by a test hook")
 
 // minValid is how long a token someone else just stored must still be valid
-// for this call to use it instead of refreshing.
+// for this call to use it instead of refreshing, capped for short-lived
+// tokens exactly as the cache caps its skew (tokencache.Usable): a 20 s token
+// stored a moment ago is used, not refreshed.
 const minValid = 30 * time.Second
 
 // Fetch implements tokencache.Source. key is SubjectKey(owner, subject).
@@ -50,7 +52,7 @@ func (a *AuthCode) Fetch(ctx context.Context, key string) (*tokencache.Token, er
 		switch {
 		case c.State == consentstore.Invalid:
 			return nil, a.consentRequired(subject, c.Cause)
-		case c.State == consentstore.Active && c.AccessExpiry.Sub(now) > minValid &&
+		case c.State == consentstore.Active && tokencache.Usable(minValid, tokenOf(c), now) &&
 			(!c.Refreshed.Before(start) || !a.handedOut(k, c.Generation)):
 			// Another caller refreshed while this one waited, or the stored
 			// token is one this instance never gave out (a restart): no refresh,
@@ -102,7 +104,10 @@ func (a *AuthCode) hook(s Step, subject string) error {
 
 // refresh runs the three steps on consent c as read at generation c.Generation.
 func (a *AuthCode) refresh(ctx context.Context, c *consentstore.Consent, now time.Time) (*tokencache.Token, error) {
+	// An intent left by an interrupted refresh: the bank may have answered
+	// it, and its time (not this refresh's) explains a later invalid_grant.
 	interrupted := c.State == consentstore.Refreshing
+	interruptedAt := c.IntentAt
 	intent := c.Clone()
 	intent.State, intent.IntentAt, intent.IntentBy = consentstore.Refreshing, now, a.id
 	gen, err := a.cfg.Store.Put(ctx, intent, c.Generation)
@@ -121,7 +126,7 @@ func (a *AuthCode) refresh(ctx context.Context, c *consentstore.Consent, now tim
 		return nil, err
 	}
 	if callErr != nil {
-		return nil, a.refreshFailed(ctx, intent, gen, interrupted, callErr)
+		return nil, a.refreshFailed(ctx, intent, gen, interrupted, interruptedAt, callErr)
 	}
 	next := intent.Clone()
 	a.applyAnswer(next, resp, a.cfg.Endpoint.Now())
@@ -143,8 +148,10 @@ func (a *AuthCode) refresh(ctx context.Context, c *consentstore.Consent, now tim
 // refreshFailed records the outcome of a refused refresh: invalid_grant
 // makes the consent invalid; another explicit refusal (4xx, 429) clears the
 // intent, since the bank did not use the refresh token; a transport error or
-// 5xx leaves the intent, as the bank may have used it.
-func (a *AuthCode) refreshFailed(ctx context.Context, intent *consentstore.Consent, gen uint64, interrupted bool, callErr error) error {
+// 5xx leaves the intent, as the bank may have used it. interrupted says this
+// refresh took over the intent of an interrupted one, started at
+// interruptedAt (zero when unknown).
+func (a *AuthCode) refreshFailed(ctx context.Context, intent *consentstore.Consent, gen uint64, interrupted bool, interruptedAt time.Time, callErr error) error {
 	var ee *endpointError
 	if !errors.As(callErr, &ee) {
 		return &tokencache.FetchError{Reason: "route " + a.Route() + ": refresh", Err: callErr}
@@ -153,8 +160,12 @@ func (a *AuthCode) refreshFailed(ctx context.Context, intent *consentstore.Conse
 	case ee.Code == "invalid_grant":
 		cause := "the bank rejected the refresh token (invalid_grant: expired, revoked or already used)"
 		if interrupted {
+			started := "an earlier refresh"
+			if !interruptedAt.IsZero() {
+				started = "the refresh started at " + interruptedAt.UTC().Format(time.RFC3339)
+			}
 			cause = "the bank rejected the refresh token (invalid_grant) after an interrupted refresh: " +
-				"the bank's answer to the refresh started at " + intent.IntentAt.UTC().Format(time.RFC3339) + " was never stored"
+				"the bank's answer to " + started + " was never stored"
 		}
 		bad := intent.Clone()
 		bad.State, bad.Cause, bad.IntentAt, bad.IntentBy = consentstore.Invalid, cause, time.Time{}, ""
@@ -170,6 +181,8 @@ func (a *AuthCode) refreshFailed(ctx context.Context, intent *consentstore.Conse
 		back := intent.Clone()
 		back.State, back.IntentAt, back.IntentBy = consentstore.Active, time.Time{}, ""
 		if interrupted {
+			// Still marked: the interrupted refresh's answer may be lost. Its
+			// time is not kept, so that nobody waits out a lease for it.
 			back.State = consentstore.Refreshing
 		}
 		_, _ = a.cfg.Store.Put(ctx, back, gen) // best effort: a left intent is taken over later

@@ -10,18 +10,18 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/problem"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 // Each failure is produced for real (TLS servers with generated
 // certificates, a closed port) and classified by its types alone.
 func TestClassify(t *testing.T) {
-	ca, err := testpki.NewCA("upstream CA")
+	ca, err := pki.NewCA("upstream CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, _ := testpki.NewCA("other CA")
+	other, _ := pki.NewCA("other CA")
 	sc, err := ca.IssueServer([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +36,7 @@ func TestClassify(t *testing.T) {
 	closedAddr := closed.Addr().String()
 	closed.Close()
 
-	get := func(roots *testpki.CA, url string) error {
+	get := func(roots *pki.CA, url string) error {
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots.CertPool()}}
 		defer tr.CloseIdleConnections()
 		req, _ := http.NewRequest(http.MethodGet, url, nil)

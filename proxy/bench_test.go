@@ -21,9 +21,9 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
@@ -50,10 +50,10 @@ func BenchmarkRSA2048Sign(b *testing.B) {
 // BenchmarkRSA2048Sign's: the ratio is the share of Go's signing rate that
 // reaches the upstream (the client and the upstream run on the same cores).
 func BenchmarkSignedRequestThroughProxy(b *testing.B) {
-	ca, _ := testpki.NewCA("bench CA")
+	ca, _ := pki.NewCA("bench CA")
 	dir := b.TempDir()
-	qseal, _ := ca.IssueClient("qseal", testpki.WithKeyType(testpki.RSA2048))
-	sf, _ := testpki.WriteFiles(dir, "qseal", qseal, "x")
+	qseal, _ := ca.IssueClient("qseal", pki.WithKeyType(pki.RSA2048))
+	sf, _ := pki.WriteFiles(dir, "qseal", qseal, "x")
 	benchSigned(b, ca, dir, fmt.Sprintf("{pem: {cert_file: %s, key_file: %s}}", sf.Cert, sf.Key), "")
 }
 
@@ -71,9 +71,9 @@ func BenchmarkTransitSignedRequestThroughProxy(b *testing.B) {
 		fmt.Sprintf("vault: {address: %s, auth: {method: token, token: {env: TP_BENCH_VAULT_TOKEN}}}\n", srv.Addr))
 }
 
-func benchSigned(b *testing.B, ca *testpki.CA, dir, key, top string) {
+func benchSigned(b *testing.B, ca *pki.CA, dir, key, top string) {
 	qwac, _ := ca.IssueClient("qwac")
-	qf, _ := testpki.WriteFiles(dir, "qwac", qwac, "x")
+	qf, _ := pki.WriteFiles(dir, "qwac", qwac, "x")
 	caFile := filepath.Join(dir, "ca.pem")
 	_ = ca.WriteCertFile(caFile)
 	up := mtlsUpstream(b, ca, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -5,8 +5,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,12 +62,18 @@ func (c *connector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p := c.s.pipe
 	rt, host := c.rt.match(r.Host)
-	t, err := c.gw.Interceptor.Leaves.Open(r.Host, "", func(h string) bool {
+	t, err := c.gw.Interceptor.Leaves.Open(r.Host, func(h string) bool {
 		return rt != nil && rt.Intercept && c.gw.Intercepts(h)
 	})
 	if err != nil {
-		// Not an intercepting route: the forward proxy's refusal (never a blind tunnel).
-		writeResponse(w, p.forward(r, c.rt)) //nolint:bodyclose // writeResponse closes the body
+		// Not an intercepting route: refused, never a blind tunnel.
+		writeResponse(w, p.refuseConnect(r, c.rt, true)) //nolint:bodyclose // writeResponse closes the body
+		return
+	}
+	if ports := connectPorts(rt); !slices.Contains(ports, t.Port) {
+		c.gw.Refused(t.Host, intercept.ReasonPortRefused)
+		writeResponse(w, p.errorResponse(r, &apiError{Status: http.StatusForbidden, Code: CodeConnectPortRefused, //nolint:bodyclose // writeResponse closes the body
+			Message: fmt.Sprintf("route %s intercepts CONNECT to %s only on port %s, not %s", rt.Name, quoteHost(host), strings.Join(ports, " or "), t.Port)}, rt.Name))
 		return
 	}
 	caller, denied := rt.Authorize(r)
@@ -94,6 +103,18 @@ func (c *connector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go c.serveTunnel(inner, ln, t, &bufferedConn{Conn: conn, r: brw.Reader}, host, rt.Name, caller)
 }
 
+// connectPorts are the ports a CONNECT to route rt's hosts may name: 443,
+// the port of an https:// URL without one, and the port of the route's
+// upstream when it names another. Any other port would reach the same
+// upstream under a URL the app did not mean.
+func connectPorts(rt *route.Route) []string {
+	ports := []string{"443"}
+	if p := rt.Upstream.Port(); p != "" && p != "443" {
+		ports = append(ports, p)
+	}
+	return ports
+}
+
 // serveTunnel answers 200, terminates the app's TLS with a certificate for
 // the CONNECT host only, and serves the requests read from it.
 func (c *connector) serveTunnel(inner *http.Server, ln *oneConnListener, t *intercept.Tunnel, conn net.Conn, host, routeName, caller string) {
@@ -107,18 +128,17 @@ func (c *connector) serveTunnel(inner *http.Server, ln *oneConnListener, t *inte
 		conn.Close()
 		return
 	}
-	tc := tls.Server(conn, t.TLSConfig())
 	ctx, cancel := context.WithTimeout(context.Background(), tunnelHandshakeTimeout)
-	err := tc.HandshakeContext(ctx)
+	tc, err := t.Handshake(ctx, conn)
 	cancel()
 	if err != nil {
-		var re *intercept.RefusedError
-		if errors.As(err, &re) {
+		// A refusal (no TLS, another server name, no certificate) is the
+		// app's or the operator's to fix; the bytes received are never logged.
+		if re, ok := errors.AsType[*intercept.RefusedError](err); ok {
 			log.Warn("CONNECT tunnel refused", zap.String("reason", string(re.Reason)), zap.Error(err))
 		} else {
 			log.Debug("CONNECT tunnel: the app's TLS handshake failed", zap.Error(err))
 		}
-		tc.Close()
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})

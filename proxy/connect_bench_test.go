@@ -15,8 +15,8 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 // benchIntercept serves two intercepted hosts of one mTLS route whose
@@ -24,10 +24,10 @@ import (
 // alternating makes every connection issue a new leaf.
 func benchIntercept(b *testing.B, cacheSize int) (proxyAddr string, roots *x509.CertPool) {
 	b.Helper()
-	ca, _ := testpki.NewCA("bench CA")
+	ca, _ := pki.NewCA("bench CA")
 	dir := b.TempDir()
 	client, _ := ca.IssueClient("tokenproxy")
-	files, _ := testpki.WriteFiles(dir, "client", client, "x")
+	files, _ := pki.WriteFiles(dir, "client", client, "x")
 	caFile, icaFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "intercept-ca.pem")
 	if err := ca.WriteCertFile(caFile); err != nil {
 		b.Fatal(err)

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 // bcIBAN is an account the Banking Circle emulator lists.
@@ -223,7 +223,7 @@ func TestInterceptNeitherSideSeesTheOther(t *testing.T) {
 	}
 }
 
-func mustClient(t testing.TB, ca *testpki.CA, cn string) *tls.Certificate {
+func mustClient(t testing.TB, ca *pki.CA, cn string) *tls.Certificate {
 	t.Helper()
 	c, err := ca.IssueClient(cn)
 	if err != nil {
@@ -233,7 +233,7 @@ func mustClient(t testing.TB, ca *testpki.CA, cn string) *tls.Certificate {
 }
 
 // writeCA writes ca's certificate and PKCS#8 key as PEM files.
-func writeCAFiles(t testing.TB, ca *testpki.CA, certFile, keyFile string) {
+func writeCAFiles(t testing.TB, ca *pki.CA, certFile, keyFile string) {
 	t.Helper()
 	der, err := x509.MarshalPKCS8PrivateKey(ca.Signer())
 	if err != nil {
@@ -259,8 +259,8 @@ func writeCAFiles(t testing.TB, ca *testpki.CA, certFile, keyFile string) {
 func TestInterceptCARotationFromFiles(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
-	oldCA, _ := testpki.NewCA("interception CA 1")
-	newCA, _ := testpki.NewCA("interception CA 2")
+	oldCA, _ := pki.NewCA("interception CA 1")
+	newCA, _ := pki.NewCA("interception CA 2")
 	writeCAFiles(t, oldCA, certFile, keyFile)
 	h, _ := interceptHarness(t, harnessOpts{top: fmt.Sprintf("interception:\n  ca:\n    files: {cert_file: %s, key_file: %s, reload_interval: 50ms}\n", certFile, keyFile)})
 	leafIssuer := func() string {

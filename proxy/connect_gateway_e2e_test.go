@@ -18,9 +18,9 @@ import (
 	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/berlingroup"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
 // tlsGateway is tokenproxy as an HTTPS proxy: its listener's certificate
@@ -29,10 +29,10 @@ import (
 type tlsGateway struct {
 	h                  *harness
 	proxyURL           *url.URL
-	gatewayCA          *testpki.CA
+	gatewayCA          *pki.CA
 	bundle             string // the gateway CA and the interception CA
 	payments, stranger *tls.Certificate
-	paymentsFiles      testpki.Files
+	paymentsFiles      pki.Files
 	pw                 string
 	dir                string // the listener's certificate files are server.crt and server.key here
 }
@@ -42,17 +42,17 @@ func newTLSGateway(t *testing.T) *tlsGateway {
 	dir := t.TempDir()
 	g := &tlsGateway{pw: "ledger-pass-Q7w", dir: dir}
 	var err error
-	if g.gatewayCA, err = testpki.NewCA("gateway CA"); err != nil {
+	if g.gatewayCA, err = pki.NewCA("gateway CA"); err != nil {
 		t.Fatal(err)
 	}
-	callersCA, _ := testpki.NewCA("callers CA")
+	callersCA, _ := pki.NewCA("callers CA")
 	server, err := g.gatewayCA.IssueServer([]string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sf, _ := testpki.WriteFiles(dir, "server", server, "x")
+	sf, _ := pki.WriteFiles(dir, "server", server, "x")
 	g.payments, g.stranger = mustClient(t, callersCA, "payments-svc"), mustClient(t, callersCA, "stranger-svc")
-	g.paymentsFiles, _ = testpki.WriteFiles(dir, "payments", g.payments, "x")
+	g.paymentsFiles, _ = pki.WriteFiles(dir, "payments", g.payments, "x")
 	callersFile, gwFile := filepath.Join(dir, "callers-ca.pem"), filepath.Join(dir, "gateway-ca.pem")
 	if err := callersCA.WriteCertFile(callersFile); err != nil {
 		t.Fatal(err)
@@ -181,7 +181,7 @@ func TestHTTPSProxyCallers(t *testing.T) {
 // connection is served the new certificate without a restart.
 func TestHTTPSProxyCertificateReloads(t *testing.T) {
 	g := newTLSGateway(t)
-	next, _ := testpki.NewCA("gateway CA 2")
+	next, _ := pki.NewCA("gateway CA 2")
 	server, err := next.IssueServer([]string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +197,7 @@ func TestHTTPSProxyCertificateReloads(t *testing.T) {
 	if got := issuer(); got != "gateway CA" {
 		t.Fatalf("served a certificate from %q", got)
 	}
-	if _, err := testpki.WriteFiles(g.dir, "server", server, "x"); err != nil {
+	if _, err := pki.WriteFiles(g.dir, "server", server, "x"); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -217,12 +217,12 @@ func TestHTTPSProxyCertificateReloads(t *testing.T) {
 // A Berlin Group call made with an https:// URL is signed by tokenproxy and
 // accepted by the emulator's signature check.
 func TestInterceptBerlinGroupSigned(t *testing.T) {
-	ca, _ := testpki.NewCA("PSD2 test QTSP")
+	ca, _ := pki.NewCA("PSD2 test QTSP")
 	dir := t.TempDir()
 	qwac, _ := ca.IssueClient("TPP QWAC")
-	qseal, _ := ca.IssueClient("TPP QSealC", testpki.WithKeyType(testpki.RSA2048))
-	qwacFiles, _ := testpki.WriteFiles(dir, "qwac", qwac, "x")
-	sealFiles, _ := testpki.WriteFiles(dir, "qseal", qseal, "x")
+	qseal, _ := ca.IssueClient("TPP QSealC", pki.WithKeyType(pki.RSA2048))
+	qwacFiles, _ := pki.WriteFiles(dir, "qwac", qwac, "x")
+	sealFiles, _ := pki.WriteFiles(dir, "qseal", qseal, "x")
 	caFile, icaFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "intercept-ca.pem")
 	if err := ca.WriteCertFile(caFile); err != nil {
 		t.Fatal(err)

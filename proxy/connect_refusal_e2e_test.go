@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -219,5 +220,95 @@ func TestInterceptDrainClosesTunnels(t *testing.T) {
 	}
 	if _, err := br.ReadByte(); err == nil {
 		t.Fatal("the idle tunnel is still open after shutdown")
+	}
+}
+
+// A client that sends plain HTTP into a tunnel (curl --proxytunnel with an
+// http:// URL) is cut off before anything is served, and the refusal is
+// counted as not_tls and logged as a warning naming the host and the reason,
+// never the bytes the client sent.
+func TestInterceptPlainBytesInTunnel(t *testing.T) {
+	needTool(t, "curl")
+	h, _ := interceptHarness(t, harnessOpts{})
+	const marker = "plain-bytes-Qv7x"
+	h.logs.ForbidStrings(marker) // no line may quote what the client sent
+	cmd := exec.Command("curl", "-sS", "--max-time", "10", "--proxytunnel", "--proxy", h.proxyURL.String(),
+		"-H", "X-Marker: "+marker, "http://"+bcHost+":443/api/v1/accounts")
+	cmd.Env = cleanEnv()
+	out, err := cmd.CombinedOutput()
+	if err == nil || strings.Contains(string(out), bcIBAN) {
+		t.Fatalf("plain HTTP in a tunnel was served: %v\n%s", err, out)
+	}
+	if m := h.metricsText(t); !strings.Contains(m, `tokenproxy_interception_refusals_total{reason="not_tls"} 1`) {
+		t.Fatalf("the refusal is not counted as not_tls:\n%s", grepLines(m, "refusals"))
+	}
+	// The line is written before the tunnel is closed, so before curl returns.
+	if h.logs.Count(`"level":"warn"`, `"msg":"CONNECT tunnel refused"`, `"host":"`+bcHost+`"`, `"reason":"not_tls"`) != 1 {
+		t.Fatalf("no warning names the host and not_tls:\n%s", h.logs)
+	}
+	if st := h.emu.Stats(); st.APIRequests != 0 {
+		t.Fatalf("the bank saw %d requests", st.APIRequests)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for l := range strings.Lines(s) {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "")
+}
+
+// The 403 for a CONNECT that gets no tunnel says what is missing in each
+// case, and an intercepted host is tunnelled only on 443 and its upstream's
+// port: another port is refused with connect_port_refused and counted.
+func TestConnectRefusalMessages(t *testing.T) {
+	plainRoute := "  - name: plain\n    hosts: [plain.bank.example]\n    upstream: https://127.0.0.1:9\n"
+	intercepting, _ := interceptHarness(t, harnessOpts{extraRoute: plainRoute})
+	plain := newHarness(t, harnessOpts{})
+	upstreamPort := intercepting.srv.Route("bankingcircle").Upstream.Port()
+	tests := []struct {
+		name      string
+		h         *harness
+		target    string
+		status    int
+		code      string
+		want, not []string
+	}{
+		{"interception: host without a route", intercepting, "unknown.example:443", 403, proxy.CodeConnectRefused,
+			[]string{`no route for host \"unknown.example\"`, "intercept: true"}, []string{"does not tunnel CONNECT"}},
+		{"interception: route that does not intercept", intercepting, "plain.bank.example:443", 403, proxy.CodeConnectRefused,
+			[]string{"route plain does not intercept CONNECT", "http://plain.bank.example/", "set intercept: true on the route"}, []string{"no route"}},
+		{"interception: another port", intercepting, bcHost + ":8443", 403, proxy.CodeConnectPortRefused,
+			[]string{"route bankingcircle intercepts CONNECT to \\\"" + bcHost + "\\\" only on port 443 or " + upstreamPort + ", not 8443"}, nil},
+		{"interception: port 443", intercepting, bcHost + ":443", 200, "", nil, nil},
+		{"interception: the upstream's port", intercepting, bcHost + ":" + upstreamPort, 200, "", nil, nil},
+		{"no interception: host without a route", plain, "unknown.example:443", 403, proxy.CodeConnectRefused,
+			[]string{`no route for host \"unknown.example\"`, "does not tunnel CONNECT"}, nil},
+		{"no interception: route", plain, bcHost + ":443", 403, proxy.CodeConnectRefused,
+			[]string{"does not tunnel CONNECT", "http://" + bcHost + "/", "intercept: true on route bankingcircle", "interception block"}, []string{"no route"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, a := connectRaw(t, tc.h.srv.Addr("proxy"), tc.target, nil)
+			if a.status != tc.status || tc.code != "" && errorCode(t, a) != tc.code {
+				t.Fatalf("got %d %s; want %d %s", a.status, a.body, tc.status, tc.code)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(a.body), w) {
+					t.Errorf("the answer lacks %q: %s", w, a.body)
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(string(a.body), n) {
+					t.Errorf("the answer says %q: %s", n, a.body)
+				}
+			}
+		})
+	}
+	if m := intercepting.metricsText(t); !strings.Contains(m, `tokenproxy_interception_refusals_total{reason="port_refused"} 1`) {
+		t.Fatalf("the port refusal is not counted:\n%s", grepLines(m, "refusals"))
 	}
 }

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 // The gateway's interception CA in Vault's PKI engine: the host certificate
@@ -37,10 +37,10 @@ func TestInterceptVaultPKI(t *testing.T) {
 		"key_type": "ec", "key_bits": 256, "max_ttl": "48h", "server_flag": true, "client_flag": false, "no_store": true,
 	})
 
-	ca, _ := testpki.NewCA("bank CA")
+	ca, _ := pki.NewCA("bank CA")
 	dir := t.TempDir()
 	client, _ := ca.IssueClient("tokenproxy-gateway")
-	files, _ := testpki.WriteFiles(dir, "client", client, "x")
+	files, _ := pki.WriteFiles(dir, "client", client, "x")
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := ca.WriteCertFile(caFile); err != nil {
 		t.Fatal(err)

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 const accountsURL = "http://" + bcHost + "/api/v1/accounts?PageNumber=1&PageSize=50"
@@ -98,7 +98,12 @@ func TestThousandConcurrentOneFetch(t *testing.T) {
 		t.Fatalf("prime: %d", a.status)
 	}
 	h.emu.SetTokenTTL(300 * time.Second)
-	time.Sleep(1100 * time.Millisecond) // the cached token has now expired
+	cached, outcome, err := h.srv.Route("bankingcircle").Tokens.Get(context.Background(), "")
+	if err != nil || h.emu.Stats().TokenRequests != 1 {
+		t.Fatalf("reading the cached token (%v) sent a token request: %v", outcome, err)
+	}
+	// The cached token has expired by the clock the cache compares it with.
+	waitFor(t, 5*time.Second, func() bool { return !time.Now().Before(cached.Expiry) })
 	burst()
 	if n := h.emu.Stats().TokenRequests; n != 2 {
 		t.Fatalf("1,000 requests with an expired token sent %d token requests, want exactly 1", n-1)
@@ -202,13 +207,20 @@ func TestTokenEndpoint429(t *testing.T) {
 	}
 	// During the back-off an app gets a 503, or, once the rest of the
 	// back-off is shorter than max_wait, waits it out; nothing is sent early.
-	start := time.Now()
-	for time.Since(start) < 2500*time.Millisecond {
+	// Apps keep asking, 10 times a second, until the next token request is sent.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(h.emu.TokenRequestTimes()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no token request after the back-off")
+		}
 		a := h.get(c, accountsURL)
 		if a.status != 503 && a.status != 200 {
 			t.Fatalf("during back-off: %d %s", a.status, a.body)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // an app's pace, not a wait for tokenproxy
+	}
+	if a := h.get(c, accountsURL); a.status != 200 {
+		t.Fatalf("after the back-off: %d %s", a.status, a.body)
 	}
 	times := h.emu.TokenRequestTimes()
 	if len(times) < 2 || times[1].Sub(times[0]) < 1950*time.Millisecond {
@@ -249,23 +261,26 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(300 * time.Millisecond)
-	next, err := h.ca.IssueClient("tokenproxy-client-2", testpki.WithKeyType(testpki.RSA2048))
+	// Load is running: requests succeed with the first certificate.
+	waitFor(t, 5*time.Second, func() bool { return sent.Load() >= 20 })
+	next, err := h.ca.IssueClient("tokenproxy-client-2", pki.WithKeyType(pki.RSA2048))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pfx, _ := testpki.EncodePFX(next, bcPasscode)
-	if err := testpki.WriteFileAtomic(h.pfx, pfx, 0o600); err != nil {
+	pfx, _ := pki.EncodePFX(next, bcPasscode)
+	if err := pki.WriteFileAtomic(h.pfx, pfx, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	newFP := testpki.Fingerprint(next.Leaf)
+	newFP := pki.Fingerprint(next.Leaf)
 	waitFor(t, 5*time.Second, func() bool { return h.emu.Stats().HandshakesByFingerprint[newFP] > 0 })
 	// Corrupt replacement while under load: the new certificate keeps serving.
-	if err := testpki.WriteFileAtomic(h.pfx, []byte("garbage"), 0o600); err != nil {
+	if err := pki.WriteFileAtomic(h.pfx, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, func() bool { return h.logs.Count("certificate reload failed") > 0 })
-	time.Sleep(300 * time.Millisecond)
+	// Load keeps running after the corrupt replacement was refused.
+	mark := sent.Load()
+	waitFor(t, 5*time.Second, func() bool { return sent.Load() >= mark+20 })
 	close(stop)
 	wg.Wait()
 	if failures.Load() > 0 {
@@ -401,7 +416,7 @@ func TestUpstreamFailures(t *testing.T) {
 	})
 	t.Run("client certificate rejected", func(t *testing.T) {
 		h := newHarness(t, harnessOpts{})
-		other, _ := testpki.NewCA("some other CA")
+		other, _ := pki.NewCA("some other CA")
 		h.emu.SetClientCAs(other.CertPool())
 		a := h.get(h.client(), accountsURL)
 		// The token fetch is the first mTLS exchange; it fails the same way.
@@ -426,6 +441,7 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("readyz %d", a.status)
 	}
 	h.emu.SetAPILatency(1500 * time.Millisecond)
+	arrived := len(h.emu.Received())
 	res := make(chan int, 1)
 	go func() {
 		resp, err := c.Get(accountsURL)
@@ -436,7 +452,8 @@ func TestDrain(t *testing.T) {
 		resp.Body.Close()
 		res <- resp.StatusCode
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// The request is in flight: the upstream has it and holds it for 1.5 s.
+	waitFor(t, 5*time.Second, func() bool { return len(h.emu.Received()) > arrived })
 	h.cancel() // what SIGTERM does in `run`
 	waitFor(t, 2*time.Second, func() bool {
 		resp, err := http.Get(adminURL)

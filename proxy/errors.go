@@ -19,6 +19,7 @@ import (
 const (
 	CodeNoRoute            = "no_route"
 	CodeConnectRefused     = "connect_refused"
+	CodeConnectPortRefused = "connect_port_refused"
 	CodeNotProxyRequest    = "not_a_proxy_request"
 	CodeBodyTooLarge       = "body_too_large"
 	CodeBadRequest         = "bad_request"

@@ -23,8 +23,9 @@ func (rt router) match(hostport string) (*route.Route, string) {
 
 // newForwardHandler is the forward proxy apps reach through HTTP_PROXY.
 // Absolute-URI requests are routed by host; CONNECT is refused with an
-// explanation because tokenproxy itself originates the TLS. Every answer is
-// written by writeResponse, as on a route's local port.
+// explanation because tokenproxy itself originates the TLS (the connector
+// serves it instead when a route intercepts). Every answer is written by
+// writeResponse, as on a route's local port.
 func newForwardHandler(p *pipeline, rt router) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeResponse(w, p.forward(r, rt)) //nolint:bodyclose // writeResponse closes the body
@@ -34,14 +35,7 @@ func newForwardHandler(p *pipeline, rt router) http.Handler {
 // forward answers one request on the forward-proxy port.
 func (p *pipeline) forward(r *http.Request, rt router) *http.Response {
 	if r.Method == http.MethodConnect {
-		route, host := rt.match(r.Host)
-		msg := "tokenproxy does not tunnel CONNECT: it originates the TLS itself so that it can present the client certificate and attach the token. "
-		if route != nil {
-			msg += "Call http://" + host + "/... (plain http) through this proxy instead of https://"
-		} else {
-			msg += "It also has no route for host " + quoteHost(host)
-		}
-		return p.errorResponse(r, &apiError{Status: http.StatusForbidden, Code: CodeConnectRefused, Message: msg}, routeName(route))
+		return p.refuseConnect(r, rt, false)
 	}
 	if !r.URL.IsAbs() {
 		return p.errorResponse(r, &apiError{Status: http.StatusBadRequest, Code: CodeNotProxyRequest,
@@ -53,6 +47,27 @@ func (p *pipeline) forward(r *http.Request, rt router) *http.Response {
 			Message: fmt.Sprintf("scheme %q is not proxied; call http:// URLs, tokenproxy sends them upstream as https", r.URL.Scheme)}, routeName(route))
 	}
 	return p.handle(r, route, host)
+}
+
+// refuseConnect is the 403 for a CONNECT that gets no tunnel: the host has
+// no route, or its route does not intercept. intercepting says whether this
+// listener terminates tunnels at all (some route has intercept: true), which
+// decides what the app or the operator can do about it.
+func (p *pipeline) refuseConnect(r *http.Request, rt router, intercepting bool) *http.Response {
+	route, host := rt.match(r.Host)
+	var msg string
+	switch {
+	case route == nil && intercepting:
+		msg = "tokenproxy has no route for host " + quoteHost(host) + ": it accepts CONNECT only to the hosts of routes with intercept: true, and never tunnels to anything else"
+	case route == nil:
+		msg = "tokenproxy has no route for host " + quoteHost(host) + ", and it does not tunnel CONNECT: it originates the TLS itself so that it can present the client certificate and attach the token"
+	case intercepting:
+		msg = "route " + route.Name + " does not intercept CONNECT: call http://" + host + "/... (plain http) through this proxy instead of https://, or set intercept: true on the route"
+	default:
+		msg = "tokenproxy does not tunnel CONNECT: it originates the TLS itself so that it can present the client certificate and attach the token. " +
+			"Call http://" + host + "/... (plain http) through this proxy instead of https://, or set intercept: true on route " + route.Name + " with an interception block (docs/interception.md)"
+	}
+	return p.errorResponse(r, &apiError{Status: http.StatusForbidden, Code: CodeConnectRefused, Message: msg}, routeName(route))
 }
 
 func routeName(r *route.Route) string {

@@ -20,10 +20,10 @@ import (
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
 	"github.com/tokenproxy/tokenproxy/intercept"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/metrics"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
 const (
@@ -37,7 +37,7 @@ const (
 // YAML with the certificate and secrets in files, as in production.
 type harness struct {
 	t        *testing.T
-	ca       *testpki.CA
+	ca       *pki.CA
 	emu      *bankingcircle.Server
 	srv      *proxy.Server
 	logs     *testlog.Capture
@@ -58,7 +58,7 @@ type harnessOpts struct {
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
 	t.Helper()
-	ca, err := testpki.NewCA("tokenproxy test CA")
+	ca, err := pki.NewCA("tokenproxy test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,11 +80,11 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	t.Cleanup(func() { emu.Close() })
 
 	dir := t.TempDir()
-	client, err := ca.IssueClient("tokenproxy-client-1", testpki.WithKeyType(testpki.RSA2048))
+	client, err := ca.IssueClient("tokenproxy-client-1", pki.WithKeyType(pki.RSA2048))
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := testpki.WriteFiles(dir, "client", client, bcPasscode)
+	files, err := pki.WriteFiles(dir, "client", client, bcPasscode)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,9 +10,9 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
 // What identifies the app to tokenproxy (the gateway caller's
@@ -20,12 +20,12 @@ import (
 // route owns (the signature and its certificate) never reach the upstream
 // as the app sent them; the app's end-to-end headers do.
 func TestHeadersThatNeverReachTheUpstream(t *testing.T) {
-	ca, _ := testpki.NewCA("hygiene CA")
+	ca, _ := pki.NewCA("hygiene CA")
 	dir := t.TempDir()
 	qwac, _ := ca.IssueClient("qwac")
-	seal, _ := ca.IssueClient("seal", testpki.WithKeyType(testpki.RSA2048))
-	qf, _ := testpki.WriteFiles(dir, "qwac", qwac, "x")
-	sf, _ := testpki.WriteFiles(dir, "seal", seal, "x")
+	seal, _ := ca.IssueClient("seal", pki.WithKeyType(pki.RSA2048))
+	qf, _ := pki.WriteFiles(dir, "qwac", qwac, "x")
+	sf, _ := pki.WriteFiles(dir, "seal", seal, "x")
 	caFile := filepath.Join(dir, "ca.pem")
 	_ = ca.WriteCertFile(caFile)
 	if err := os.WriteFile(filepath.Join(dir, "caller"), []byte("s3cret-caller"), 0o600); err != nil {

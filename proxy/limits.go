@@ -67,7 +67,9 @@ func screen(h http.Handler) http.Handler {
 }
 
 // closingWriter adds "Connection: close" to the answer whatever the handler
-// did to the header map before writing it (goproxy replaces it).
+// did to the header map before writing it: net/http decides whether to close
+// from the request as it was read, so setting r.Close in a handler is not
+// enough, and a handler copying an answer's headers may overwrite the field.
 type closingWriter struct {
 	http.ResponseWriter
 	wrote bool

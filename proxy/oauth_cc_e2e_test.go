@@ -15,9 +15,9 @@ import (
 	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 

@@ -29,11 +29,11 @@ import (
 	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/metrics"
 	"github.com/tokenproxy/tokenproxy/oauth"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
@@ -53,7 +53,7 @@ type bank struct {
 	clock bankClock
 	emu   *stet.Handler
 	srv   *httptest.Server
-	ca    *testpki.CA
+	ca    *pki.CA
 	dir   string
 	// files
 	caFile, qwacCert, qwacKey, sealCert, sealKey, jwtKey string
@@ -75,7 +75,7 @@ func (c *bankClock) add(d time.Duration) { c.mu.Lock(); c.offset += d; c.mu.Unlo
 
 func newBank(t *testing.T, extra ...map[string]stet.Client) *bank {
 	t.Helper()
-	ca, err := testpki.NewCA("bank test CA")
+	ca, err := pki.NewCA("bank test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,12 +84,12 @@ func newBank(t *testing.T, extra ...map[string]stet.Client) *bank {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seal, err := ca.IssueClient("TPP QSealC", testpki.WithKeyType(testpki.RSA2048))
+	seal, err := ca.IssueClient("TPP QSealC", pki.WithKeyType(pki.RSA2048))
 	if err != nil {
 		t.Fatal(err)
 	}
-	qf, _ := testpki.WriteFiles(dir, "qwac", qwac, "x")
-	sf, _ := testpki.WriteFiles(dir, "qseal", seal, "x")
+	qf, _ := pki.WriteFiles(dir, "qwac", qwac, "x")
+	sf, _ := pki.WriteFiles(dir, "qseal", seal, "x")
 	b := &bank{ca: ca, dir: dir, caFile: filepath.Join(dir, "ca.pem"), qwacCert: qf.Cert, qwacKey: qf.Key, sealCert: sf.Cert, sealKey: sf.Key}
 	if err := ca.WriteCertFile(b.caFile); err != nil {
 		t.Fatal(err)

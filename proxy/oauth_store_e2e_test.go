@@ -16,9 +16,9 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/internal/redistest"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/testkit/redistest"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
@@ -109,9 +109,10 @@ func TestOAuthWrongStoreKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// Both ways tokenproxy opens the store: explicitly, and by Build.
+			// Both ways tokenproxy opens the store: on its own, and as
+			// every command does, through the composition root.
 			_, err1 := assemble.OpenConsents(context.Background(), cfg, assemble.Options{})
-			_, err2 := assemble.Build(context.Background(), cfg, assemble.Options{})
+			_, err2 := assemble.Open(context.Background(), cfg, assemble.Setup{})
 			for _, err := range []error{err1, err2} {
 				msg := fmt.Sprint(err)
 				if err == nil || !strings.Contains(msg, "consents.store.bbolt.key") || !strings.Contains(msg, tc.want) {
@@ -174,8 +175,10 @@ func TestOAuthGatewayCallers(t *testing.T) {
 	}
 	// Callers are authenticated as the proxy does: unknown, wrong or not allowed.
 	for _, user := range []string{"", "a:wrong", "c:pass-c-9Zx"} {
-		if ans := x.app(t, user).api("GET", "/v1/routes/bpce/consents", nil); ans.status != http.StatusUnauthorized {
-			t.Fatalf("consent API as %q: %d %s", user, ans.status, ans.body)
+		ans := x.app(t, user).api("GET", "/v1/routes/bpce/consents", nil)
+		if ans.status != http.StatusUnauthorized || !strings.Contains(string(ans.body), `"route":"bpce"`) ||
+			ans.header.Get("WWW-Authenticate") != `Basic realm="tokenproxy"` {
+			t.Fatalf("consent API as %q: %d %v %s; want 401 naming the route, with WWW-Authenticate: Basic", user, ans.status, ans.header, ans.body)
 		}
 	}
 	if a := x.app(t, "c:pass-c-9Zx").account("alice"); a.status != http.StatusForbidden {

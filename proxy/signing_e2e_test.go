@@ -17,13 +17,13 @@ import (
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/berlingroup"
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
 // mtlsUpstream serves h over TLS, requiring a client certificate from ca.
-func mtlsUpstream(t testing.TB, ca *testpki.CA, h http.Handler) *httptest.Server {
+func mtlsUpstream(t testing.TB, ca *pki.CA, h http.Handler) *httptest.Server {
 	t.Helper()
 	sc, err := ca.IssueServer([]string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
 	if err != nil {
@@ -42,18 +42,18 @@ func mtlsUpstream(t testing.TB, ca *testpki.CA, h http.Handler) *httptest.Server
 var bgAccount = "http://psd2.bank.example/v1/sandbox/accounts/" + berlingroup.DefaultMockAccountID
 
 func TestSignedRequestsThroughProxy(t *testing.T) {
-	ca, err := testpki.NewCA("PSD2 test QTSP")
+	ca, err := pki.NewCA("PSD2 test QTSP")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	qwac, _ := ca.IssueClient("TPP QWAC")
-	qseal, err := ca.IssueClient("TPP QSealC", testpki.WithKeyType(testpki.RSA2048))
+	qseal, err := ca.IssueClient("TPP QSealC", pki.WithKeyType(pki.RSA2048))
 	if err != nil {
 		t.Fatal(err)
 	}
-	qwacFiles, _ := testpki.WriteFiles(dir, "qwac", qwac, "x")
-	sealFiles, _ := testpki.WriteFiles(dir, "qseal", qseal, "x")
+	qwacFiles, _ := pki.WriteFiles(dir, "qwac", qwac, "x")
+	sealFiles, _ := pki.WriteFiles(dir, "qseal", qseal, "x")
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := ca.WriteCertFile(caFile); err != nil {
 		t.Fatal(err)

@@ -21,9 +21,9 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
 // capture records the requests an upstream received, body included.
@@ -64,14 +64,14 @@ var profileCases = []struct {
 // the upstream received them, verify with implementations we did not write
 // (go-fed/httpsig, yaronf/httpsign); a tampered copy does not.
 func TestCustomAndRFC9421ProfilesThroughProxy(t *testing.T) {
-	ca, _ := testpki.NewCA("profiles CA")
+	ca, _ := pki.NewCA("profiles CA")
 	dir := t.TempDir()
 	qwac, _ := ca.IssueClient("qwac")
-	rsaKey, _ := ca.IssueClient("rsa seal", testpki.WithKeyType(testpki.RSA2048))
+	rsaKey, _ := ca.IssueClient("rsa seal", pki.WithKeyType(pki.RSA2048))
 	ecKey, _ := ca.IssueClient("ec seal")
-	qf, _ := testpki.WriteFiles(dir, "qwac", qwac, "x")
-	rf, _ := testpki.WriteFiles(dir, "rsa", rsaKey, "x")
-	ef, _ := testpki.WriteFiles(dir, "ec", ecKey, "x")
+	qf, _ := pki.WriteFiles(dir, "qwac", qwac, "x")
+	rf, _ := pki.WriteFiles(dir, "rsa", rsaKey, "x")
+	ef, _ := pki.WriteFiles(dir, "ec", ecKey, "x")
 	caFile := filepath.Join(dir, "ca.pem")
 	_ = ca.WriteCertFile(caFile)
 	customUp, rfcUp := &capture{}, &capture{}

@@ -24,10 +24,10 @@ import (
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
 	"github.com/tokenproxy/tokenproxy/emulator/berlingroup"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/proxy"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
@@ -66,7 +66,7 @@ func TestVaultKVRotationUnderLoad(t *testing.T) {
 	srv := vaulttest.Start(t)
 	kv := vaulttest.Unique("kv")
 	srv.Mount(kv, "kv-v2")
-	ca, _ := testpki.NewCA("vault e2e CA")
+	ca, _ := pki.NewCA("vault e2e CA")
 	sc, _ := ca.IssueServer([]string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
 	emu, err := bankingcircle.New(bankingcircle.Config{ServerCert: sc, ClientCAs: ca.CertPool(), Username: bcUser, Password: bcPassword})
 	if err != nil {
@@ -78,9 +78,9 @@ func TestVaultKVRotationUnderLoad(t *testing.T) {
 	defer emu.Close()
 	putPFX := func(cn, pass string) string {
 		c, _ := ca.IssueClient(cn)
-		pfx, _ := testpki.EncodePFX(c, pass)
+		pfx, _ := pki.EncodePFX(c, pass)
 		srv.PutKV(kv, "bank/client", map[string]any{"pfx": base64.StdEncoding.EncodeToString(pfx), "passcode": pass})
-		return testpki.Fingerprint(c.Leaf)
+		return pki.Fingerprint(c.Leaf)
 	}
 	putPFX("kv-client-1", "kv-pass-1")
 	srv.PutKV(kv, "bank/m2m", map[string]any{"username": bcUser, "password": bcPassword})
@@ -186,7 +186,7 @@ func TestVaultTransitSigning(t *testing.T) {
 	caFile := filepath.Join(dir, "ca.pem")
 	_ = ca.WriteCertFile(caFile)
 	qwac, _ := ca.IssueClient("TPP QWAC")
-	qf, _ := testpki.WriteFiles(dir, "qwac", qwac, "x")
+	qf, _ := pki.WriteFiles(dir, "qwac", qwac, "x")
 	s, _, _ := startWithVault(t, srv, fmt.Sprintf(`
 listen: {proxy: 127.0.0.1:0, admin: 'off'}
 routes:
@@ -225,7 +225,7 @@ routes:
 // transitQSealC makes a non-exportable RSA-2048 key "qseal" in a new Transit
 // mount, has a new test CA certify its public key, and stores that
 // certificate (PEM) at tpp/qseal, field certificate, in a new KV v2 mount.
-func transitQSealC(t testing.TB, srv *vaulttest.Server) (ca *testpki.CA, transit, kv string) {
+func transitQSealC(t testing.TB, srv *vaulttest.Server) (ca *pki.CA, transit, kv string) {
 	t.Helper()
 	transit, kv = vaulttest.Unique("transit"), vaulttest.Unique("kv")
 	srv.Mount(transit, "transit")
@@ -237,12 +237,12 @@ func transitQSealC(t testing.TB, srv *vaulttest.Server) (ca *testpki.CA, transit
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err = testpki.NewCA("QTSP test CA")
+	ca, err = pki.NewCA("QTSP test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := ca.CertifyKey("TPP QSealC (Transit)", pub, testpki.WithSerialNumber(big.NewInt(0x6AEB4444)),
-		testpki.WithSubject(pkix.Name{CommonName: "TPP QSealC (Transit)", Organization: []string{"TPP"}}))
+	leaf, err := ca.CertifyKey("TPP QSealC (Transit)", pub, pki.WithSerialNumber(big.NewInt(0x6AEB4444)),
+		pki.WithSubject(pkix.Name{CommonName: "TPP QSealC (Transit)", Organization: []string{"TPP"}}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/redistest"
+	"github.com/tokenproxy/tokenproxy/testkit/redistest"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 

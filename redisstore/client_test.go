@@ -11,8 +11,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tokenproxy/tokenproxy/internal/redistest"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/redistest"
 )
 
 // An ACL user with the right password passes Check; a wrong password is a
@@ -63,7 +63,7 @@ func TestClientCredentials(t *testing.T) {
 // The store works over TLS (a managed Redis), verifying the server's
 // certificate against the configured CA.
 func TestClientTLS(t *testing.T) {
-	ca, err := testpki.NewCA("redis test CA")
+	ca, err := pki.NewCA("redis test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestClientTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	files, err := testpki.WriteFiles(dir, "redis", leaf, "unused")
+	files, err := pki.WriteFiles(dir, "redis", leaf, "unused")
 	if err != nil {
 		t.Fatal(err)
 	}

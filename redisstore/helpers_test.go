@@ -12,8 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tokenproxy/tokenproxy/internal/redistest"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
+	"github.com/tokenproxy/tokenproxy/testkit/redistest"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 

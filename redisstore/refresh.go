@@ -121,7 +121,7 @@ func (r *routeStore) fetchLocked(ctx context.Context, subject string, k credKeys
 			o.FencingRejected(r.route)
 		}
 		r.s.log.Warn("token fetched under an expired lock; using the newer stored token", zap.String("route", r.route))
-		if newer, ngen, err := r.load(ctx, subject, k); err == nil && newer != nil {
+		if newer, ngen, err := r.load(ctx, subject, k); err == nil && newer != nil && fresh(newer) {
 			return newer, ngen, nil
 		}
 	}

@@ -16,7 +16,8 @@
 //     than N requests) holds for all replicas together, kept in Redis by a
 //     sliding-window log on Redis's clock; a 429 seen by one replica stops
 //     all until its Retry-After;
-//   - when Redis is unreachable, cached tokens serve until they expire; new
+//   - when Redis is unreachable, cached tokens serve until the skew before
+//     their expiry (tokencache.Usable, as for a token read from Redis); new
 //     fetches wait until every request the shared window may still count has
 //     left it, then use a local budget of floor(N / MaxReplicas); on rejoining,
 //     the requests sent locally are added to the shared window.

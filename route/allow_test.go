@@ -9,11 +9,11 @@ import (
 	"testing"
 
 	"github.com/tokenproxy/tokenproxy/callercert"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 func TestAllowIdentifiesCallers(t *testing.T) {
-	ca, _ := testpki.NewCA("callers")
+	ca, _ := pki.NewCA("callers")
 	cert := func(cn string) *tls.ConnectionState {
 		c, err := ca.IssueClient(cn)
 		if err != nil {

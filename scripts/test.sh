@@ -21,7 +21,7 @@ if [[ "${TOKENPROXY_SKIP_SETUP:-}" != 1 ]]; then
   need=()
   command -v curl >/dev/null || need+=(curl)
   command -v openssl >/dev/null || need+=(openssl)
-  # --- shared token store: the tests start their own redis-server (internal/redistest)
+  # --- shared token store: the tests start their own redis-server (testkit/redistest)
   command -v redis-server >/dev/null || need+=(redis-server)
   # ---
   if ((${#need[@]})); then
@@ -57,7 +57,7 @@ if [[ "${TOKENPROXY_SKIP_SETUP:-}" != 1 ]]; then
 fi
 
 step "Vault dev server"
-# Exports VAULT_ADDR and VAULT_TOKEN for the integration tests (internal/vaulttest).
+# Exports VAULT_ADDR and VAULT_TOKEN for the integration tests (testkit/vaulttest).
 vault_env=$(bash .ci/vault.sh start) # fails the run when Vault does not come up
 trap 'bash .ci/vault.sh stop' EXIT
 eval "$vault_env"

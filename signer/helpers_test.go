@@ -24,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 // readArchive reads a txtar-style file: a comment, then "-- name --" sections.
@@ -129,7 +129,7 @@ func fixedClock(unix int64) func() time.Time {
 
 // testPKI is a CA and signing certificates made once per test binary.
 type testPKI struct {
-	ca         *testpki.CA
+	ca         *pki.CA
 	rsa        *tls.Certificate // RSA-2048 QSealC-like certificate, serial 6AEB4444FBAAD267
 	rsaOther   *tls.Certificate // RSA-2048 with a non-ASCII issuer DN
 	ecdsa      *tls.Certificate
@@ -137,23 +137,23 @@ type testPKI struct {
 	expired    *tls.Certificate
 	rsaNoCert  *tls.Certificate
 	otherRSA   *rsa.PrivateKey
-	nonASCIICA *testpki.CA
+	nonASCIICA *pki.CA
 }
 
 var (
-	pkiOnce sync.Once
-	pki     *testPKI
+	pkiOnce   sync.Once
+	sharedPKI *testPKI
 )
 
 var oidOrganizationIdentifier = asn1.ObjectIdentifier{2, 5, 4, 97}
 
 func getPKI(t testing.TB) *testPKI {
 	t.Helper()
-	pkiOnce.Do(func() { pki = newTestPKI(t) })
-	if pki == nil {
+	pkiOnce.Do(func() { sharedPKI = newTestPKI(t) })
+	if sharedPKI == nil {
 		t.Fatal("test PKI setup failed")
 	}
-	return pki
+	return sharedPKI
 }
 
 func newTestPKI(t testing.TB) *testPKI {
@@ -167,11 +167,11 @@ func newTestPKI(t testing.TB) *testPKI {
 	now := time.Now()
 	// CAs without a common name: the issuer DN appears in key IDs as the profiles print it.
 	caName := pkix.Name{Country: []string{"NO"}, Locality: []string{"Trondheim"}, Organization: []string{"PSDNO-FSA-ABCA"}}
-	p.ca, err = testpki.NewCA("", testpki.WithSubject(caName), testpki.WithSerialNumber(big.NewInt(1)))
+	p.ca, err = pki.NewCA("", pki.WithSubject(caName), pki.WithSerialNumber(big.NewInt(1)))
 	must(err)
 	ca2Name := pkix.Name{Country: []string{"NO"}, Locality: []string{"Ålesund"}, Organization: []string{"Bank Ø Test CA"},
 		ExtraNames: []pkix.AttributeTypeAndValue{{Type: oidOrganizationIdentifier, Value: "PSDNO-FSA-ABCA"}}}
-	p.nonASCIICA, err = testpki.NewCA("", testpki.WithSubject(ca2Name), testpki.WithSerialNumber(big.NewInt(2)))
+	p.nonASCIICA, err = pki.NewCA("", pki.WithSubject(ca2Name), pki.WithSerialNumber(big.NewInt(2)))
 	must(err)
 
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -194,11 +194,11 @@ func newTestPKI(t testing.TB) *testPKI {
 }
 
 // issue makes a QSealC-like certificate for key, issued by ca; serial nil draws one at random.
-func issue(t testing.TB, ca *testpki.CA, key crypto.Signer, serial *big.Int, nb, na time.Time) *tls.Certificate {
-	opts := []testpki.Option{testpki.WithValidity(nb, na),
-		testpki.WithSubject(pkix.Name{Country: []string{"NO"}, Organization: []string{"Example TPP AS"}})}
+func issue(t testing.TB, ca *pki.CA, key crypto.Signer, serial *big.Int, nb, na time.Time) *tls.Certificate {
+	opts := []pki.Option{pki.WithValidity(nb, na),
+		pki.WithSubject(pkix.Name{Country: []string{"NO"}, Organization: []string{"Example TPP AS"}})}
 	if serial != nil {
-		opts = append(opts, testpki.WithSerialNumber(serial))
+		opts = append(opts, pki.WithSerialNumber(serial))
 	}
 	leaf, err := ca.CertifyKey("tpp.example", key.Public(), opts...)
 	if err != nil {

@@ -59,8 +59,11 @@ type Observer interface {
 type Options struct {
 	// Route names the cache in logs and metrics.
 	Route string
-	// Skew is how long before expiry a token is refreshed, capped at a
-	// quarter of the token's lifetime (see EffectiveSkew).
+	// Skew is how long before its expiry a token stops being sent, so that
+	// it does not expire on its way, capped at a quarter of the token's
+	// lifetime (see EffectiveSkew and Usable). Its refresh starts one
+	// (capped) skew earlier still, so that callers keep using it while the
+	// refresh waits for the budget and runs.
 	Skew time.Duration
 	// MaxWait bounds how long a fetch waits for the budget or a back-off
 	// before failing with a ThrottledError.
@@ -127,12 +130,14 @@ func New(src Source, pacer Pacer, opts Options) (*Cache, error) {
 	return c, nil
 }
 
-// Get returns a valid token for subject ("" for the route-wide token): the
-// cached one, or one fetched now. A token within the skew of its expiry is
-// still returned while its refresh runs; only a caller without a valid token
-// waits, sharing the one in-flight fetch. If ctx ends first, Get returns a
-// *ThrottledError telling the caller when to retry; the fetch goes on for
-// whoever asks next.
+// Get returns a usable token for subject ("" for the route-wide token): the
+// cached one, or one fetched now. A token is usable until the (capped) skew
+// before its expiry, never after, so that it cannot expire on its way. From
+// twice the skew before its expiry its refresh runs ahead while callers keep
+// using it; a caller without a usable token waits, sharing the one in-flight
+// fetch. If ctx ends first, or the fetch outlasts max_wait + fetch_timeout,
+// Get returns a *ThrottledError telling the caller when to retry (the app's
+// 503 token_throttled); the fetch goes on for whoever asks next.
 func (c *Cache) Get(ctx context.Context, subject string) (*Token, Outcome, error) {
 	if e := c.lookup(subject); e != nil {
 		if t := e.cur.Load(); t != nil {
@@ -141,7 +146,7 @@ func (c *Cache) Get(ctx context.Context, subject string) (*Token, Outcome, error
 				c.hit()
 				return t, Hit, nil
 			}
-			if now.Before(t.Expiry) {
+			if now.Before(t.usableUntil) {
 				c.refreshAhead(e, subject, now)
 				c.hit()
 				return t, Hit, nil
@@ -192,7 +197,7 @@ func (c *Cache) refreshAhead(e *entry, subject string, now time.Time) {
 func (c *Cache) wait(ctx context.Context, subject string) (*Token, Outcome, error) {
 	e := c.entryFor(subject)
 	e.mu.Lock()
-	if t := e.cur.Load(); t != nil && time.Now().Before(t.Expiry) {
+	if t := e.cur.Load(); t != nil && time.Now().Before(t.usableUntil) {
 		e.mu.Unlock() // filled meanwhile
 		c.hit()
 		return t, Hit, nil
@@ -208,6 +213,11 @@ func (c *Cache) wait(ctx context.Context, subject string) (*Token, Outcome, erro
 	defer t.Stop()
 	select {
 	case <-cl.done:
+		if cl.err == nil && !time.Now().Before(cl.tok.usableUntil) {
+			// A token whose whole life is shorter than the way to the
+			// provider, or one that aged while the caller waited: not sent.
+			return nil, Fetched, &ThrottledError{RetryAfter: time.Second, Reason: "no token valid long enough to reach the provider"}
+		}
 		return cl.tok, Fetched, cl.err
 	case <-t.C:
 		return nil, Fetched, &ThrottledError{RetryAfter: time.Second, Reason: "the token request did not complete in time"}
@@ -223,12 +233,13 @@ func (c *Cache) start(e *entry, subject string) *call {
 	e.busy.Store(true)
 	// The fetch is shared by every waiter and bounded by its own timeout:
 	// one caller's cancellation must not end it for the others.
-	// Without a valid token of its own, a cache takes any valid token another
-	// replica stored, even one due for refresh, rather than wait: its next Get
-	// then joins the refresh ahead.
+	// Without a usable token of its own, a cache takes any usable token
+	// another replica stored, even one due for refresh, rather than wait: its
+	// next Get then joins the refresh ahead. A token within the skew of its
+	// expiry is never taken, wherever it comes from.
 	accept := c.fresh
-	if t := e.cur.Load(); t == nil || !time.Now().Before(t.Expiry) {
-		accept = valid
+	if t := e.cur.Load(); t == nil || !time.Now().Before(t.usableUntil) {
+		accept = c.usable
 	}
 	go c.fetch(e, subject, e.gen, accept, cl)
 	return cl
@@ -309,22 +320,24 @@ func (c *Cache) fetch(e *entry, subject string, have uint64, accept func(*Token)
 	close(cl.done)
 }
 
-// fresh reports whether t is outside its refresh window now.
+// fresh reports whether t is outside its refresh window now: more than
+// twice the effective skew left.
 func (c *Cache) fresh(t *Token) bool {
 	now := time.Now()
-	return now.Before(t.Expiry.Add(-EffectiveSkew(c.opts.Skew, t, now)))
+	return now.Before(t.Expiry.Add(-2 * EffectiveSkew(c.opts.Skew, t, now)))
 }
 
-// valid reports whether t has not expired.
-func valid(t *Token) bool { return time.Now().Before(t.Expiry) }
+// usable reports whether t may be sent now (see Usable).
+func (c *Cache) usable(t *Token) bool { return Usable(c.opts.Skew, t, time.Now()) }
 
-// prepare sets t's refresh time, logging once per cache when the lifetime
-// caps the configured skew.
+// prepare sets t's refresh and cut-off times, logging once per cache when
+// the lifetime caps the configured skew.
 func (c *Cache) prepare(t *Token, now time.Time) {
 	skew := EffectiveSkew(c.opts.Skew, t, now)
-	t.refreshAt = t.Expiry.Add(-skew)
+	t.usableUntil = t.Expiry.Add(-skew)
+	t.refreshAt = t.Expiry.Add(-2 * skew)
 	if skew < c.opts.Skew && c.capped.CompareAndSwap(false, true) {
-		c.log.Info("token lifetime is short for the configured skew; refreshing at a quarter of the lifetime before expiry instead",
+		c.log.Info("token lifetime is short for the configured skew; using a quarter of the lifetime instead (not sent within it of expiry, refreshed from twice that)",
 			zap.Duration("skew", c.opts.Skew), zap.Duration("lifetime", t.Expiry.Sub(t.Issued).Round(time.Millisecond)),
 			zap.Duration("effective_skew", skew))
 	}

@@ -111,8 +111,9 @@ func TestThousandConcurrentOneFetch(t *testing.T) {
 		if getMany(t, c, "", 1000); src.fetches.Load() != 1 {
 			t.Fatalf("valid token: %d fetches; want no new fetch", src.fetches.Load()-1)
 		}
-		// Inside the skew: everyone gets tok-1 at once, one refresh starts.
-		time.Sleep(5*time.Minute - 10*time.Second)
+		// Inside the refresh window (from twice the skew before expiry, until
+		// the skew before it): everyone gets tok-1 at once, one refresh starts.
+		time.Sleep(5*time.Minute - 15*time.Second)
 		start := time.Now()
 		if seen := getMany(t, c, "", 1000); seen["tok-1"] != 1000 || time.Since(start) != 0 {
 			t.Fatalf("refresh ahead: tokens %v after %v; want all on tok-1 without waiting", seen, time.Since(start))
@@ -180,8 +181,9 @@ func TestEffectiveSkew(t *testing.T) {
 }
 
 // expires_in 5 with the default 30 s skew once gave 200, 503, 503…: every call
-// fetched and the budget ran out. Now the skew is capped, every call is
-// served, one token serves 3.75 s, and the choice is logged once.
+// fetched and the budget ran out. Now the skew is capped at 1.25 s, every call
+// is served with a token that has more than that left, each token is
+// refreshed from 2.5 s on, and the choice is logged once.
 func TestShortLifetimeDefaultSkew(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		core, logs := observer.New(zap.InfoLevel)
@@ -200,19 +202,20 @@ func TestShortLifetimeDefaultSkew(t *testing.T) {
 			t.Fatalf("5 calls 20 ms apart made %d token requests, want 1", n)
 		}
 		// A minute of calls every 20 ms with a budget that fits one token per
-		// 3.75 s: every call served, with no caller waiting.
-		c2 := newCache(t, &fakeSource{ttl: 5 * time.Second, delay: 20 * time.Millisecond}, Budget{PerMinute: 20, Burst: 2}, 10*time.Second,
+		// 2.5 s: every call served at once with a token not within its skew.
+		c2 := newCache(t, &fakeSource{ttl: 5 * time.Second, delay: 20 * time.Millisecond}, Budget{PerMinute: 30, Burst: 2}, 10*time.Second,
 			func(o *Options) { o.Skew = 30 * time.Second; o.Log = zap.New(core) })
 		src2 := c2.src.(*fakeSource)
 		for i := range 3000 {
+			start := time.Now()
 			tok, _, err := c2.Get(t.Context(), "")
-			if err != nil || !time.Now().Before(tok.Expiry) {
-				t.Fatalf("call %d at %v: %v", i, time.Now(), err)
+			if err != nil || !time.Now().Before(tok.Expiry.Add(-1250*time.Millisecond)) || (i > 0 && time.Since(start) != 0) {
+				t.Fatalf("call %d at %v: %v after %v", i, time.Now(), err, time.Since(start))
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		if n := src2.fetches.Load(); n < 15 || n > 17 {
-			t.Fatalf("%d token requests in 60 s of a 5 s token, want 16 (one per 3.75 s)", n)
+		if n := src2.fetches.Load(); n < 23 || n > 25 {
+			t.Fatalf("%d token requests in 60 s of a 5 s token, want 24 (one per 2.5 s)", n)
 		}
 		if n := logs.FilterMessageSnippet("lifetime is short").Len(); n != 2 {
 			t.Fatalf("skew cap logged %d times for two caches, want once each", n)
@@ -340,5 +343,115 @@ func TestGetCachedDoesNotAllocate(t *testing.T) {
 		if n := testing.AllocsPerRun(1000, func() { _, _, _ = c.Get(ctx, sub) }); n != 0 {
 			t.Fatalf("cached Get(%q) allocates %v times", sub, n)
 		}
+	}
+}
+
+// A token is never handed out within the (capped) skew of its expiry, even
+// while its refresh waits for the budget: callers then wait for the refresh
+// within their context and get a *ThrottledError (503 token_throttled) when
+// it does not come in time. Seen from outside: a 2 s token sent 1.996 s into
+// its life reached the bank 1 ms after its expiry.
+func TestNoTokenWithinSkewWhileRefreshWaitsForBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := &fakeSource{ttl: 2 * time.Second, delay: 10 * time.Millisecond}
+		// One request per 3 s window: tok-1's refresh, due from 1 s on, is
+		// sent at about 3 s.
+		c := newCache(t, src, Budget{PerMinute: 1, Burst: 1, Window: 3 * time.Second, Margin: time.Millisecond}, 10*time.Second,
+			func(o *Options) { o.Skew = 30 * time.Second }) // capped to 500 ms
+		const skew = 500 * time.Millisecond
+		start := time.Now()
+		served := map[string]int{}
+		var throttled int
+		var late string // the token handed out closest to its expiry, if any within its skew
+		leastLeft := skew
+		for time.Since(start) < 4*time.Second {
+			ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+			tok, _, err := c.Get(ctx, "")
+			cancel()
+			var te *ThrottledError
+			switch {
+			case errors.As(err, &te):
+				throttled++
+			case err != nil:
+				t.Fatalf("at %v: %v", time.Since(start), err)
+			case time.Until(tok.Expiry) <= skew:
+				if left := time.Until(tok.Expiry); left <= leastLeft { // reported after the loop, once the refresh has ended
+					leastLeft = left
+					late = fmt.Sprintf("%s handed out up to %v into its %v life, %v before its expiry; want none within the %v skew",
+						tok.Value, time.Since(tok.Issued), tok.Expiry.Sub(tok.Issued), left, skew)
+				}
+			default:
+				served[tok.Value]++
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if late != "" {
+			t.Fatal(late)
+		}
+		if src.fetches.Load() != 2 || src.times[1].Sub(start) < 3*time.Second {
+			t.Fatalf("token requests at %v; want the refresh held by the budget until 3 s", src.times)
+		}
+		if throttled == 0 || served["tok-1"] == 0 || served["tok-2"] == 0 {
+			t.Fatalf("served %v, throttled %d; want tok-1, then 503s while no token is usable, then tok-2", served, throttled)
+		}
+	})
+}
+
+// sharedStore holds the token another replica stored: Refresh returns a copy
+// of it when accept takes it, and fetches otherwise.
+type sharedStore struct {
+	mu  sync.Mutex
+	tok Token
+	gen uint64
+}
+
+func (s *sharedStore) Refresh(ctx context.Context, _ string, have uint64, accept func(*Token) bool, fetch FetchFunc) (*Token, uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if stored := s.tok; s.gen != have && accept(&stored) {
+		return &stored, s.gen, nil
+	}
+	tok, err := fetch(ctx)
+	if err != nil {
+		return nil, have, err
+	}
+	s.tok, s.gen = *tok, s.gen+1
+	return tok, s.gen, nil
+}
+
+// A token read back from a shared store passes the same check as a cached
+// one: a cache without a token of its own takes another replica's token
+// while it is usable, even during its refresh window, and never within the
+// skew of its expiry.
+func TestSharedTokenWithinSkewNotTaken(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		age   time.Duration // of the stored 2 s token, skew capped to 500 ms
+		taken bool
+	}{
+		{"fresh", 900 * time.Millisecond, true},
+		{"due for refresh, still usable", 1200 * time.Millisecond, true},
+		{"within the skew of its expiry", 1600 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				now := time.Now()
+				store := &sharedStore{gen: 1, tok: Token{Value: "shared", Header: "Bearer shared", Issued: now, Expiry: now.Add(2 * time.Second)}}
+				src := &fakeSource{ttl: 2 * time.Second}
+				c := newCache(t, src, Budget{PerMinute: 60, Burst: 5}, time.Second, func(o *Options) {
+					o.Skew = 30 * time.Second
+					o.Store = store
+				})
+				time.Sleep(tc.age)
+				tok, _, err := c.Get(t.Context(), "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if taken := tok.Value == "shared"; taken != tc.taken {
+					t.Fatalf("a cold cache given a stored token %v into its 2 s life got %s (%v left); want the stored one: %v",
+						tc.age, tok.Value, time.Until(tok.Expiry), tc.taken)
+				}
+			})
+		})
 	}
 }

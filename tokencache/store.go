@@ -38,12 +38,14 @@ func (MemoryStore) Refresh(ctx context.Context, _ string, have uint64, _ func(*T
 }
 
 // SkewCapDivisor caps the skew at a fraction of the token's lifetime: a
-// token is refreshed once it has at most min(skew, lifetime/SkewCapDivisor)
-// left. A quarter leaves three quarters of every token's life for reuse
-// (a 5 s token serves 3.75 s before its refresh starts) and a quarter of it
-// for the refresh to complete while callers keep using it; a 5-minute token
-// keeps the default 30 s skew. Without the cap a skew at least as long as the
-// lifetime made every request fetch (expires_in 5 with the 30 s default).
+// token is no longer sent once it has at most min(skew, lifetime/SkewCapDivisor)
+// left (the effective skew), and its refresh starts at twice that. A quarter
+// keeps every token usable for three quarters of its life and leaves a
+// quarter of it for the refresh to complete while callers keep using it (a
+// 5 s token: refreshed from 2.5 s, sent until 3.75 s); a 5-minute token keeps
+// the default 30 s skew (refreshed from 4 min, sent until 4 min 30 s).
+// Without the cap a skew at least as long as the lifetime made every request
+// fetch (expires_in 5 with the 30 s default).
 const SkewCapDivisor = 4
 
 // EffectiveSkew is min(skew, lifetime/SkewCapDivisor), where lifetime is
@@ -55,4 +57,13 @@ func EffectiveSkew(skew time.Duration, t *Token, now time.Time) time.Duration {
 	}
 	life := t.Expiry.Sub(issued)
 	return max(min(skew, life/SkewCapDivisor), 0)
+}
+
+// Usable reports whether t may still be sent at now: whether more than
+// EffectiveSkew(skew, t, now) of its life is left, so that it does not
+// expire on its way to the provider. Every check that decides whether a
+// token is sent or reused (the cache, a shared store, a consent store)
+// makes it through this function.
+func Usable(skew time.Duration, t *Token, now time.Time) bool {
+	return now.Before(t.Expiry.Add(-EffectiveSkew(skew, t, now)))
 }

@@ -31,7 +31,8 @@ type Token struct {
 	// lifetime Expiry-Issued caps the cache's skew. Zero when unknown.
 	Issued time.Time
 
-	refreshAt time.Time // Expiry less the cache's effective skew
+	refreshAt   time.Time // from here a refresh runs ahead: Expiry less twice the cache's effective skew
+	usableUntil time.Time // from here the token is no longer sent: Expiry less the effective skew
 }
 
 // String never returns the token.

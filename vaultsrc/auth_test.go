@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 // kvPolicy lets a token read and write a KV v2 mount and look itself up.

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 // latencies collects per-operation durations from parallel benchmark goroutines.

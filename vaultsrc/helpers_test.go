@@ -19,8 +19,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 // writeFile writes content to a new file in the test's temp dir and returns its path.
@@ -80,13 +80,13 @@ func rootClient(t *testing.T, srv *vaulttest.Server, opts ...Option) *Client {
 // testCA is a local CA for client certificates, including certificates
 // whose keys live elsewhere (Transit).
 type testCA struct {
-	*testpki.CA
+	*pki.CA
 	cert *x509.Certificate
 }
 
 func newTestCA(t *testing.T) *testCA {
 	t.Helper()
-	ca, err := testpki.NewCA("tokenproxy test CA")
+	ca, err := pki.NewCA("tokenproxy test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func newTestCA(t *testing.T) *testCA {
 // issue signs a client certificate for pub.
 func (ca *testCA) issue(t *testing.T, cn string, serial int64, pub crypto.PublicKey) *x509.Certificate {
 	t.Helper()
-	c, err := ca.CertifyKey(cn, pub, testpki.WithSerialNumber(big.NewInt(serial)))
+	c, err := ca.CertifyKey(cn, pub, pki.WithSerialNumber(big.NewInt(serial)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,15 +110,15 @@ func pemCert(c *x509.Certificate) string {
 // clientPFX makes a client certificate and key signed by ca, as base64 PKCS#12 and as PEM.
 func (ca *testCA) clientPFX(t *testing.T, cn string, serial int64, passcode string) (pfxB64, certPEM, keyPEM string, leaf *x509.Certificate) {
 	t.Helper()
-	c, err := ca.IssueClient(cn, testpki.WithSerialNumber(big.NewInt(serial)))
+	c, err := ca.IssueClient(cn, pki.WithSerialNumber(big.NewInt(serial)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pfx, err := testpki.EncodePFX(c, passcode)
+	pfx, err := pki.EncodePFX(c, passcode)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp, kp, err := testpki.EncodePEM(c)
+	cp, kp, err := pki.EncodePEM(c)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/certs"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 func TestKVCertSource(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/tokenproxy/tokenproxy/certs"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 // TestTransitOnboarding walks the QWAC/QSealC onboarding: Transit makes the

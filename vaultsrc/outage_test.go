@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/certs"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 // TestOutage stops Vault while a client holds a certificate and a password:

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/certs"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 // setupPKI mounts a PKI engine with a root CA and a client role whose

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/certs"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 // A KV version that does not parse is read once, logged once and reported

@@ -16,8 +16,8 @@ import (
 	"testing"
 
 	"github.com/tokenproxy/tokenproxy/certs"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 // setupTransit mounts Transit with non-exportable rsa, ecdsa and ed25519 keys.

@@ -5,7 +5,7 @@ package main
 import (
 	"os"
 
-	"github.com/tokenproxy/tokenproxy/internal/cli"
+	"github.com/tokenproxy/tokenproxy/cli"
 )
 
 func main() {

@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
-	"github.com/tokenproxy/tokenproxy/internal/redistest"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/redistest"
 )
 
 const (
@@ -39,7 +39,7 @@ type bank struct {
 // 0, a sliding per-minute threshold of token requests.
 func startBank(t *testing.T, ttl time.Duration, perMinute int) *bank {
 	t.Helper()
-	ca, err := testpki.NewCA("E2E Bank Root")
+	ca, err := pki.NewCA("E2E Bank Root")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func startBank(t *testing.T, ttl time.Duration, perMinute int) *bank {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := testpki.WriteFiles(dir, "client", client, bcPasscode)
+	files, err := pki.WriteFiles(dir, "client", client, bcPasscode)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 // Two clients behind one IP, one of them during a fault: each arrival is
@@ -23,7 +23,7 @@ func TestTokenArrivalsByClient(t *testing.T) {
 	f.authorize(t)
 
 	got := f.emu.TokenArrivalsByClient()
-	first, second := testpki.Fingerprint(f.cert.Leaf), testpki.Fingerprint(other.Leaf)
+	first, second := pki.Fingerprint(f.cert.Leaf), pki.Fingerprint(other.Leaf)
 	want := []string{first, second, first}
 	if len(got) != len(want) || len(f.emu.TokenArrivals()) != len(want) {
 		t.Fatalf("%d arrivals by client, %d arrivals; want %d", len(got), len(f.emu.TokenArrivals()), len(want))

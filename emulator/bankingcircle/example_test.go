@@ -8,14 +8,14 @@ import (
 	"net/http"
 
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 // Example starts the emulator with certificates made in memory and walks
 // through the seed guide: a token from the authorization host, then the
 // accounts from the API host, both over mTLS.
 func Example() {
-	ca, _ := testpki.NewCA("Test Bank Root")
+	ca, _ := pki.NewCA("Test Bank Root")
 	serverCert, _ := ca.IssueServer([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
 	clientCert, _ := ca.IssueClient("m2m-user")
 

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 const (
@@ -50,7 +50,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 type fixture struct {
-	ca     *testpki.CA
+	ca     *pki.CA
 	cert   *tls.Certificate // the M2M user's client certificate
 	clock  *fakeClock
 	emu    *bankingcircle.Server
@@ -60,7 +60,7 @@ type fixture struct {
 // start runs an emulator with real TLS; edit adjusts the config first.
 func start(t *testing.T, edit func(*bankingcircle.Config)) *fixture {
 	t.Helper()
-	ca, err := testpki.NewCA("Test Bank Root")
+	ca, err := pki.NewCA("Test Bank Root")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -584,7 +584,7 @@ func TestNoAccountAccess(t *testing.T) {
 
 func TestHandshakes(t *testing.T) {
 	f := start(t, nil)
-	rotated, err := f.ca.IssueClient("m2m-user", testpki.WithKeyType(testpki.RSA2048))
+	rotated, err := f.ca.IssueClient("m2m-user", pki.WithKeyType(pki.RSA2048))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -594,7 +594,7 @@ func TestHandshakes(t *testing.T) {
 	c2 := f.clientWith(rotated) // after a rotation
 	do(t, c2, http.MethodGet, f.emu.APIURL()+bankingcircle.AccountsPath, "Bearer "+tok)
 
-	old, fresh := testpki.Fingerprint(f.cert.Leaf), testpki.Fingerprint(rotated.Leaf)
+	old, fresh := pki.Fingerprint(f.cert.Leaf), pki.Fingerprint(rotated.Leaf)
 	if old != bankingcircle.Fingerprint(f.cert.Leaf) {
 		t.Fatal("testpki and emulator fingerprints differ")
 	}
@@ -627,7 +627,7 @@ func TestHandshakes(t *testing.T) {
 
 func TestHandshakeFailures(t *testing.T) {
 	f := start(t, nil)
-	otherCA, err := testpki.NewCA("Someone Else")
+	otherCA, err := pki.NewCA("Someone Else")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -636,11 +636,11 @@ func TestHandshakeFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	past := time.Now().Add(-72 * time.Hour)
-	expired, err := f.ca.IssueClient("m2m-user", testpki.WithValidity(past, past.Add(time.Hour)))
+	expired, err := f.ca.IssueClient("m2m-user", pki.WithValidity(past, past.Add(time.Hour)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	serverUsage, err := f.ca.IssueClient("m2m-user", testpki.WithExtKeyUsage(x509.ExtKeyUsageServerAuth))
+	serverUsage, err := f.ca.IssueClient("m2m-user", pki.WithExtKeyUsage(x509.ExtKeyUsageServerAuth))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -734,7 +734,7 @@ func TestSetCredentials(t *testing.T) {
 
 // TestMountedHandlers serves the handlers on listeners the caller owns.
 func TestMountedHandlers(t *testing.T) {
-	ca, _ := testpki.NewCA("Root")
+	ca, _ := pki.NewCA("Root")
 	srvCert, _ := ca.IssueServer(nil, []net.IP{net.IPv4(127, 0, 0, 1)})
 	cliCert, _ := ca.IssueClient("m2m")
 	emu, err := bankingcircle.New(bankingcircle.Config{

@@ -72,7 +72,7 @@ type TokenRequest struct {
 }
 
 // Fingerprint returns the lowercase hex SHA-256 of cert's DER encoding, the
-// key of Stats.HandshakesByFingerprint (testpki.Fingerprint computes the
+// key of Stats.HandshakesByFingerprint (pki.Fingerprint computes the
 // same).
 func Fingerprint(cert *x509.Certificate) string {
 	sum := sha256.Sum256(cert.Raw)

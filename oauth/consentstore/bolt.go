@@ -6,10 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 var (
@@ -23,24 +25,41 @@ var (
 // ErrWrongKey means the store was created with another key.
 var ErrWrongKey = errors.New("the consent store key is not the one this store was created with")
 
+// ErrHeld means another process (a running tokenproxy) holds the store
+// file: bbolt lets one process at a time open it.
+var ErrHeld = errors.New("another process, such as a running tokenproxy, holds the file (bbolt lets one process at a time open it)")
+
 // Bolt is the embedded store: one bbolt file, every value sealed with
 // AES-256-GCM. Each Put commits with fsync before it returns.
 type Bolt struct {
 	db   *bolt.DB
 	seal *sealer
 	path string
+	// copyPath is the temporary copy a snapshot reads; "" for the file itself.
+	copyPath string
 }
+
+// lockTimeout is how long OpenBolt waits for another process to release
+// the file.
+const lockTimeout = 2 * time.Second
 
 // OpenBolt opens (creating if needed) the store file at path with key (32
 // bytes). A new store records a key check; an existing one must open it with
 // key, so a wrong or missing key is an error here, at start-up, never a
 // silently empty store.
 func OpenBolt(path string, key []byte) (*Bolt, error) {
+	return openBolt(path, key, lockTimeout)
+}
+
+func openBolt(path string, key []byte, timeout time.Duration) (*Bolt, error) {
 	s, err := newSealer(key)
 	if err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if errors.Is(err, berrors.ErrTimeout) {
+		err = ErrHeld
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening the consent store %s: %w", path, err)
 	}
@@ -69,12 +88,17 @@ func (b *Bolt) checkKey() error {
 			}
 			return meta.Put(keyCheck, b.seal.seal(keyCheckPlain, keyCheckAAD))
 		}
-		p, err := b.seal.open(kc, keyCheckAAD)
-		if err != nil || !bytes.Equal(p, keyCheckPlain) {
-			return fmt.Errorf("consent store %s: %w", b.path, ErrWrongKey)
-		}
-		return nil
+		return b.matchKey(kc)
 	})
+}
+
+// matchKey checks that b's key opens the key check record kc.
+func (b *Bolt) matchKey(kc []byte) error {
+	p, err := b.seal.open(kc, keyCheckAAD)
+	if err != nil || !bytes.Equal(p, keyCheckPlain) {
+		return fmt.Errorf("consent store %s: %w", b.path, ErrWrongKey)
+	}
+	return nil
 }
 
 // dbKey is route \0 owner \0 subject; names are validated to hold no NUL.
@@ -207,8 +231,14 @@ func (b *Bolt) Scan(ctx context.Context, f Filter, fn func(*Consent) error) erro
 	})
 }
 
-// Close implements Store.
-func (b *Bolt) Close() error { return b.db.Close() }
+// Close implements Store; a snapshot also removes its copy.
+func (b *Bolt) Close() error {
+	err := b.db.Close()
+	if b.copyPath != "" {
+		err = errors.Join(err, os.Remove(b.copyPath)) //nolint:gosec // G703: the temporary copy this process made
+	}
+	return err
+}
 
 // ValidateKey checks that route, owner and subject are usable names: 1 to
 // 200 characters among letters, digits and . _ - : @ + = ~ (owner may be

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 var testKey = bytes.Repeat([]byte{7}, KeySize)

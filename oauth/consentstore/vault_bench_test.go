@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 // BenchmarkVaultRefresh is the Vault store's share of one refresh: two

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
-	"github.com/tokenproxy/tokenproxy/internal/e2eenv"
+	"github.com/tokenproxy/tokenproxy/testkit/e2eenv"
 )
 
 // Process groups.

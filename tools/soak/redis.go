@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/e2eenv"
-	"github.com/tokenproxy/tokenproxy/internal/redistest"
+	"github.com/tokenproxy/tokenproxy/testkit/e2eenv"
+	"github.com/tokenproxy/tokenproxy/testkit/redistest"
 )
 
 // redisDev is a private redis-server the gateway replicas share: loopback

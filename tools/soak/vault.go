@@ -14,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/e2eenv"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
+	"github.com/tokenproxy/tokenproxy/testkit/e2eenv"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 // vaultDev is a private Vault dev server the soak stops and restarts. A dev

@@ -640,7 +640,7 @@ func TestPostureCheckCatches(t *testing.T) {
 func TestConfigMapsValidate(t *testing.T) {
 	bin := os.Getenv("TOKENPROXY_BIN")
 	if bin == "" {
-		t.Skip("TOKENPROXY_BIN not set; .ci/manifests.sh sets it once `tokenproxy validate` exists")
+		t.Skip("TOKENPROXY_BIN not set; .ci/manifests.sh builds tokenproxy and sets it")
 	}
 	for _, o := range []string{"sidecar", "gateway", "sidecar-intercept", "gateway-intercept"} {
 		t.Run(o, func(t *testing.T) {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 // AppRole login end to end, and a wrong secret_id: a clear error naming the

@@ -1,4 +1,4 @@
-package testpki
+package pki
 
 import (
 	"bytes"
@@ -74,13 +74,13 @@ func EncodeTraditionalKeyPEM(cert *tls.Certificate) ([]byte, error) {
 		}
 		return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
 	default:
-		return nil, fmt.Errorf("testpki: unsupported private key type %T", cert.PrivateKey)
+		return nil, fmt.Errorf("pki: unsupported private key type %T", cert.PrivateKey)
 	}
 }
 
 func encodeChainPEM(cert *tls.Certificate) ([]byte, error) {
 	if cert == nil || len(cert.Certificate) == 0 {
-		return nil, errors.New("testpki: empty certificate")
+		return nil, errors.New("pki: empty certificate")
 	}
 	var buf bytes.Buffer
 	for _, der := range cert.Certificate {

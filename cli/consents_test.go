@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tokenproxy/tokenproxy/internal/cli"
+	"github.com/tokenproxy/tokenproxy/cli"
 )
 
 // The consent store's key is checked at start-up: validate creates the

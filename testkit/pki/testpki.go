@@ -1,16 +1,16 @@
-// Package testpki makes certificate authorities and certificates in memory for
-// tests, benchmarks and `tokenproxy demo`.
+// Package pki makes certificate authorities and certificates in memory for
+// tests, benchmarks and the demo (cmd/tokenproxy-demo).
 //
 // Keys are ECDSA P-256 by default because they are generated in microseconds;
 // pass WithKeyType(RSA2048) for the RSA keys banks actually issue. Nothing here
 // is meant for production: keys are never protected and validity windows are
 // short.
 //
-//	ca, _ := testpki.NewCA("Test Bank Root")
+//	ca, _ := pki.NewCA("Test Bank Root")
 //	srv, _ := ca.IssueServer([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
-//	cli, _ := ca.IssueClient("m2m-user", testpki.WithKeyType(testpki.RSA2048))
-//	pfx, _ := testpki.EncodePFX(cli, "passcode")
-package testpki
+//	cli, _ := ca.IssueClient("m2m-user", pki.WithKeyType(pki.RSA2048))
+//	pfx, _ := pki.EncodePFX(cli, "passcode")
+package pki
 
 import (
 	"crypto"
@@ -209,7 +209,7 @@ func (ca *CA) TLSCertificate() *tls.Certificate {
 // any, after the leaf.
 func (ca *CA) IssueServer(dnsNames []string, ips []net.IP, opts ...Option) (*tls.Certificate, error) {
 	if len(dnsNames) == 0 && len(ips) == 0 {
-		return nil, errors.New("testpki: IssueServer needs at least one DNS name or IP address")
+		return nil, errors.New("pki: IssueServer needs at least one DNS name or IP address")
 	}
 	o := buildOptions(opts)
 	cn := ""
@@ -238,7 +238,7 @@ func (ca *CA) issue(commonName string, o options, customize func(*x509.Certifica
 	issuer := ca
 	if o.intermediate != nil {
 		if !o.intermediate.descendsFrom(ca) {
-			return nil, fmt.Errorf("testpki: intermediate %q was not made by CA %q",
+			return nil, fmt.Errorf("pki: intermediate %q was not made by CA %q",
 				o.intermediate.cert.Subject.CommonName, ca.cert.Subject.CommonName)
 		}
 		issuer = o.intermediate
@@ -284,7 +284,7 @@ func (ca *CA) descendsFrom(ancestor *CA) bool {
 // intermediates. It parses c.Certificate and does not rely on c.Leaf.
 func Chain(c *tls.Certificate) ([]*x509.Certificate, error) {
 	if c == nil || len(c.Certificate) == 0 {
-		return nil, errors.New("testpki: empty certificate")
+		return nil, errors.New("pki: empty certificate")
 	}
 	out := make([]*x509.Certificate, 0, len(c.Certificate))
 	for i, der := range c.Certificate {
@@ -319,7 +319,7 @@ func generateKey(k KeyType) (crypto.Signer, error) {
 		}
 		return key, nil
 	default:
-		return nil, fmt.Errorf("testpki: unknown key type %v", k)
+		return nil, fmt.Errorf("pki: unknown key type %v", k)
 	}
 }
 
@@ -341,7 +341,7 @@ func baseTemplate(commonName string, o options, validity time.Duration) (*x509.C
 		notAfter = time.Now().Add(validity)
 	}
 	if !notAfter.After(notBefore) {
-		return nil, fmt.Errorf("testpki: NotAfter %v is not after NotBefore %v", notAfter, notBefore)
+		return nil, fmt.Errorf("pki: NotAfter %v is not after NotBefore %v", notAfter, notBefore)
 	}
 	subject := pkix.Name{CommonName: commonName}
 	if o.subject != nil {

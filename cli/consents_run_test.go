@@ -11,15 +11,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/cli"
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
-	"github.com/tokenproxy/tokenproxy/internal/cli"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
 func freeAddr(t *testing.T) string {
@@ -37,13 +38,13 @@ func freeAddr(t *testing.T) string {
 // subject header, and the consent census on /metrics.
 func TestRunServesConsents(t *testing.T) {
 	f := newFixture(t)
-	qseal, err := f.ca.IssueClient("cli QSealC", testpki.WithKeyType(testpki.RSA2048))
+	qseal, err := f.ca.IssueClient("cli QSealC", pki.WithKeyType(pki.RSA2048))
 	if err != nil {
 		t.Fatal(err)
 	}
 	qwac, _ := f.ca.IssueClient("cli QWAC")
-	sf, _ := testpki.WriteFiles(f.dir, "qseal", qseal, "x")
-	qf, _ := testpki.WriteFiles(f.dir, "qwac", qwac, "x")
+	sf, _ := pki.WriteFiles(f.dir, "qseal", qseal, "x")
+	qf, _ := pki.WriteFiles(f.dir, "qwac", qwac, "x")
 	caFile := filepath.Join(f.dir, "ca.pem")
 	if err := f.ca.WriteCertFile(caFile); err != nil {
 		t.Fatal(err)
@@ -158,8 +159,37 @@ consents:
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
+	validateBesideRun(t, f, cfg)
 	cancel()
 	if code := <-done; code != cli.ExitOK {
 		t.Fatalf("run exited %d:\n%s", code, out.String())
+	}
+}
+
+// validateBesideRun runs `tokenproxy validate` on the configuration of a
+// running tokenproxy, which holds the bbolt consent store (an exclusive
+// flock; two opens in one process conflict as two processes do): validate
+// answers at once, checks the key on a copy and says so; a wrong key is
+// still found.
+func validateBesideRun(t *testing.T, f *fixture, cfg string) {
+	t.Helper()
+	start := time.Now()
+	code, out, errOut := run(t, "validate", "--config", cfg)
+	if code != cli.ExitOK || !strings.Contains(out, "consent store "+f.dir+"/consents.db: held by a running tokenproxy; its key was checked on a read-only copy") {
+		t.Fatalf("validate beside run: exit %d\n%s%s", code, out, errOut)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("validate beside run took %v", d)
+	}
+	raw, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(f.dir, "other.key"), strings.Repeat("6b", 32))
+	other := filepath.Join(f.dir, "other.yaml")
+	write(t, other, strings.Replace(string(raw), "/consent.key}", "/other.key}", 1))
+	code, out, errOut = run(t, "validate", "--config", other)
+	if code != cli.ExitConfig || !strings.Contains(errOut, "consents.store.bbolt.key") || !strings.Contains(errOut, "not the one this store was created with") {
+		t.Fatalf("validate with another key beside run: exit %d\n%s%s", code, out, errOut)
 	}
 }

@@ -10,8 +10,8 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/assemble"
 	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/internal/redistest"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/testkit/redistest"
 )
 
 func redisConfig(addr, keyEnv string) *config.Config {
@@ -40,9 +40,9 @@ func TestCheckStore(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			a := assemble.New(redisConfig(rs.Addr(), tc.env), assemble.Setup{})
+			a := assemble.New(redisConfig(rs.Addr(), tc.env), assemble.Setup{Probe: true, ProbeTimeout: 5 * time.Second})
 			defer a.Close()
-			failed := checkStore(context.Background(), a, &out, 5*time.Second)
+			failed := checkStore(context.Background(), a, &out)
 			if (a.Store != nil) == failed {
 				t.Fatalf("store kept open: %v, failed: %v; want it open only when the check passed", a.Store != nil, failed)
 			}
@@ -57,8 +57,8 @@ func TestCheckStore(t *testing.T) {
 		})
 	}
 	var out bytes.Buffer
-	a := assemble.New(&config.Config{Store: config.Store{Kind: config.StoreMemory}}, assemble.Setup{})
-	if failed := checkStore(context.Background(), a, &out, time.Second); a.Store != nil || failed || out.Len() != 0 {
+	a := assemble.New(&config.Config{Store: config.Store{Kind: config.StoreMemory}}, assemble.Setup{Probe: true})
+	if failed := checkStore(context.Background(), a, &out); a.Store != nil || failed || out.Len() != 0 {
 		t.Fatalf("memory store: %v, %v, %q; want nothing checked", a.Store, failed, out.String())
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
 // recorder is a testing.TB that records failures instead of failing.

@@ -1,4 +1,12 @@
-package cli
+// Package demo runs tokenproxy end to end against built-in bank emulators, on
+// this machine only: it makes a CA and certificates in memory, starts
+// emulators of Banking Circle's API and authorization hosts (mTLS required,
+// short-lived tokens), a Berlin Group bank that checks signatures and a STET
+// bank with its authorization server, starts tokenproxy in front of them in
+// this process, and sends requests through it with Go's stock HTTP client set
+// up only by HTTP_PROXY. It prints what happened. Command tokenproxy-demo
+// runs it; the production binary does not contain it.
+package demo
 
 import (
 	"context"
@@ -14,14 +22,11 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"golang.org/x/net/http/httpproxy"
 
@@ -30,33 +35,10 @@ import (
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
 	"github.com/tokenproxy/tokenproxy/emulator/berlingroup"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/proxy"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
-
-func (e *env) demoCommand() *cobra.Command {
-	var verbose, serve bool
-	var listen string
-	cmd := &cobra.Command{
-		Use:   "demo",
-		Short: "Run tokenproxy end to end against a built-in Banking Circle emulator (no credentials needed)",
-		Long: `demo makes a CA and certificates in memory, starts an emulator of Banking Circle's
-API and authorization hosts (mTLS required, short-lived tokens), starts tokenproxy
-in front of it, and sends requests through it with Go's stock HTTP client set up
-only by HTTP_PROXY. It prints what happened. Nothing leaves this machine.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(e.context(), syscall.SIGTERM, syscall.SIGINT)
-			defer stop()
-			return runDemo(ctx, cmd.OutOrStdout(), demoOptions{verbose: verbose, serve: serve, listen: listen}, e.stderr)
-		},
-	}
-	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "also print tokenproxy's log lines (stderr)")
-	cmd.Flags().BoolVar(&serve, "serve", false, "after the report, keep the emulators and tokenproxy running (until Ctrl-C) to try them with curl")
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "forward-proxy address of the demo (e.g. 127.0.0.1:8080 with --serve)")
-	return cmd
-}
 
 const demoTTL = 3 * time.Second
 
@@ -68,12 +50,21 @@ func (o *demoObserver) TokenFetch(string, string, time.Duration) { o.fetches.Add
 func (o *demoObserver) LimiterWait(string, time.Duration)        {}
 func (o *demoObserver) TokenThrottled(string)                    {}
 
-type demoOptions struct {
-	verbose, serve bool
-	listen         string
+// Options are the demo's settings.
+type Options struct {
+	// Serve keeps the emulators and tokenproxy running after the report,
+	// until ctx ends, to try them with curl.
+	Serve bool
+	// Listen is tokenproxy's forward-proxy address; empty means a free
+	// loopback port.
+	Listen string
+	// Log receives tokenproxy's log lines; nil discards them.
+	Log *zap.Logger
 }
 
-func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) (err error) {
+// Run runs the demo and prints its report to out. It sets the process's
+// proxy environment variables (HTTP_PROXY and the like) for the app it plays.
+func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 	p := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
 	p("tokenproxy demo: Banking Circle end to end, on this machine only\n")
 
@@ -99,7 +90,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 
 	// A Berlin Group bank that demands signed requests: its emulator checks
 	// Digest, keyId, TPP-Signature-Certificate and the signature itself.
-	qseal, err := ca.IssueClient("demo TPP QSealC", testpki.WithKeyType(testpki.RSA2048))
+	qseal, err := ca.IssueClient("demo TPP QSealC", pki.WithKeyType(pki.RSA2048))
 	if err != nil {
 		return err
 	}
@@ -113,14 +104,18 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 	// The route: the bankingcircle-sandbox preset, pointed at the emulator.
 	os.Setenv("TOKENPROXY_DEMO_USERNAME", user)
 	os.Setenv("TOKENPROXY_DEMO_PASSWORD", pass)
-	cfg := demoConfig(o.listen, emu, bgSrv.URL)
+	listen := o.Listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	cfg := demoConfig(listen, emu, bgSrv.URL)
 	cfg.ApplyDefaults()
 	if err := errors.Join(cfg.Validate(), assemble.Check(cfg)); err != nil {
 		return err
 	}
-	log, err := demoLogger(o.verbose, logw)
-	if err != nil {
-		return err
+	log := o.Log
+	if log == nil {
+		log = zap.NewNop()
 	}
 	obs := &demoObserver{}
 	a, err := assemble.Open(ctx, cfg, assemble.Setup{Log: log, TokenObserver: obs, RootCAs: ca.CertPool(),
@@ -162,7 +157,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 		return err
 	}
 	demoSummary(p, emu, obs, served200, first)
-	if o.serve {
+	if o.Serve {
 		demoServe(ctx, p, emu, proxyURL, signedURL)
 		return nil
 	}
@@ -173,7 +168,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions, logw io.Writer) 
 // demoNext says what to do after the demo.
 func demoNext(p func(string, ...any)) {
 	p("\nNext: write a config (README.md, \"Banking Circle\"), check it with `tokenproxy validate --config FILE`, then `tokenproxy run --config FILE`.")
-	p("Or keep the demo running and try it with curl: `tokenproxy demo --serve --listen 127.0.0.1:8080`.")
+	p("Or keep the demo running and try it with curl: `go run ./cmd/tokenproxy-demo --serve --listen 127.0.0.1:8080`.")
 }
 
 // demoSummary prints what the bank saw and the first account.
@@ -250,19 +245,11 @@ func demoNoRoute(p func(string, ...any), app *http.Client) {
 	}
 }
 
-// demoLogger logs to logw in verbose mode, and nowhere otherwise.
-func demoLogger(verbose bool, logw io.Writer) (*zap.Logger, error) {
-	if !verbose {
-		return zap.NewNop(), nil
-	}
-	return NewLogger(logw, "info", "console")
-}
-
 // demoCertificates makes, in memory, a CA, the bank's server certificate and
 // the M2M client certificate, delivered as a passcode-protected PKCS#12 file
 // (its size is returned) and loaded from it.
-func demoCertificates() (ca *testpki.CA, server, client *tls.Certificate, pfxSize int, err error) {
-	ca, err = testpki.NewCA("tokenproxy demo CA")
+func demoCertificates() (ca *pki.CA, server, client *tls.Certificate, pfxSize int, err error) {
+	ca, err = pki.NewCA("tokenproxy demo CA")
 	if err != nil {
 		return nil, nil, nil, 0, err
 	}
@@ -270,12 +257,12 @@ func demoCertificates() (ca *testpki.CA, server, client *tls.Certificate, pfxSiz
 	if err != nil {
 		return nil, nil, nil, 0, err
 	}
-	m2m, err := ca.IssueClient("demo-m2m-user", testpki.WithKeyType(testpki.RSA2048))
+	m2m, err := ca.IssueClient("demo-m2m-user", pki.WithKeyType(pki.RSA2048))
 	if err != nil {
 		return nil, nil, nil, 0, err
 	}
 	passcode := randomString()
-	pfx, err := testpki.EncodePFX(m2m, passcode)
+	pfx, err := pki.EncodePFX(m2m, passcode)
 	if err != nil {
 		return nil, nil, nil, 0, err
 	}

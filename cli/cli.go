@@ -81,7 +81,7 @@ requests, with plain HTTP. The app holds no certificate, password, token or key.
 	root.SetErr(e.stderr)
 	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "", "log level: debug, info, warn, error (overrides log.level)")
 	root.PersistentFlags().StringVar(&e.logFormat, "log-format", "", "log format: json or console (overrides log.format)")
-	root.AddCommand(e.runCommand(), e.validateCommand(), e.checkCommand(), e.onboardCommand(), e.versionCommand(), e.demoCommand())
+	root.AddCommand(e.runCommand(), e.validateCommand(), e.checkCommand(), e.onboardCommand(), e.versionCommand())
 	markUsageErrors(root)
 	return root
 }
@@ -223,7 +223,11 @@ func (e *env) validateCommand() *cobra.Command {
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: err}
 			}
-			a, err := assemble.Open(e.context(), cfg, assemble.Setup{Log: log, SkipGeneratedCA: true})
+			a, err := assemble.Open(e.context(), cfg, assemble.Setup{Log: log, SkipGeneratedCA: true, Probe: true})
+			var step *assemble.StepError
+			if errors.As(err, &step) && step.Step == assemble.StepStore {
+				err = fmt.Errorf("%w\n(validate connects to Redis and opens its key check value; --skip-credentials checks the configuration only)", err)
+			}
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: err}
 			}
@@ -239,6 +243,9 @@ func (e *env) validateCommand() *cobra.Command {
 					line += "; token credentials present"
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), line)
+			}
+			if a.Consents != nil && a.Consents.Snapshot() {
+				fmt.Fprintf(cmd.OutOrStdout(), "consent store %s: held by a running tokenproxy; its key was checked on a read-only copy\n", cfg.Consents.Store.Bbolt.Path)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "configuration OK")
 			return nil

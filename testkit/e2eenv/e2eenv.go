@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 // Build compiles cmd/tokenproxy into dir and returns the binary's path.
@@ -55,7 +55,7 @@ func FreeAddr() (string, error) {
 // credentials written as files, as an operator would hold them.
 type Bank struct {
 	Emu      *bankingcircle.Server
-	CA       *testpki.CA
+	CA       *pki.CA
 	Dir      string
 	CAFile   string // the bank's CA bundle (PEM)
 	PFX      string // the client certificate (PKCS#12)
@@ -69,7 +69,7 @@ type Bank struct {
 // StartBank makes a CA, a server and a client certificate, starts the
 // emulator (edit adjusts its Config) and writes the client's files to dir.
 func StartBank(dir string, edit func(*bankingcircle.Config)) (*Bank, error) {
-	ca, err := testpki.NewCA("e2e bank CA")
+	ca, err := pki.NewCA("e2e bank CA")
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +97,7 @@ func StartBank(dir string, edit func(*bankingcircle.Config)) (*Bank, error) {
 	}
 	b.PasscodeFile, b.UsernameFile, b.PasswordFile = filepath.Join(dir, "passcode"), filepath.Join(dir, "username"), filepath.Join(dir, "password")
 	for path, v := range map[string]string{b.PasscodeFile: b.Passcode, b.UsernameFile: b.Username, b.PasswordFile: b.Password} {
-		if err := testpki.WriteFileAtomic(path, []byte(v), 0o600); err != nil {
+		if err := pki.WriteFileAtomic(path, []byte(v), 0o600); err != nil {
 			return nil, errors.Join(err, b.Emu.Close())
 		}
 	}
@@ -111,7 +111,7 @@ func (b *Bank) RotateClient(cn string) error {
 	if err != nil {
 		return err
 	}
-	f, err := testpki.WriteFiles(b.Dir, "client", cert, b.Passcode)
+	f, err := pki.WriteFiles(b.Dir, "client", cert, b.Passcode)
 	if err != nil {
 		return err
 	}
@@ -126,11 +126,11 @@ func (b *Bank) WriteBadClient() error {
 	if err != nil {
 		return err
 	}
-	pfx, err := testpki.EncodePFX(cert, b.Passcode+"-wrong")
+	pfx, err := pki.EncodePFX(cert, b.Passcode+"-wrong")
 	if err != nil {
 		return err
 	}
-	return testpki.WriteFileAtomic(b.PFX, pfx, 0o600)
+	return pki.WriteFileAtomic(b.PFX, pfx, 0o600)
 }
 
 // Secrets returns every secret string of the bank's credentials, for scans

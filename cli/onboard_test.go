@@ -12,8 +12,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
-	"github.com/tokenproxy/tokenproxy/internal/vaulttest"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
 // Onboarding with the key in Transit: the CSR comes from Vault, a CA issues
@@ -72,8 +72,8 @@ func TestOnboardTransit(t *testing.T) {
 		t.Fatalf("subject attributes in the order %v, want %v (CN, O, C, organizationIdentifier)", order, want)
 	}
 
-	ca, _ := testpki.NewCA("QTSP")
-	leaf, err := ca.CertifyKey("TPP QSealC", csr.PublicKey, testpki.WithSubject(csr.Subject), testpki.WithSerialNumber(big.NewInt(4242)))
+	ca, _ := pki.NewCA("QTSP")
+	leaf, err := ca.CertifyKey("TPP QSealC", csr.PublicKey, pki.WithSubject(csr.Subject), pki.WithSerialNumber(big.NewInt(4242)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestOnboardTransit(t *testing.T) {
 	}
 	// A chain for another key is refused by Vault.
 	other, _ := ca.IssueClient("not the transit key")
-	otherPEM, _, _ := testpki.EncodePEM(other)
+	otherPEM, _, _ := pki.EncodePEM(other)
 	write(t, chain, string(otherPEM))
 	if code, _, _ := run(t, "onboard", "import", "--config", cfg, "--key", key, "--chain", chain); code == 0 {
 		t.Fatal("a chain for another key was imported")

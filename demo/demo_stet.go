@@ -1,4 +1,4 @@
-package cli
+package demo
 
 import (
 	"context"
@@ -24,8 +24,8 @@ import (
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
 	"github.com/tokenproxy/tokenproxy/secret"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 const (
@@ -53,7 +53,7 @@ func (c *demoClock) add(d time.Duration) { c.mu.Lock(); c.offset += d; c.mu.Unlo
 // tokenproxy's callback, a signed AISP call with that customer's token, and
 // the token expiring at the bank and being refreshed once. It runs its own
 // tokenproxy (with a consent store in a temporary directory) and stops it.
-func demoSTET(ctx context.Context, p func(string, ...any), ca *testpki.CA, server, client, qseal *tls.Certificate, log *zap.Logger) (err error) {
+func demoSTET(ctx context.Context, p func(string, ...any), ca *pki.CA, server, client, qseal *tls.Certificate, log *zap.Logger) (err error) {
 	clk := &demoClock{}
 	emu := stet.New(stet.Config{Now: clk.now, Keys: map[string]crypto.PublicKey{demoSTETKeyID: qseal.Leaf.PublicKey},
 		OAuth: &stet.OAuthConfig{Clients: map[string]stet.Client{"PSDFR-ACPR-13807": {Method: "tls_client_auth", CertSubject: client.Leaf.Subject.CommonName}}}})
@@ -140,7 +140,7 @@ func demoSTETConfig(bankURL, consentAddr, storePath string) *config.Config {
 // consent on the consent API, the browser logs in at the bank and follows
 // the redirects through tokenproxy's callback to the app's return URL,
 // which is returned.
-func demoConsent(api string, ca *testpki.CA) (string, error) {
+func demoConsent(api string, ca *pki.CA) (string, error) {
 	direct := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	resp, err := direct.Post(api+"/v1/routes/bpce/consents/alice", "application/json", strings.NewReader(`{"return_url":"`+demoSTETReturn+`"}`))
 	if err != nil {

@@ -4,31 +4,28 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/internal/cli"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/cli"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
 const passcode = "correct-passcode-91x"
 
 type fixture struct {
 	dir, pfx, passFile string
-	ca                 *testpki.CA
+	ca                 *pki.CA
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ca, err := testpki.NewCA("cli test CA")
+	ca, err := pki.NewCA("cli test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +34,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := testpki.WriteFiles(f.dir, "client", c, passcode)
+	files, err := pki.WriteFiles(f.dir, "client", c, passcode)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,14 +89,14 @@ func run(t *testing.T, args ...string) (int, string, string) {
 func TestValidateAndStartupErrors(t *testing.T) {
 	f := newFixture(t)
 	other, _ := f.ca.IssueClient("other")
-	_, otherKey, _ := testpki.EncodePEM(other)
+	_, otherKey, _ := pki.EncodePEM(other)
 	mine, _ := f.ca.IssueClient("mine")
-	mineCert, _, _ := testpki.EncodePEM(mine)
+	mineCert, _, _ := pki.EncodePEM(mine)
 	write(t, filepath.Join(f.dir, "mismatch.crt"), string(mineCert))
 	write(t, filepath.Join(f.dir, "mismatch.key"), string(otherKey))
 	now := time.Now()
-	old, _ := f.ca.IssueClient("old", testpki.WithValidity(now.Add(-72*time.Hour), now.Add(-24*time.Hour)))
-	oldFiles, _ := testpki.WriteFiles(f.dir, "old", old, passcode)
+	old, _ := f.ca.IssueClient("old", pki.WithValidity(now.Add(-72*time.Hour), now.Add(-24*time.Hour)))
+	oldFiles, _ := pki.WriteFiles(f.dir, "old", old, passcode)
 	write(t, filepath.Join(f.dir, "wrongpass"), "wrong-passcode-77")
 
 	pkcs12 := func(file, pass string) string {
@@ -213,22 +210,6 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-func TestDemo(t *testing.T) {
-	if testing.Short() {
-		t.Skip("demo takes a few seconds")
-	}
-	code, out, errOut := run(t, "demo")
-	if code != 0 {
-		t.Fatalf("demo exit %d\n%s%s", code, out, errOut)
-	}
-	for _, w := range []string{"20 x 200   token requests sent: 1", "10 x 200   token requests sent: 0   cache hits: 10", "has expired", "403", "accepted by the bank's signature check: 1, rejected: 0", "Summary: 41 requests served, 3 tokens fetched",
-		"status=active&subject=alice", "signature and token accepted: 1, rejected: 0", "refreshes at the bank: 1"} {
-		if !strings.Contains(out, w) {
-			t.Fatalf("demo report lacks %q:\n%s", w, out)
-		}
-	}
-}
-
 // syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -247,47 +228,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// demo --serve keeps the proxy up for a stock client until it is stopped.
-func TestDemoServe(t *testing.T) {
-	if testing.Short() {
-		t.Skip("demo takes a few seconds")
-	}
-	var out syncBuffer
-	log, _ := testlog.New(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan int, 1)
-	go func() {
-		done <- cli.Execute([]string{"demo", "--serve"}, cli.WithOutput(&out, &out), cli.WithLogger(log), cli.WithContext(ctx))
-	}()
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(out.String(), "Serving until Ctrl-C") {
-		select {
-		case code := <-done:
-			t.Fatalf("demo --serve stopped with exit %d:\n%s", code, out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("demo did not start serving:\n%s", out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	m := regexp.MustCompile(`http_proxy=(http://127\.0\.0\.1:\d+) curl`).FindStringSubmatch(out.String())
-	if m == nil {
-		t.Fatalf("no proxy address in:\n%s", out.String())
-	}
-	pu, _ := url.Parse(m[1])
-	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}, Timeout: 10 * time.Second}
-	resp, err := c.Get("http://sandbox.bankingcircleconnect.com/api/v1/accounts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	cancel()
-	if code := <-done; code != 0 {
-		t.Fatalf("exit %d", code)
+// The demo is a command of its own (cmd/tokenproxy-demo), not part of the
+// production binary.
+func TestNoDemoCommand(t *testing.T) {
+	if code, _, _ := run(t, "demo"); code != cli.ExitUsage {
+		t.Fatalf("tokenproxy demo: exit %d, want %d", code, cli.ExitUsage)
 	}
 }

@@ -30,12 +30,12 @@ It prints no secret.`,
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: err}
 			}
-			a := assemble.New(cfg, assemble.Setup{Log: log})
+			a := assemble.New(cfg, assemble.Setup{Log: log, Probe: true, ProbeTimeout: timeout})
 			defer a.Close()
 			if err := a.OpenVault(e.context()); err != nil {
 				return &ExitError{Code: ExitConfig, Err: err}
 			}
-			storeFailed := checkStore(e.context(), a, cmd.OutOrStdout(), timeout)
+			storeFailed := checkStore(e.context(), a, cmd.OutOrStdout())
 			// A running tokenproxy may hold the consent store: the token
 			// steps probe the endpoint without it.
 			a.UseProbeConsents()
