@@ -42,16 +42,20 @@ func TakeAmbiguousFraming(h http.Header) bool {
 // Transfer-Encoding (net/http drops the Content-Length silently) and then
 // inserts ambiguousLines into the block. Only header blocks are scanned: a
 // request written re-arms the scanner, the end of a final (not 1xx) header
-// block disarms it, so bodies cost nothing.
+// block disarms it, so bodies cost nothing. While it scans, reads go
+// through a buffer of its own, so that the lines can be inserted before the
+// block's empty line however the bytes were split.
 type upstreamConn struct {
 	net.Conn
 
 	// Touched only by Read (the transport's one reader) and Write (its one
 	// writer, which writes a request only while no response is being read).
 	scanning     bool
-	carryCR      bool   // a '\r' held back from the last read (see Read)
-	pending      []byte // inserted lines and the bytes after them, still to be returned
-	pendingErr   error  // the error of the read whose bytes are pending
+	buf          []byte // what the last scanning read returned
+	ins          []byte // buf with the lines inserted, when they were
+	out          []byte // scanned bytes still to be returned
+	outErr       error  // the error of the read whose bytes are in out
+	held         bool   // a '\r' that may start the empty line is held back
 	line         [24]byte
 	lineLen      int
 	status       bool // the next line is a status line
@@ -79,46 +83,48 @@ func (c *upstreamConn) Write(p []byte) (int, error) {
 }
 
 func (c *upstreamConn) Read(p []byte) (int, error) {
-	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
-		c.pending = c.pending[n:]
-		if len(c.pending) > 0 {
-			return n, nil
+	for len(c.out) == 0 && c.outErr == nil {
+		if !c.scanning {
+			return c.Conn.Read(p)
 		}
-		err := c.pendingErr
-		c.pendingErr = nil
-		return n, err
+		c.fill()
 	}
-	if !c.scanning || len(p) < 2 {
-		return c.Conn.Read(p)
+	n := copy(p, c.out)
+	c.out = c.out[n:]
+	if len(c.out) > 0 {
+		return n, nil
+	}
+	err := c.outErr
+	c.outErr = nil
+	return n, err
+}
+
+// fill reads and scans the next bytes into out.
+func (c *upstreamConn) fill() {
+	if c.buf == nil {
+		c.buf = make([]byte, 4<<10)
 	}
 	off := 0
-	if c.carryCR {
-		// The '\r' that may start the block's empty line, already scanned.
-		p[0], off, c.carryCR = '\r', 1, false
+	if c.held {
+		// Already scanned: the scanner's line holds it.
+		c.buf[0], off, c.held = '\r', 1, false
 	}
-	n, err := c.Conn.Read(p[off:])
+	n, err := c.Conn.Read(c.buf[off:])
 	n += off
-	k := c.scan(p[off:n], off)
-	switch {
+	b := c.buf[:n]
+	c.outErr = err
+	switch k := c.scan(b[off:], off); {
 	case k >= 0:
-		// p[k:n] starts with the empty line of an ambiguous block: return
-		// what comes before it, then the inserted lines, then the rest.
-		c.pending = append(append(c.pending[:0], ambiguousLines...), p[k:n]...)
-		c.pendingErr = err
-		if k > 0 {
-			return k, nil
-		}
-		m := copy(p, c.pending)
-		c.pending = c.pending[m:]
-		return m, nil
-	case err == nil && n > 0 && c.lineLen == 1 && c.line[0] == '\r' && c.hasCL && c.hasTE:
-		// The read ends on what may be the start of the empty line; hold
-		// the '\r' back so the lines can still be inserted before it.
-		c.carryCR = true
-		return n - 1, nil
+		c.ins = append(append(append(c.ins[:0], b[:k]...), ambiguousLines...), b[k:]...)
+		c.out = c.ins
+	case err == nil && c.scanning && c.lineLen == 1 && c.line[0] == '\r' && c.hasCL && c.hasTE:
+		// What may be the start of the empty line ends the read: hold it
+		// back, so the lines can still go before it.
+		c.held = true
+		c.out = b[:n-1]
+	default:
+		c.out = b
 	}
-	return n, err
 }
 
 // scan scans b, which starts at p[off], and returns the index in p of the
@@ -149,10 +155,7 @@ func (c *upstreamConn) scan(b []byte, off int) int {
 				c.scanning = false
 			}
 			if ambiguous {
-				if start < 0 {
-					return 0 // cannot happen: a lone '\r' is carried over
-				}
-				return start
+				return start // never < 0: a lone '\r' is held back
 			}
 			if !c.scanning {
 				return -1
