@@ -1,12 +1,14 @@
 package route
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
 	"net"
 	"net/http"
 	"net/textproto"
+	"sync/atomic"
 )
 
 // ambiguousHeader is the header an upstream connection adds to a response
@@ -40,18 +42,20 @@ func TakeAmbiguousFraming(h http.Header) bool {
 // upstreamConn is a connection to an upstream, after TLS. It scans the
 // header blocks of the responses read from it for both Content-Length and
 // Transfer-Encoding (net/http drops the Content-Length silently) and then
-// inserts ambiguousLines into the block. Only header blocks are scanned: a
-// request written re-arms the scanner, the end of a final (not 1xx) header
-// block disarms it, so bodies cost nothing. While it scans, reads go
-// through a buffer of its own, so that the lines can be inserted before the
-// block's empty line however the bytes were split.
+// inserts ambiguousLines into the block. Only header blocks are scanned, so
+// bodies cost nothing: writing a request arms the scanner for the next
+// bytes read, the end of a final (not 1xx) header block disarms it. While
+// it scans, reads go through a buffer of its own, so that the lines can be
+// inserted before the block's empty line however the bytes were split.
 type upstreamConn struct {
 	net.Conn
+	// armed is set by Write when a request starts: the transport's reader
+	// may already wait in Read (for the next response), so it is atomic.
+	armed atomic.Bool
 
-	// Touched only by Read (the transport's one reader) and Write (its one
-	// writer, which writes a request only while no response is being read).
+	// The rest belongs to Read (the transport's one reader).
 	scanning     bool
-	buf          []byte // what the last scanning read returned
+	buf          []byte // what the last scanned read returned
 	ins          []byte // buf with the lines inserted, when they were
 	out          []byte // scanned bytes still to be returned
 	outErr       error  // the error of the read whose bytes are in out
@@ -75,17 +79,41 @@ func (c *upstreamConn) ConnectionState() tls.ConnectionState {
 	return tls.ConnectionState{}
 }
 
+// Write arms the scanner when p starts a request: the transport writes a
+// request's line at the start of a write, and the next request on a
+// connection only once the previous response has been read. A request
+// body's later writes do not arm it, even while its response is read.
 func (c *upstreamConn) Write(p []byte) (int, error) {
-	if !c.scanning {
-		c.scanning, c.status, c.interim, c.hasCL, c.hasTE, c.lineLen = true, true, false, false, false, 0
+	if startsRequest(p) {
+		c.armed.Store(true)
 	}
 	return c.Conn.Write(p)
+}
+
+// startsRequest reports whether p starts with a request line: a method, a
+// space and, before the line's end, " HTTP/1.".
+func startsRequest(p []byte) bool {
+	sp := bytes.IndexByte(p[:min(len(p), 16)], ' ')
+	if sp <= 0 {
+		return false
+	}
+	end := bytes.IndexByte(p, '\n')
+	return end > 0 && bytes.Contains(p[sp:end], []byte(" HTTP/1."))
 }
 
 func (c *upstreamConn) Read(p []byte) (int, error) {
 	for len(c.out) == 0 && c.outErr == nil {
 		if !c.scanning {
-			return c.Conn.Read(p)
+			n, err := c.Conn.Read(p)
+			if n == 0 || !c.armed.Load() {
+				return n, err
+			}
+			// The first bytes of the answer to a request just written.
+			c.scanning, c.status, c.interim, c.hasCL, c.hasTE, c.lineLen = true, true, false, false, false, 0
+			c.armed.Store(false)
+			c.buf = append(c.buf[:0], p[:n]...)
+			c.process(0, err)
+			continue
 		}
 		c.fill()
 	}
@@ -99,19 +127,26 @@ func (c *upstreamConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// fill reads and scans the next bytes into out.
+// fill reads the next bytes into buf and scans them.
 func (c *upstreamConn) fill() {
-	if c.buf == nil {
+	if cap(c.buf) < 4<<10 {
 		c.buf = make([]byte, 4<<10)
 	}
+	c.buf = c.buf[:cap(c.buf)]
 	off := 0
 	if c.held {
 		// Already scanned: the scanner's line holds it.
 		c.buf[0], off, c.held = '\r', 1, false
 	}
 	n, err := c.Conn.Read(c.buf[off:])
-	n += off
-	b := c.buf[:n]
+	c.armed.Store(false) // this request's answer is being read
+	c.buf = c.buf[:off+n]
+	c.process(off, err)
+}
+
+// process scans buf[off:] and sets out.
+func (c *upstreamConn) process(off int, err error) {
+	b := c.buf
 	c.outErr = err
 	switch k := c.scan(b[off:], off); {
 	case k >= 0:
@@ -121,7 +156,7 @@ func (c *upstreamConn) fill() {
 		// What may be the start of the empty line ends the read: hold it
 		// back, so the lines can still go before it.
 		c.held = true
-		c.out = b[:n-1]
+		c.out = b[:len(b)-1]
 	default:
 		c.out = b
 	}

@@ -109,3 +109,18 @@ func TestAmbiguousHeaderIsRandom(t *testing.T) {
 		t.Fatal("a fixed header name was taken for the mark")
 	}
 }
+
+func TestStartsRequest(t *testing.T) {
+	for in, want := range map[string]bool{
+		"GET /v1/accounts HTTP/1.1\r\nHost: x\r\n": true,
+		"POST / HTTP/1.1\r\n":                      true,
+		"GET / HTTP/1.1":                           false, // no line end yet: never how the transport writes
+		`{"amount":"12.30"}`:                       false,
+		" / HTTP/1.1\r\n":                          false,
+		"0\r\n\r\n":                                false,
+	} {
+		if got := startsRequest([]byte(in)); got != want {
+			t.Errorf("startsRequest(%q) = %v; want %v", in, got, want)
+		}
+	}
+}
