@@ -97,8 +97,13 @@ func startsRequest(p []byte) bool {
 	if sp <= 0 {
 		return false
 	}
-	end := bytes.IndexByte(p, '\n')
-	return end > 0 && bytes.Contains(p[sp:end], []byte(" HTTP/1."))
+	for _, ch := range p[:sp] {
+		if ch <= ' ' || ch >= 0x7f {
+			return false
+		}
+	}
+	end := bytes.IndexByte(p[sp:], '\n')
+	return end > 0 && bytes.Contains(p[sp:sp+end], []byte(" HTTP/1."))
 }
 
 func (c *upstreamConn) Read(p []byte) (int, error) {

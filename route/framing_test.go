@@ -118,6 +118,7 @@ func TestStartsRequest(t *testing.T) {
 		`{"amount":"12.30"}`:                       false,
 		" / HTTP/1.1\r\n":                          false,
 		"0\r\n\r\n":                                false,
+		"a\nb HTTP/1.1 c\n":                        false, // a line end before the first space
 	} {
 		if got := startsRequest([]byte(in)); got != want {
 			t.Errorf("startsRequest(%q) = %v; want %v", in, got, want)
