@@ -125,3 +125,39 @@ func TestStartsRequest(t *testing.T) {
 		}
 	}
 }
+
+// loopConn answers every read with one whole response, as one TLS record
+// brings a small answer.
+type loopConn struct {
+	net.Conn
+	resp []byte
+}
+
+func (c *loopConn) Read(p []byte) (int, error)  { return copy(p, c.resp), nil }
+func (c *loopConn) Write(p []byte) (int, error) { return len(p), nil }
+
+// The scanner's cost per response of a typical size (a 1.5 KB JSON answer),
+// against the bare connection.
+func BenchmarkUpstreamConnResponse(b *testing.B) {
+	resp := []byte("HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 07 Dec 2026 10:00:00 GMT\r\nContent-Type: application/json\r\nContent-Length: 1500\r\nConnection: keep-alive\r\n\r\n" + strings.Repeat("x", 1500))
+	req := []byte("GET /api/v1/accounts HTTP/1.1\r\nHost: api.bench.test\r\nAuthorization: Bearer t\r\n\r\n")
+	for _, tc := range []struct {
+		name string
+		wrap func(net.Conn) net.Conn
+	}{
+		{"bare", func(c net.Conn) net.Conn { return c }},
+		{"scanned", func(c net.Conn) net.Conn { return newUpstreamConn(c) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := tc.wrap(&loopConn{resp: resp})
+			buf := make([]byte, 4096)
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = c.Write(req)
+				if n, _ := c.Read(buf); n != len(resp) {
+					b.Fatalf("read %d", n)
+				}
+			}
+		})
+	}
+}
