@@ -124,7 +124,7 @@ func TestWriteResponseAbortsBrokenBody(t *testing.T) {
 			rec := httptest.NewRecorder()
 			func() {
 				defer func() {
-					if r := recover(); r != http.ErrAbortHandler {
+					if r := recover(); r != http.ErrAbortHandler { //nolint:errorlint // net/http panics with the value itself
 						t.Fatalf("recovered %v; want http.ErrAbortHandler", r)
 					}
 				}()

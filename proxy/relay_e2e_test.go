@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -203,8 +204,8 @@ func runCurl(t *testing.T, e entry, path string) curlResult {
 	err := cmd.Run()
 	r := curlResult{status: stdout.String(), stderr: strings.TrimSpace(stderr.String())}
 	if err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
 			t.Fatalf("curl: %v", err)
 		}
 		r.exit = ee.ExitCode()
@@ -310,7 +311,7 @@ func TestHostileUpstreamCurlAndPython(t *testing.T) {
 				}
 				select {
 				case err := <-up.afterTE:
-					if err != io.EOF {
+					if !errors.Is(err, io.EOF) {
 						t.Errorf("after the answer the upstream read %v; want EOF (tokenproxy closed the connection)", err)
 					}
 				case <-time.After(10 * time.Second):

@@ -56,9 +56,9 @@ func TestUpstreamConnMarksAmbiguousFraming(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newUpstreamConn(&scriptConn{reads: append([]string(nil), tc.reads...)})
 			br := bufio.NewReaderSize(c, 16)
-			resp, err := http.ReadResponse(br, nil)
+			resp, err := http.ReadResponse(br, nil)   //nolint:bodyclose // read to its end below
 			for err == nil && resp.StatusCode < 200 { // as the transport skips 1xx
-				resp, err = http.ReadResponse(br, nil)
+				resp, err = http.ReadResponse(br, nil) //nolint:bodyclose // read to its end below
 			}
 			if err != nil {
 				t.Fatal(err)
@@ -89,7 +89,7 @@ func TestUpstreamConnScansEachResponse(t *testing.T) {
 	br := bufio.NewReader(c)
 	for i, want := range []bool{false, true} {
 		_, _ = c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-		resp, err := http.ReadResponse(br, nil)
+		resp, err := http.ReadResponse(br, nil) //nolint:bodyclose // read to its end below
 		if err != nil {
 			t.Fatal(err)
 		}
