@@ -347,6 +347,8 @@ func ServerOptions(cfg *config.Config, log *zap.Logger) proxy.Options {
 
 // Serve builds the server for cfg and serves until ctx ends, then drains.
 func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	// net/http's transport logs through the standard library's global logger.
+	defer proxy.RedirectStdLog(log.Named("stdlog"))()
 	vc, err := openVault(ctx, cfg, log)
 	if err != nil {
 		return err

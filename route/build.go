@@ -170,20 +170,58 @@ func TLSConfig(p string, tc config.TLS, o Options) (*tls.Config, error) {
 	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: tc.ServerName}, nil
 }
 
+// MaxResponseHeaderBytes bounds an upstream's response header block; a
+// larger one fails the round trip (docs/limits.md).
+const MaxResponseHeaderBytes = 64 << 10
+
 func newTransport(tlsConf *tls.Config, rc config.Route) *http.Transport {
 	dialer := &net.Dialer{Timeout: rc.Timeouts.Dial, KeepAlive: 30 * time.Second}
+	handshakeTimeout := rc.Timeouts.Dial
 	return &http.Transport{
-		Proxy:                 nil, // never the environment's proxy
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       tlsConf,
-		TLSHandshakeTimeout:   rc.Timeouts.Dial,
-		ResponseHeaderTimeout: rc.Timeouts.Upstream,
-		ExpectContinueTimeout: time.Second,
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   rc.MaxConnections,
-		MaxConnsPerHost:       rc.MaxConnections,
-		IdleConnTimeout:       90 * time.Second,
-		DisableCompression:    true, // pass bodies through untouched
+		Proxy: nil, // never the environment's proxy
+		// Both dials wrap the connection in upstreamConn, which reads the
+		// decrypted response header blocks: TLS is made here, not by the
+		// transport, for that. HTTP/2 stays off, as with any custom dial.
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return newUpstreamConn(c), nil
+		},
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			conf := tlsConf
+			if conf.ServerName == "" {
+				conf = tlsConf.Clone()
+				conf.ServerName, _, _ = net.SplitHostPort(addr)
+			}
+			tc := tls.Client(c, conf)
+			hctx, cancel := ctx, context.CancelFunc(func() {})
+			if handshakeTimeout > 0 {
+				hctx, cancel = context.WithTimeout(ctx, handshakeTimeout)
+			}
+			err = tc.HandshakeContext(hctx)
+			cancel()
+			if err != nil {
+				c.Close()
+				return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+			}
+			return newUpstreamConn(tc), nil
+		},
+		TLSClientConfig:        tlsConf,
+		TLSHandshakeTimeout:    rc.Timeouts.Dial,
+		ResponseHeaderTimeout:  rc.Timeouts.Upstream,
+		MaxResponseHeaderBytes: MaxResponseHeaderBytes,
+		ExpectContinueTimeout:  time.Second,
+		MaxIdleConns:           0,
+		MaxIdleConnsPerHost:    rc.MaxConnections,
+		MaxConnsPerHost:        rc.MaxConnections,
+		IdleConnTimeout:        90 * time.Second,
+		DisableCompression:     true, // pass bodies through untouched
 	}
 }
 
