@@ -22,8 +22,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tokenproxy/tokenproxy/config"
-	"github.com/tokenproxy/tokenproxy/internal/testlog"
-	"github.com/tokenproxy/tokenproxy/internal/testpki"
+	"github.com/tokenproxy/tokenproxy/testkit/testlog"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 	"github.com/tokenproxy/tokenproxy/metrics"
 	"github.com/tokenproxy/tokenproxy/proxy"
 	"github.com/tokenproxy/tokenproxy/route"
@@ -49,7 +49,7 @@ type hostileUpstream struct {
 	afterTE chan error         // /cl-te: what reading the next request on its connection gave
 }
 
-func newHostileUpstream(t *testing.T, ca *testpki.CA) *hostileUpstream {
+func newHostileUpstream(t *testing.T, ca *pki.CA) *hostileUpstream {
 	t.Helper()
 	sc, err := ca.IssueServer([]string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
 	if err != nil {
@@ -140,7 +140,7 @@ type hostileProxy struct {
 	caBundle string
 }
 
-func newHostileProxy(t *testing.T, ca *testpki.CA, up *hostileUpstream) *hostileProxy {
+func newHostileProxy(t *testing.T, ca *pki.CA, up *hostileUpstream) *hostileProxy {
 	t.Helper()
 	dir := t.TempDir()
 	caFile, icaFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "intercept-ca.pem")
@@ -252,7 +252,7 @@ func runPython(t *testing.T, e entry, path string) pythonResult {
 func TestHostileUpstreamCurlAndPython(t *testing.T) {
 	needTool(t, "curl")
 	needTool(t, "/usr/bin/python3")
-	ca, _ := testpki.NewCA("hostile CA")
+	ca, _ := pki.NewCA("hostile CA")
 	up := newHostileUpstream(t, ca)
 	hp := newHostileProxy(t, ca, up)
 	for _, e := range hp.entries() {
@@ -368,7 +368,7 @@ func TestHostileUpstreamCurlAndPython(t *testing.T) {
 func TestTrickledBodyStreams(t *testing.T) {
 	needTool(t, "curl")
 	needTool(t, "/usr/bin/python3")
-	ca, _ := testpki.NewCA("hostile CA")
+	ca, _ := pki.NewCA("hostile CA")
 	up := newHostileUpstream(t, ca)
 	hp := newHostileProxy(t, ca, up)
 	const py = `
@@ -437,7 +437,7 @@ sys.stdout.write(r.raw.read().decode()); sys.stdout.flush()
 // transport through the standard library's logger: the line is JSON and
 // carries only the start of those bytes.
 func TestUnsolicitedUpstreamBytesLoggedAsJSON(t *testing.T) {
-	ca, _ := testpki.NewCA("hostile CA")
+	ca, _ := pki.NewCA("hostile CA")
 	up := newHostileUpstream(t, ca)
 	hp := newHostileProxy(t, ca, up)
 	defer proxy.RedirectStdLog(hp.log)()
