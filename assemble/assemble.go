@@ -82,7 +82,7 @@ type Assembly struct {
 	setup   Setup
 	oauthM  *metrics.OAuth
 	interM  intercept.Observer // made once: it registers collectors
-	closers []func() error // in opening order; Close runs them backwards
+	closers []func() error     // in opening order; Close runs them backwards
 }
 
 // New returns an Assembly of cfg that holds nothing yet. Open opens every

@@ -6,12 +6,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -204,20 +202,7 @@ func TLSConfig(p string, tc config.TLS, o Options) (*tls.Config, error) {
 }
 
 func newTransport(tlsConf *tls.Config, rc config.Route) *http.Transport {
-	dialer := &net.Dialer{Timeout: rc.Timeouts.Dial, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy:                 nil, // never the environment's proxy
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       tlsConf,
-		TLSHandshakeTimeout:   rc.Timeouts.Dial,
-		ResponseHeaderTimeout: rc.Timeouts.Upstream,
-		ExpectContinueTimeout: time.Second,
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   rc.MaxConnections,
-		MaxConnsPerHost:       rc.MaxConnections,
-		IdleConnTimeout:       90 * time.Second,
-		DisableCompression:    true, // pass bodies through untouched
-	}
+	return route.NewTransport(tlsConf, route.TransportLimits{Dial: rc.Timeouts.Dial, Upstream: rc.Timeouts.Upstream, MaxConnections: rc.MaxConnections})
 }
 
 // loadClientCert loads the route's client certificate and registers its

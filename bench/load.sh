@@ -15,6 +15,8 @@
 #   HOLD=0                                    seconds to keep everything up after the checks, before
 #                                             the load, for manual profiling (ports and pids are printed)
 #   OUT=bench/out                             where results and profiles are written
+#   BASELINE=main                             also build tokenproxy at this git ref and load it as
+#                                             tp-forward-base / tp-local-base, beside tp-forward / tp-local
 #   BENCH_PORT_BASE=28400                     first of the 127.0.0.1 ports used
 set -euo pipefail
 
@@ -32,6 +34,15 @@ TP_ENV=${TP_ENV:-}
 OUT=${OUT:-$ROOT/bench/out}
 BASE=${BENCH_PORT_BASE:-28400}
 TARGETS=${TARGETS:-"direct nginx tp-forward tp-local nginx-log tp-local-log"}
+BASELINE=${BASELINE:-}
+if [[ -n $BASELINE ]]; then # each tokenproxy target gets its baseline twin right after it
+  with_base=""
+  for t in $TARGETS; do
+    with_base+=" $t"
+    [[ $t == tp-forward || $t == tp-local ]] && [[ " $TARGETS " != *" $t-base "* ]] && with_base+=" $t-base"
+  done
+  TARGETS=${with_base# }
+fi
 
 P_API=$((BASE + 1))      # upstream nginx: the mTLS API (client certificate required)
 P_AUTH=$((BASE + 2))     # upstream nginx: the mTLS authorization host
@@ -41,6 +52,9 @@ P_NGX_LOG=$((BASE + 11)) # the same with a JSON access log line per request
 P_TP_PROXY=$((BASE + 20)) # tokenproxy (log.level warn): forward proxy
 P_TP_LOCAL=$((BASE + 21)) # tokenproxy (log.level warn): the route's local port
 P_TP_ADMIN=$((BASE + 22))
+P_TPB_PROXY=$((BASE + 23)) # the BASELINE tokenproxy (log.level warn): forward proxy
+P_TPB_LOCAL=$((BASE + 24))
+P_TPB_ADMIN=$((BASE + 25))
 P_TPL_PROXY=$((BASE + 30)) # tokenproxy (log.level info, a JSON line per request): forward proxy
 P_TPL_LOCAL=$((BASE + 31))
 P_TPL_ADMIN=$((BASE + 32))
@@ -252,6 +266,12 @@ tags=()
 [[ $PROFILE == 1 ]] && tags=(-tags pprof)
 (cd "$ROOT" && go build "${tags[@]}" -o "$WORK/tokenproxy" ./cmd/tokenproxy)
 go build -C "$ROOT" -o "$WORK/idleconns" ./bench/idleconns
+if [[ -n $BASELINE ]]; then
+  log "building tokenproxy at $BASELINE ($(git -C "$ROOT" rev-parse --short "$BASELINE"))"
+  mkdir -p "$WORK/base-src"
+  git -C "$ROOT" archive "$BASELINE" | tar -x -C "$WORK/base-src"
+  (cd "$WORK/base-src" && go build "${tags[@]}" -o "$WORK/tokenproxy-base" ./cmd/tokenproxy) || die "building $BASELINE failed"
+fi
 
 # tp_config LEVEL PROXY_PORT LOCAL_PORT ADMIN_PORT
 tp_config() {
@@ -281,14 +301,15 @@ EOF
 tp_config warn "$P_TP_PROXY" "$P_TP_LOCAL" "$P_TP_ADMIN" >"$WORK/tp.yaml"
 tp_config info "$P_TPL_PROXY" "$P_TPL_LOCAL" "$P_TPL_ADMIN" >"$WORK/tp-info.yaml"
 tp_config warn "$P_MEM_PROXY" "$P_MEM_LOCAL" "$P_MEM_ADMIN" >"$WORK/tp-mem.yaml"
+tp_config warn "$P_TPB_PROXY" "$P_TPB_LOCAL" "$P_TPB_ADMIN" >"$WORK/tp-base.yaml"
 export BENCH_TOKEN_USERNAME=bench BENCH_TOKEN_PASSWORD=bench-password
 
-# start_tp CONFIG LOGFILE [pprof port]: sets STARTED to the pid.
+# start_tp CONFIG LOGFILE [pprof port] [binary]: sets STARTED to the pid.
 start_tp() {
   local extra=()
   [[ -n ${3:-} ]] && extra=("TOKENPROXY_PPROF=127.0.0.1:$3")
   # shellcheck disable=SC2086
-  env $TP_ENV "${extra[@]}" "$WORK/tokenproxy" run --config "$1" >/dev/null 2>"$2" &
+  env $TP_ENV "${extra[@]}" "${4:-$WORK/tokenproxy}" run --config "$1" >/dev/null 2>"$2" &
   STARTED=$!
   PIDS+=("$STARTED")
 }
@@ -298,6 +319,12 @@ start_tp "$WORK/tp.yaml" "$WORK/tp.log" "$([[ $PROFILE == 1 ]] && echo "$P_PPROF
 TP_PID=$STARTED
 start_tp "$WORK/tp-info.yaml" "$WORK/tp-info.log"
 TPL_PID=$STARTED
+TPB_PID=""
+if [[ -n $BASELINE ]]; then
+  log "starting tokenproxy $BASELINE (log.level warn)"
+  start_tp "$WORK/tp-base.yaml" "$WORK/tp-base.log" "" "$WORK/tokenproxy-base"
+  TPB_PID=$STARTED
+fi
 
 # --- checks: every target answers the accounts JSON ---------------------------
 
@@ -305,6 +332,7 @@ wait_http "https://127.0.0.1:$P_DIRECT$PATH_ACCOUNTS" --cacert "$PKI/ca.crt" -H 
 wait_http "http://127.0.0.1:$P_NGX$PATH_ACCOUNTS"
 wait_http "http://127.0.0.1:$P_TP_ADMIN/readyz"
 wait_http "http://127.0.0.1:$P_TPL_ADMIN/readyz"
+[[ -n $BASELINE ]] && wait_http "http://127.0.0.1:$P_TPB_ADMIN/readyz"
 want=$(cat "$WORK/www/accounts.json")
 check() { # name, curl args...
   local name=$1 got; shift
@@ -320,6 +348,10 @@ check tp-forward -x "http://127.0.0.1:$P_TP_PROXY" "http://$API_HOST$PATH_ACCOUN
 check tp-local "http://127.0.0.1:$P_TP_LOCAL$PATH_ACCOUNTS"
 check tp-local-log "http://127.0.0.1:$P_TPL_LOCAL$PATH_ACCOUNTS"
 check tp-forward-log -x "http://127.0.0.1:$P_TPL_PROXY" "http://$API_HOST$PATH_ACCOUNTS"
+if [[ -n $BASELINE ]]; then
+  check tp-forward-base -x "http://127.0.0.1:$P_TPB_PROXY" "http://$API_HOST$PATH_ACCOUNTS"
+  check tp-local-base "http://127.0.0.1:$P_TPB_LOCAL$PATH_ACCOUNTS"
+fi
 
 # --- load ----------------------------------------------------------------------
 
@@ -348,6 +380,8 @@ target() {
     nginx-log)    URL="http://127.0.0.1:$P_NGX_LOG$PATH_ACCOUNTS"; PROC="$NGX_PID $NGX_WORKERS" ;;
     tp-forward)   URL="http://127.0.0.1:$P_TP_PROXY/"; PROC=$TP_PID; ABS="http://$API_HOST$PATH_ACCOUNTS" ;;
     tp-local)     URL="http://127.0.0.1:$P_TP_LOCAL$PATH_ACCOUNTS"; PROC=$TP_PID ;;
+    tp-forward-base) URL="http://127.0.0.1:$P_TPB_PROXY/"; PROC=$TPB_PID; ABS="http://$API_HOST$PATH_ACCOUNTS" ;;
+    tp-local-base) URL="http://127.0.0.1:$P_TPB_LOCAL$PATH_ACCOUNTS"; PROC=$TPB_PID ;;
     tp-forward-log) URL="http://127.0.0.1:$P_TPL_PROXY/"; PROC=$TPL_PID; ABS="http://$API_HOST$PATH_ACCOUNTS" ;;
     tp-local-log) URL="http://127.0.0.1:$P_TPL_LOCAL$PATH_ACCOUNTS"; PROC=$TPL_PID ;;
     *) die "unknown target $1" ;;
@@ -470,6 +504,7 @@ log "go benchmark: cached-token lookup"
   echo "tokenproxy load benchmark  $(date -u +%Y-%m-%dT%H:%MZ)  $(nproc) cores  $(nginx -v 2>&1 | sed 's/.*: //')  $(go version | cut -d' ' -f3)"
   echo "load average (1, 5, 15 min): at start $LOAD_START, after the load $LOAD_END"
   echo "wrk: $ROUNDS rounds x ${DURATION}s per target, interleaved, $CONNS connections, $THREADS threads; medians over rounds"
+  [[ -n $BASELINE ]] && echo "*-base: tokenproxy built at $BASELINE ($(git -C "$ROOT" rev-parse --short "$BASELINE")); the others: the work tree"
   [[ -n $TP_ENV ]] && echo "tokenproxy environment: $TP_ENV"
   echo
   awk -F'\t' -v targets="$TARGETS" '
@@ -508,6 +543,14 @@ log "go benchmark: cached-token lookup"
         printf "  %-13s throughput / %-9s  %5.2f                           >= 0.75\n", t, ref, median(th)
         if (cp != "") printf "  %-13s CPU per req / %-9s %5.2f                           <= 1.5\n", t, ref, median(cp)
         if (lat != "") printf "  %-13s p99 - direct p99          %+6.2f ms                       <= 1 ms\n", t, median(lat)
+      }
+      split("tp-forward tp-local", TB, " ")
+      for (i = 1; i <= 2; i++) {
+        t = TB[i]; b = t "-base"
+        if (!((t, 1) in R) || !((b, 1) in R)) continue
+        th = ""; cp = ""
+        for (r in rounds) { th = th " " R[t, r] / R[b, r]; if (C[b, r] > 0) cp = cp " " C[t, r] / C[b, r] }
+        printf "  %-13s throughput / %-15s %5.2f   CPU per req / %-15s %5.2f\n", t, b, median(th), b, median(cp)
       }
       if ((("nginx", 1) in R) && (("direct", 1) in R)) {
         lat = ""

@@ -21,6 +21,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/internal/version"
 	"github.com/tokenproxy/tokenproxy/metrics"
+	"github.com/tokenproxy/tokenproxy/proxy"
 )
 
 // Exit codes.
@@ -284,6 +285,8 @@ func (e *env) runCommand() *cobra.Command {
 // Serve opens the parts of cfg (assemble.Open), serves them until ctx
 // ends, drains, and releases everything.
 func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	// net/http's transport logs through the standard library's global logger.
+	defer proxy.RedirectStdLog(log.Named("stdlog"))()
 	a, err := assemble.Open(ctx, cfg, assemble.Setup{Log: log, Metrics: metrics.New()})
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: err}

@@ -22,6 +22,7 @@ type Metrics struct {
 	reg *prometheus.Registry
 
 	requests     *prometheus.CounterVec
+	broken       *prometheus.CounterVec
 	upstream     *prometheus.HistogramVec
 	fetches      *prometheus.CounterVec
 	fetchSeconds *prometheus.HistogramVec
@@ -47,6 +48,10 @@ func New() *Metrics {
 		Name: "tokenproxy_requests_total",
 		Help: "Requests answered, by route, HTTP status and tokenproxy error code (\"\" when the answer is the upstream's).",
 	}, []string{"route", "status", "error"})
+	m.broken = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenproxy_upstream_answers_broken_total",
+		Help: "Upstream answers relayed broken, by route and error: upstream_body_broken (the body ended early; the app's connection was aborted), upstream_ambiguous_framing (Content-Length and Transfer-Encoding both set; the connection was closed after it).",
+	}, []string{"route", "error"})
 	m.upstream = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "tokenproxy_upstream_duration_seconds",
 		Help:    "Time from sending a request upstream to its response headers.",
@@ -81,7 +86,7 @@ func New() *Metrics {
 		Name: "tokenproxy_credential_reloads_total",
 		Help: "Credential reload attempts that found new material, by result (success, failure).",
 	}, []string{"route", "credential", "result"})
-	m.reg.MustRegister(m.requests, m.upstream, m.fetches, m.fetchSeconds, m.hits, m.limiterWaits, m.limiterSecs,
+	m.reg.MustRegister(m.requests, m.broken, m.upstream, m.fetches, m.fetchSeconds, m.hits, m.limiterWaits, m.limiterSecs,
 		m.throttled, m.reloads, &expiryCollector{m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -101,6 +106,11 @@ func (m *Metrics) Request(route string, status int, code string, upstream time.D
 	if upstream > 0 {
 		m.upstream.WithLabelValues(route).Observe(upstream.Seconds())
 	}
+}
+
+// UpstreamAnswerBroken implements proxy.BrokenAnswerObserver.
+func (m *Metrics) UpstreamAnswerBroken(route, code string) {
+	m.broken.WithLabelValues(route, code).Inc()
 }
 
 // TokenHit implements tokencache.Observer.

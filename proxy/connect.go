@@ -172,7 +172,7 @@ func (c *connector) tunnelServer(t *intercept.Tunnel, rt *route.Route, caller st
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          zap.NewStdLog(c.s.log.Named("tunnel")),
+		ErrorLog:          StdLog(c.s.log.Named("tunnel")),
 		BaseContext: func(net.Listener) context.Context {
 			return route.WithTunnelCaller(context.Background(), caller)
 		},

@@ -1,12 +1,13 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/problem"
@@ -37,9 +38,19 @@ const (
 	CodeUpstreamTLS        = "upstream_tls_failed"
 	CodeUpstreamDial       = "upstream_unreachable"
 	CodeUpstreamFailed     = "upstream_failed"
-	CodeShuttingDown       = "shutting_down"
-	CodeCallerAuthRequired = route.CodeCallerAuthRequired
-	CodeCallerNotAllowed   = route.CodeCallerNotAllowed
+	// CodeUpstreamHeaderTooLarge: the upstream's response header block
+	// exceeded route.MaxResponseHeaderBytes (a 502).
+	CodeUpstreamHeaderTooLarge = "upstream_header_too_large"
+	// CodeUpstreamBodyBroken is logged, never sent: the upstream's body
+	// ended early (cut, reset) and the app's connection was aborted.
+	CodeUpstreamBodyBroken = "upstream_body_broken"
+	// CodeUpstreamAmbiguousFraming is logged, never sent: the upstream's
+	// answer carried both Content-Length and Transfer-Encoding; it was
+	// framed by Transfer-Encoding and its connection closed.
+	CodeUpstreamAmbiguousFraming = "upstream_ambiguous_framing"
+	CodeShuttingDown             = "shutting_down"
+	CodeCallerAuthRequired       = route.CodeCallerAuthRequired
+	CodeCallerNotAllowed         = route.CodeCallerNotAllowed
 )
 
 // HeaderError names tokenproxy's own error responses.
@@ -90,7 +101,7 @@ func (e *apiError) response(req *http.Request, route string) *http.Response {
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        h,
-		Body:          io.NopCloser(bytes.NewReader(body)),
+		Body:          &wholeBody{b: body},
 		ContentLength: int64(len(body)),
 		Request:       req,
 	}
@@ -118,6 +129,11 @@ func tokenError(err error) *apiError {
 
 // upstreamError maps a failed round trip to the app's answer.
 func upstreamError(err error) *apiError {
+	// net/http's error for MaxResponseHeaderBytes has no type of its own.
+	if strings.Contains(err.Error(), "server response headers exceeded") {
+		return &apiError{Status: http.StatusBadGateway, Code: CodeUpstreamHeaderTooLarge, cause: err,
+			Message: fmt.Sprintf("the upstream's response headers exceeded %d KiB", route.MaxResponseHeaderBytes>>10)}
+	}
 	switch problem.Classify(err) {
 	case problem.Untrusted:
 		return &apiError{Status: http.StatusBadGateway, Code: CodeUpstreamUntrusted, cause: err,
@@ -164,3 +180,18 @@ func deniedError(d *route.Denied) *apiError {
 	}
 	return e
 }
+
+// wholeBody is a body held in memory. Its last read also returns io.EOF, so
+// writeResponse sends it whole, without a flush of its own.
+type wholeBody struct{ b []byte }
+
+func (r *wholeBody) Read(p []byte) (int, error) {
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	if len(r.b) == 0 {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (r *wholeBody) Close() error { return nil }

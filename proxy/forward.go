@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -97,7 +98,13 @@ func (p *pipeline) errorResponse(r *http.Request, e *apiError, route string) *ht
 	return resp
 }
 
-// writeResponse copies resp to w, flushing as data arrives when the upstream streams.
+// writeResponse copies resp to w as its body arrives, whatever its framing:
+// a read that returned data is flushed to the app unless it also returned
+// the end of the body (then net/http sends the answer as the handler
+// returns: a small complete answer costs no extra write). A body that fails
+// before its end (cut, reset) aborts the app's connection without a clean
+// end, as httputil.ReverseProxy does, so that the app sees a broken answer
+// rather than a short complete one; the status and headers are sent first.
 func writeResponse(w http.ResponseWriter, resp *http.Response) {
 	defer resp.Body.Close()
 	h := w.Header()
@@ -113,19 +120,25 @@ func writeResponse(w http.ResponseWriter, resp *http.Response) {
 	buf := bufPool.Get().(*[]byte)
 	defer bufPool.Put(buf)
 	flusher, _ := w.(http.Flusher)
-	stream := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	for {
 		n, err := resp.Body.Read(*buf)
 		if n > 0 {
 			if _, werr := w.Write((*buf)[:n]); werr != nil {
 				return
 			}
-			if stream && flusher != nil {
+			if err == nil && flusher != nil {
 				flusher.Flush()
 			}
 		}
-		if err != nil {
+		if err == io.EOF {
 			break
+		}
+		if err != nil {
+			if flusher != nil {
+				flusher.Flush() // the status and headers, when nothing was sent yet
+			}
+			resp.Body.Close() // logs the answer as broken before the panic unwinds
+			panic(http.ErrAbortHandler)
 		}
 	}
 	for k, v := range resp.Trailer {

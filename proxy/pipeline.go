@@ -19,11 +19,26 @@ type Observer interface {
 	Request(route string, status int, code string, upstream time.Duration)
 }
 
+// BrokenAnswerObserver is an Observer that also counts the upstream answers
+// relayed broken: code is CodeUpstreamBodyBroken (the body ended early) or
+// CodeUpstreamAmbiguousFraming (Content-Length and Transfer-Encoding both
+// set). It must not block.
+type BrokenAnswerObserver interface {
+	UpstreamAnswerBroken(route, code string)
+}
+
 // pipeline serves requests for routes: sanitize, read the body, attach the
 // token, sign, send over the route's transport, retry once on a 401.
 type pipeline struct {
 	log      *zap.Logger
 	observer Observer
+	broken   BrokenAnswerObserver // nil unless observer is one
+}
+
+func newPipeline(log *zap.Logger, o Observer) *pipeline {
+	p := &pipeline{log: log, observer: o}
+	p.broken, _ = o.(BrokenAnswerObserver)
+	return p
 }
 
 // exchange records one request's progress for its log line.
@@ -34,6 +49,7 @@ type exchange struct {
 	requestID string
 	upstream  time.Duration
 	retried   bool
+	ambiguous bool // the upstream's answer had both Content-Length and Transfer-Encoding
 	err       *apiError
 }
 
@@ -141,6 +157,8 @@ func (p *pipeline) send(req *http.Request, rt *route.Route, body []byte, tok *to
 		}
 		return nil, upstreamError(err)
 	}
+	// Marked by the route's connection, which then is not reused.
+	ex.ambiguous = route.TakeAmbiguousFraming(resp.Header)
 	route.RemoveHopHeaders(resp.Header)
 	return resp, nil
 }
@@ -210,8 +228,25 @@ func (b *loggedBody) Close() error {
 	if b.p.observer != nil {
 		b.p.observer.Request(b.ex.route, b.resp.StatusCode, code, b.ex.upstream)
 	}
+	// A relayed answer whose body failed (not because the app left) or
+	// whose framing was ambiguous is a broken answer: a warning, counted.
+	broken := ""
+	if b.rerr != nil && !errors.Is(b.rerr, context.Canceled) {
+		broken = CodeUpstreamBodyBroken
+	}
+	if b.p.broken != nil {
+		if broken != "" {
+			b.p.broken.UpstreamAnswerBroken(b.ex.route, broken)
+		}
+		if b.ex.ambiguous {
+			b.p.broken.UpstreamAnswerBroken(b.ex.route, CodeUpstreamAmbiguousFraming)
+		}
+	}
+	if broken == "" && b.ex.ambiguous {
+		broken = CodeUpstreamAmbiguousFraming
+	}
 	lvl := zapcore.InfoLevel
-	if b.ex.err != nil {
+	if b.ex.err != nil || broken != "" {
 		lvl = zapcore.WarnLevel
 	}
 	// Check first: when the level is disabled the fields, which cost an
@@ -241,8 +276,14 @@ func (b *loggedBody) Close() error {
 	if b.ex.retried {
 		fields = append(fields, zap.Bool("retried_after_401", true))
 	}
-	if b.rerr != nil && !errors.Is(b.rerr, context.Canceled) {
-		fields = append(fields, zap.NamedError("body_error", b.rerr))
+	if broken != "" {
+		fields = append(fields, zap.String("error", broken))
+		if b.ex.ambiguous && broken != CodeUpstreamAmbiguousFraming {
+			fields = append(fields, zap.Bool("ambiguous_framing", true))
+		}
+		if b.rerr != nil {
+			fields = append(fields, zap.NamedError("cause", b.rerr))
+		}
 	}
 	if b.ex.err != nil {
 		fields = append(fields, zap.String("error", b.ex.err.Code))

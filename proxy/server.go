@@ -79,7 +79,7 @@ func New(routes []*route.Route, opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
-	return &Server{log: opts.Log, opts: opts, routes: routes, pipe: &pipeline{log: opts.Log, observer: opts.Observer}}
+	return &Server{log: opts.Log, opts: opts, routes: routes, pipe: newPipeline(opts.Log, opts.Observer)}
 }
 
 // Routes returns the routes served.
@@ -136,7 +136,7 @@ func (s *Server) Listen() error {
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       120 * time.Second,
 			MaxHeaderBytes:    64 << 10,
-			ErrorLog:          zap.NewStdLog(s.log.Named("http")),
+			ErrorLog:          StdLog(s.log.Named("http")),
 		}
 		ln = hardenConns(srv, ln, s.opts.Gateway && name != "admin")
 		s.mu.Lock()

@@ -67,4 +67,3 @@ func TestAllowIdentifiesCallers(t *testing.T) {
 		})
 	}
 }
-
