@@ -75,7 +75,7 @@ func OpenConsents(ctx context.Context, cfg *config.Config, o Options) (*Consents
 		if o.VaultClient == nil {
 			return nil, &problem.FieldError{Path: "consents.store.vault_kv", Err: secret.ErrNoVault}
 		}
-		c.Store = consentstore.NewVault(o.VaultClient.API(), st.VaultKV.Mount, st.VaultKV.Path)
+		c.Store = consentstore.NewVault(o.VaultClient, st.VaultKV.Mount, st.VaultKV.Path)
 	default:
 		return nil, problem.Field("consents.store", "set exactly one of bbolt or vault_kv")
 	}
