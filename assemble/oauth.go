@@ -88,7 +88,7 @@ func openConsents(ctx context.Context, cfg *config.Config, o Options, openBolt f
 		if o.Vault == nil {
 			return nil, &problem.FieldError{Path: "consents.store.vault_kv", Err: secret.ErrNoVault}
 		}
-		c.Store = consentstore.NewVault(o.Vault.API(), st.VaultKV.Mount, st.VaultKV.Path)
+		c.Store = consentstore.NewVault(o.Vault, st.VaultKV.Mount, st.VaultKV.Path)
 	default:
 		return nil, problem.Field("consents.store", "set exactly one of bbolt or vault_kv")
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/signer"
 	"github.com/tokenproxy/tokenproxy/tokencache"
+	"github.com/tokenproxy/tokenproxy/tokenclient"
 )
 
 // buildTokens resolves the token credentials once and returns the route's
@@ -43,7 +44,7 @@ func buildTokens(ctx context.Context, p, route string, t *config.Token, tr *http
 	}
 	u, _ := url.Parse(t.URL)
 	lim := o.pacer(u.Host, t.RateLimit, t.FetchTimeout)
-	src := &tokencache.BasicGet{
+	src := &tokenclient.BasicGet{
 		URL: t.URL, Username: user, Password: pass, DefaultTTL: t.DefaultTTL,
 		Client: &http.Client{
 			Transport:     tr,

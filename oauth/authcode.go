@@ -131,7 +131,7 @@ func (a *AuthCode) lock(k consentstore.Key) *sync.Mutex {
 }
 
 func (a *AuthCode) consentRequired(subject, cause string) error {
-	return &ConsentRequiredError{Subject: subject, Cause: cause}
+	return &tokencache.ConsentRequiredError{Subject: subject, Cause: cause}
 }
 
 // AuthorizeURL is the bank's authorization URL for one consent.

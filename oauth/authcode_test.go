@@ -12,9 +12,9 @@ import (
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
-func asConsentRequired(t *testing.T, err error) *ConsentRequiredError {
+func asConsentRequired(t *testing.T, err error) *tokencache.ConsentRequiredError {
 	t.Helper()
-	var cr *ConsentRequiredError
+	var cr *tokencache.ConsentRequiredError
 	if !errors.As(err, &cr) {
 		t.Fatalf("err = %v, want ConsentRequiredError", err)
 	}

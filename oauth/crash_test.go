@@ -114,7 +114,7 @@ func storeOpener(t *testing.T, srv *vaulttest.Server) func() consentstore.Store 
 	if srv != nil {
 		mount := vaulttest.Unique("consents")
 		srv.Mount(mount, "kv-v2")
-		return func() consentstore.Store { return consentstore.NewVault(srv.Client(), mount, "tokenproxy") }
+		return func() consentstore.Store { return consentstore.NewVault(vaultClient(t, srv), mount, "tokenproxy") }
 	}
 	path := t.TempDir() + "/consents.db"
 	return func() consentstore.Store { return openBolt(t, path) }

@@ -29,7 +29,7 @@ const minValid = 30 * time.Second
 // refresh (compare-and-set on the generation), calls the token endpoint with
 // grant_type=refresh_token, and stores the answer (the new refresh token, or
 // the old one when the bank sent none) before returning the access token.
-// No consent, or invalid_grant, is a *ConsentRequiredError.
+// No consent, or invalid_grant, is a *tokencache.ConsentRequiredError.
 func (a *AuthCode) Fetch(ctx context.Context, key string) (*tokencache.Token, error) {
 	owner, subject := SplitSubjectKey(key)
 	k := consentstore.Key{Route: a.Route(), Owner: owner, Subject: subject}

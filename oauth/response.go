@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -20,10 +19,8 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/tokencache"
+	"github.com/tokenproxy/tokenproxy/tokenclient"
 )
-
-// maxResponse bounds how much of a token endpoint's answer is read.
-const maxResponse = 1 << 20
 
 // Response is a token endpoint's successful answer.
 type Response struct {
@@ -43,13 +40,14 @@ type extraFields struct {
 }
 
 // ParseResponse decodes a token endpoint's JSON answer: the access token by
-// tokencache.ParseResponse (expires_in a number or a numeric string), plus
-// refresh_token, scope and refresh_expires_in. Errors never hold the body.
+// tokenclient.ParseToken (expires_in a number or a numeric string), plus
+// refresh_token, scope and refresh_expires_in (read by the same
+// tokenclient.ParseExpiresIn). Errors never hold the body.
 func ParseResponse(body []byte, now time.Time, defaultTTL time.Duration) (*Response, error) {
-	if len(body) > maxResponse {
+	if len(body) > tokenclient.MaxBody {
 		return nil, errors.New("token response is larger than 1 MiB")
 	}
-	tok, err := tokencache.ParseResponse(body, now, defaultTTL)
+	tok, err := tokenclient.ParseToken(body, now, defaultTTL)
 	if err != nil {
 		return nil, err
 	}
@@ -65,15 +63,10 @@ func ParseResponse(body []byte, now time.Time, defaultTTL time.Duration) (*Respo
 	if len(raw) == 0 {
 		raw = x.RefreshTokenExp
 	}
-	if len(raw) > 0 && string(raw) != "null" {
-		// Reuse the access-token parser's rules for a number-or-string duration.
-		t, err := tokencache.ParseResponse([]byte(`{"access_token":"x","expires_in":`+string(raw)+`}`), now, 0)
-		if err != nil {
-			return nil, errors.New("token response has a refresh_expires_in that is neither a number nor a numeric string")
-		}
-		if t.Expiry.After(now) {
-			r.RefreshExpiry = t.Expiry
-		}
+	if d, _, err := tokenclient.ParseExpiresIn(raw); err != nil {
+		return nil, errors.New("token response has a refresh_expires_in that is neither a number nor a numeric string")
+	} else if d > 0 {
+		r.RefreshExpiry = now.Add(d)
 	}
 	return r, nil
 }
@@ -133,39 +126,32 @@ func hintFor(code string, status int) string {
 // post sends form to endpoint with the route's client (mTLS) and returns the
 // body of a 2xx answer, or an *endpointError.
 func post(ctx context.Context, hc *http.Client, route, endpoint, rawURL string, form url.Values, hdr http.Header, now time.Time) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rawURL, strings.NewReader(form.Encode()))
+	a, err := tokenclient.Do(ctx, hc, tokenclient.Request{Method: http.MethodPost, URL: rawURL, Header: hdr, Form: form})
 	if err != nil {
-		return nil, &endpointError{Route: route, Endpoint: endpoint, Err: errors.New("building the request: bad URL")}
-	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, &endpointError{Route: route, Endpoint: endpoint, Err: scrubURLError(err)}
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
-	if err != nil {
-		return nil, &endpointError{Route: route, Endpoint: endpoint, Status: resp.StatusCode, Err: errors.New("reading the answer failed")}
-	}
-	if resp.StatusCode/100 == 2 {
-		if len(body) > maxResponse {
-			return nil, &endpointError{Route: route, Endpoint: endpoint, Status: resp.StatusCode, Err: errors.New("the answer is larger than 1 MiB")}
+		e := &endpointError{Route: route, Endpoint: endpoint, Err: err}
+		var ce *tokenclient.Error
+		if errors.As(err, &ce) {
+			switch ce.Stage {
+			case tokenclient.Build:
+				e.Err = errors.New("building the request: bad URL")
+			case tokenclient.Send:
+				e.Err = ce.Err
+			case tokenclient.Read:
+				e.Status, e.Err = ce.Status, errors.New("reading the answer failed")
+			}
 		}
-		return body, nil
+		return nil, e
 	}
-	e := &endpointError{Route: route, Endpoint: endpoint, Status: resp.StatusCode}
+	if a.Status/100 == 2 {
+		if a.TooLarge {
+			return nil, &endpointError{Route: route, Endpoint: endpoint, Status: a.Status, Err: errors.New("the answer is larger than 1 MiB")}
+		}
+		return a.Body, nil
+	}
+	e := &endpointError{Route: route, Endpoint: endpoint, Status: a.Status, RetryAfter: a.RetryAfter(now)}
 	var oe oauthError
-	if json.Unmarshal(body, &oe) == nil && isToken(oe.Code) {
+	if json.Unmarshal(a.Body, &oe) == nil && isToken(oe.Code) {
 		e.Code = oe.Code
-	}
-	if resp.StatusCode == http.StatusTooManyRequests {
-		if d, ok := tokencache.ParseRetryAfter(resp.Header.Get("Retry-After"), now); ok {
-			e.RetryAfter = d
-		}
 	}
 	return nil, e
 }
@@ -184,11 +170,20 @@ func isToken(s string) bool {
 	return true
 }
 
-// scrubURLError keeps a transport error's cause but drops the URL.
-func scrubURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+// toFetchError turns a failed endpoint call into what the cache expects: a
+// *tokencache.FetchError wrapping the endpointError, with the Retry-After
+// of a 429 so the cache can back off.
+func (e *endpointError) toFetchError() error {
+	return &tokencache.FetchError{Status: e.Status, Reason: "route " + e.Route + ": " + e.Endpoint + " request failed",
+		Err: e, RetryAfter: RetryAfterOf(e)}
+}
+
+// RetryAfterOf returns the Retry-After the token endpoint sent with a 429
+// (0 when absent or not a 429) for an error returned by a source here.
+func RetryAfterOf(err error) time.Duration {
+	var e *endpointError
+	if errors.As(err, &e) && e.Status == 429 {
+		return e.RetryAfter
 	}
-	return err
+	return 0
 }

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/tokenclient"
 )
 
 func TestParseResponse(t *testing.T) {
@@ -27,7 +29,7 @@ func TestParseResponse(t *testing.T) {
 		{name: "not JSON", body: `<html>oops</html>`, wantErr: true},
 		{name: "bad expires_in", body: `{"access_token":"a","expires_in":"soon"}`, wantErr: true},
 		{name: "bad refresh_expires_in", body: `{"access_token":"a","refresh_expires_in":{}}`, wantErr: true},
-		{name: "huge body", body: `{"access_token":"` + strings.Repeat("x", maxResponse) + `"}`, wantErr: true},
+		{name: "huge body", body: `{"access_token":"` + strings.Repeat("x", tokenclient.MaxBody) + `"}`, wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := ParseResponse([]byte(tc.body), now, 5*time.Minute)

@@ -30,7 +30,7 @@ func Example() {
 	}
 	defer shared.Close()
 
-	var src tokencache.Source // the route's token source, e.g. *tokencache.BasicGet
+	var src tokencache.Source // the route's token source, e.g. *tokenclient.BasicGet
 	maxWait, fetchTimeout := 10*time.Second, 30*time.Second
 	budget := tokencache.Budget{PerMinute: 10, Burst: 2}
 	cache, err := tokencache.New(src, shared.Pacer("auth.example", budget, fetchTimeout), tokencache.Options{

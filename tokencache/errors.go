@@ -58,9 +58,14 @@ func (e *FetchError) Forbidden() bool { return e.Status == 403 }
 // Throttled reports whether the endpoint answered 429 Too Many Requests.
 func (e *FetchError) Throttled() bool { return e.Status == 429 }
 
-// ConsentRequiredError means subject has no usable consent: the customer must
-// authorise (again) before a token can be had. Sources return it; the proxy
-// answers 401 consent_required. Cause is for logs and never holds a secret.
+// ConsentRequiredError means subject has no usable consent: none was given,
+// the bank rejected its refresh token (invalid_grant), or it was revoked. The
+// customer must authorise (again) before a token can be had. Per-subject
+// sources (oauth.AuthCode) return it; the cache logs it at Info and counts it
+// as consent_required; the proxy answers 401 consent_required. It is a fetch
+// outcome, so it lives beside FetchError and the request path recognises it
+// without knowing which source produced it. Cause says which of the three,
+// for the app's error message, and never holds a secret.
 type ConsentRequiredError struct {
 	Subject string
 	Cause   string

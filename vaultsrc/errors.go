@@ -72,13 +72,22 @@ var ErrNotFound = errors.New("not found in Vault")
 // ErrPermissionDenied matches (with errors.Is) a ResponseError with status 403.
 var ErrPermissionDenied = errors.New("permission denied by Vault")
 
-// Is lets errors.Is(err, ErrNotFound) and errors.Is(err, ErrPermissionDenied) work.
+// ErrVersionConflict matches (with errors.Is) Vault's refusal of a KV v2
+// check-and-set write: the secret is no longer at the version the writer
+// read. Vault says so only in its message (status 400), so this is the one
+// place that reads it.
+var ErrVersionConflict = errors.New("vault kv version changed (check-and-set refused)")
+
+// Is lets errors.Is(err, ErrNotFound), errors.Is(err, ErrPermissionDenied)
+// and errors.Is(err, ErrVersionConflict) work.
 func (e *ResponseError) Is(target error) bool {
 	switch target {
 	case ErrNotFound:
 		return e.StatusCode == http.StatusNotFound
 	case ErrPermissionDenied:
 		return e.StatusCode == http.StatusForbidden
+	case ErrVersionConflict:
+		return e.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(e.Messages, " "), "check-and-set")
 	}
 	return false
 }

@@ -103,13 +103,33 @@ func (c *Client) kvCurrentVersion(ctx context.Context, mount, path string) (int,
 	return v, nil
 }
 
+// ReadKV reads the latest version of the KV v2 secret at mount/path and
+// returns its data and version number. A path with no live version (never
+// written, deleted or destroyed) is an error matching ErrNotFound. Unlike
+// ReadField it never answers from memory: state read here must be current.
+func (c *Client) ReadKV(ctx context.Context, mount, path string) (map[string]any, int, error) {
+	return c.readKV(ctx, mount, path, 0)
+}
+
 // WriteKV writes data as a new version of the KV v2 secret at mount/path and
 // returns the version number. It is the seam for state that tokenproxy keeps
 // in Vault (refresh tokens).
 func (c *Client) WriteKV(ctx context.Context, mount, path string, data map[string]any) (int, error) {
+	return c.writeKV(ctx, mount, path, map[string]any{"data": data})
+}
+
+// WriteKVCAS is WriteKV with check-and-set: Vault writes only when the
+// secret's current version is cas (0: only when it does not exist yet), and
+// otherwise refuses with an error matching ErrVersionConflict, so of two
+// writers that read the same version exactly one wins.
+func (c *Client) WriteKVCAS(ctx context.Context, mount, path string, data map[string]any, cas int) (int, error) {
+	return c.writeKV(ctx, mount, path, map[string]any{"data": data, "options": map[string]any{"cas": cas}})
+}
+
+func (c *Client) writeKV(ctx context.Context, mount, path string, body map[string]any) (int, error) {
 	op := fmt.Sprintf("writing vault kv %s/%s", mount, path)
 	s, err := c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
-		return a.Logical().WriteWithContext(ctx, kvPath(mount, "data", path), map[string]any{"data": data})
+		return a.Logical().WriteWithContext(ctx, kvPath(mount, "data", path), body)
 	})
 	if err != nil {
 		return 0, err
@@ -119,6 +139,36 @@ func (c *Client) WriteKV(ctx context.Context, mount, path string, data map[strin
 	}
 	v, _ := jsonInt(s.Data["version"])
 	return v, nil
+}
+
+// ListKV lists the names under mount/path of a KV v2 mount; a folder's name
+// ends in "/". A path with nothing under it gives an empty list.
+func (c *Client) ListKV(ctx context.Context, mount, path string) ([]string, error) {
+	op := fmt.Sprintf("listing vault kv %s/%s", mount, path)
+	s, err := c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
+		return a.Logical().ListWithContext(ctx, kvPath(mount, "metadata", path))
+	})
+	if err != nil || s == nil || s.Data == nil {
+		return nil, err
+	}
+	raw, _ := s.Data["keys"].([]any)
+	out := make([]string, 0, len(raw))
+	for _, k := range raw {
+		if str, ok := k.(string); ok {
+			out = append(out, str)
+		}
+	}
+	return out, nil
+}
+
+// DeleteKV removes the KV v2 secret at mount/path: its metadata and every
+// version. Deleting a path that holds nothing is not an error.
+func (c *Client) DeleteKV(ctx context.Context, mount, path string) error {
+	op := fmt.Sprintf("deleting vault kv %s/%s", mount, path)
+	_, err := c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
+		return a.Logical().DeleteWithContext(ctx, kvPath(mount, "metadata", path))
+	})
+	return err
 }
 
 func kvPath(mount, kind, path string) string {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
 var testKey = bytes.Repeat([]byte{7}, KeySize)
@@ -41,7 +42,24 @@ func vaultOpener(t *testing.T) opener {
 	srv := vaulttest.Start(t)
 	mount := vaulttest.Unique("consents")
 	srv.Mount(mount, "kv-v2")
-	return func(t *testing.T) Store { return NewVault(srv.Client(), mount, "tokenproxy") }
+	return func(t *testing.T) Store { return NewVault(vaultClient(t, srv), mount, "tokenproxy") }
+}
+
+// vaultClient is a vaultsrc client logged in to srv with its root token: the
+// client through which tokenproxy reaches the consent store.
+func vaultClient(t testing.TB, srv *vaulttest.Server, opts ...vaultsrc.Option) *vaultsrc.Client {
+	t.Helper()
+	tok := filepath.Join(t.TempDir(), "vault-token")
+	if err := os.WriteFile(tok, []byte(srv.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := vaultsrc.New(context.Background(), vaultsrc.Config{Address: srv.Addr, Timeout: 5 * time.Second,
+		Auth: vaultsrc.AuthConfig{Method: vaultsrc.MethodToken, Token: &vaultsrc.TokenAuth{File: tok}}}, opts...)
+	if err != nil {
+		t.Fatalf("vault client: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 func TestStores(t *testing.T) {

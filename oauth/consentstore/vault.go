@@ -5,11 +5,24 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/http"
 	"strings"
 
-	"github.com/hashicorp/vault/api"
+	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
+
+// VaultKV is the Vault KV v2 access the Vault store needs. *vaultsrc.Client
+// implements it: every call goes through its circuit breaker, logs in again
+// when Vault refuses a revoked or expired token, and reports an outage as a
+// *vaultsrc.UnavailableError. A missing secret matches vaultsrc.ErrNotFound
+// and a refused check-and-set vaultsrc.ErrVersionConflict.
+type VaultKV interface {
+	ReadKV(ctx context.Context, mount, path string) (map[string]any, int, error)
+	WriteKVCAS(ctx context.Context, mount, path string, data map[string]any, cas int) (int, error)
+	ListKV(ctx context.Context, mount, path string) ([]string, error)
+	DeleteKV(ctx context.Context, mount, path string) error
+}
+
+var _ VaultKV = (*vaultsrc.Client)(nil)
 
 // Vault keeps consents in a Vault KV v2 mount, one secret per consent at
 // <base>/<route>/o<owner>/<subject>. The generation is the KV version and
@@ -17,16 +30,16 @@ import (
 // itself refuses the loser of two concurrent refreshes. Vault encrypts its
 // storage; the values are not sealed again.
 type Vault struct {
-	api   *api.Client
+	kv    VaultKV
 	mount string
 	base  string
 }
 
-// NewVault returns a store on the KV v2 mount, under base. The client must
-// be logged in (the route builder passes the Vault client tokenproxy already
-// uses); it is not closed by Close.
-func NewVault(client *api.Client, mount, base string) *Vault {
-	return &Vault{api: client, mount: strings.Trim(mount, "/"), base: strings.Trim(base, "/")}
+// NewVault returns a store on the KV v2 mount, under base, reached through
+// kv: the Vault client tokenproxy already uses (the composition root passes
+// its *vaultsrc.Client). kv is not closed by Close.
+func NewVault(kv VaultKV, mount, base string) *Vault {
+	return &Vault{kv: kv, mount: strings.Trim(mount, "/"), base: strings.Trim(base, "/")}
 }
 
 func (v *Vault) rel(k Key) string {
@@ -35,18 +48,18 @@ func (v *Vault) rel(k Key) string {
 
 // Get implements Store.
 func (v *Vault) Get(ctx context.Context, k Key) (*Consent, error) {
-	s, err := v.api.KVv2(v.mount).Get(ctx, v.rel(k))
-	if errors.Is(err, api.ErrSecretNotFound) {
+	data, version, err := v.kv.ReadKV(ctx, v.mount, v.rel(k))
+	if errors.Is(err, vaultsrc.ErrNotFound) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading consent for subject %q on route %s from vault kv %s: %w", k.Subject, k.Route, v.mount, err)
 	}
-	rec, _ := s.Data["record"].(string)
-	if rec == "" || s.VersionMetadata == nil {
+	rec, _ := data["record"].(string)
+	if rec == "" {
 		return nil, ErrNotFound
 	}
-	c, err := decodeRecord([]byte(rec), uint64(max(s.VersionMetadata.Version, 0)))
+	c, err := decodeRecord([]byte(rec), uint64(max(version, 0)))
 	if err != nil {
 		return nil, err
 	}
@@ -65,44 +78,36 @@ func (v *Vault) Put(ctx context.Context, c *Consent, expect uint64) (uint64, err
 	if err != nil {
 		return 0, err
 	}
-	s, err := v.api.KVv2(v.mount).Put(ctx, v.rel(c.Key()), map[string]any{"record": string(b)}, api.WithCheckAndSet(int(min(expect, math.MaxInt32))))
+	version, err := v.kv.WriteKVCAS(ctx, v.mount, v.rel(c.Key()), map[string]any{"record": string(b)}, int(min(expect, math.MaxInt32)))
+	if errors.Is(err, vaultsrc.ErrVersionConflict) {
+		return 0, ErrConflict
+	}
 	if err != nil {
-		var re *api.ResponseError
-		if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && strings.Contains(strings.Join(re.Errors, " "), "check-and-set") {
-			return 0, ErrConflict
-		}
 		return 0, fmt.Errorf("writing consent for subject %q on route %s to vault kv %s: %w", c.Subject, c.Route, v.mount, err)
 	}
-	if s == nil || s.VersionMetadata == nil {
+	if version <= 0 {
 		return 0, fmt.Errorf("writing consent for subject %q on route %s: vault gave no version", c.Subject, c.Route)
 	}
-	return uint64(max(s.VersionMetadata.Version, 0)), nil
+	return uint64(version), nil
 }
 
 // Delete implements Store: it removes every version.
 func (v *Vault) Delete(ctx context.Context, k Key) error {
-	if err := v.api.KVv2(v.mount).DeleteMetadata(ctx, v.rel(k)); err != nil {
+	if err := v.kv.DeleteKV(ctx, v.mount, v.rel(k)); err != nil {
 		return fmt.Errorf("deleting consent for subject %q on route %s from vault kv %s: %w", k.Subject, k.Route, v.mount, err)
 	}
 	return nil
 }
 
 func (v *Vault) list(ctx context.Context, rel string) ([]string, error) {
-	s, err := v.api.Logical().ListWithContext(ctx, v.mount+"/metadata/"+rel)
+	keys, err := v.kv.ListKV(ctx, v.mount, rel)
 	if err != nil {
 		return nil, fmt.Errorf("listing vault kv %s/%s: %w", v.mount, rel, err)
 	}
-	if s == nil || s.Data == nil {
-		return nil, nil
+	for i, k := range keys {
+		keys[i] = strings.TrimSuffix(k, "/")
 	}
-	raw, _ := s.Data["keys"].([]any)
-	out := make([]string, 0, len(raw))
-	for _, k := range raw {
-		if str, ok := k.(string); ok {
-			out = append(out, strings.TrimSuffix(str, "/"))
-		}
-	}
-	return out, nil
+	return keys, nil
 }
 
 // List implements Store. It reads every matching consent: meant for the

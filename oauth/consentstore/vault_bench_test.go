@@ -14,7 +14,7 @@ func BenchmarkVaultRefresh(b *testing.B) {
 	srv := vaulttest.Start(b)
 	mount := vaulttest.Unique("consents")
 	srv.Mount(mount, "kv-v2")
-	s := NewVault(srv.Client(), mount, "tokenproxy")
+	s := NewVault(vaultClient(b, srv), mount, "tokenproxy")
 	ctx := context.Background()
 	c := sample("psu-1")
 	gen, err := s.Put(ctx, c, 0)

@@ -1,13 +1,12 @@
-package tokencache
+package tokenclient
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
 )
 
-func TestParseResponse(t *testing.T) {
+func TestParseToken(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
 		name    string
@@ -31,7 +30,7 @@ func TestParseResponse(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tok, err := ParseResponse([]byte(tc.body), now, 42*time.Second)
+			tok, err := ParseToken([]byte(tc.body), now, 42*time.Second)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want %q", err, tc.wantErr)
@@ -48,15 +47,6 @@ func TestParseResponse(t *testing.T) {
 				t.Fatalf("type %q header %q", tok.Type, tok.Header)
 			}
 		})
-	}
-}
-
-func TestTokenDoesNotPrint(t *testing.T) {
-	tok := &Token{Value: "supersecret", Header: "Bearer supersecret"}
-	for _, s := range []string{tok.String(), fmt.Sprintf("%v %s %+v", tok, tok, tok)} {
-		if strings.Contains(s, "supersecret") {
-			t.Fatalf("token printed: %q", s)
-		}
 	}
 }
 
@@ -86,7 +76,7 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 }
 
-func FuzzParseResponse(f *testing.F) {
+func FuzzParseToken(f *testing.F) {
 	for _, s := range []string{
 		`{"access_token":"abc","expires_in":"300","token_type":"Bearer"}`,
 		`{"access_token":"abc","expires_in":3600}`,
@@ -98,7 +88,7 @@ func FuzzParseResponse(f *testing.F) {
 	}
 	now := time.Unix(0, 0)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		tok, err := ParseResponse(body, now, time.Minute)
+		tok, err := ParseToken(body, now, time.Minute)
 		if err != nil {
 			if strings.Contains(err.Error(), string(body)) && len(body) > 8 {
 				t.Fatalf("error echoes the body: %v", err)

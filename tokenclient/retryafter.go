@@ -1,4 +1,4 @@
-package tokencache
+package tokenclient
 
 import (
 	"net/http"
