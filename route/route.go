@@ -97,13 +97,13 @@ func (r *Route) SetAllow(p *AllowPolicy) { r.allow = p }
 type TokenKind int
 
 const (
-	// TokenNone: the route attaches no token.
+	// TokenNone is a route that attaches no token.
 	TokenNone TokenKind = iota
-	// TokenBasicGet: one token for the route from Banking Circle's GET flow.
+	// TokenBasicGet is one token for the route from Banking Circle's GET flow.
 	TokenBasicGet
-	// TokenClientCredentials: one token for the route from an OAuth2 client credentials grant.
+	// TokenClientCredentials is one token for the route from an OAuth2 client credentials grant.
 	TokenClientCredentials
-	// TokenPerCustomer: a token per customer (subject) from the consent the
+	// TokenPerCustomer is a token per customer (subject) from the consent the
 	// customer gave (OAuth2 authorization code and refresh).
 	TokenPerCustomer
 )
