@@ -47,14 +47,15 @@ func (l *Leaves) Open(connectHost string, allow Allow) (*Tunnel, error) {
 // *RefusedError (ReasonNotTLS) and counted; so is a ClientHello for another
 // server name (ReasonSNIMismatch). Neither error carries the bytes received.
 // Other failures (the app gave up, a TLS alert) are returned as they are.
-// On any error conn is closed.
+// On an error conn is left open: the caller records the refusal first and
+// then closes it, so the app sees the end only once the refusal is counted
+// and logged.
 func (t *Tunnel) Handshake(ctx context.Context, conn net.Conn) (*tls.Conn, error) {
 	tc := tls.Server(conn, t.TLSConfig())
 	err := tc.HandshakeContext(ctx)
 	if err == nil {
 		return tc, nil
 	}
-	tc.Close()
 	// crypto/tls reports a first record that is not a TLS handshake record
 	// as a RecordHeaderError, before it reads any further.
 	if _, ok := errors.AsType[tls.RecordHeaderError](err); ok {

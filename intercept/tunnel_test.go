@@ -56,6 +56,7 @@ func TestTunnelHandshake(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			tc2, err := tun.Handshake(ctx, srv)
+			defer srv.Close()
 			if tc.reason == "" {
 				if err != nil {
 					t.Fatalf("Handshake: %v", err)

@@ -139,6 +139,7 @@ func (c *connector) serveTunnel(inner *http.Server, ln *oneConnListener, t *inte
 		} else {
 			log.Debug("CONNECT tunnel: the app's TLS handshake failed", zap.Error(err))
 		}
+		conn.Close()
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
