@@ -338,6 +338,10 @@ func (emptyStore) Delete(context.Context, consentstore.Key) error { return errPr
 func (emptyStore) List(context.Context, consentstore.Filter) ([]*consentstore.Consent, error) {
 	return nil, nil
 }
+func (emptyStore) PutPending(context.Context, *consentstore.Pending) error { return errProbeOnly }
+func (emptyStore) TakePending(context.Context, string) (*consentstore.Pending, error) {
+	return nil, consentstore.ErrNotFound
+}
 func (emptyStore) Close() error { return nil }
 
 // pacedTransport spends the authorization host's budget on each request

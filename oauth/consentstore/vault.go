@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
@@ -33,6 +36,11 @@ type Vault struct {
 	kv    VaultKV
 	mount string
 	base  string
+	// now is the clock of started consents' expiry (SetClock); nil: time.Now.
+	now func() time.Time
+
+	sweepMu sync.Mutex
+	swept   time.Time // when PutPending last swept expired started consents
 }
 
 // NewVault returns a store on the KV v2 mount, under base, reached through
@@ -119,6 +127,7 @@ func (v *Vault) List(ctx context.Context, f Filter) ([]*Consent, error) {
 		if routes, err = v.list(ctx, v.base); err != nil {
 			return nil, err
 		}
+		routes = slices.DeleteFunc(routes, func(r string) bool { return r == pendingDir })
 	}
 	var out []*Consent
 	for _, r := range routes {
