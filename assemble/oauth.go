@@ -123,7 +123,7 @@ func (c *Consents) Sources() []*oauth.AuthCode {
 // APIConfig is the consent API's configuration for the built sources;
 // the caller adds Authenticate and Log.
 func (c *Consents) APIConfig() oauth.APIConfig {
-	return oauth.APIConfig{Routes: c.Sources(), CallbackURL: c.cfg.CallbackURL, ReturnURLs: c.cfg.ReturnURLs, StateTTL: c.cfg.StateTTL}
+	return oauth.APIConfig{Routes: c.Sources(), Store: c.Store, CallbackURL: c.cfg.CallbackURL, ReturnURLs: c.cfg.ReturnURLs, StateTTL: c.cfg.StateTTL}
 }
 
 // Census runs until ctx ends, handing report a census of the store every
