@@ -37,6 +37,9 @@ var ErrPendingFull = errors.New("too many started consents are waiting for their
 // MaxPending bounds the started consents a bbolt store keeps waiting.
 const MaxPending = 10000
 
+// maxPending is MaxPending; tests lower it.
+var maxPending = MaxPending
+
 // pendingRecord is the stored form of a Pending: the state itself is not
 // kept, only its hash names the record.
 type pendingRecord struct {
@@ -130,7 +133,7 @@ func (b *Bolt) PutPending(_ context.Context, p *Pending) error {
 		if bk.Get(key) != nil {
 			return errors.New("that state is already in use")
 		}
-		if live >= MaxPending {
+		if live >= maxPending {
 			return ErrPendingFull
 		}
 		exp := binary.BigEndian.AppendUint64(nil, uint64(p.Expires.UnixNano())) //nolint:gosec // G115: a Unix time in nanoseconds
