@@ -30,8 +30,9 @@ var _ VaultKV = (*vaultsrc.Client)(nil)
 // Vault keeps consents in a Vault KV v2 mount, one secret per consent at
 // <base>/<route>/o<owner>/<subject>. The generation is the KV version and
 // every Put is a check-and-set write (cas = expected version), so Vault
-// itself refuses the loser of two concurrent refreshes. Vault encrypts its
-// storage; the values are not sealed again.
+// itself refuses the loser of two concurrent refreshes. Started consents
+// (PutPending) live beside them at <base>/_pending/<hash of the state>.
+// Vault encrypts its storage; the values are not sealed again.
 type Vault struct {
 	kv    VaultKV
 	mount string
