@@ -50,7 +50,7 @@ func TestOAuthConsentsAcrossThreeReplicas(t *testing.T) {
 	var backends []*url.URL
 	var next atomic.Uint64
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		i := int(next.Add(1)-1) % len(backends)
+		i := int((next.Add(1) - 1) % uint64(len(backends))) //nolint:gosec // G115: below 3
 		w.Header().Set("X-Test-Replica", strconv.Itoa(i))
 		httputil.NewSingleHostReverseProxy(backends[i]).ServeHTTP(w, r)
 	}))

@@ -30,8 +30,8 @@ func (p Pending) String() string {
 // GoString is String, for %#v.
 func (p Pending) GoString() string { return p.String() }
 
-// ErrPendingFull: the store holds as many started consents as it accepts;
-// PutPending refuses more until some are taken or expire.
+// ErrPendingFull means the store holds as many started consents as it
+// accepts; PutPending refuses more until some are taken or expire.
 var ErrPendingFull = errors.New("too many started consents are waiting for their customer")
 
 // MaxPending bounds the started consents a bbolt store keeps waiting.
@@ -136,7 +136,7 @@ func (b *Bolt) PutPending(_ context.Context, p *Pending) error {
 		if live >= maxPending {
 			return ErrPendingFull
 		}
-		exp := binary.BigEndian.AppendUint64(nil, uint64(p.Expires.UnixNano())) //nolint:gosec // G115: a Unix time in nanoseconds
+		exp := binary.BigEndian.AppendUint64(nil, uint64(p.Expires.UnixNano()))
 		return bk.Put(key, append(exp, b.seal.seal(plain, append(append(pendingAAD, key...), exp...))...))
 	})
 	if err != nil {
