@@ -123,7 +123,7 @@ func (c *Consents) Sources() []*oauth.AuthCode {
 // APIConfig is the consent API's configuration for the built sources;
 // the caller adds Authenticate and Log.
 func (c *Consents) APIConfig() oauth.APIConfig {
-	return oauth.APIConfig{Routes: c.Sources(), CallbackURL: c.cfg.CallbackURL, ReturnURLs: c.cfg.ReturnURLs, StateTTL: c.cfg.StateTTL}
+	return oauth.APIConfig{Routes: c.Sources(), Store: c.Store, CallbackURL: c.cfg.CallbackURL, ReturnURLs: c.cfg.ReturnURLs, StateTTL: c.cfg.StateTTL}
 }
 
 // Census runs until ctx ends, handing report a census of the store every
@@ -337,6 +337,10 @@ func (emptyStore) Put(context.Context, *consentstore.Consent, uint64) (uint64, e
 func (emptyStore) Delete(context.Context, consentstore.Key) error { return errProbeOnly }
 func (emptyStore) List(context.Context, consentstore.Filter) ([]*consentstore.Consent, error) {
 	return nil, nil
+}
+func (emptyStore) PutPending(context.Context, *consentstore.Pending) error { return errProbeOnly }
+func (emptyStore) TakePending(context.Context, string) (*consentstore.Pending, error) {
+	return nil, consentstore.ErrNotFound
 }
 func (emptyStore) Close() error { return nil }
 

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
@@ -23,6 +22,10 @@ import (
 type APIConfig struct {
 	// Routes are the authorization-code routes the API serves, by name.
 	Routes []*AuthCode
+	// Store keeps started consents until the customer returns: the consent
+	// store every replica shares, so that a consent started on one replica
+	// completes on another (default: the first route's store).
+	Store consentstore.Store
 	// Authenticate names the caller of a request, exactly as the proxy does
 	// (gateway callers; "" in sidecar mode). An error is answered 401.
 	Authenticate func(r *http.Request) (caller string, err error)
@@ -60,24 +63,7 @@ type API struct {
 	cfg    APIConfig
 	routes map[string]*AuthCode
 	mux    *http.ServeMux
-
-	mu      sync.Mutex
-	pending map[string]*pendingConsent // by state
 }
-
-// pendingConsent is a started consent awaiting the customer, kept server side.
-type pendingConsent struct {
-	route       *AuthCode
-	owner       string
-	subject     string
-	verifier    string
-	redirectURI string // what the bank redirects to; the code exchange repeats it
-	returnURL   string // "" when the app exchanges the code itself
-	expires     time.Time
-}
-
-// maxPending bounds the started consents held in memory.
-const maxPending = 10000
 
 // NewAPI returns the consent API.
 func NewAPI(cfg APIConfig) (*API, error) {
@@ -96,7 +82,10 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	a := &API{cfg: cfg, routes: map[string]*AuthCode{}, mux: http.NewServeMux(), pending: map[string]*pendingConsent{}}
+	if cfg.Store == nil && len(cfg.Routes) > 0 {
+		cfg.Store = cfg.Routes[0].cfg.Store
+	}
+	a := &API{cfg: cfg, routes: map[string]*AuthCode{}, mux: http.NewServeMux()}
 	for _, r := range cfg.Routes {
 		a.routes[r.Route()] = r
 	}
@@ -184,37 +173,41 @@ func (a *API) start(w http.ResponseWriter, r *http.Request, caller string, route
 			return
 		}
 	}
-	p := &pendingConsent{route: route, owner: caller, subject: r.PathValue("subject"), redirectURI: a.cfg.CallbackURL,
-		expires: a.cfg.Now().Add(a.cfg.StateTTL)}
+	p := &consentstore.Pending{Route: route.Route(), Owner: caller, Subject: r.PathValue("subject"), RedirectURI: a.cfg.CallbackURL,
+		Expires: a.cfg.Now().Add(a.cfg.StateTTL)}
 	switch {
 	case req.RedirectURI != "":
 		if u, err := url.Parse(req.RedirectURI); err != nil || u.Host == "" {
 			writeErr(w, http.StatusBadRequest, "bad_request", "redirect_uri must be an absolute URL", route.Route())
 			return
 		}
-		p.redirectURI = req.RedirectURI
+		p.RedirectURI = req.RedirectURI
 	case req.ReturnURL != "":
 		if !contains(a.cfg.ReturnURLs, req.ReturnURL) {
 			writeErr(w, http.StatusBadRequest, "bad_request", "return_url is not one of the configured return URLs", route.Route())
 			return
 		}
-		p.returnURL = req.ReturnURL
+		p.ReturnURL = req.ReturnURL
 	case len(a.cfg.ReturnURLs) > 0:
-		p.returnURL = a.cfg.ReturnURLs[0]
+		p.ReturnURL = a.cfg.ReturnURLs[0]
 	}
 	challenge := ""
 	if route.PKCE() {
-		p.verifier = randomString()
-		sum := sha256.Sum256([]byte(p.verifier))
+		p.Verifier = randomString()
+		sum := sha256.Sum256([]byte(p.Verifier))
 		challenge = base64.RawURLEncoding.EncodeToString(sum[:])
 	}
-	state := randomString()
-	if !a.addPending(state, p) {
+	p.State = randomString()
+	if err := a.putPending(r.Context(), p); errors.Is(err, consentstore.ErrPendingFull) {
 		writeErr(w, http.StatusServiceUnavailable, "too_many_pending", "too many consents are waiting for their customer; retry later", route.Route())
 		return
+	} else if err != nil {
+		a.cfg.Log.Warn("storing a started consent failed", zap.String("route", route.Route()), zap.String("subject", p.Subject), zap.Error(err))
+		writeErr(w, http.StatusServiceUnavailable, "store_unavailable", "the consent store could not be written", route.Route())
+		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"authorize_url": route.AuthorizeURL(state, challenge, p.redirectURI),
-		"state": state, "expires_at": p.expires.UTC(), "route": route.Route(), "subject": p.subject})
+	writeJSON(w, http.StatusCreated, map[string]any{"authorize_url": route.AuthorizeURL(p.State, challenge, p.RedirectURI),
+		"state": p.State, "expires_at": p.Expires.UTC(), "route": route.Route(), "subject": p.Subject})
 }
 
 func contains(list []string, s string) bool {
@@ -226,58 +219,66 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func (a *API) addPending(state string, p *pendingConsent) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	now := a.cfg.Now()
-	for s, x := range a.pending {
-		if !now.Before(x.expires) {
-			delete(a.pending, s)
-		}
+// errNoStore: the API serves no route, so it has no store for started consents.
+var errNoStore = errors.New("the consent API has no consent store")
+
+func (a *API) putPending(ctx context.Context, p *consentstore.Pending) error {
+	if a.cfg.Store == nil {
+		return errNoStore
 	}
-	if len(a.pending) >= maxPending {
-		return false
-	}
-	a.pending[state] = p
-	return true
+	return a.cfg.Store.PutPending(ctx, p)
 }
 
-// takePending removes and returns the pending consent for state: single use.
-func (a *API) takePending(state string) *pendingConsent {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	p := a.pending[state]
-	delete(a.pending, state)
-	if p == nil || !a.cfg.Now().Before(p.expires) {
-		return nil
+// takePending removes and returns the started consent for state from the
+// shared store: single use across every replica. It answers nil, nil when
+// the state is unknown, used or expired, and the route it was started on.
+func (a *API) takePending(ctx context.Context, state string) (*consentstore.Pending, *AuthCode, error) {
+	if state == "" || a.cfg.Store == nil {
+		return nil, nil, nil
 	}
-	return p
+	p, err := a.cfg.Store.TakePending(ctx, state)
+	if errors.Is(err, consentstore.ErrNotFound) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	route := a.routes[p.Route]
+	if route == nil || !a.cfg.Now().Before(p.Expires) {
+		return nil, nil, nil
+	}
+	return p, route, nil
 }
 
 // callback is where the bank sends the customer's browser. It needs no
 // caller: the state, kept server side, says whose consent this is.
 func (a *API) callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	p := a.takePending(q.Get("state"))
-	if p == nil || p.returnURL == "" && p.redirectURI != a.cfg.CallbackURL {
+	p, route, err := a.takePending(r.Context(), q.Get("state"))
+	if err != nil {
+		a.cfg.Log.Warn("reading a started consent failed", zap.Error(err))
+		writeErr(w, http.StatusServiceUnavailable, "store_unavailable", "the consent store could not be read", "")
+		return
+	}
+	if p == nil || p.ReturnURL == "" && p.RedirectURI != a.cfg.CallbackURL {
 		writeErr(w, http.StatusBadRequest, "invalid_state", "unknown, used or expired state; start the consent again", "")
 		return
 	}
-	result := url.Values{"route": {p.route.Route()}, "subject": {p.subject}}
+	result := url.Values{"route": {route.Route()}, "subject": {p.Subject}}
 	if e := q.Get("error"); e != "" {
 		result.Set("error", safeCode(e))
-	} else if _, err := p.route.Exchange(r.Context(), p.owner, p.subject, q.Get("code"), p.verifier, p.redirectURI); err != nil {
-		a.cfg.Log.Warn("consent code exchange failed", zap.String("route", p.route.Route()), zap.String("subject", p.subject), zap.Error(err))
+	} else if _, err := route.Exchange(r.Context(), p.Owner, p.Subject, q.Get("code"), p.Verifier, p.RedirectURI); err != nil {
+		a.cfg.Log.Warn("consent code exchange failed", zap.String("route", route.Route()), zap.String("subject", p.Subject), zap.Error(err))
 		result.Set("error", "exchange_failed")
 	} else {
 		result.Set("status", "active")
-		a.noteStored(p.route)
+		a.noteStored(route)
 	}
-	if p.returnURL == "" {
+	if p.ReturnURL == "" {
 		writeJSON(w, http.StatusOK, flatten(result))
 		return
 	}
-	u, _ := url.Parse(p.returnURL)
+	u, _ := url.Parse(p.ReturnURL)
 	qq := u.Query()
 	for k, v := range result {
 		qq[k] = v
@@ -318,21 +319,27 @@ func (a *API) exchange(w http.ResponseWriter, r *http.Request, caller string, ro
 		writeErr(w, http.StatusBadRequest, "bad_request", "the body must be a JSON object with code and state", route.Route())
 		return
 	}
-	a.mu.Lock()
-	p := a.pending[req.State]
-	mine := p != nil && p.owner == caller && p.route == route && p.subject == r.PathValue("subject")
-	a.mu.Unlock()
-	if !mine {
-		writeErr(w, http.StatusBadRequest, "invalid_state", "unknown, used or expired state; start the consent again", route.Route())
-		return
-	}
-	if p = a.takePending(req.State); p == nil {
-		writeErr(w, http.StatusBadRequest, "invalid_state", "unknown, used or expired state; start the consent again", route.Route())
-		return
-	}
-	c, err := route.Exchange(r.Context(), caller, p.subject, req.Code, p.verifier, p.redirectURI)
+	p, started, err := a.takePending(r.Context(), req.State)
 	if err != nil {
-		a.cfg.Log.Warn("consent code exchange failed", zap.String("route", route.Route()), zap.String("subject", p.subject), zap.Error(err))
+		a.cfg.Log.Warn("reading a started consent failed", zap.String("route", route.Route()), zap.Error(err))
+		writeErr(w, http.StatusServiceUnavailable, "store_unavailable", "the consent store could not be read", route.Route())
+		return
+	}
+	if p != nil && (p.Owner != caller || started != route || p.Subject != r.PathValue("subject")) {
+		// Another caller's (or subject's) state: it stays usable by its
+		// owner, so put it back.
+		if err := a.cfg.Store.PutPending(r.Context(), p); err != nil {
+			a.cfg.Log.Warn("restoring a started consent failed", zap.String("route", p.Route), zap.String("subject", p.Subject), zap.Error(err))
+		}
+		p = nil
+	}
+	if p == nil {
+		writeErr(w, http.StatusBadRequest, "invalid_state", "unknown, used or expired state; start the consent again", route.Route())
+		return
+	}
+	c, err := route.Exchange(r.Context(), caller, p.Subject, req.Code, p.Verifier, p.RedirectURI)
+	if err != nil {
+		a.cfg.Log.Warn("consent code exchange failed", zap.String("route", route.Route()), zap.String("subject", p.Subject), zap.Error(err))
 		writeErr(w, http.StatusBadGateway, "exchange_failed", err.Error(), route.Route())
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
 	"github.com/tokenproxy/tokenproxy/testkit/testlog"
 )
 
@@ -28,6 +29,7 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	t.Helper()
 	e := newEnv(t, true)
 	store, _ := tempBolt(t)
+	store.(*consentstore.Bolt).SetClock(e.clk.Now) // started consents expire on the test's clock
 	route := e.authCode(t, store, nil, nil)
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(mux)

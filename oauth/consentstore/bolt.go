@@ -37,6 +37,8 @@ type Bolt struct {
 	path string
 	// copyPath is the temporary copy a snapshot reads; "" for the file itself.
 	copyPath string
+	// now is the clock of started consents' expiry (SetClock); nil: time.Now.
+	now func() time.Time
 }
 
 // lockTimeout is how long OpenBolt waits for another process to release

@@ -104,6 +104,12 @@ type Store interface {
 	Delete(ctx context.Context, k Key) error
 	// List returns the consents f selects, in no particular order.
 	List(ctx context.Context, f Filter) ([]*Consent, error)
+	// PutPending keeps a started consent until the customer returns, for
+	// every process that shares the store.
+	PutPending(ctx context.Context, p *Pending) error
+	// TakePending returns the started consent for state and atomically
+	// removes it, so that it is used once across every process.
+	TakePending(ctx context.Context, state string) (*Pending, error) // atomically removes it; ErrNotFound when unknown, taken or expired
 	// Close releases the store.
 	Close() error
 }

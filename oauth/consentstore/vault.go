@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
@@ -27,12 +30,18 @@ var _ VaultKV = (*vaultsrc.Client)(nil)
 // Vault keeps consents in a Vault KV v2 mount, one secret per consent at
 // <base>/<route>/o<owner>/<subject>. The generation is the KV version and
 // every Put is a check-and-set write (cas = expected version), so Vault
-// itself refuses the loser of two concurrent refreshes. Vault encrypts its
-// storage; the values are not sealed again.
+// itself refuses the loser of two concurrent refreshes. Started consents
+// (PutPending) live beside them at <base>/_pending/<hash of the state>.
+// Vault encrypts its storage; the values are not sealed again.
 type Vault struct {
 	kv    VaultKV
 	mount string
 	base  string
+	// now is the clock of started consents' expiry (SetClock); nil: time.Now.
+	now func() time.Time
+
+	sweepMu sync.Mutex
+	swept   time.Time // when PutPending last swept expired started consents
 }
 
 // NewVault returns a store on the KV v2 mount, under base, reached through
@@ -119,6 +128,7 @@ func (v *Vault) List(ctx context.Context, f Filter) ([]*Consent, error) {
 		if routes, err = v.list(ctx, v.base); err != nil {
 			return nil, err
 		}
+		routes = slices.DeleteFunc(routes, func(r string) bool { return r == pendingDir })
 	}
 	var out []*Consent
 	for _, r := range routes {
