@@ -112,7 +112,7 @@ func (c PostgresConfig) poolConfig() (*pgxpool.Config, error) {
 	if cc.RuntimeParams["application_name"] == "" {
 		cc.RuntimeParams["application_name"] = "tokenproxy"
 	}
-	pc.MaxConns = int32(min(max(c.MaxConns, 0), 1000)) //nolint:gosec // G115: bounded above
+	pc.MaxConns = int32(min(max(c.MaxConns, 0), 1000))
 	if pc.MaxConns == 0 {
 		pc.MaxConns = 10
 	}
@@ -381,7 +381,7 @@ func (p *Postgres) Put(ctx context.Context, c *Consent, expect uint64) (uint64, 
 	} else {
 		tag, err = p.pool.Exec(ctx, `UPDATE consents SET generation = $5, value = $4, updated = now()
 			WHERE route = $1 AND owner = $2 AND subject = $3 AND generation = $6`,
-			k.Route, k.Owner, k.Subject, val, int64(gen), int64(expect)) //nolint:gosec // G115: bounded above
+			k.Route, k.Owner, k.Subject, val, int64(gen), int64(expect))
 	}
 	if err != nil {
 		return 0, fmt.Errorf("writing consent for subject %q on route %s: %w", c.Subject, c.Route, err)

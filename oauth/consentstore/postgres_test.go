@@ -106,7 +106,7 @@ func TestPostgresDumpHoldsNoToken(t *testing.T) {
 		Expires: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	dump, err := exec.Command(pgtest.BinDir()+"/pg_dump", "--data-only", srv.DSN(cfg.Database)).Output() //nolint:gosec // G204: test
+	dump, err := exec.Command(pgtest.BinDir()+"/pg_dump", "--data-only", srv.DSN(cfg.Database)).Output()
 	if err != nil {
 		t.Fatalf("pg_dump: %v", err)
 	}

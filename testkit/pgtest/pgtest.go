@@ -191,7 +191,7 @@ func (s *Server) Restart() {
 		return
 	}
 	logf := filepath.Join(s.dir, "postgres.log")
-	lf, err := os.OpenFile(logf, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	lf, err := os.OpenFile(logf, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) //nolint:gosec // G304: the log in the server's own temporary directory
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func (s *Server) Restart() {
 	for time.Now().Before(deadline) {
 		select {
 		case <-s.done:
-			log, _ := os.ReadFile(logf)
+			log, _ := os.ReadFile(logf) //nolint:gosec // G304: the server's own log
 			s.cmd = nil
 			s.t.Fatalf("postgres exited at start-up: %v\n%s", waitErr, log)
 		default:
@@ -219,7 +219,7 @@ func (s *Server) Restart() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	log, _ := os.ReadFile(logf)
+	log, _ := os.ReadFile(logf) //nolint:gosec // G304: the server's own log
 	s.t.Fatalf("postgres did not accept connections on %s:%d:\n%s", s.Host(), s.port, log)
 }
 
