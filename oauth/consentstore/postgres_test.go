@@ -183,3 +183,27 @@ func TestPostgresPending(t *testing.T) {
 		t.Fatalf("expired state: %v; want ErrNotFound", err)
 	}
 }
+
+// TestPostgresCommitsWaitForTheFlush: the store's connections commit with
+// synchronous_commit on even where the database's default is off.
+func TestPostgresCommitsWaitForTheFlush(t *testing.T) {
+	srv := pgtest.Start(t)
+	ctx := context.Background()
+	cfg := pgConfig(srv, srv.NewDatabase(t))
+	s, err := OpenPostgres(ctx, cfg, testKey, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, "ALTER DATABASE "+cfg.Database+" SET synchronous_commit = off"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = OpenPostgres(ctx, cfg, testKey, false); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var v string
+	if err := s.pool.QueryRow(ctx, "SHOW synchronous_commit").Scan(&v); err != nil || v != "on" {
+		t.Fatalf("synchronous_commit = %q, %v; want on", v, err)
+	}
+}
