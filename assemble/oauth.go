@@ -41,7 +41,8 @@ type Consents struct {
 // OpenConsents opens the consent store of cfg's consents: block; nil (and
 // no error) when the configuration has none. A missing secret, a key of the
 // wrong length or a key other than the store's is an error naming
-// consents.store.bbolt.key (never the key).
+// consents.store.bbolt.key or consents.store.postgres.key (never the key);
+// Postgres's refusals name the field to fix (openPostgresConsents).
 func OpenConsents(ctx context.Context, cfg *config.Config, o Options) (*Consents, error) {
 	return openConsents(ctx, cfg, o, consentstore.OpenBolt)
 }
@@ -84,13 +85,19 @@ func openConsents(ctx context.Context, cfg *config.Config, o Options, openBolt f
 			return nil, &problem.FieldError{Path: "consents.store.bbolt.path", Err: err}
 		}
 		c.Store = b
+	case st.Postgres != nil:
+		pg, err := openPostgresConsents(ctx, st.Postgres, o)
+		if err != nil {
+			return nil, err
+		}
+		c.Store = pg
 	case st.VaultKV != nil:
 		if o.Vault == nil {
 			return nil, &problem.FieldError{Path: "consents.store.vault_kv", Err: secret.ErrNoVault}
 		}
 		c.Store = consentstore.NewVault(o.Vault, st.VaultKV.Mount, st.VaultKV.Path)
 	default:
-		return nil, problem.Field("consents.store", "set exactly one of bbolt or vault_kv")
+		return nil, problem.Field("consents.store", "set exactly one of bbolt, vault_kv or postgres")
 	}
 	return c, nil
 }

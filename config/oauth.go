@@ -94,8 +94,57 @@ type Consents struct {
 
 // ConsentStore says where consents are kept: exactly one of its blocks.
 type ConsentStore struct {
-	Bbolt   *BoltStore    `yaml:"bbolt"`
-	VaultKV *VaultKVStore `yaml:"vault_kv"`
+	Bbolt    *BoltStore     `yaml:"bbolt"`
+	VaultKV  *VaultKVStore  `yaml:"vault_kv"`
+	Postgres *PostgresStore `yaml:"postgres"`
+}
+
+// Defaults of consents.store.postgres.
+const (
+	DefaultPostgresPort     = 5432
+	DefaultPostgresMaxConns = 10
+	DefaultPostgresTLSMode  = "verify-full"
+)
+
+// PostgresStore keeps consents in a PostgreSQL database, every value
+// encrypted under Key as bbolt's are. Give either DSN or Host (with Port,
+// Database, User); the password is always a secret reference, never part
+// of the DSN.
+type PostgresStore struct {
+	// DSN is a libpq connection string or postgres:// URL, sslmode included.
+	DSN      string     `yaml:"dsn"`
+	Host     string     `yaml:"host"`
+	Port     int        `yaml:"port"`
+	Database string     `yaml:"database"`
+	User     string     `yaml:"user"`
+	Password secret.Ref `yaml:"password"`
+	// TLS is the connection's TLS (with host:); mode defaults to verify-full.
+	TLS *PostgresTLS `yaml:"tls"`
+	// Key is 32 bytes (64 hex digits or base64) that seal every value.
+	Key secret.Ref `yaml:"key"`
+	// MaxConnections bounds the connection pool of each replica.
+	MaxConnections int `yaml:"max_connections"`
+	// MigrateOnStart applies the embedded schema migrations at start-up;
+	// otherwise run `tokenproxy store migrate`.
+	MigrateOnStart bool `yaml:"migrate_on_start"`
+}
+
+// PostgresTLS is how the Postgres connection is encrypted and verified.
+type PostgresTLS struct {
+	// Mode is disable, require, verify-ca or verify-full (libpq's sslmode).
+	Mode string `yaml:"mode"`
+	// CAFile is a PEM bundle trusted for the server; system roots when empty.
+	CAFile string `yaml:"ca_file"`
+	// ServerName overrides the name verified in the server's certificate.
+	ServerName string `yaml:"server_name"`
+}
+
+// TLSMode is the TLS mode in effect: tls.mode, or verify-full.
+func (p *PostgresStore) TLSMode() string {
+	if p.TLS == nil || p.TLS.Mode == "" {
+		return DefaultPostgresTLSMode
+	}
+	return p.TLS.Mode
 }
 
 // BoltStore is the embedded store: one file, every value encrypted under Key
@@ -160,12 +209,23 @@ func (c *Config) applyOAuthDefaults() {
 		if kv := cs.Store.VaultKV; kv != nil && kv.Mount == "" {
 			kv.Mount = DefaultKVMount
 		}
+		if pg := cs.Store.Postgres; pg != nil {
+			if pg.DSN == "" && pg.Port == 0 {
+				pg.Port = DefaultPostgresPort
+			}
+			if pg.MaxConnections == 0 {
+				pg.MaxConnections = DefaultPostgresMaxConns
+			}
+		}
 	}
 }
 
 // oauthUsesVault reports whether the OAuth2 blocks refer to Vault.
 func (c *Config) oauthUsesVault() bool {
 	if cs := c.Consents; cs != nil && (cs.Store.VaultKV != nil || (cs.Store.Bbolt != nil && cs.Store.Bbolt.Key.Vault != nil)) {
+		return true
+	}
+	if cs := c.Consents; cs != nil && cs.Store.Postgres != nil && (cs.Store.Postgres.Key.Vault != nil || cs.Store.Postgres.Password.Vault != nil) {
 		return true
 	}
 	for _, r := range c.Routes {
@@ -287,9 +347,17 @@ func (v *validator) consents() {
 		}
 	}
 	st := cs.Store
+	n := 0
+	for _, set := range []bool{st.Bbolt != nil, st.VaultKV != nil, st.Postgres != nil} {
+		if set {
+			n++
+		}
+	}
 	switch {
-	case (st.Bbolt == nil) == (st.VaultKV == nil):
-		v.add("consents.store", "set exactly one of bbolt: {path, key} or vault_kv: {mount, path}")
+	case n != 1:
+		v.add("consents.store", "set exactly one of bbolt: {path, key}, vault_kv: {mount, path} or postgres: {host, database, user, password, key}")
+	case st.Postgres != nil:
+		v.postgresStore("consents.store.postgres", st.Postgres)
 	case st.Bbolt != nil:
 		if st.Bbolt.Path == "" {
 			v.add("consents.store.bbolt.path", "missing; give the store file's path, e.g. /var/lib/tokenproxy/consents.db")
@@ -298,6 +366,60 @@ func (v *validator) consents() {
 	case st.VaultKV.Path == "":
 		v.add("consents.store.vault_kv.path", "missing; give the KV v2 path consents are kept under, e.g. tokenproxy/consents")
 	}
+}
+
+// postgresStore checks consents.store.postgres (p is its path).
+func (v *validator) postgresStore(p string, pg *PostgresStore) {
+	switch {
+	case pg.DSN != "" && (pg.Host != "" || pg.Database != "" || pg.User != ""):
+		v.add(p, "give either dsn or host, database and user, not both")
+	case pg.DSN != "":
+		if strings.Contains(pg.DSN, "password=") || dsnURLHasPassword(pg.DSN) {
+			v.add(p+".dsn", "holds a password; remove it from the dsn and give it as password: {env: ...} or {file: ...}")
+		}
+		if pg.TLS != nil && (pg.TLS.Mode != "" || pg.TLS.CAFile != "") {
+			v.add(p+".tls", "with dsn, give sslmode and sslrootcert in the dsn; only tls.server_name applies")
+		}
+	default:
+		if pg.Host == "" {
+			v.add(p+".host", "missing; give the server's host name (or a unix socket directory), or a dsn")
+		}
+		if pg.Database == "" {
+			v.add(p+".database", "missing; name the database, e.g. tokenproxy")
+		}
+		if pg.User == "" {
+			v.add(p+".user", "missing; name the database user, e.g. tokenproxy")
+		}
+		if pg.Port < 1 || pg.Port > 65535 {
+			v.add(p+".port", "%d is not a TCP port (1-65535)", pg.Port)
+		}
+		switch pg.TLSMode() {
+		case "disable", "require", "verify-ca", "verify-full":
+		default:
+			v.add(p+".tls.mode", "%q is not one of disable, require, verify-ca, verify-full", pg.TLSMode())
+		}
+	}
+	if !pg.Password.IsZero() {
+		checkRef(&v.errs, p+".password", pg.Password)
+	}
+	if pg.Key.IsZero() {
+		v.add(p+".key", "missing; give 32 random bytes, base64 encoded (openssl rand -base64 32), e.g. key: {env: TOKENPROXY_CONSENT_KEY}")
+	} else {
+		checkRef(&v.errs, p+".key", pg.Key)
+	}
+	if pg.MaxConnections < 1 || pg.MaxConnections > 1000 {
+		v.add(p+".max_connections", "%d must be between 1 and 1000 (0 takes the default, %d)", pg.MaxConnections, DefaultPostgresMaxConns)
+	}
+}
+
+// dsnURLHasPassword reports whether a postgres:// URL carries a password.
+func dsnURLHasPassword(dsn string) bool {
+	u, err := url.Parse(dsn)
+	if err != nil || u.User == nil {
+		return false
+	}
+	_, ok := u.User.Password()
+	return ok
 }
 
 // tokenTypes lists the token.type values, for messages.

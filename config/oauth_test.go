@@ -78,3 +78,37 @@ func TestOAuthErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestPostgresConsentStore(t *testing.T) {
+	const bolt = "bbolt: {path: /var/lib/tokenproxy/consents.db, key: {env: TOKENPROXY_CONSENT_KEY}}"
+	with := func(pg string) string { return strings.Replace(stetRoute, bolt, "postgres: "+pg, 1) }
+	cfg, err := Parse([]byte(with("{host: db.internal, database: tokenproxy, user: tokenproxy, password: {env: PGPASS}, key: {env: TOKENPROXY_CONSENT_KEY}}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := cfg.Consents.Store.Postgres
+	if pg.Port != DefaultPostgresPort || pg.MaxConnections != DefaultPostgresMaxConns || pg.TLSMode() != "verify-full" || pg.MigrateOnStart {
+		t.Fatalf("postgres defaults: %+v, tls mode %s", pg, pg.TLSMode())
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"two stores", strings.Replace(stetRoute, bolt, bolt+"\n    postgres: {host: db, database: d, user: u, key: {env: K}}", 1), "consents.store: set exactly one of bbolt"},
+		{"no key", with("{host: db, database: d, user: u}"), "consents.store.postgres.key: missing"},
+		{"no host", with("{database: d, user: u, key: {env: K}}"), "consents.store.postgres.host: missing"},
+		{"password in dsn", with("{dsn: 'host=db password=hunter2', key: {env: K}}"), "consents.store.postgres.dsn: holds a password"},
+		{"password in dsn url", with("{dsn: 'postgres://u:hunter2@db/d', key: {env: K}}"), "consents.store.postgres.dsn: holds a password"},
+		{"dsn and host", with("{dsn: 'host=db', host: db, key: {env: K}}"), "give either dsn or host"},
+		{"tls mode", with("{host: db, database: d, user: u, key: {env: K}, tls: {mode: prefer}}"), `consents.store.postgres.tls.mode: "prefer" is not one of`},
+		{"max connections", with("{host: db, database: d, user: u, key: {env: K}, max_connections: -1}"), "consents.store.postgres.max_connections"},
+		{"vault key without vault", with("{host: db, database: d, user: u, key: {vault: {path: tp/key, field: k}}}"), "vault: missing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error:\n%v\nwant it to contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatal("the error shows the password")
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
+	"github.com/tokenproxy/tokenproxy/testkit/pgtest"
 	"github.com/tokenproxy/tokenproxy/testkit/vaulttest"
 )
 
@@ -38,16 +40,20 @@ func TestCrashMatrix(t *testing.T) {
 		{true, StepBankAnswered, consentQ},
 		{true, StepAnswerStored, reused},
 	}
-	for _, kind := range []string{"bolt", "vault"} {
+	for _, kind := range []string{"bolt", "vault", "postgres"} {
 		t.Run(kind, func(t *testing.T) {
 			var vault *vaulttest.Server
-			if kind == "vault" {
+			var pg *pgtest.Server
+			switch kind {
+			case "vault":
 				vault = vaulttest.Start(t)
+			case "postgres":
+				pg = pgtest.Start(t)
 			}
 			for _, tc := range rows {
 				name := fmt.Sprintf("%s/crash after %s", map[bool]string{false: "BPCE", true: "rotating"}[tc.rotate], tc.step)
 				t.Run(name, func(t *testing.T) {
-					open := storeOpener(t, vault)
+					open := storeOpener(t, vault, pg)
 					e := newEnv(t, tc.rotate)
 					store := open()
 					crashAt := tc.step
@@ -109,8 +115,19 @@ func TestCrashMatrix(t *testing.T) {
 
 // storeOpener returns a function that opens the same store again, as a
 // restarted process would: the bbolt file from disk, or a new client on the
-// same Vault KV mount of srv (nil: bbolt).
-func storeOpener(t *testing.T, srv *vaulttest.Server) func() consentstore.Store {
+// same Vault KV mount of srv, or a new pool on a database of pg (both nil: bbolt).
+func storeOpener(t *testing.T, srv *vaulttest.Server, pg *pgtest.Server) func() consentstore.Store {
+	if pg != nil {
+		cfg := consentstore.PostgresConfig{Host: pg.Host(), Port: pg.Port(), Database: pg.NewDatabase(t),
+			User: pgtest.User, Password: pg.Password(), TLSMode: "disable", MaxConns: 4}
+		return func() consentstore.Store {
+			s, err := consentstore.OpenPostgres(context.Background(), cfg, bytes.Repeat([]byte{1}, consentstore.KeySize), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+	}
 	if srv != nil {
 		mount := vaulttest.Unique("consents")
 		srv.Mount(mount, "kv-v2")

@@ -24,6 +24,10 @@ if [[ "${TOKENPROXY_SKIP_SETUP:-}" != 1 ]]; then
   # --- shared token store: the tests start their own redis-server (testkit/redistest)
   command -v redis-server >/dev/null || need+=(redis-server)
   # ---
+  # --- Postgres consent store: the tests start their own server (testkit/pgtest);
+  # Debian keeps initdb and postgres under /usr/lib/postgresql/N/bin, off PATH
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
+  # ---
   if ((${#need[@]})); then
     if [[ $(id -u) == 0 ]]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -1,8 +1,9 @@
 // Package consentstore keeps the per-subject OAuth2 consents tokenproxy holds
 // for apps: the refresh token the bank issued for one customer on one route,
-// the scopes granted and when the tokens expire. Two implementations share
+// the scopes granted and when the tokens expire. Three implementations share
 // the Store interface: an embedded bbolt file whose every value is sealed with
-// AES-256-GCM (Bolt), and Vault KV v2 (Vault). Writes are compare-and-set on
+// AES-256-GCM (Bolt), Vault KV v2 (Vault), and a PostgreSQL table whose values
+// are sealed as bbolt's are (Postgres). Writes are compare-and-set on
 // the record's generation, so two refreshes of one subject can never both
 // win, and durable (fsync, or Vault's own storage) before they return.
 package consentstore

@@ -66,7 +66,7 @@ func TestStores(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		open func(t *testing.T) opener
-	}{{"bolt", boltOpener}, {"vault", vaultOpener}} {
+	}{{"bolt", boltOpener}, {"vault", vaultOpener}, {"postgres", postgresOpener}} {
 		t.Run(tc.name, func(t *testing.T) {
 			open := tc.open(t)
 			with := func(f func(*testing.T, Store)) func(*testing.T) {

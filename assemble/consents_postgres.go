@@ -1,0 +1,114 @@
+package assemble
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/tokenproxy/tokenproxy/config"
+	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
+	"github.com/tokenproxy/tokenproxy/problem"
+	"github.com/tokenproxy/tokenproxy/secret"
+)
+
+const pgPath = "consents.store.postgres"
+
+// readRef resolves a secret reference at path p.
+func readRef(ctx context.Context, p string, ref secret.Ref, o Options) (secret.Value, error) {
+	src, err := ref.Open(o.vault())
+	if err != nil {
+		return secret.Value{}, &problem.FieldError{Path: p, Err: err}
+	}
+	v, err := src.Get(ctx)
+	if err != nil {
+		return secret.Value{}, &problem.FieldError{Path: p, Err: err, Fix: "make the secret available (" + src.String() + ")"}
+	}
+	return v, nil
+}
+
+// postgresConfig is the store's connection settings, the password read.
+func postgresConfig(ctx context.Context, pg *config.PostgresStore, o Options) (consentstore.PostgresConfig, error) {
+	c := consentstore.PostgresConfig{DSN: pg.DSN, Host: pg.Host, Port: pg.Port, Database: pg.Database, User: pg.User,
+		MaxConns: pg.MaxConnections}
+	if pg.DSN == "" {
+		c.TLSMode = pg.TLSMode()
+	}
+	if pg.TLS != nil {
+		c.CAFile, c.ServerName = pg.TLS.CAFile, pg.TLS.ServerName
+	}
+	if !pg.Password.IsZero() {
+		v, err := readRef(ctx, pgPath+".password", pg.Password, o)
+		if err != nil {
+			return c, err
+		}
+		c.Password = v.Reveal()
+	}
+	return c, nil
+}
+
+// pgServerField is the field naming the server: dsn or host.
+func pgServerField(pg *config.PostgresStore) (path, where string) {
+	if pg.DSN != "" {
+		return pgPath + ".dsn", "the dsn's server"
+	}
+	return pgPath + ".host", pg.Host + ":" + strconv.Itoa(pg.Port)
+}
+
+// postgresError names the field to fix for a failure to open the store.
+func postgresError(pg *config.PostgresStore, err error) error {
+	server, where := pgServerField(pg)
+	switch {
+	case errors.Is(err, consentstore.ErrPostgresAuth):
+		return &problem.FieldError{Path: pgPath + ".password", Err: err,
+			Fix: fmt.Sprintf("give the password of database user %q (and check user and pg_hba.conf)", pg.User)}
+	case errors.Is(err, consentstore.ErrPostgresUnreachable):
+		return &problem.FieldError{Path: server, Err: err, Fix: "check that PostgreSQL runs and accepts connections at " + where}
+	case errors.Is(err, consentstore.ErrWrongKey):
+		return &problem.FieldError{Path: pgPath + ".key", Err: err,
+			Fix: "give the key the store was created with; a new key needs a new database"}
+	case errors.Is(err, consentstore.ErrNotMigrated):
+		return &problem.FieldError{Path: pgPath, Err: err}
+	}
+	return &problem.FieldError{Path: server, Err: err}
+}
+
+// openPostgresConsents opens the Postgres consent store of pg.
+func openPostgresConsents(ctx context.Context, pg *config.PostgresStore, o Options) (*consentstore.Postgres, error) {
+	kv, err := readRef(ctx, pgPath+".key", pg.Key, o)
+	if err != nil {
+		return nil, err
+	}
+	key, err := consentstore.ParseKey(kv)
+	if err != nil {
+		return nil, &problem.FieldError{Path: pgPath + ".key", Err: err}
+	}
+	c, err := postgresConfig(ctx, pg, o)
+	if err != nil {
+		return nil, err
+	}
+	s, err := consentstore.OpenPostgres(ctx, c, key, pg.MigrateOnStart)
+	if err != nil {
+		return nil, postgresError(pg, err)
+	}
+	return s, nil
+}
+
+// MigrateConsents applies the Postgres consent store's embedded schema
+// migrations that its database lacks and returns their names; an error
+// when cfg has no consents.store.postgres block.
+func MigrateConsents(ctx context.Context, cfg *config.Config, o Options) ([]string, error) {
+	if cfg.Consents == nil || cfg.Consents.Store.Postgres == nil {
+		return nil, problem.Field(pgPath, "missing; only the postgres consent store has schema migrations (bbolt and vault_kv need none)")
+	}
+	pg := cfg.Consents.Store.Postgres
+	c, err := postgresConfig(ctx, pg, o)
+	if err != nil {
+		return nil, err
+	}
+	applied, err := consentstore.MigratePostgres(ctx, c)
+	if err != nil {
+		return nil, postgresError(pg, err)
+	}
+	return applied, nil
+}
