@@ -30,6 +30,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,10 +91,11 @@ type Shared struct {
 
 	up      atomic.Bool
 	lastUp  atomic.Int64 // unix nanos of the last successful Redis call
-	mu      sync.Mutex   // guards health, waiters, pacers
+	mu      sync.Mutex   // guards health, waiters, pacers, forgets
 	health  error
 	waiters map[string][]chan struct{}
 	pacers  map[string]*pacer
+	forgets map[string][]func(subject string) // by route: the caches' Forget
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -118,7 +120,8 @@ func New(ctx context.Context, o Options) (*Shared, error) {
 		return nil, err
 	}
 	s := &Shared{opts: o, rdb: o.Client, seal: sl, log: o.Log, notify: o.Prefix + ":notify",
-		waiters: map[string][]chan struct{}{}, pacers: map[string]*pacer{}, done: make(chan struct{})}
+		waiters: map[string][]chan struct{}{}, pacers: map[string]*pacer{}, forgets: map[string][]func(string){},
+		done: make(chan struct{})}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -251,7 +254,11 @@ func (s *Shared) run(ctx context.Context, ps *redis.PubSub) {
 			if !ok {
 				return
 			}
-			s.wake(m.Payload)
+			if strings.HasPrefix(m.Payload, forgetPrefix) {
+				s.forgotten(m.Payload)
+			} else {
+				s.wake(m.Payload)
+			}
 		case <-tick.C:
 			pctx, cancel := context.WithTimeout(ctx, s.opts.HealthInterval)
 			err := s.healthCheck(pctx)
