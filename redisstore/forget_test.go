@@ -27,12 +27,12 @@ func TestForgetWithdrawsEverywhere(t *testing.T) {
 	for name, r := range map[string]*routeStore{"a": ra, "b": rb} {
 		r.OnForget(func(subject string) { mu.Lock(); told[name] = append(told[name], subject); mu.Unlock() })
 	}
-	any := func(*tokencache.Token) bool { return true }
+	anyTok := func(*tokencache.Token) bool { return true }
 	mk := func(v string) *tokencache.Token {
 		return &tokencache.Token{Value: v, Header: "Bearer " + v, Expiry: time.Now().Add(time.Hour)}
 	}
 	ctx := context.Background()
-	if _, _, err := ra.Refresh(ctx, "owner/alice", 0, any, func(context.Context) (*tokencache.Token, error) { return mk("old"), nil }); err != nil {
+	if _, _, err := ra.Refresh(ctx, "owner/alice", 0, anyTok, func(context.Context) (*tokencache.Token, error) { return mk("old"), nil }); err != nil {
 		t.Fatal(err)
 	}
 	// A refresh in flight on b when alice's consent is deleted through a.
@@ -66,7 +66,7 @@ func TestForgetWithdrawsEverywhere(t *testing.T) {
 	})
 	// A new consent's token is stored again: the tombstone fences only
 	// fetches from before it.
-	tok, _, err := rb.Refresh(ctx, "owner/alice", 0, any, func(context.Context) (*tokencache.Token, error) { return mk("new"), nil })
+	tok, _, err := rb.Refresh(ctx, "owner/alice", 0, anyTok, func(context.Context) (*tokencache.Token, error) { return mk("new"), nil })
 	if err != nil || tok.Value != "new" {
 		t.Fatalf("after the withdrawal, a new token: %v %v", tok, err)
 	}

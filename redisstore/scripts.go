@@ -143,7 +143,7 @@ return e`)
 // as long as a fetch lock, and tells every replica.
 // KEYS[1] token hash, KEYS[2] generation counter; ARGV[1] tombstone TTL in
 // ms, ARGV[2] counter TTL in ms, ARGV[3] channel, ARGV[4] message. Returns
-// the tombstone's generation.
+// how many subscribers got the message.
 var forgetScript = redis.NewScript(`
 local g = redis.call('INCR', KEYS[2])
 if g == 1 then
@@ -155,5 +155,4 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'gen', string.format('%d', g), 'val', '')
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return g`)
+return redis.call('PUBLISH', ARGV[3], ARGV[4])`)

@@ -91,11 +91,12 @@ type Shared struct {
 
 	up      atomic.Bool
 	lastUp  atomic.Int64 // unix nanos of the last successful Redis call
-	mu      sync.Mutex   // guards health, waiters, pacers, forgets
+	mu      sync.Mutex   // guards health, waiters, pacers, forgets, acks
 	health  error
 	waiters map[string][]chan struct{}
 	pacers  map[string]*pacer
 	forgets map[string][]func(subject string) // by route: the caches' Forget
+	acks    map[string]chan struct{}          // by nonce: a Forget waiting for acknowledgements
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -121,6 +122,7 @@ func New(ctx context.Context, o Options) (*Shared, error) {
 	}
 	s := &Shared{opts: o, rdb: o.Client, seal: sl, log: o.Log, notify: o.Prefix + ":notify",
 		waiters: map[string][]chan struct{}{}, pacers: map[string]*pacer{}, forgets: map[string][]func(string){},
+		acks: map[string]chan struct{}{},
 		done: make(chan struct{})}
 	if s.log == nil {
 		s.log = zap.NewNop()
@@ -254,9 +256,12 @@ func (s *Shared) run(ctx context.Context, ps *redis.PubSub) {
 			if !ok {
 				return
 			}
-			if strings.HasPrefix(m.Payload, forgetPrefix) {
+			switch {
+			case strings.HasPrefix(m.Payload, forgetPrefix):
 				s.forgotten(m.Payload)
-			} else {
+			case strings.HasPrefix(m.Payload, ackPrefix):
+				s.acked(m.Payload)
+			default:
 				s.wake(m.Payload)
 			}
 		case <-tick.C:

@@ -76,7 +76,9 @@ func (c *Cache) confirmThenGet(ctx context.Context, e *entry, subject string) (*
 	if cl == nil {
 		cl = &call{done: make(chan struct{})}
 		e.check = cl
-		go c.confirm(e, subject, cl)
+		// Shared by every waiter and bounded by its own timeout: one
+		// caller's cancellation must not end it for the others.
+		go c.confirm(e, subject, cl) //nolint:gosec // G118: the confirmation outlives the caller that started it, on purpose
 	}
 	e.mu.Unlock()
 	t := time.NewTimer(c.opts.FetchTimeout)
