@@ -183,6 +183,13 @@ func tokenKind(t *config.Token) route.TokenKind {
 	return route.TokenBasicGet
 }
 
+// ConsentConfirmEvery is how long a customer's cached token is served on
+// the strength of the last read of its consent: a request after that reads
+// the consent store again (at most one read per customer per interval per
+// process), so that a consent deleted or made invalid through another
+// replica stops being served within it, with or without a shared store.
+const ConsentConfirmEvery = time.Second
+
 // isOAuth reports whether t is one of the OAuth2 flows.
 func isOAuth(t *config.Token) bool {
 	return t.Type == config.TokenClientCredentials || t.Type == config.TokenAuthorizationCode
@@ -225,9 +232,15 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 		o.Consents.mu.Unlock()
 		src = ac
 	}
+	confirm := time.Duration(0)
+	if t.Type == config.TokenAuthorizationCode {
+		// A consent deleted or made invalid through another replica stops
+		// being served here within ConsentConfirmEvery.
+		confirm = ConsentConfirmEvery
+	}
 	cache, err := tokencache.New(src, pacer, tokencache.Options{
 		Route: route, Skew: t.Skew, MaxWait: t.MaxWait, FetchTimeout: t.FetchTimeout,
-		Log: o.Log, Observer: o.TokenObserver,
+		Log: o.Log, Observer: o.TokenObserver, ConfirmEvery: confirm,
 		// With a shared store, one replica fetches a credential (a customer's
 		// refresh included) while the others wait for its answer; the refresh
 		// token itself stays in the consent store.

@@ -189,3 +189,22 @@ func (a *AuthCode) refreshFailed(ctx context.Context, intent *consentstore.Conse
 	}
 	return ee.toFetchError()
 }
+
+// Confirm implements tokencache.Confirmer: one read of the consent store,
+// no call to the bank. A consent that is gone (deleted through any replica)
+// or invalid (invalid_grant) is a *tokencache.ConsentRequiredError; a store
+// that cannot be read is a *tokencache.FetchError.
+func (a *AuthCode) Confirm(ctx context.Context, key string) error {
+	owner, subject := SplitSubjectKey(key)
+	k := consentstore.Key{Route: a.Route(), Owner: owner, Subject: subject}
+	c, err := a.cfg.Store.Get(ctx, k)
+	switch {
+	case errors.Is(err, consentstore.ErrNotFound):
+		return a.consentRequired(subject, "the consent for this subject on route "+a.Route()+" was deleted; start a new one with the consent API")
+	case err != nil:
+		return &tokencache.FetchError{Reason: "route " + a.Route() + ": reading the consent store", Err: err}
+	case c.State == consentstore.Invalid:
+		return a.consentRequired(subject, c.Cause)
+	}
+	return nil
+}

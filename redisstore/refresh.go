@@ -99,7 +99,13 @@ func (r *routeStore) fetchLocked(ctx context.Context, subject string, k credKeys
 		r.sharedHit(time.Now(), false)
 		return tok, gen, nil
 	}
+	stored := tok != nil
 	tok, err = fetch(ctx)
+	if consentGone(err) && stored {
+		// The grant is gone (invalid_grant, no consent): no replica may
+		// take the token it stood for back from the store.
+		r.logForget(r.forget(ctx, subject, k))
+	}
 	if err != nil {
 		return nil, have, err
 	}
@@ -115,6 +121,11 @@ func (r *routeStore) fetchLocked(ctx context.Context, subject string, k credKeys
 		return tok, fence, nil // a valid token: use it, unshared
 	}
 	r.s.ok()
+	if wrote == 0 && r.withdrawn(ctx, k) {
+		// The credential was withdrawn (its consent deleted) while this
+		// fetch ran: the token fetched for it is not used.
+		return nil, have, tokencache.ErrWithdrawn
+	}
 	if wrote == 0 {
 		// Our lock had expired and a newer token is stored: it supersedes ours.
 		if o := r.s.opts.Observer; o != nil {

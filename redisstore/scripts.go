@@ -135,3 +135,24 @@ if not e then
   return ARGV[1]
 end
 return e`)
+
+// forgetScript withdraws a credential's token: it takes the next fencing
+// generation (as lockScript does, so a fetch in flight under an older one
+// cannot store its token afterwards: storeScript refuses it), leaves in the
+// token's place a tombstone of that generation with no value, which lives
+// as long as a fetch lock, and tells every replica.
+// KEYS[1] token hash, KEYS[2] generation counter; ARGV[1] tombstone TTL in
+// ms, ARGV[2] counter TTL in ms, ARGV[3] channel, ARGV[4] message. Returns
+// how many subscribers got the message.
+var forgetScript = redis.NewScript(`
+local g = redis.call('INCR', KEYS[2])
+if g == 1 then
+  local t = redis.call('TIME')
+  g = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('SET', KEYS[2], string.format('%d', g))
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'gen', string.format('%d', g), 'val', '')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return redis.call('PUBLISH', ARGV[3], ARGV[4])`)

@@ -30,6 +30,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,10 +91,12 @@ type Shared struct {
 
 	up      atomic.Bool
 	lastUp  atomic.Int64 // unix nanos of the last successful Redis call
-	mu      sync.Mutex   // guards health, waiters, pacers
+	mu      sync.Mutex   // guards health, waiters, pacers, forgets, acks
 	health  error
 	waiters map[string][]chan struct{}
 	pacers  map[string]*pacer
+	forgets map[string][]func(subject string) // by route: the caches' Forget
+	acks    map[string]chan struct{}          // by nonce: a Forget waiting for acknowledgements
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -118,7 +121,9 @@ func New(ctx context.Context, o Options) (*Shared, error) {
 		return nil, err
 	}
 	s := &Shared{opts: o, rdb: o.Client, seal: sl, log: o.Log, notify: o.Prefix + ":notify",
-		waiters: map[string][]chan struct{}{}, pacers: map[string]*pacer{}, done: make(chan struct{})}
+		waiters: map[string][]chan struct{}{}, pacers: map[string]*pacer{}, forgets: map[string][]func(string){},
+		acks: map[string]chan struct{}{},
+		done: make(chan struct{})}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -251,7 +256,14 @@ func (s *Shared) run(ctx context.Context, ps *redis.PubSub) {
 			if !ok {
 				return
 			}
-			s.wake(m.Payload)
+			switch {
+			case strings.HasPrefix(m.Payload, forgetPrefix):
+				s.forgotten(m.Payload)
+			case strings.HasPrefix(m.Payload, ackPrefix):
+				s.acked(m.Payload)
+			default:
+				s.wake(m.Payload)
+			}
 		case <-tick.C:
 			pctx, cancel := context.WithTimeout(ctx, s.opts.HealthInterval)
 			err := s.healthCheck(pctx)

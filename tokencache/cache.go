@@ -72,9 +72,15 @@ type Options struct {
 	FetchTimeout time.Duration
 	// Store shares tokens with other replicas; nil keeps them in this
 	// process (MemoryStore).
-	Store    Store
-	Log      *zap.Logger
-	Observer Observer
+	Store Store
+	// ConfirmEvery, when positive and the source is a Confirmer, is how
+	// long a subject's token is served on the strength of its last
+	// confirmation: a Get after that asks the source again (see Confirmer),
+	// so that a grant withdrawn on another replica stops being served
+	// within it. Route-wide tokens are never confirmed.
+	ConfirmEvery time.Duration
+	Log          *zap.Logger
+	Observer     Observer
 }
 
 // Cache holds one route's tokens, one per subject. Get is safe for
@@ -86,9 +92,10 @@ type Cache struct {
 	store Store
 	log   *zap.Logger
 
-	route    entry    // subject ""
-	subjects sync.Map // string → *entry
-	capped   atomic.Bool
+	route     entry    // subject ""
+	subjects  sync.Map // string → *entry
+	capped    atomic.Bool
+	confirmer Confirmer // nil unless ConfirmEvery is set and the source confirms
 }
 
 // entry is one subject's token and its refresh.
@@ -96,10 +103,14 @@ type entry struct {
 	cur  atomic.Pointer[Token]
 	busy atomic.Bool  // a fetch is in flight
 	hold atomic.Int64 // unix nanos before which no refresh-ahead starts (after a failed one)
+	// confirmed is when (unix nanos) the source last found the subject's
+	// grant standing: a fetch that read it, or a confirmation.
+	confirmed atomic.Int64
 
 	mu     sync.Mutex // guards the fields below, and starting a flight
 	gen    uint64     // the store's generation of cur
 	flight *call
+	check  *call // the confirmation in flight, if any
 }
 
 // call is one in-flight fetch; done closes when tok/err are set.
@@ -127,6 +138,13 @@ func New(src Source, pacer Pacer, opts Options) (*Cache, error) {
 		c.log = zap.NewNop()
 	}
 	c.log = c.log.With(zap.String("route", opts.Route), zap.String("auth_host", src.Host()))
+	if cf, ok := src.(Confirmer); ok && opts.ConfirmEvery > 0 {
+		c.confirmer = cf
+	}
+	if f, ok := c.store.(Forgetter); ok {
+		// Another replica withdrew a subject's token: drop it here too.
+		f.OnForget(c.Forget)
+	}
 	return c, nil
 }
 
@@ -142,12 +160,13 @@ func (c *Cache) Get(ctx context.Context, subject string) (*Token, Outcome, error
 	if e := c.lookup(subject); e != nil {
 		if t := e.cur.Load(); t != nil {
 			now := time.Now()
-			if now.Before(t.refreshAt) {
-				c.hit()
-				return t, Hit, nil
-			}
 			if now.Before(t.usableUntil) {
-				c.refreshAhead(e, subject, now)
+				if c.unconfirmed(e, subject, now) {
+					return c.confirmThenGet(ctx, e, subject)
+				}
+				if !now.Before(t.refreshAt) {
+					c.refreshAhead(e, subject, now)
+				}
 				c.hit()
 				return t, Hit, nil
 			}
@@ -199,6 +218,9 @@ func (c *Cache) wait(ctx context.Context, subject string) (*Token, Outcome, erro
 	e.mu.Lock()
 	if t := e.cur.Load(); t != nil && time.Now().Before(t.usableUntil) {
 		e.mu.Unlock() // filled meanwhile
+		if c.unconfirmed(e, subject, time.Now()) {
+			return c.confirmThenGet(ctx, e, subject)
+		}
 		c.hit()
 		return t, Hit, nil
 	}
@@ -291,24 +313,46 @@ func (c *Cache) fetch(e *entry, subject string, have uint64, accept func(*Token)
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.MaxWait+c.opts.FetchTimeout)
 	defer cancel()
 	start := time.Now()
-	fetched := false
+	var fetched time.Time // when the source was asked (it read the grant after that)
 	tok, gen, err := c.store.Refresh(ctx, subject, have, accept, func(ctx context.Context) (*Token, error) {
-		fetched = true
+		fetched = time.Now()
 		return c.fetchPaced(ctx, subject)
 	})
-	if c.opts.Observer != nil && (fetched || err != nil) {
+	if c.opts.Observer != nil && (!fetched.IsZero() || err != nil) {
 		c.opts.Observer.TokenFetch(c.opts.Route, resultOf(err), time.Since(start))
+	}
+	confirmed := fetched
+	if err == nil && fetched.IsZero() && c.confirmer != nil && subject != "" {
+		// A token another replica stored, perhaps before this one started:
+		// the grant it stands for is confirmed before it is used.
+		confirmed = time.Now()
+		if err = c.confirmer.Confirm(ctx, subject); err != nil {
+			tok = nil
+		}
+	}
+	if errors.Is(err, ErrWithdrawn) && c.confirmer != nil && subject != "" {
+		// Say why, as a confirmation does.
+		if cerr := c.confirmer.Confirm(ctx, subject); cerr != nil {
+			err = cerr
+		}
 	}
 	now := time.Now()
 	if err == nil {
 		c.prepare(tok, now)
 	}
+	var ce *ConsentRequiredError
+	withdrawn := errors.As(err, &ce) || errors.Is(err, ErrWithdrawn)
 
 	e.mu.Lock()
-	if err == nil {
+	switch {
+	case err == nil:
 		e.cur.Store(tok)
 		e.gen = gen
-	} else {
+		e.confirmed.Store(confirmed.UnixNano())
+	case withdrawn:
+		// No usable grant: the token it stood for is not served any more.
+		e.cur.Store(nil)
+	default:
 		// Keep serving a still-valid token; try again no sooner than a second
 		// (or the back-off) from now, so a failing refresh does not spin.
 		e.hold.Store(now.Add(max(time.Second, c.pacer.BackoffRemaining())).UnixNano())
@@ -318,6 +362,10 @@ func (c *Cache) fetch(e *entry, subject string, have uint64, accept func(*Token)
 	e.mu.Unlock()
 	cl.tok, cl.err = tok, err
 	close(cl.done)
+	if withdrawn && fetched.IsZero() {
+		// The shared store still held the token of a withdrawn grant.
+		c.forgetShared(subject)
+	}
 }
 
 // fresh reports whether t is outside its refresh window now: more than
