@@ -444,8 +444,8 @@ func (p *Postgres) Scan(ctx context.Context, f Filter, fn func(*Consent) error) 
 	return nil
 }
 
-// pendingAAD binds a sealed pending record to its state.
-func pendingAAD(state string) []byte { return []byte("tokenproxy-pending\x00" + state) }
+// pgPendingAAD binds a sealed pending record to its state.
+func pgPendingAAD(state string) []byte { return []byte("tokenproxy-pending\x00" + state) }
 
 // PutPending records a started consent until p.Expires; the record,
 // verifier included, is sealed. It also removes expired records.
@@ -461,7 +461,7 @@ func (p *Postgres) PutPending(ctx context.Context, pd *Pending) error {
 		return fmt.Errorf("removing expired pending consents: %w", err)
 	}
 	if _, err := p.pool.Exec(ctx, `INSERT INTO pending (state, expires, value) VALUES ($1, $2, $3)`,
-		pd.State, pd.Expires, p.seal.seal(b, pendingAAD(pd.State))); err != nil {
+		pd.State, pd.Expires, p.seal.seal(b, pgPendingAAD(pd.State))); err != nil {
 		return fmt.Errorf("recording the pending consent on route %s: %w", pd.Route, err)
 	}
 	return nil
@@ -479,7 +479,7 @@ func (p *Postgres) TakePending(ctx context.Context, state string) (*Pending, err
 	if err != nil {
 		return nil, fmt.Errorf("taking the pending consent: %w", err)
 	}
-	pl, err := p.seal.open(v, pendingAAD(state))
+	pl, err := p.seal.open(v, pgPendingAAD(state))
 	if err != nil {
 		return nil, err
 	}
