@@ -42,16 +42,19 @@ func (j *judge) classify(r result) (class, why string) {
 }
 
 // validAt returns a cluster token that was held before both the outage and
-// the request began and was still valid at the request's start. The claims
-// are whole seconds: iat is at most a second early, exp at most a second
-// early (so a token counted valid was valid).
+// the request began and was still usable at the request's start: tokenproxy
+// hands a token out only until the skew before its expiry (the default 30 s,
+// capped at a quarter of its lifetime), so that it never expires on its way.
+// The claims are whole seconds: iat is at most a second early, exp at most a
+// second early (so a token counted usable was usable).
 func (j *judge) validAt(start, outageFrom time.Time) (tokenLife, bool) {
 	for _, t := range j.clusterTokens {
 		held := t.iat.Add(2 * time.Second)
 		if held.After(outageFrom) || held.After(start) {
 			continue
 		}
-		if t.exp.After(start.Add(500 * time.Millisecond)) {
+		skew := min(30*time.Second, t.exp.Sub(t.iat)/4)
+		if t.exp.Add(-skew).After(start.Add(500 * time.Millisecond)) {
 			return t, true
 		}
 	}

@@ -17,9 +17,10 @@ func TestJudgeRedisOutage(t *testing.T) {
 	tl.add(event{at: t0, phase: phase{name: "calm"}})
 	j := &judge{tl: tl, groups: []string{groupSidecar, groupGateway},
 		outages: []outage{{from: at(30), to: at(40)}},
-		// issued at 26 (held by every replica before the outage), valid
-		// until 31; one issued at 29.5, too late to have reached them all.
-		clusterTokens: []tokenLife{{iat: at(26), exp: at(31)}, {iat: at(29), exp: at(34)}}}
+		// issued at 26 (held by every replica before the outage), expiring
+		// at 33 and handed out until 31.25 (a 7 s token's capped skew is
+		// 1.75 s); one issued at 29, too late to have reached them all.
+		clusterTokens: []tokenLife{{iat: at(26), exp: at(33)}, {iat: at(29), exp: at(34)}}}
 	throttled := func(proc int, start, end float64) result {
 		return result{proc: proc, start: at(start), end: at(end), status: http.StatusServiceUnavailable, code: "token_throttled"}
 	}
@@ -31,7 +32,8 @@ func TestJudgeRedisOutage(t *testing.T) {
 	}{
 		{"served", result{proc: 1, start: at(33), end: at(33.1), status: http.StatusOK}, classServed, ""},
 		{"valid token held, Redis down", throttled(1, 30.2, 35.2), classDefect, "valid token existed"},
-		{"held token expired, Redis down", throttled(1, 31, 36), classCouldNot, "Redis outage"},
+		{"held token within its skew, Redis down", throttled(1, 30.9, 35), classCouldNot, "Redis outage"},
+		{"held token expired, Redis down", throttled(1, 33, 36), classCouldNot, "Redis outage"},
 		{"after Redis's return, within the grace", throttled(1, 43, 44), classCouldNot, "Redis outage"},
 		{"long after Redis's return, calm", throttled(1, 50, 51), classDefect, "token endpoint healthy"},
 		{"the sidecar does not use Redis", throttled(0, 35, 36), classDefect, "token endpoint healthy"},
@@ -85,5 +87,24 @@ func TestTokenLivesAndArrivals(t *testing.T) {
 	}
 	if got := maxArrivalsPerMinute(arr, map[string]bool{"a": true, "b": true}); got != 8 {
 		t.Errorf("both groups: %d; want 8", got)
+	}
+}
+
+// A token failure while the restarted Vault did not yet hold the password
+// is put down to the restart; the same failure later is a defect.
+func TestClassifyVaultRestartedEmpty(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	tl := &timeline{}
+	tl.add(event{at: t0, phase: phase{name: "calm"}})
+	tl.vaultEmpty(at(10), at(10.05))
+	r := func(s float64) result {
+		return result{start: at(s), end: at(s + 0.2), status: http.StatusServiceUnavailable, code: "token_unavailable"}
+	}
+	if class, why := classify(r(10), tl, time.Time{}); class != classCouldNot || !strings.Contains(why, "restarted Vault") {
+		t.Fatalf("inside the span: %q %q", class, why)
+	}
+	if class, _ := classify(r(20), tl, time.Time{}); class != classDefect {
+		t.Fatalf("long after the span: %q; want a defect", class)
 	}
 }

@@ -55,6 +55,9 @@ func classify(r result, tl *timeline, sigterm time.Time) (class, why string) {
 		if ex := tl.excuse(r.start, r.end, true); ex != "" {
 			return classCouldNot, r.code + " during " + ex
 		}
+		if tl.inVaultEmpty(r.start, r.end) {
+			return classCouldNot, r.code + " while the restarted Vault did not yet hold the password"
+		}
 		return classDefect, r.code + " with the token endpoint healthy (" + tl.phaseAt(r.start) + ")"
 	case r.code != "" && upstreamCodes[r.code]:
 		if ex := tl.excuse(r.start, r.end, false); ex != "" {

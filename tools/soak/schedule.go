@@ -55,6 +55,32 @@ type event struct {
 type timeline struct {
 	mu     sync.Mutex
 	events []event
+	// empty are the spans in which Vault ran again but did not yet hold
+	// the bank's password (a dev server restarts empty; the soak writes
+	// it back, as an operator's provisioning would): a token fetch then
+	// finds no secret, which a restarted production Vault never shows.
+	empty [][2]time.Time
+}
+
+// vaultEmpty records a span in which the restarted Vault lacked the password.
+func (tl *timeline) vaultEmpty(from, to time.Time) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	tl.empty = append(tl.empty, [2]time.Time{from, to})
+}
+
+// inVaultEmpty reports whether [start, end] overlaps a span in which the
+// restarted Vault lacked the password (with a second's grace for the
+// requests that were already waiting on the failed fetch).
+func (tl *timeline) inVaultEmpty(start, end time.Time) bool {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	for _, w := range tl.empty {
+		if w[0].Before(end) && w[1].Add(time.Second).After(start) {
+			return true
+		}
+	}
+	return false
 }
 
 func (tl *timeline) add(e event) {

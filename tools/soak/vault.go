@@ -130,6 +130,7 @@ func (v *vaultDev) cycle(ctx context.Context, period, down time.Duration, restor
 		case <-ctx.Done(): // leave Vault up for the drain
 		case <-time.After(down):
 		}
+		from := time.Now()
 		if err := v.start(); err != nil {
 			tl.add(event{at: time.Now(), note: "vault restart failed: " + err.Error()})
 			continue
@@ -137,6 +138,7 @@ func (v *vaultDev) cycle(ctx context.Context, period, down time.Duration, restor
 		if err := restore(); err != nil {
 			tl.add(event{at: time.Now(), note: "vault restore failed: " + err.Error()})
 		}
+		tl.vaultEmpty(from, time.Now())
 		tl.add(event{at: time.Now(), note: "vault restarted"})
 		if ctx.Err() != nil {
 			return
