@@ -118,20 +118,11 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 		log = zap.NewNop()
 	}
 	obs := &demoObserver{}
-	a, err := assemble.Open(ctx, cfg, assemble.Setup{Log: log, TokenObserver: obs, RootCAs: ca.CertPool(),
+	srv, stop, err := serveInBackground(ctx, cfg, assemble.Setup{Log: log, TokenObserver: obs, RootCAs: ca.CertPool(),
 		Certificates: map[string]certs.Source{
 			"client": &certs.StaticSource{Cert: loaded, Desc: "in-memory PKCS#12"},
 			"qsealc": &certs.StaticSource{Cert: qseal, Desc: "in-memory QSealC"},
 		}})
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	srv, err := a.Server()
-	if err != nil {
-		return err
-	}
-	stop, err := serveInBackground(ctx, srv)
 	if err != nil {
 		return err
 	}
@@ -373,20 +364,31 @@ func randomString() string {
 	return hex.EncodeToString(b)
 }
 
-// serveInBackground binds srv's listeners and serves them until the returned
-// stop is called; stop joins a listener's failure into *err, since a
+// serveInBackground opens tokenproxy for cfg (assemble.Open), binds its
+// listeners and serves them until the returned stop is called; stop
+// releases the assembly and joins a listener's failure into *err, since a
 // listener that failed is the cause of any failure seen meanwhile.
-func serveInBackground(ctx context.Context, srv *proxy.Server) (stop func(err *error), _ error) {
-	if err := srv.Listen(); err != nil {
-		return nil, err
+func serveInBackground(ctx context.Context, cfg *config.Config, setup assemble.Setup) (_ *proxy.Server, stop func(err *error), _ error) {
+	a, err := assemble.Open(ctx, cfg, setup)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := a.Server()
+	if err == nil {
+		err = srv.Listen()
+	}
+	if err != nil {
+		_ = a.Close()
+		return nil, nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(sctx) }()
-	return func(err *error) {
+	return srv, func(err *error) {
 		cancel()
 		if serr := <-served; serr != nil {
 			*err = errors.Join(serr, *err)
 		}
+		_ = a.Close()
 	}, nil
 }

@@ -78,19 +78,10 @@ func demoSTET(ctx context.Context, p func(string, ...any), ca *pki.CA, server, c
 	if err := errors.Join(cfg.Validate(), assemble.Check(cfg)); err != nil {
 		return err
 	}
-	a, err := assemble.Open(ctx, cfg, assemble.Setup{Log: log, RootCAs: ca.CertPool(), Certificates: map[string]certs.Source{
+	srv, stop, err := serveInBackground(ctx, cfg, assemble.Setup{Log: log, RootCAs: ca.CertPool(), Certificates: map[string]certs.Source{
 		"client": &certs.StaticSource{Cert: client, Desc: "in-memory QWAC"},
 		"qsealc": &certs.StaticSource{Cert: qseal, Desc: "in-memory QSealC"},
 	}})
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	srv, err := a.Server()
-	if err != nil {
-		return err
-	}
-	stop, err := serveInBackground(ctx, srv)
 	if err != nil {
 		return err
 	}
