@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tokenproxy/tokenproxy/internal/httpscan"
 )
 
 // Limits every listener applies to the connections of apps (docs/limits.md).
@@ -138,10 +140,8 @@ type framingConn struct {
 	release   func() // frees the listener's slot; nil without a cap
 	closeOnce sync.Once
 
-	// Scanner state, touched only by Read (the server's one reader).
-	line         [24]byte
-	lineLen      int
-	hasCL, hasTE bool
+	// block follows the header blocks; only Read (the server's one reader) touches it.
+	block httpscan.Block
 }
 
 func (c *framingConn) Read(p []byte) (int, error) {
@@ -180,51 +180,15 @@ func (c *framingConn) CloseWrite() error {
 
 func (c *framingConn) scan(b []byte) {
 	for _, ch := range b {
-		if ch != '\n' {
-			if c.lineLen < len(c.line) {
-				c.line[c.lineLen] = lower(ch)
-			}
-			c.lineLen++
-			continue
-		}
-		line := c.line[:min(c.lineLen, len(c.line))]
+		line, n, ended := c.block.Add(ch)
 		switch {
-		case c.lineLen == 0 || (c.lineLen == 1 && c.line[0] == '\r'):
-			if c.hasCL && c.hasTE {
+		case !ended:
+		case httpscan.Blank(line, n):
+			if c.block.End() {
 				c.ambiguous.Store(true)
 			}
-			c.hasCL, c.hasTE = false, false
-		case hasFieldName(line, "content-length"):
-			c.hasCL = true
-		case hasFieldName(line, "transfer-encoding"):
-			c.hasTE = true
-		}
-		c.lineLen = 0
-	}
-}
-
-// hasFieldName reports whether line starts with name followed by optional
-// blanks and a colon (blanks before the colon are invalid, but a lenient
-// peer might accept them).
-func hasFieldName(line []byte, name string) bool {
-	if len(line) <= len(name) || string(line[:len(name)]) != name {
-		return false
-	}
-	for _, ch := range line[len(name):] {
-		switch ch {
-		case ':':
-			return true
-		case ' ', '\t':
 		default:
-			return false
+			c.block.Field(line)
 		}
 	}
-	return false
-}
-
-func lower(b byte) byte {
-	if 'A' <= b && b <= 'Z' {
-		return b + 'a' - 'A'
-	}
-	return b
 }

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/textproto"
 	"sync/atomic"
+
+	"github.com/tokenproxy/tokenproxy/internal/httpscan"
 )
 
 // ambiguousHeader is the header an upstream connection adds to a response
@@ -54,17 +56,15 @@ type upstreamConn struct {
 	armed atomic.Bool
 
 	// The rest belongs to Read (the transport's one reader).
-	scanning     bool
-	buf          []byte // what the last scanned read returned
-	ins          []byte // buf with the lines inserted, when they were
-	out          []byte // scanned bytes still to be returned
-	outErr       error  // the error of the read whose bytes are in out
-	held         bool   // a '\r' that may start the empty line is held back
-	line         [24]byte
-	lineLen      int
-	status       bool // the next line is a status line
-	interim      bool // the block is a 1xx response's
-	hasCL, hasTE bool
+	scanning bool
+	buf      []byte // what the last scanned read returned
+	ins      []byte // buf with the lines inserted, when they were
+	out      []byte // scanned bytes still to be returned
+	outErr   error  // the error of the read whose bytes are in out
+	held     bool   // a '\r' that may start the empty line is held back
+	block    httpscan.Block
+	status   bool // the next line is a status line
+	interim  bool // the block is a 1xx response's
 }
 
 func newUpstreamConn(c net.Conn) *upstreamConn {
@@ -114,7 +114,8 @@ func (c *upstreamConn) Read(p []byte) (int, error) {
 				return n, err
 			}
 			// The first bytes of the answer to a request just written.
-			c.scanning, c.status, c.interim, c.hasCL, c.hasTE, c.lineLen = true, true, false, false, false, 0
+			c.scanning, c.status, c.interim = true, true, false
+			c.block.Reset()
 			c.armed.Store(false)
 			c.buf = append(c.buf[:0], p[:n]...)
 			c.process(0, err)
@@ -157,7 +158,7 @@ func (c *upstreamConn) process(off int, err error) {
 	case k >= 0:
 		c.ins = append(append(append(c.ins[:0], b[:k]...), ambiguousLines...), b[k:]...)
 		c.out = c.ins
-	case err == nil && c.scanning && c.lineLen == 1 && c.line[0] == '\r' && c.hasCL && c.hasTE:
+	case err == nil && c.scanning && c.block.PendingCR() && c.block.CL && c.block.TE:
 		// What may be the start of the empty line ends the read: hold it
 		// back, so the lines can still go before it.
 		c.held = true
@@ -171,24 +172,17 @@ func (c *upstreamConn) process(off int, err error) {
 // empty line that ends an ambiguous header block, or -1.
 func (c *upstreamConn) scan(b []byte, off int) int {
 	for i, ch := range b {
-		if ch != '\n' {
-			if c.lineLen < len(c.line) {
-				c.line[c.lineLen] = lower(ch)
-			}
-			c.lineLen++
-			continue
-		}
-		line := c.line[:min(c.lineLen, len(c.line))]
+		line, n, ended := c.block.Add(ch)
 		switch {
+		case !ended:
 		case c.status:
 			c.status = false
 			// "HTTP/1.1 1xx", but not 101: after 101 the connection is no longer HTTP.
 			c.interim = len(line) >= 12 && line[9] == '1' && string(line[9:12]) != "101"
-		case c.lineLen == 0 || (c.lineLen == 1 && c.line[0] == '\r'):
-			start := off + i - c.lineLen
+		case httpscan.Blank(line, n):
+			start := off + i - n
 			// A 1xx response has no body: its framing fields mean nothing.
-			ambiguous := c.hasCL && c.hasTE && !c.interim
-			c.hasCL, c.hasTE, c.lineLen = false, false, 0
+			ambiguous := c.block.End() && !c.interim
 			if c.interim {
 				c.status = true
 			} else {
@@ -200,38 +194,9 @@ func (c *upstreamConn) scan(b []byte, off int) int {
 			if !c.scanning {
 				return -1
 			}
-			continue
-		case hasFieldName(line, "content-length"):
-			c.hasCL = true
-		case hasFieldName(line, "transfer-encoding"):
-			c.hasTE = true
+		default:
+			c.block.Field(line)
 		}
-		c.lineLen = 0
 	}
 	return -1
-}
-
-// hasFieldName reports whether line starts with name followed by optional
-// blanks and a colon.
-func hasFieldName(line []byte, name string) bool {
-	if len(line) <= len(name) || string(line[:len(name)]) != name {
-		return false
-	}
-	for _, ch := range line[len(name):] {
-		switch ch {
-		case ':':
-			return true
-		case ' ', '\t':
-		default:
-			return false
-		}
-	}
-	return false
-}
-
-func lower(b byte) byte {
-	if 'A' <= b && b <= 'Z' {
-		return b + 'a' - 'A'
-	}
-	return b
 }
