@@ -73,8 +73,22 @@ func TestOneTokenRequestAfterExpiryAcrossReplicas(t *testing.T) {
 	}
 	st := b.emu.Stats()
 	t.Logf("%d requests over 3 replicas after expiry: %d failed; bank: %d token requests, %d API requests", total, failed, st.TokenRequests, st.APIRequests)
-	if st.TokenRequests != 1 {
-		t.Errorf("bank saw %d token requests after expiry; want exactly 1", st.TokenRequests)
+	// The new token is refreshed again from half its life (twice the skew,
+	// capped at a quarter of the lifetime, before expiry): on a slow
+	// machine the burst can outlast that, and that refresh is due, not a
+	// duplicate. Within the new token's first half-life, one request.
+	times := b.emu.TokenRequestTimes()
+	if len(times) == 0 {
+		t.Fatal("bank saw no token request after expiry")
+	}
+	inFirstHalf := 0
+	for _, at := range times {
+		if at.Before(times[0].Add(b.ttl / 2)) {
+			inFirstHalf++
+		}
+	}
+	if inFirstHalf != 1 {
+		t.Errorf("bank saw %d token requests after expiry within %v of the first; want exactly 1 (all: %v)", inFirstHalf, b.ttl/2, times)
 	}
 	hits := 0
 	for _, r := range replicas {
