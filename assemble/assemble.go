@@ -343,6 +343,9 @@ func (a *Assembly) consentAPI(po *proxy.Options) error {
 		names = append(names, s.Route())
 	}
 	log, om := a.Log, a.oauthM
+	if job := c.rekeyJob(log.Named("consents")); job != nil {
+		po.Jobs = append(po.Jobs, job)
+	}
 	po.Jobs = append(po.Jobs, func(ctx context.Context) {
 		c.Census(ctx, func(cs *oauth.Census, err error) {
 			if err != nil {

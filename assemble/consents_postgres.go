@@ -64,9 +64,8 @@ func postgresError(pg *config.PostgresStore, err error) error {
 			Fix: fmt.Sprintf("give the password of database user %q (and check user and pg_hba.conf)", pg.User)}
 	case errors.Is(err, consentstore.ErrPostgresUnreachable):
 		return &problem.FieldError{Path: server, Err: err, Fix: "check that PostgreSQL runs and accepts connections at " + where}
-	case errors.Is(err, consentstore.ErrWrongKey):
-		return &problem.FieldError{Path: pgPath + ".key", Err: err,
-			Fix: "give the key the store was created with; a new key needs a new database"}
+	case keyError(pgPath, pg.Keys, err) != nil:
+		return keyError(pgPath, pg.Keys, err)
 	case errors.Is(err, consentstore.ErrNotMigrated):
 		return &problem.FieldError{Path: pgPath, Err: err}
 	}
@@ -75,19 +74,15 @@ func postgresError(pg *config.PostgresStore, err error) error {
 
 // openPostgresConsents opens the Postgres consent store of pg.
 func openPostgresConsents(ctx context.Context, pg *config.PostgresStore, o Options) (*consentstore.Postgres, error) {
-	kv, err := readRef(ctx, pgPath+".key", pg.Key, o)
+	ring, err := openKeyring(ctx, pgPath, pg.Key, pg.Keys, o)
 	if err != nil {
 		return nil, err
-	}
-	key, err := consentstore.ParseKey(kv)
-	if err != nil {
-		return nil, &problem.FieldError{Path: pgPath + ".key", Err: err}
 	}
 	c, err := postgresConfig(ctx, pg, o)
 	if err != nil {
 		return nil, err
 	}
-	s, err := consentstore.OpenPostgres(ctx, c, key, pg.MigrateOnStart)
+	s, err := consentstore.OpenPostgres(ctx, c, ring, pg.MigrateOnStart)
 	if err != nil {
 		return nil, postgresError(pg, err)
 	}

@@ -41,7 +41,7 @@ type Consents struct {
 // OpenConsents opens the consent store of cfg's consents: block; nil (and
 // no error) when the configuration has none. A missing secret, a key of the
 // wrong length or a key other than the store's is an error naming
-// consents.store.bbolt.key or consents.store.postgres.key (never the key);
+// consents.store.bbolt.key(s) or consents.store.postgres.key(s) (never the key);
 // Postgres's refusals name the field to fix (openPostgresConsents).
 func OpenConsents(ctx context.Context, cfg *config.Config, o Options) (*Consents, error) {
 	return openConsents(ctx, cfg, o, consentstore.OpenBolt)
@@ -55,7 +55,7 @@ func OpenConsentsForCheck(ctx context.Context, cfg *config.Config, o Options) (*
 	return openConsents(ctx, cfg, o, consentstore.OpenBoltForCheck)
 }
 
-func openConsents(ctx context.Context, cfg *config.Config, o Options, openBolt func(path string, key []byte) (*consentstore.Bolt, error)) (*Consents, error) {
+func openConsents(ctx context.Context, cfg *config.Config, o Options, openBolt func(path string, ring *consentstore.Keyring) (*consentstore.Bolt, error)) (*Consents, error) {
 	cs := cfg.Consents
 	if cs == nil {
 		return nil, nil
@@ -63,26 +63,17 @@ func openConsents(ctx context.Context, cfg *config.Config, o Options, openBolt f
 	c := &Consents{cfg: *cs}
 	switch st := cs.Store; {
 	case st.Bbolt != nil:
-		p := "consents.store.bbolt.key"
-		src, err := st.Bbolt.Key.Open(o.vault())
+		const p = "consents.store.bbolt"
+		ring, err := openKeyring(ctx, p, st.Bbolt.Key, st.Bbolt.Keys, o)
 		if err != nil {
-			return nil, &problem.FieldError{Path: p, Err: err}
+			return nil, err
 		}
-		v, err := src.Get(ctx)
+		b, err := openBolt(st.Bbolt.Path, ring)
+		if kerr := keyError(p, st.Bbolt.Keys, err); kerr != nil {
+			return nil, kerr
+		}
 		if err != nil {
-			return nil, &problem.FieldError{Path: p, Err: err, Fix: "make the secret available (" + src.String() + ")"}
-		}
-		key, err := consentstore.ParseKey(v)
-		if err != nil {
-			return nil, &problem.FieldError{Path: p, Err: err}
-		}
-		b, err := openBolt(st.Bbolt.Path, key)
-		switch {
-		case errors.Is(err, consentstore.ErrWrongKey):
-			return nil, &problem.FieldError{Path: p, Err: err,
-				Fix: "give the key " + st.Bbolt.Path + " was created with (" + src.String() + "); a new key needs a new store file"}
-		case err != nil:
-			return nil, &problem.FieldError{Path: "consents.store.bbolt.path", Err: err}
+			return nil, &problem.FieldError{Path: p + ".path", Err: err}
 		}
 		c.Store = b
 	case st.Postgres != nil:

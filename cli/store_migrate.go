@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tokenproxy/tokenproxy/assemble"
+	"github.com/tokenproxy/tokenproxy/config"
 )
 
 func (e *env) storeCommand() *cobra.Command {
@@ -24,22 +25,12 @@ nothing. Replicas refuse to start on a schema older than theirs unless
 migrate_on_start is set.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := e.loadConfig(path)
+			a, err := e.storeAssembly(path, nil)
 			if err != nil {
 				return err
 			}
-			log, err := e.buildLogger(cfg.Log)
-			if err != nil {
-				return &ExitError{Code: ExitConfig, Err: err}
-			}
-			a := assemble.New(cfg, assemble.Setup{Log: log})
 			defer a.Close()
-			if cfg.Vault != nil {
-				if err := a.OpenVault(e.context()); err != nil {
-					return &ExitError{Code: ExitConfig, Err: err}
-				}
-			}
-			applied, err := assemble.MigrateConsents(e.context(), cfg, assemble.Options{Vault: a.Vault})
+			applied, err := assemble.MigrateConsents(e.context(), a.Config, a.Options())
 			if err != nil {
 				return &ExitError{Code: ExitConfig, Err: err}
 			}
@@ -54,6 +45,33 @@ migrate_on_start is set.`,
 		},
 	}
 	migrate.Flags().StringVarP(&path, "config", "c", "", "configuration file")
-	cmd.AddCommand(migrate)
+	cmd.AddCommand(migrate, e.rekeyCommand())
 	return cmd
+}
+
+// storeAssembly loads the configuration at path, checks it with pre (if
+// not nil) and opens what reaching the consent store needs (Vault, when
+// configured); the caller closes it.
+func (e *env) storeAssembly(path string, pre func(*config.Config) error) (*assemble.Assembly, error) {
+	cfg, err := e.loadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if pre != nil {
+		if err := pre(cfg); err != nil {
+			return nil, &ExitError{Code: ExitConfig, Err: err}
+		}
+	}
+	log, err := e.buildLogger(cfg.Log)
+	if err != nil {
+		return nil, &ExitError{Code: ExitConfig, Err: err}
+	}
+	a := assemble.New(cfg, assemble.Setup{Log: log})
+	if cfg.Vault != nil {
+		if err := a.OpenVault(e.context()); err != nil {
+			_ = a.Close()
+			return nil, &ExitError{Code: ExitConfig, Err: err}
+		}
+	}
+	return a, nil
 }

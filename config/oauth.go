@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -122,6 +123,8 @@ type PostgresStore struct {
 	TLS *PostgresTLS `yaml:"tls"`
 	// Key is 32 bytes (64 hex digits or base64) that seal every value.
 	Key secret.Ref `yaml:"key"`
+	// Keys replaces Key to rotate keys (see StoreKey).
+	Keys []StoreKey `yaml:"keys"`
 	// MaxConnections bounds the connection pool of each replica.
 	MaxConnections int `yaml:"max_connections"`
 	// MigrateOnStart applies the embedded schema migrations at start-up;
@@ -148,10 +151,45 @@ func (p *PostgresStore) TLSMode() string {
 }
 
 // BoltStore is the embedded store: one file, every value encrypted under Key
-// (32 bytes, as 64 hex digits or base64).
+// (32 bytes, as 64 hex digits or base64), or under the first of Keys.
 type BoltStore struct {
 	Path string     `yaml:"path"`
 	Key  secret.Ref `yaml:"key"`
+	// Keys replaces Key to rotate keys (see StoreKey).
+	Keys []StoreKey `yaml:"keys"`
+}
+
+// StoreKey is one key of a sealed consent store. The first listed seals
+// every value written; any listed key opens the values sealed under its
+// id. To rotate, list the new key (first once every replica has it), run
+// `tokenproxy store rekey`, then remove the old one.
+type StoreKey struct {
+	// ID names the key in every value it seals: 1 to 32 letters, digits
+	// and . _ -. A key given as key: alone has the id "default".
+	ID string `yaml:"id"`
+	// Key is 32 bytes, as 64 hex digits or base64.
+	Key secret.Ref `yaml:"key"`
+}
+
+// DefaultStoreKeyID is the id of a store key given as key: alone.
+const DefaultStoreKeyID = "default"
+
+// StoreKeys is a store's keys: keys, or key alone under DefaultStoreKeyID.
+func StoreKeys(key secret.Ref, keys []StoreKey) []StoreKey {
+	if len(keys) > 0 {
+		return keys
+	}
+	return []StoreKey{{ID: DefaultStoreKeyID, Key: key}}
+}
+
+// storeKeysUseVault reports whether a store's keys refer to Vault.
+func storeKeysUseVault(key secret.Ref, keys []StoreKey) bool {
+	for _, k := range StoreKeys(key, keys) {
+		if k.Key.Vault != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // VaultKVStore keeps consents in Vault KV v2 under Path.
@@ -222,10 +260,10 @@ func (c *Config) applyOAuthDefaults() {
 
 // oauthUsesVault reports whether the OAuth2 blocks refer to Vault.
 func (c *Config) oauthUsesVault() bool {
-	if cs := c.Consents; cs != nil && (cs.Store.VaultKV != nil || (cs.Store.Bbolt != nil && cs.Store.Bbolt.Key.Vault != nil)) {
+	if cs := c.Consents; cs != nil && (cs.Store.VaultKV != nil || (cs.Store.Bbolt != nil && storeKeysUseVault(cs.Store.Bbolt.Key, cs.Store.Bbolt.Keys))) {
 		return true
 	}
-	if cs := c.Consents; cs != nil && cs.Store.Postgres != nil && (cs.Store.Postgres.Key.Vault != nil || cs.Store.Postgres.Password.Vault != nil) {
+	if cs := c.Consents; cs != nil && cs.Store.Postgres != nil && (storeKeysUseVault(cs.Store.Postgres.Key, cs.Store.Postgres.Keys) || cs.Store.Postgres.Password.Vault != nil) {
 		return true
 	}
 	for _, r := range c.Routes {
@@ -362,7 +400,7 @@ func (v *validator) consents() {
 		if st.Bbolt.Path == "" {
 			v.add("consents.store.bbolt.path", "missing; give the store file's path, e.g. /var/lib/tokenproxy/consents.db")
 		}
-		checkRef(&v.errs, "consents.store.bbolt.key", st.Bbolt.Key)
+		v.storeKeys("consents.store.bbolt", st.Bbolt.Key, st.Bbolt.Keys)
 	case st.VaultKV.Path == "":
 		v.add("consents.store.vault_kv.path", "missing; give the KV v2 path consents are kept under, e.g. tokenproxy/consents")
 	}
@@ -402,13 +440,42 @@ func (v *validator) postgresStore(p string, pg *PostgresStore) {
 	if !pg.Password.IsZero() {
 		checkRef(&v.errs, p+".password", pg.Password)
 	}
-	if pg.Key.IsZero() {
-		v.add(p+".key", "missing; give 32 random bytes, base64 encoded (openssl rand -base64 32), e.g. key: {env: TOKENPROXY_CONSENT_KEY}")
-	} else {
-		checkRef(&v.errs, p+".key", pg.Key)
-	}
+	v.storeKeys(p, pg.Key, pg.Keys)
 	if pg.MaxConnections < 1 || pg.MaxConnections > 1000 {
 		v.add(p+".max_connections", "%d must be between 1 and 1000 (0 takes the default, %d)", pg.MaxConnections, DefaultPostgresMaxConns)
+	}
+}
+
+var keyIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,32}$`)
+
+// storeKeys checks a sealed store's key: or keys: (p is the store's path).
+func (v *validator) storeKeys(p string, key secret.Ref, keys []StoreKey) {
+	switch {
+	case len(keys) > 0 && !key.IsZero():
+		v.add(p, "give key or keys, not both; to rotate, move key into keys with id %q", DefaultStoreKeyID)
+		return
+	case len(keys) == 0 && key.IsZero():
+		v.add(p+".key", "missing; give 32 random bytes, base64 encoded (openssl rand -base64 32), e.g. key: {env: TOKENPROXY_CONSENT_KEY}")
+		return
+	case len(keys) == 0:
+		checkRef(&v.errs, p+".key", key)
+		return
+	}
+	seen := map[string]bool{}
+	for i, k := range keys {
+		kp := fmt.Sprintf("%s.keys[%d]", p, i)
+		switch {
+		case !keyIDRE.MatchString(k.ID):
+			v.add(kp+".id", "%q must be 1 to 32 letters, digits and . _ - (e.g. 2026-12)", k.ID)
+		case seen[k.ID]:
+			v.add(kp+".id", "%q is listed twice; each key has its own id", k.ID)
+		}
+		seen[k.ID] = true
+		if k.Key.IsZero() {
+			v.add(kp+".key", "missing; give 32 random bytes, base64 encoded (openssl rand -base64 32), e.g. key: {env: TOKENPROXY_CONSENT_KEY}")
+		} else {
+			checkRef(&v.errs, kp+".key", k.Key)
+		}
 	}
 }
 

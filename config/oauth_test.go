@@ -86,6 +86,16 @@ func TestPostgresConsentStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rot, err := Parse([]byte(with("{host: db, database: d, user: u, keys: [{id: '2026-12', key: {env: K2}}, {id: default, key: {env: K}}]}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ks := StoreKeys(rot.Consents.Store.Postgres.Key, rot.Consents.Store.Postgres.Keys); len(ks) != 2 || ks[0].ID != "2026-12" {
+		t.Fatalf("keys: %+v", ks)
+	}
+	if ks := StoreKeys(cfg.Consents.Store.Postgres.Key, nil); len(ks) != 1 || ks[0].ID != DefaultStoreKeyID || ks[0].Key.Env != "TOKENPROXY_CONSENT_KEY" {
+		t.Fatalf("key alone: %+v", ks)
+	}
 	pg := cfg.Consents.Store.Postgres
 	if pg.Port != DefaultPostgresPort || pg.MaxConnections != DefaultPostgresMaxConns || pg.TLSMode() != "verify-full" || pg.MigrateOnStart {
 		t.Fatalf("postgres defaults: %+v, tls mode %s", pg, pg.TLSMode())
@@ -100,6 +110,11 @@ func TestPostgresConsentStore(t *testing.T) {
 		{"tls mode", with("{host: db, database: d, user: u, key: {env: K}, tls: {mode: prefer}}"), `consents.store.postgres.tls.mode: "prefer" is not one of`},
 		{"max connections", with("{host: db, database: d, user: u, key: {env: K}, max_connections: -1}"), "consents.store.postgres.max_connections"},
 		{"vault key without vault", with("{host: db, database: d, user: u, key: {vault: {path: tp/key, field: k}}}"), "vault: missing"},
+		{"key and keys", with("{host: db, database: d, user: u, key: {env: K}, keys: [{id: b, key: {env: K2}}]}"), "consents.store.postgres: give key or keys, not both"},
+		{"keys id missing", with("{host: db, database: d, user: u, keys: [{key: {env: K2}}]}"), `consents.store.postgres.keys[0].id: "" must be 1 to 32`},
+		{"keys id twice", with("{host: db, database: d, user: u, keys: [{id: b, key: {env: K2}}, {id: b, key: {env: K}}]}"), `consents.store.postgres.keys[1].id: "b" is listed twice`},
+		{"keys key missing", with("{host: db, database: d, user: u, keys: [{id: b}]}"), "consents.store.postgres.keys[0].key: missing"},
+		{"vault keys without vault", with("{host: db, database: d, user: u, keys: [{id: b, key: {env: K}}, {id: a, key: {vault: {path: tp/key, field: k}}}]}"), "vault: missing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml))

@@ -1,7 +1,6 @@
 package oauth
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -121,7 +120,7 @@ func storeOpener(t *testing.T, srv *vaulttest.Server, pg *pgtest.Server) func() 
 		cfg := consentstore.PostgresConfig{Host: pg.Host(), Port: pg.Port(), Database: pg.NewDatabase(t),
 			User: pgtest.User, Password: pg.Password(), TLSMode: "disable", MaxConns: 4}
 		return func() consentstore.Store {
-			s, err := consentstore.OpenPostgres(context.Background(), cfg, bytes.Repeat([]byte{1}, consentstore.KeySize), true)
+			s, err := consentstore.OpenPostgres(context.Background(), cfg, testRing(t), true)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -127,7 +127,7 @@ func (o *countObserver) ConsentStored(string) { o.stored.Add(1) }
 
 func openBolt(t testing.TB, path string) consentstore.Store {
 	t.Helper()
-	s, err := consentstore.OpenBolt(path, bytes.Repeat([]byte{1}, 32))
+	s, err := consentstore.OpenBolt(path, testRing(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,4 +218,14 @@ func vaultClient(t testing.TB, srv *vaulttest.Server, opts ...vaultsrc.Option) *
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// testRing is the consent store keyring the tests use.
+func testRing(t testing.TB) *consentstore.Keyring {
+	t.Helper()
+	r, err := consentstore.SingleKey(bytes.Repeat([]byte{1}, consentstore.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -2,7 +2,6 @@ package consentstore
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 
 	"os"
@@ -31,9 +30,7 @@ func bulkLoad(tb testing.TB, b *Bolt, n int) {
 				if err != nil {
 					return err
 				}
-				val := binary.BigEndian.AppendUint64(nil, 1)
-				val = append(val, b.seal.seal(plain, aad(c.Key(), 1))...)
-				if err := bk.Put(dbKey(c.Key()), val); err != nil {
+				if err := bk.Put(dbKey(c.Key()), b.sealValue(c.Key(), 1, plain)); err != nil {
 					return err
 				}
 			}

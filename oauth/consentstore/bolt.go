@@ -17,24 +17,23 @@ import (
 var (
 	bucketConsents = []byte("consents")
 	bucketMeta     = []byte("meta")
-	keyCheck       = []byte("keycheck")
-	keyCheckPlain  = []byte("tokenproxy consent store v1")
-	keyCheckAAD    = []byte("tokenproxy-consent-keycheck")
+	// legacyKeyCheck is the key check of a store written before key ids.
+	legacyKeyCheck = []byte("keycheck")
 )
-
-// ErrWrongKey means the store was created with another key.
-var ErrWrongKey = errors.New("the consent store key is not the one this store was created with")
 
 // ErrHeld means another process (a running tokenproxy) holds the store
 // file: bbolt lets one process at a time open it.
 var ErrHeld = errors.New("another process, such as a running tokenproxy, holds the file (bbolt lets one process at a time open it)")
 
 // Bolt is the embedded store: one bbolt file, every value sealed with
-// AES-256-GCM. Each Put commits with fsync before it returns.
+// AES-256-GCM under the keyring's newest key. Each Put commits with fsync
+// before it returns.
 type Bolt struct {
 	db   *bolt.DB
-	seal *sealer
-	path string
+	ring *Keyring
+	// legacyID is the key that opens values from before key ids ("": none).
+	legacyID string
+	path     string
 	// copyPath is the temporary copy a snapshot reads; "" for the file itself.
 	copyPath string
 	// now is the clock of started consents' expiry (SetClock); nil: time.Now.
@@ -45,19 +44,16 @@ type Bolt struct {
 // the file.
 const lockTimeout = 2 * time.Second
 
-// OpenBolt opens (creating if needed) the store file at path with key (32
-// bytes). A new store records a key check; an existing one must open it with
-// key, so a wrong or missing key is an error here, at start-up, never a
-// silently empty store.
-func OpenBolt(path string, key []byte) (*Bolt, error) {
-	return openBolt(path, key, lockTimeout)
+// OpenBolt opens (creating if needed) the store file at path with the keys
+// of ring. A new store records a key check per key; an existing one must
+// open the checks of the keys it knows and hold no value under a key ring
+// lacks, so a wrong or missing key is an error here, at start-up, never a
+// silently empty store (ErrWrongKey, *MissingKeyError).
+func OpenBolt(path string, ring *Keyring) (*Bolt, error) {
+	return openBolt(path, ring, lockTimeout)
 }
 
-func openBolt(path string, key []byte, timeout time.Duration) (*Bolt, error) {
-	s, err := newSealer(key)
-	if err != nil {
-		return nil, err
-	}
+func openBolt(path string, ring *Keyring, timeout time.Duration) (*Bolt, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
 	if errors.Is(err, berrors.ErrTimeout) {
 		err = ErrHeld
@@ -65,7 +61,7 @@ func openBolt(path string, key []byte, timeout time.Duration) (*Bolt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the consent store %s: %w", path, err)
 	}
-	b := &Bolt{db: db, seal: s, path: path}
+	b := &Bolt{db: db, ring: ring, path: path}
 	if err := b.checkKey(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -79,28 +75,123 @@ func (b *Bolt) checkKey() error {
 		if err != nil {
 			return fmt.Errorf("consent store %s: %w", b.path, err)
 		}
-		cons, err := tx.CreateBucketIfNotExists(bucketConsents)
-		if err != nil {
+		if _, err := tx.CreateBucketIfNotExists(bucketConsents); err != nil {
 			return fmt.Errorf("consent store %s: %w", b.path, err)
 		}
-		kc := meta.Get(keyCheck)
-		if kc == nil {
-			if k, _ := cons.Cursor().First(); k != nil {
-				return fmt.Errorf("consent store %s holds consents but no key check record; refusing to guess the key", b.path)
-			}
-			return meta.Put(keyCheck, b.seal.seal(keyCheckPlain, keyCheckAAD))
+		write, err := b.matchKeys(tx)
+		if err != nil {
+			return err
 		}
-		return b.matchKey(kc)
+		for _, id := range write {
+			if err := meta.Put([]byte(keyCheckName(id)), b.ring.keyCheck(id)); err != nil {
+				return fmt.Errorf("consent store %s: %w", b.path, err)
+			}
+		}
+		return nil
 	})
 }
 
-// matchKey checks that b's key opens the key check record kc.
-func (b *Bolt) matchKey(kc []byte) error {
-	p, err := b.seal.open(kc, keyCheckAAD)
-	if err != nil || !bytes.Equal(p, keyCheckPlain) {
-		return fmt.Errorf("consent store %s: %w", b.path, ErrWrongKey)
+// matchKeys checks the ring against the store's key checks and values
+// (Keyring.checkKeys, Keyring.missing), sets b.legacyID and returns the ids
+// whose key check is still to be written.
+func (b *Bolt) matchKeys(tx *bolt.Tx) ([]string, error) {
+	meta, cons := tx.Bucket(bucketMeta), tx.Bucket(bucketConsents)
+	checks := map[string][]byte{}
+	var legacy []byte
+	if meta != nil {
+		c := meta.Cursor()
+		pfx := []byte(keyCheckName(""))
+		for k, v := c.Seek(pfx); k != nil && bytes.HasPrefix(k, pfx); k, v = c.Next() {
+			checks[string(k[len(pfx):])] = bytes.Clone(v)
+		}
+		legacy = meta.Get(legacyKeyCheck)
 	}
-	return nil
+	if len(checks) == 0 && legacy == nil && cons != nil {
+		if k, _ := cons.Cursor().First(); k != nil {
+			return nil, fmt.Errorf("consent store %s holds consents but no key check record; refusing to guess the key", b.path)
+		}
+	}
+	write, legacyID, err := b.ring.checkKeys(checks, legacy)
+	if err != nil {
+		return nil, fmt.Errorf("consent store %s: %w", b.path, err)
+	}
+	b.legacyID = legacyID
+	need := map[string]bool{}
+	b.eachSealed(tx, func(_, _ []byte, id string) { need[id] = true })
+	if err := b.ring.missing(need, legacyID); err != nil {
+		return nil, fmt.Errorf("consent store %s: %w", b.path, err)
+	}
+	return write, nil
+}
+
+// eachSealed calls fn with every stored value's bucket, key and key id
+// ("" for a value from before key ids).
+func (b *Bolt) eachSealed(tx *bolt.Tx, fn func(bucket, k []byte, id string)) {
+	for _, name := range [][]byte{bucketConsents, bucketPending} {
+		bk := tx.Bucket(name)
+		if bk == nil {
+			continue
+		}
+		_ = bk.ForEach(func(k, v []byte) error {
+			fn(name, k, valueKeyID(name, v))
+			return nil
+		})
+	}
+}
+
+// A consent's value is its generation (8 bytes, big endian) with keyedFlag
+// set, then the sealed record (see Keyring.seal). A value from before key
+// ids lacks the flag and holds nonce | ciphertext under the legacy key.
+// A started consent's value is its expiry (8 bytes) and the sealed record.
+const keyedFlag = 1 << 63
+
+// valueKeyID is the key id a stored value of bucket names; "" for a
+// consent from before key ids, "?" for a malformed value.
+func valueKeyID(bucket, v []byte) string {
+	if len(v) < 8 {
+		return "?"
+	}
+	if bytes.Equal(bucket, bucketConsents) && binary.BigEndian.Uint64(v)&keyedFlag == 0 {
+		return ""
+	}
+	id, _, ok := sealedKeyID(v[8:])
+	if !ok {
+		return "?"
+	}
+	return id
+}
+
+// openValue opens the consent value v stored under k.
+func (b *Bolt) openValue(k Key, v []byte) (plain []byte, gen uint64, err error) {
+	if len(v) < 8 {
+		return nil, 0, errOpen
+	}
+	raw := binary.BigEndian.Uint64(v)
+	gen = raw &^ keyedFlag
+	if raw&keyedFlag != 0 {
+		plain, err = b.ring.open(v[8:], aad(k, gen))
+		return plain, gen, err
+	}
+	if b.legacyID == "" {
+		return nil, 0, &MissingKeyError{IDs: []string{""}}
+	}
+	plain, err = openAEAD(b.ring.aeads[b.legacyID], v[8:], aad(k, gen))
+	return plain, gen, err
+}
+
+// sealValue is the consent value for plain at generation gen, sealed under
+// the newest key.
+func (b *Bolt) sealValue(k Key, gen uint64, plain []byte) []byte {
+	val := binary.BigEndian.AppendUint64(make([]byte, 0, 8+64+len(plain)), gen|keyedFlag)
+	return append(val, b.ring.seal(plain, aad(k, gen))...)
+}
+
+// valueGen is the generation of a stored consent value (0 for none).
+func valueGen(v []byte) uint64 {
+	if len(v) < 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v) &^ keyedFlag
 }
 
 // dbKey is route \0 owner \0 subject; names are validated to hold no NUL.
@@ -116,13 +207,8 @@ func splitKey(b []byte) (Key, bool) {
 	return Key{string(p[0]), string(p[1]), string(p[2])}, true
 }
 
-// value layout: generation (8 bytes, big endian) | nonce | ciphertext.
 func (b *Bolt) decode(k Key, v []byte) (*Consent, error) {
-	if len(v) < 8 {
-		return nil, errOpen
-	}
-	gen := binary.BigEndian.Uint64(v)
-	p, err := b.seal.open(v[8:], aad(k, gen))
+	p, gen, err := b.openValue(k, v)
 	if err != nil {
 		return nil, err
 	}
@@ -164,17 +250,11 @@ func (b *Bolt) Put(_ context.Context, c *Consent, expect uint64) (uint64, error)
 	err = b.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketConsents)
 		key := dbKey(c.Key())
-		var cur uint64
-		if v := bk.Get(key); len(v) >= 8 {
-			cur = binary.BigEndian.Uint64(v)
-		}
-		if cur != expect {
+		if valueGen(bk.Get(key)) != expect {
 			return ErrConflict
 		}
-		gen = cur + 1
-		val := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(plain)+28), gen)
-		val = append(val, b.seal.seal(plain, aad(c.Key(), gen))...)
-		return bk.Put(key, val)
+		gen = expect + 1
+		return bk.Put(key, b.sealValue(c.Key(), gen, plain))
 	})
 	if err != nil {
 		if errors.Is(err, ErrConflict) {

@@ -100,6 +100,12 @@ var (
 	pendingAAD    = []byte("tokenproxy-pending\x00")
 )
 
+// pendingAD binds a started consent's sealed record to its state's hash
+// (key) and its expiry (exp).
+func pendingAD(key, exp []byte) []byte {
+	return append(append(append([]byte(nil), pendingAAD...), key...), exp...)
+}
+
 // PutPending implements Store. The record is sealed like a consent, bound
 // to its state's hash; started consents that expired are swept in the same
 // transaction.
@@ -137,7 +143,7 @@ func (b *Bolt) PutPending(_ context.Context, p *Pending) error {
 			return ErrPendingFull
 		}
 		exp := binary.BigEndian.AppendUint64(nil, uint64(p.Expires.UnixNano()))
-		return bk.Put(key, append(exp, b.seal.seal(plain, append(append(pendingAAD, key...), exp...))...))
+		return bk.Put(key, append(exp, b.ring.seal(plain, pendingAD(key, exp))...))
 	})
 	if err != nil {
 		if errors.Is(err, ErrPendingFull) {
@@ -169,7 +175,7 @@ func (b *Bolt) TakePending(_ context.Context, state string) (*Pending, error) {
 		if len(v) < 8 {
 			return errOpen
 		}
-		plain, err := b.seal.open(v[8:], append(append(pendingAAD, key...), v[:8]...))
+		plain, err := b.ring.open(v[8:], pendingAD(key, v[:8]))
 		if err != nil {
 			return err
 		}

@@ -128,7 +128,7 @@ func (c PostgresConfig) poolConfig() (*pgxpool.Config, error) {
 // (synchronous_commit on) before Put returns.
 type Postgres struct {
 	pool *pgxpool.Pool
-	seal *sealer
+	ring *Keyring
 }
 
 // connect opens a pool and checks that the server answers, mapping the
@@ -174,16 +174,12 @@ func classify(err error) error {
 // migrate is set (otherwise a schema older than this binary's is
 // ErrNotMigrated) and checks key (32 bytes) against the key check the store
 // recorded when it was created (ErrWrongKey).
-func OpenPostgres(ctx context.Context, c PostgresConfig, key []byte, migrate bool) (*Postgres, error) {
-	s, err := newSealer(key)
-	if err != nil {
-		return nil, err
-	}
+func OpenPostgres(ctx context.Context, c PostgresConfig, ring *Keyring, migrate bool) (*Postgres, error) {
 	pool, err := connect(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	p := &Postgres{pool: pool, seal: s}
+	p := &Postgres{pool: pool, ring: ring}
 	if err := p.open(ctx, migrate); err != nil {
 		pool.Close()
 		return nil, err
@@ -211,19 +207,78 @@ func (p *Postgres) open(ctx context.Context, migrate bool) error {
 	return p.checkKey(ctx)
 }
 
+// checkKey records a key check for each of the ring's keys the store has
+// not met, checks the others (Keyring.checkKeys) and that no value is
+// sealed under a key the ring lacks (*MissingKeyError).
 func (p *Postgres) checkKey(ctx context.Context) error {
-	if _, err := p.pool.Exec(ctx, `INSERT INTO store_meta (name, value) VALUES ('keycheck', $1) ON CONFLICT (name) DO NOTHING`,
-		p.seal.seal(keyCheckPlain, keyCheckAAD)); err != nil {
-		return fmt.Errorf("recording the consent store's key check: %w", err)
+	checks, err := p.keyChecks(ctx)
+	if err != nil {
+		return err
 	}
-	var kc []byte
-	if err := p.pool.QueryRow(ctx, `SELECT value FROM store_meta WHERE name = 'keycheck'`).Scan(&kc); err != nil {
-		return fmt.Errorf("reading the consent store's key check: %w", err)
+	write, _, err := p.ring.checkKeys(checks, nil)
+	if err != nil {
+		return err
 	}
-	if pl, err := p.seal.open(kc, keyCheckAAD); err != nil || !bytes.Equal(pl, keyCheckPlain) {
-		return ErrWrongKey
+	if len(write) > 0 {
+		for _, id := range write {
+			if _, err := p.pool.Exec(ctx, `INSERT INTO store_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
+				keyCheckName(id), p.ring.keyCheck(id)); err != nil {
+				return fmt.Errorf("recording the consent store's key check: %w", err)
+			}
+		}
+		// Another replica may have recorded a different key under the same id meanwhile.
+		if checks, err = p.keyChecks(ctx); err != nil {
+			return err
+		}
+		if _, _, err := p.ring.checkKeys(checks, nil); err != nil {
+			return err
+		}
 	}
-	return nil
+	need, err := p.keyIDs(ctx)
+	if err != nil {
+		return err
+	}
+	return p.ring.missing(need, "")
+}
+
+// keyChecks reads the key check records by id.
+func (p *Postgres) keyChecks(ctx context.Context) (map[string][]byte, error) {
+	rows, err := p.pool.Query(ctx, `SELECT name, value FROM store_meta WHERE name LIKE 'keycheck:%'`)
+	if err != nil {
+		return nil, fmt.Errorf("reading the consent store's key checks: %w", err)
+	}
+	checks := map[string][]byte{}
+	var name string
+	var v []byte
+	if _, err := pgx.ForEachRow(rows, []any{&name, &v}, func() error {
+		checks[strings.TrimPrefix(name, keyCheckName(""))] = bytes.Clone(v)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("reading the consent store's key checks: %w", err)
+	}
+	return checks, nil
+}
+
+// keyIDs are the key ids values are sealed under: a walk down the key_id
+// index, one probe per distinct id, however many consents there are.
+func (p *Postgres) keyIDs(ctx context.Context) (map[string]bool, error) {
+	rows, err := p.pool.Query(ctx, `WITH RECURSIVE ids AS (
+			(SELECT key_id FROM consents ORDER BY key_id LIMIT 1)
+			UNION ALL
+			SELECT (SELECT c.key_id FROM consents c WHERE c.key_id > ids.key_id ORDER BY c.key_id LIMIT 1)
+			FROM ids WHERE ids.key_id IS NOT NULL
+		)
+		SELECT key_id FROM ids WHERE key_id IS NOT NULL
+		UNION SELECT DISTINCT key_id FROM pending`)
+	if err != nil {
+		return nil, fmt.Errorf("reading the consent store's key ids: %w", err)
+	}
+	need := map[string]bool{}
+	var id string
+	if _, err := pgx.ForEachRow(rows, []any{&id}, func() error { need[id] = true; return nil }); err != nil {
+		return nil, fmt.Errorf("reading the consent store's key ids: %w", err)
+	}
+	return need, nil
 }
 
 // migration is one embedded schema step, migrations/NNNN_name.sql.
@@ -328,7 +383,7 @@ func (p *Postgres) decode(k Key, gen int64, v []byte) (*Consent, error) {
 	if gen <= 0 {
 		return nil, errOpen
 	}
-	pl, err := p.seal.open(v, aad(k, uint64(gen)))
+	pl, err := p.ring.open(v, aad(k, uint64(gen)))
 	if err != nil {
 		return nil, err
 	}
@@ -373,15 +428,15 @@ func (p *Postgres) Put(ctx context.Context, c *Consent, expect uint64) (uint64, 
 		return 0, err
 	}
 	gen := expect + 1
-	val := p.seal.seal(plain, aad(k, gen))
+	val, id := p.ring.seal(plain, aad(k, gen)), p.ring.Newest()
 	var tag pgconn.CommandTag
 	if expect == 0 {
-		tag, err = p.pool.Exec(ctx, `INSERT INTO consents (route, owner, subject, generation, value) VALUES ($1, $2, $3, 1, $4)
-			ON CONFLICT (route, owner, subject) DO NOTHING`, k.Route, k.Owner, k.Subject, val)
+		tag, err = p.pool.Exec(ctx, `INSERT INTO consents (route, owner, subject, generation, value, key_id) VALUES ($1, $2, $3, 1, $4, $5)
+			ON CONFLICT (route, owner, subject) DO NOTHING`, k.Route, k.Owner, k.Subject, val, id)
 	} else {
-		tag, err = p.pool.Exec(ctx, `UPDATE consents SET generation = $5, value = $4, updated = now()
+		tag, err = p.pool.Exec(ctx, `UPDATE consents SET generation = $5, value = $4, key_id = $7, updated = now()
 			WHERE route = $1 AND owner = $2 AND subject = $3 AND generation = $6`,
-			k.Route, k.Owner, k.Subject, val, int64(gen), int64(expect))
+			k.Route, k.Owner, k.Subject, val, int64(gen), int64(expect), id)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("writing consent for subject %q on route %s: %w", c.Subject, c.Route, err)
@@ -460,8 +515,8 @@ func (p *Postgres) PutPending(ctx context.Context, pd *Pending) error {
 	if _, err := p.pool.Exec(ctx, `DELETE FROM pending WHERE expires <= now()`); err != nil {
 		return fmt.Errorf("removing expired pending consents: %w", err)
 	}
-	if _, err := p.pool.Exec(ctx, `INSERT INTO pending (state, expires, value) VALUES ($1, $2, $3)`,
-		pd.State, pd.Expires, p.seal.seal(b, pgPendingAAD(pd.State))); err != nil {
+	if _, err := p.pool.Exec(ctx, `INSERT INTO pending (state, expires, value, key_id) VALUES ($1, $2, $3, $4)`,
+		pd.State, pd.Expires, p.ring.seal(b, pgPendingAAD(pd.State)), p.ring.Newest()); err != nil {
 		return fmt.Errorf("recording the pending consent on route %s: %w", pd.Route, err)
 	}
 	return nil
@@ -479,7 +534,7 @@ func (p *Postgres) TakePending(ctx context.Context, state string) (*Pending, err
 	if err != nil {
 		return nil, fmt.Errorf("taking the pending consent: %w", err)
 	}
-	pl, err := p.seal.open(v, pgPendingAAD(state))
+	pl, err := p.ring.open(v, pgPendingAAD(state))
 	if err != nil {
 		return nil, err
 	}

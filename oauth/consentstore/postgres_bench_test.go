@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/tokenproxy/tokenproxy/testkit/pgtest"
 )
 
@@ -81,20 +80,12 @@ func BenchmarkPostgresRefresh(b *testing.B) {
 // pgBulkLoad copies n sealed consents, owners app-0 … app-(owners-1), in one COPY.
 func pgBulkLoad(b *testing.B, s *Postgres, n, owners int) {
 	b.Helper()
-	rows := make([][]any, 0, n)
-	for i := range n {
-		c := sample("psu-" + strconv.Itoa(i))
-		c.Owner = "app-" + strconv.Itoa(i%owners)
-		plain, err := encodeRecord(c)
-		if err != nil {
-			b.Fatal(err)
-		}
-		rows = append(rows, []any{c.Route, c.Owner, c.Subject, int64(1), s.seal.seal(plain, aad(c.Key(), 1))})
+	cs := make([]*Consent, n)
+	for i := range cs {
+		cs[i] = sample("psu-" + strconv.Itoa(i))
+		cs[i].Owner = "app-" + strconv.Itoa(i%owners)
 	}
-	if _, err := s.pool.CopyFrom(context.Background(), pgx.Identifier{"consents"},
-		[]string{"route", "owner", "subject", "generation", "value"}, pgx.CopyFromRows(rows)); err != nil {
-		b.Fatal(err)
-	}
+	pgBulkLoadConsents(b, s, cs)
 	if _, err := s.pool.Exec(context.Background(), "ANALYZE consents"); err != nil {
 		b.Fatal(err)
 	}

@@ -61,7 +61,7 @@ func TestPostgresStartupErrors(t *testing.T) {
 		s.Close()
 	})
 	t.Run("WrongKey", func(t *testing.T) {
-		_, err := OpenPostgres(ctx, cfg, bytes.Repeat([]byte{9}, KeySize), false)
+		_, err := OpenPostgres(ctx, cfg, ring(bytes.Repeat([]byte{9}, KeySize)), false)
 		if !errors.Is(err, ErrWrongKey) {
 			t.Fatalf("wrong key: %v; want ErrWrongKey", err)
 		}

@@ -1,9 +1,6 @@
 package consentstore
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -61,26 +58,6 @@ func ParseKey(v secret.Value) ([]byte, error) {
 	return nil, fmt.Errorf("the consent store key must be %d bytes, given as 64 hex digits or base64 (openssl rand -base64 32)", KeySize)
 }
 
-// sealer encrypts values with AES-256-GCM; the additional data binds a value
-// to its route, owner, subject and generation so a value copied to another
-// key or replayed at another generation does not open.
-type sealer struct{ aead cipher.AEAD }
-
-func newSealer(key []byte) (*sealer, error) {
-	if len(key) != KeySize {
-		return nil, fmt.Errorf("the consent store key is %d bytes; it must be %d", len(key), KeySize)
-	}
-	blk, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("consent store key: %w", err)
-	}
-	aead, err := cipher.NewGCM(blk)
-	if err != nil {
-		return nil, fmt.Errorf("consent store key: %w", err)
-	}
-	return &sealer{aead: aead}, nil
-}
-
 // aad is route|owner|subject|generation, length-prefixed so no two keys collide.
 func aad(k Key, gen uint64) []byte {
 	b := make([]byte, 0, 32+len(k.Route)+len(k.Owner)+len(k.Subject))
@@ -89,27 +66,4 @@ func aad(k Key, gen uint64) []byte {
 		b = append(b, s...)
 	}
 	return binary.BigEndian.AppendUint64(b, gen)
-}
-
-// seal returns nonce|ciphertext.
-func (s *sealer) seal(plain, ad []byte) []byte {
-	out := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
-	if _, err := rand.Read(out); err != nil {
-		panic("crypto/rand failed: " + err.Error()) // never happens (crypto/rand does not fail on Linux)
-	}
-	return s.aead.Seal(out, out, plain, ad)
-}
-
-var errOpen = errors.New("a stored consent does not decrypt with this key (wrong key, or the value was moved or altered)")
-
-func (s *sealer) open(sealed, ad []byte) ([]byte, error) {
-	n := s.aead.NonceSize()
-	if len(sealed) < n+s.aead.Overhead() {
-		return nil, errOpen
-	}
-	p, err := s.aead.Open(nil, sealed[:n], sealed[n:], ad)
-	if err != nil {
-		return nil, errOpen
-	}
-	return p, nil
 }

@@ -28,23 +28,19 @@ const (
 // quarter second and then reads a consistent copy of the file instead,
 // read-only: the key is checked against the live store's key check record
 // and nothing is written. Snapshot reports that case.
-func OpenBoltForCheck(path string, key []byte) (*Bolt, error) {
-	b, err := openBolt(path, key, checkLockTimeout)
+func OpenBoltForCheck(path string, ring *Keyring) (*Bolt, error) {
+	b, err := openBolt(path, ring, checkLockTimeout)
 	if !errors.Is(err, ErrHeld) {
 		return b, err
 	}
-	return openSnapshot(path, key)
+	return openSnapshot(path, ring)
 }
 
 // Snapshot reports whether b reads a read-only copy of a store file that
 // another process holds (OpenBoltForCheck); its writes fail.
 func (b *Bolt) Snapshot() bool { return b.copyPath != "" }
 
-func openSnapshot(path string, key []byte) (*Bolt, error) {
-	s, err := newSealer(key)
-	if err != nil {
-		return nil, err
-	}
+func openSnapshot(path string, ring *Keyring) (*Bolt, error) {
 	cp, err := copyConsistent(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading the consent store %s, which %w: %w", path, ErrHeld, err)
@@ -54,7 +50,7 @@ func openSnapshot(path string, key []byte) (*Bolt, error) {
 		_ = os.Remove(cp)
 		return nil, fmt.Errorf("reading a copy of the consent store %s: %w", path, err)
 	}
-	b := &Bolt{db: db, seal: s, path: path, copyPath: cp}
+	b := &Bolt{db: db, ring: ring, path: path, copyPath: cp}
 	if err := b.verifyKey(); err != nil {
 		_ = b.Close()
 		return nil, err
@@ -62,15 +58,14 @@ func openSnapshot(path string, key []byte) (*Bolt, error) {
 	return b, nil
 }
 
-// verifyKey is checkKey without writing: the store must hold a key check
-// record that key opens.
+// verifyKey is checkKey without writing.
 func (b *Bolt) verifyKey() error {
 	return b.db.View(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil || tx.Bucket(bucketConsents) == nil || meta.Get(keyCheck) == nil {
+		if tx.Bucket(bucketMeta) == nil || tx.Bucket(bucketConsents) == nil {
 			return fmt.Errorf("consent store %s holds no key check record", b.path)
 		}
-		return b.matchKey(meta.Get(keyCheck))
+		_, err := b.matchKeys(tx)
+		return err
 	})
 }
 

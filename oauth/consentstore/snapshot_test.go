@@ -54,7 +54,7 @@ func TestOpenBoltForCheckBesideAHolder(t *testing.T) {
 	}
 
 	other := bytes.Repeat([]byte{8}, KeySize)
-	if _, err := OpenBoltForCheck(path, other); !errors.Is(err, ErrWrongKey) {
+	if _, err := OpenBoltForCheck(path, ring(other)); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("another key beside a holder: %v; want ErrWrongKey", err)
 	}
 	// The holder is untouched and still writes.

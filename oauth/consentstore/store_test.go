@@ -16,7 +16,16 @@ import (
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 )
 
-var testKey = bytes.Repeat([]byte{7}, KeySize)
+var testKey = ring(bytes.Repeat([]byte{7}, KeySize))
+
+// ring is the keyring of key alone (DefaultKeyID).
+func ring(key []byte) *Keyring {
+	r, err := SingleKey(key)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
 
 func sample(subject string) *Consent {
 	return &Consent{Route: "bpce", Owner: "app-a", Subject: subject, State: Active,
@@ -222,10 +231,10 @@ func TestBoltWrongKeyIsAStartupError(t *testing.T) {
 	}
 	s.Close()
 	other := bytes.Repeat([]byte{9}, KeySize)
-	if _, err := OpenBolt(path, other); !errors.Is(err, ErrWrongKey) || !strings.Contains(err.Error(), path) {
+	if _, err := OpenBolt(path, ring(other)); !errors.Is(err, ErrWrongKey) || !strings.Contains(err.Error(), path) {
 		t.Fatalf("wrong key: %v; want ErrWrongKey naming the file", err)
 	}
-	if _, err := OpenBolt(path, nil); err == nil || !strings.Contains(err.Error(), "32") {
+	if _, err := SingleKey(nil); err == nil || !strings.Contains(err.Error(), "32") {
 		t.Fatalf("missing key: %v", err)
 	}
 }
@@ -253,10 +262,7 @@ func TestBoltFileHoldsNoPlaintext(t *testing.T) {
 }
 
 func TestSealedValueBoundToItsKey(t *testing.T) {
-	s, err := newSealer(testKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := testKey
 	k := Key{"r", "o", "s"}
 	box := s.seal([]byte("x"), aad(k, 3))
 	for _, tc := range []struct {
