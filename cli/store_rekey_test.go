@@ -233,10 +233,13 @@ consents:
 	go func() {
 		done <- cli.Execute([]string{"run", "--config", both}, cli.WithOutput(&out, &out), cli.WithLogger(log), cli.WithContext(ctx))
 	}()
+	deadline := time.After(30 * time.Second)
 	for logs.Count("consent store re-sealed") == 0 {
 		select {
 		case code := <-done:
 			t.Fatalf("run exited %d:\n%s\n%s", code, out.String(), logs.String())
+		case <-deadline:
+			t.Fatalf("no background re-seal within 30 s:\n%s", logs.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -101,7 +101,7 @@ func (r *Keyring) seal(plain, ad []byte) []byte { return r.sealWith(r.ids[0], pl
 func (r *Keyring) sealWith(id string, plain, ad []byte) []byte {
 	a := r.aeads[id]
 	out := make([]byte, 0, 1+len(id)+a.NonceSize()+len(plain)+a.Overhead())
-	out = append(append(out, byte(len(id))), id...)
+	out = append(append(out, byte(len(id))), id...) //nolint:gosec // G115: ids are at most 32 bytes (ValidateKeyID)
 	nonce := make([]byte, a.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		panic("crypto/rand failed: " + err.Error()) // never happens (crypto/rand does not fail on Linux)

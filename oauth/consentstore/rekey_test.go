@@ -325,7 +325,7 @@ func TestPostgresRekeyUnderLoad(t *testing.T) {
 	var reads, writes atomic.Int64
 	for i, r := range replicas {
 		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(i), 1))
+			rng := rand.New(rand.NewPCG(uint64(i+1), 1)) //nolint:gosec // G115: a small index
 			for {
 				select {
 				case <-stop:
