@@ -91,7 +91,7 @@ func TestGatewayOAuth(t *testing.T) {
 		}
 		for _, p := range r.HTTP.Paths {
 			if p.Path != cb.Path || p.PathType == nil || *p.PathType != networkingv1.PathTypeExact {
-				t.Errorf("Ingress path %q (%v): only %s, Exact, may reach the consent API from outside", p.Path, p.PathType, cb.Path)
+				t.Errorf("Ingress path %q: only %s, pathType Exact, may reach the consent API from outside", p.Path, cb.Path)
 			}
 			b := p.Backend.Service
 			if b == nil || b.Name != svc.Name || b.Port.Name != "consent" {
