@@ -19,6 +19,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -26,7 +27,11 @@ import (
 const k8sDir = ".."
 
 // overlays are the kustomizations users apply; each must render.
-var overlays = []string{"base", "sidecar", "gateway", "vault-reviewer", "sidecar-intercept", "gateway-intercept"}
+var overlays = []string{"base", "sidecar", "gateway", "vault-reviewer", "sidecar-intercept", "gateway-intercept", "gateway-oauth"}
+
+// gatewayOverlays are the overlays that run tokenproxy as a shared egress
+// gateway; each gets the gateway checks.
+var gatewayOverlays = []string{"gateway", "gateway-intercept", "gateway-oauth"}
 
 // ---- rendering -----------------------------------------------------------
 
@@ -345,7 +350,13 @@ func mustAtoi(t *testing.T, s string) int32 {
 // ---- the gateway ---------------------------------------------------------
 
 func TestGateway(t *testing.T) {
-	docs := render(t, "gateway")
+	for _, o := range gatewayOverlays {
+		t.Run(o, func(t *testing.T) { checkGateway(t, render(t, o)) })
+	}
+}
+
+func checkGateway(t *testing.T, docs []Document) {
+	t.Helper()
 	cfg, raw := configOf(t, docs)
 	dep := find[*appsv1.Deployment](t, docs, "tokenproxy")
 	podLabels := labels.Set(dep.Spec.Template.Labels)
@@ -376,6 +387,9 @@ func TestGateway(t *testing.T) {
 	}
 	if pdb.Spec.MaxUnavailable == nil && pdb.Spec.MinAvailable == nil {
 		t.Errorf("PodDisruptionBudget sets neither maxUnavailable nor minAvailable")
+	}
+	if dep.Spec.Replicas != nil {
+		checkDisruptionBudget(t, pdb, int(*dep.Spec.Replicas))
 	}
 
 	proxyPort, err := port(cfg.Listen.Proxy)
@@ -409,9 +423,25 @@ func TestGateway(t *testing.T) {
 	// Every route of a listening-beyond-loopback proxy names its callers.
 	var routes struct {
 		Routes []map[string]any `json:"routes"`
+		Store  struct {
+			Redis *struct {
+				MaxReplicas int `json:"max_replicas"`
+			} `json:"redis"`
+		} `json:"store"`
 	}
 	if err := yaml.Unmarshal([]byte(raw), &routes); err != nil {
 		t.Fatal(err)
+	}
+	// The shared store's fallback budget divides by max_replicas: it must
+	// count every pod that can run at once, the rollout's surge included.
+	if r := routes.Store.Redis; r != nil && dep.Spec.Replicas != nil {
+		surge := 0
+		if ru := dep.Spec.Strategy.RollingUpdate; ru != nil && ru.MaxSurge != nil {
+			surge, _ = intstr.GetScaledValueFromIntOrPercent(ru.MaxSurge, int(*dep.Spec.Replicas), true)
+		}
+		if r.MaxReplicas < int(*dep.Spec.Replicas)+surge {
+			t.Errorf("store.redis.max_replicas %d is below replicas %d + maxSurge %d", r.MaxReplicas, *dep.Spec.Replicas, surge)
+		}
 	}
 	if len(routes.Routes) == 0 {
 		t.Errorf("gateway configuration has no route")
@@ -447,20 +477,66 @@ func TestGateway(t *testing.T) {
 		t.Errorf("the Vault token volume %q is not mounted into tokenproxy", vaultToken)
 	}
 
-	checkNetworkPolicy(t, find[*networkingv1.NetworkPolicy](t, docs, "tokenproxy"), podLabels, c)
-}
-
-func checkNetworkPolicy(t *testing.T, np *networkingv1.NetworkPolicy, podLabels labels.Set, c *corev1.Container) {
-	t.Helper()
+	np := find[*networkingv1.NetworkPolicy](t, docs, "tokenproxy")
 	if s, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector); err != nil || !s.Matches(podLabels) {
-		t.Errorf("NetworkPolicy does not select the gateway pods")
+		t.Errorf("NetworkPolicy tokenproxy does not select the gateway pods")
 	}
 	if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) || !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) {
-		t.Errorf("NetworkPolicy must restrict both ingress and egress, has %v", np.Spec.PolicyTypes)
+		t.Errorf("NetworkPolicy tokenproxy must restrict both ingress and egress, has %v", np.Spec.PolicyTypes)
 	}
+	checkNetworkPolicies(t, policiesFor(docs, podLabels), c)
+}
+
+// checkDisruptionBudget: a drain may take at least one of the gateway's
+// replicas, and always leaves at least two serving.
+func checkDisruptionBudget(t *testing.T, pdb *policyv1.PodDisruptionBudget, replicas int) {
+	t.Helper()
+	allowed := -1
+	switch {
+	case pdb.Spec.MaxUnavailable != nil:
+		allowed, _ = intstr.GetScaledValueFromIntOrPercent(pdb.Spec.MaxUnavailable, replicas, true)
+	case pdb.Spec.MinAvailable != nil:
+		minAvail, _ := intstr.GetScaledValueFromIntOrPercent(pdb.Spec.MinAvailable, replicas, true)
+		allowed = replicas - minAvail
+	}
+	if allowed < 1 {
+		t.Errorf("PodDisruptionBudget lets no replica of %d be evicted: node drains would block", replicas)
+	}
+	if replicas-allowed < 2 {
+		t.Errorf("PodDisruptionBudget lets %d of %d replicas be evicted at once, leaving fewer than 2", allowed, replicas)
+	}
+}
+
+// policiesFor returns the NetworkPolicies that select pods with podLabels;
+// policies add up, so these together are what the pods may do.
+func policiesFor(docs []Document, podLabels labels.Set) []*networkingv1.NetworkPolicy {
+	var out []*networkingv1.NetworkPolicy
+	for _, d := range docs {
+		np, ok := d.Object.(*networkingv1.NetworkPolicy)
+		if !ok {
+			continue
+		}
+		if s, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector); err == nil && s.Matches(podLabels) {
+			out = append(out, np)
+		}
+	}
+	return out
+}
+
+// checkNetworkPolicies checks the NetworkPolicies that select the gateway
+// pods: the proxy port admits only client-labelled pods, and egress goes to
+// the expected ports only.
+func checkNetworkPolicies(t *testing.T, nps []*networkingv1.NetworkPolicy, c *corev1.Container) {
+	t.Helper()
 	proxyPort := resolvePort(c, intstrFromName("proxy"))
 	var proxyRule bool
-	for _, r := range np.Spec.Ingress {
+	var ingress []networkingv1.NetworkPolicyIngressRule
+	var egress []networkingv1.NetworkPolicyEgressRule
+	for _, np := range nps {
+		ingress = append(ingress, np.Spec.Ingress...)
+		egress = append(egress, np.Spec.Egress...)
+	}
+	for _, r := range ingress {
 		if len(r.Ports) == 0 {
 			t.Errorf("ingress rule without ports admits every port")
 		}
@@ -482,8 +558,8 @@ func checkNetworkPolicy(t *testing.T, np *networkingv1.NetworkPolicy, podLabels 
 	if !proxyRule {
 		t.Errorf("no ingress rule for the proxy port")
 	}
-	allowed := []int{53, 443, 6379, 8200} // DNS, the banks, Redis, Vault
-	for _, r := range np.Spec.Egress {
+	allowed := []int{53, 443, 6379, 8200, 5432} // DNS, the banks, Redis, Vault, PostgreSQL
+	for _, r := range egress {
 		if len(r.Ports) == 0 {
 			t.Errorf("egress rule without ports allows every port")
 		}
@@ -642,7 +718,7 @@ func TestConfigMapsValidate(t *testing.T) {
 	if bin == "" {
 		t.Skip("TOKENPROXY_BIN not set; .ci/manifests.sh builds tokenproxy and sets it")
 	}
-	for _, o := range []string{"sidecar", "gateway", "sidecar-intercept", "gateway-intercept"} {
+	for _, o := range []string{"sidecar", "gateway", "sidecar-intercept", "gateway-intercept", "gateway-oauth"} {
 		t.Run(o, func(t *testing.T) {
 			_, raw := configOf(t, render(t, o))
 			f := filepath.Join(t.TempDir(), "config.yaml")
