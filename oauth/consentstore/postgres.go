@@ -88,6 +88,9 @@ func (c PostgresConfig) poolConfig() (*pgxpool.Config, error) {
 		add("sslmode", c.TLSMode)
 		add("sslrootcert", c.CAFile)
 		conn = strings.Join(kv, " ")
+		if err := checkCAFile(c.CAFile); err != nil {
+			return nil, err
+		}
 	}
 	pc, err := pgxpool.ParseConfig(conn)
 	if err != nil {
@@ -161,6 +164,9 @@ func classify(err error) error {
 			return fmt.Errorf("postgres: %s", pe.Message)
 		}
 		return fmt.Errorf("postgres: %s (SQLSTATE %s)", pe.Message, pe.Code)
+	}
+	if te := classifyTLS(err); te != nil {
+		return te
 	}
 	var ne net.Error
 	var ce *pgconn.ConnectError
