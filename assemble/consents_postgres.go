@@ -71,6 +71,9 @@ func postgresError(pg *config.PostgresStore, err error) error {
 		return &problem.FieldError{Path: pgPath, Err: err}
 	case errors.Is(err, consentstore.ErrPostgresTLS):
 		return postgresTLSError(pg, err)
+	case errors.Is(err, consentstore.ErrPostgresPermission):
+		return &problem.FieldError{Path: pgPath + ".user", Err: err, Fix: fmt.Sprintf(
+			"run `tokenproxy store migrate` as the role that owns the store's tables; give user %q the runtime grants (docs/oauth.md, least privilege)", pg.User)}
 	}
 	return &problem.FieldError{Path: server, Err: err}
 }

@@ -192,7 +192,7 @@ func OpenPostgres(ctx context.Context, c PostgresConfig, key []byte, migrate boo
 	p := &Postgres{pool: pool, seal: s}
 	if err := p.open(ctx, migrate); err != nil {
 		pool.Close()
-		return nil, err
+		return nil, permission(err)
 	}
 	return p, nil
 }
@@ -327,7 +327,8 @@ func MigratePostgres(ctx context.Context, c PostgresConfig) ([]string, error) {
 		return nil, err
 	}
 	defer pool.Close()
-	return migratePool(ctx, pool)
+	applied, err := migratePool(ctx, pool)
+	return applied, permission(err)
 }
 
 func (p *Postgres) decode(k Key, gen int64, v []byte) (*Consent, error) {
