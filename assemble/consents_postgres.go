@@ -73,7 +73,7 @@ func postgresError(pg *config.PostgresStore, err error) error {
 		return postgresTLSError(pg, err)
 	case errors.Is(err, consentstore.ErrPostgresPermission):
 		return &problem.FieldError{Path: pgPath + ".user", Err: err, Fix: fmt.Sprintf(
-			"run `tokenproxy store migrate` as the role that owns the store's tables; give user %q the runtime grants (docs/oauth.md, least privilege)", pg.User)}
+			"give user %q the runtime grants (docs/oauth.md, Least privilege); changing the schema (`tokenproxy store migrate`, migrate_on_start) needs the role that owns the store's tables", pg.User)}
 	}
 	return &problem.FieldError{Path: server, Err: err}
 }
