@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +185,19 @@ func TestRuntimeGrantsQuotesTheRole(t *testing.T) {
 	got := RuntimeGrants(`tp"x; DROP TABLE consents; --`)
 	if strings.Contains(got, `:"role"`) || !strings.Contains(got, `TO "tp""x; DROP TABLE consents; --";`) {
 		t.Fatalf("RuntimeGrants:\n%s", got)
+	}
+}
+
+// docs/oauth.md quotes the grants as RuntimeGrants gives them, for the
+// role tokenproxy_runtime.
+func TestRuntimeGrantsAreTheDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/oauth.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(RuntimeGrants("tokenproxy_runtime"), "\n") {
+		if strings.HasPrefix(line, "GRANT") && !strings.Contains(string(doc), "\n"+line+"\n") {
+			t.Errorf("docs/oauth.md lacks the line %q", line)
+		}
 	}
 }
