@@ -29,7 +29,7 @@ func RuntimeGrants(role string) string {
 	return strings.ReplaceAll(runtimeGrantsSQL, `:"role"`, pgx.Identifier{role}.Sanitize())
 }
 
-// ErrPostgresPermission: the database user lacks a privilege the store
+// ErrPostgresPermission is the database user lacking a privilege the store
 // needs (SQLSTATE 42501): migrating as a role that may not change the
 // schema, or running as one without the runtime grants (RuntimeGrants).
 var ErrPostgresPermission = errors.New("the database user lacks a privilege the consent store needs")
