@@ -68,8 +68,38 @@ func postgresError(pg *config.PostgresStore, err error) error {
 		return keyError(pgPath, pg.Keys, err)
 	case errors.Is(err, consentstore.ErrNotMigrated):
 		return &problem.FieldError{Path: pgPath, Err: err}
+	case errors.Is(err, consentstore.ErrPostgresTLS):
+		return postgresTLSError(pg, err)
+	case errors.Is(err, consentstore.ErrPostgresPermission):
+		return &problem.FieldError{Path: pgPath + ".user", Err: err, Fix: fmt.Sprintf(
+			"give user %q the runtime grants (docs/oauth.md, Least privilege); changing the schema (`tokenproxy store migrate`, migrate_on_start) needs the role that owns the store's tables", pg.User)}
 	}
 	return &problem.FieldError{Path: server, Err: err}
+}
+
+// postgresTLSError names the TLS field to fix: tls.ca_file for a
+// certificate no trusted CA signed, tls.server_name for one issued to
+// another name, tls.mode for a server without TLS (dsn: its sslrootcert
+// and sslmode).
+func postgresTLSError(pg *config.PostgresStore, err error) error {
+	field := func(f string) string {
+		if pg.DSN != "" && f != "server_name" {
+			return pgPath + ".dsn"
+		}
+		return pgPath + ".tls." + f
+	}
+	switch {
+	case errors.Is(err, consentstore.ErrPostgresCertUntrusted), errors.Is(err, consentstore.ErrPostgresCAFile):
+		return &problem.FieldError{Path: field("ca_file"), Err: err,
+			Fix: "give the PEM file of the CA that issued the server's certificate (a managed database's provider publishes its CA bundle)"}
+	case errors.Is(err, consentstore.ErrPostgresCertName):
+		return &problem.FieldError{Path: field("server_name"), Err: err,
+			Fix: "connect by a name the certificate is valid for, or set tls.server_name to one of them"}
+	case errors.Is(err, consentstore.ErrPostgresTLSRefused):
+		return &problem.FieldError{Path: field("mode"), Err: err,
+			Fix: "turn TLS on at the server (ssl = on, with a certificate); tls.mode: disable only where the network is trusted"}
+	}
+	return &problem.FieldError{Path: pgPath + ".tls", Err: err, Fix: "check the server's TLS set-up against tls.mode and tls.ca_file"}
 }
 
 // openPostgresConsents opens the Postgres consent store of pg.

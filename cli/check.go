@@ -17,7 +17,9 @@ func (e *env) checkCommand() *cobra.Command {
 		Use:   "check --config FILE [--route NAME]",
 		Short: "Diagnose each route live: files, passcode, certificate, DNS, TCP, TLS, token, probe request",
 		Long: `check runs every step a request depends on, against the real provider, and prints
-one line per step with a verdict and, when a step fails, the fix. The exit status
+one line per step with a verdict and, when a step fails, the fix. A Redis shared
+store and a Postgres consent store get a line each first (reachable, authenticated,
+TLS, schema version, key). The exit status
 is 0 when every step passed, 1 when the worst was a warning, 2 when a step failed.
 It prints no secret.`,
 		Args: cobra.NoArgs,
@@ -36,6 +38,9 @@ It prints no secret.`,
 				return &ExitError{Code: ExitConfig, Err: err}
 			}
 			storeFailed := checkStore(e.context(), a, cmd.OutOrStdout())
+			if checkConsents(e.context(), a, cmd.OutOrStdout()) {
+				storeFailed = true
+			}
 			// A running tokenproxy may hold the consent store: the token
 			// steps probe the endpoint without it.
 			a.UseProbeConsents()

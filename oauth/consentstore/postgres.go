@@ -88,6 +88,9 @@ func (c PostgresConfig) poolConfig() (*pgxpool.Config, error) {
 		add("sslmode", c.TLSMode)
 		add("sslrootcert", c.CAFile)
 		conn = strings.Join(kv, " ")
+		if err := checkCAFile(c.CAFile); err != nil {
+			return nil, err
+		}
 	}
 	pc, err := pgxpool.ParseConfig(conn)
 	if err != nil {
@@ -162,6 +165,9 @@ func classify(err error) error {
 		}
 		return fmt.Errorf("postgres: %s (SQLSTATE %s)", pe.Message, pe.Code)
 	}
+	if te := classifyTLS(err); te != nil {
+		return te
+	}
 	var ne net.Error
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, context.DeadlineExceeded) {
@@ -182,7 +188,7 @@ func OpenPostgres(ctx context.Context, c PostgresConfig, ring *Keyring, migrate 
 	p := &Postgres{pool: pool, ring: ring}
 	if err := p.open(ctx, migrate); err != nil {
 		pool.Close()
-		return nil, err
+		return nil, permission(err)
 	}
 	return p, nil
 }
@@ -376,7 +382,8 @@ func MigratePostgres(ctx context.Context, c PostgresConfig) ([]string, error) {
 		return nil, err
 	}
 	defer pool.Close()
-	return migratePool(ctx, pool)
+	applied, err := migratePool(ctx, pool)
+	return applied, permission(err)
 }
 
 func (p *Postgres) decode(k Key, gen int64, v []byte) (*Consent, error) {

@@ -3,6 +3,10 @@
 // temporary directory, listening on a free loopback port (password
 // authentication) and on a unix socket in that directory. As root the
 // server runs as the postgres system user, since postgres refuses root.
+//
+// With WithTLS (or StartTLS) the server also speaks TLS (ssl = on) with a
+// certificate for 127.0.0.1 and localhost issued by its own test CA
+// (testkit/pki); CAFile is that CA's PEM file, for a client's sslrootcert.
 package pgtest
 
 import (
@@ -24,6 +28,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 // User is the superuser the cluster is made with.
@@ -37,6 +43,8 @@ type Server struct {
 	port     int
 	password string
 	cred     *syscall.Credential
+	ca       *pki.CA // nil without TLS
+	caFile   string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -74,11 +82,31 @@ func skip(t testing.TB, why string) {
 	t.Skip(why)
 }
 
+// Option changes how Start makes the server.
+type Option func(*options)
+
+type options struct{ tls bool }
+
+// WithTLS turns TLS on (ssl = on): the server presents a certificate for
+// 127.0.0.1 and localhost issued by a CA made for it (Server.CA), whose
+// PEM file is Server.CAFile. Plain connections are still accepted.
+func WithTLS() Option { return func(o *options) { o.tls = true } }
+
+// StartTLS is Start(t, WithTLS()).
+func StartTLS(t testing.TB) *Server {
+	t.Helper()
+	return Start(t, WithTLS())
+}
+
 // Start makes a cluster, starts postgres for t and stops it (and removes
 // the cluster) at cleanup. Without the binaries, or as root without a
 // postgres system user, the test is skipped (it fails when CI=true).
-func Start(t testing.TB) *Server {
+func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	bin := BinDir()
 	if bin == "" {
 		skip(t, "PostgreSQL is not installed (apt-get install postgresql: /usr/lib/postgresql/N/bin/initdb)")
@@ -114,12 +142,67 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
+	if o.tls {
+		s.enableTLS(t)
+	}
 	s.Restart()
 	t.Cleanup(s.Stop)
 	return s
 }
 
 func (s *Server) dataDir() string { return filepath.Join(s.dir, "data") }
+
+// enableTLS issues the server's certificate, writes it and its key into
+// the data directory (the key readable by the server's user only) and
+// turns ssl on in postgresql.conf; the CA's PEM goes next to the cluster.
+func (s *Server) enableTLS(t testing.TB) {
+	t.Helper()
+	ca, err := pki.NewCA("pgtest CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueServer([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := pki.EncodePEM(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ca, s.caFile = ca, filepath.Join(s.dir, "ca.pem")
+	if err := ca.WriteCertFile(s.caFile); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"server.crt", certPEM}, {"server.key", keyPEM}} {
+		p := filepath.Join(s.dataDir(), f.name)
+		if err := os.WriteFile(p, f.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if s.cred != nil {
+			if err := os.Chown(p, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	conf, err := os.OpenFile(filepath.Join(s.dataDir(), "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conf.Close()
+	if _, err := conf.WriteString("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// CA is the CA that issued the server's certificate; nil without TLS.
+func (s *Server) CA() *pki.CA { return s.ca }
+
+// CAFile is the PEM file of CA, for a client's sslrootcert (tls.ca_file);
+// "" without TLS.
+func (s *Server) CAFile() string { return s.caFile }
 
 func (s *Server) command(name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(name, args...) //nolint:gosec // G204: Debian's PostgreSQL binaries, fixed arguments
@@ -157,6 +240,31 @@ func (s *Server) NewDatabase(t testing.TB) string {
 		t.Fatalf("creating database %s: %v", name, err)
 	}
 	return name
+}
+
+// Exec runs sql (one statement or several, separated by semicolons) on
+// database as User, failing t on an error.
+func (s *Server) Exec(t testing.TB, database, sql string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgconn.Connect(ctx, s.DSN(database))
+	if err != nil {
+		t.Fatalf("connecting to postgres: %v", err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, sql).ReadAll(); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// NewRole creates a login role (no other attribute: not a superuser, no
+// CREATEDB, no CREATEROLE) with a random password and returns both.
+func (s *Server) NewRole(t testing.TB) (name, password string) {
+	t.Helper()
+	name, password = fmt.Sprintf("r%d_%s", dbSeq.Add(1), randomHex(4)), randomHex(16)
+	s.Exec(t, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", name, password))
+	return name, password
 }
 
 // DSN is a connection string for database over TCP with the password.
