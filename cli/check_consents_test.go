@@ -143,7 +143,7 @@ consents:
 		{"good, unverified", store{db: migrated, tls: "{mode: require}"}, false, []string{"[ok  ]", "TLS 1.3, server certificate not verified (tls.mode require)"}},
 		{"good, plain", store{db: migrated, tls: "{mode: disable}"}, false, []string{"[ok  ]", "not encrypted (tls.mode disable)"}},
 		{"wrong key", store{db: migrated, key: "wrong.key"}, true, []string{"[FAIL]", "consents.store.postgres.key:", "reachable",
-			"not the one this store was created with", "fix: give the key the store was created with"}},
+			"not the one this store was created with", "fix: give the key the store knows under that id"}},
 		{"wrong password", store{db: migrated, pass: "wrong.pass"}, true, []string{"[FAIL]", "consents.store.postgres.password:",
 			"refused the user or password", `fix: give the password of database user "tokenproxy"`}},
 		{"unreachable", store{db: migrated, port: closedPort}, true, []string{"[FAIL]", "consents.store.postgres.host:", "unreachable",
