@@ -127,14 +127,6 @@ func newScaleFixture(b *testing.B) *scaleFixture {
 		srv := pgtest.Start(b)
 		f.cfg = consentstore.PostgresConfig{Host: srv.Host(), Port: srv.Port(), Database: srv.NewDatabase(b),
 			User: pgtest.User, Password: srv.Password(), TLSMode: "disable"}
-		// PostgreSQL's own default, rather than the test kit's 32 MB.
-		s := f.open(b, 1)
-		if _, err := consentstore.PostgresPool(s).Exec(ctx, `ALTER SYSTEM SET shared_buffers = '128MB'`); err != nil {
-			b.Fatal(err)
-		}
-		_ = s.Close()
-		srv.Stop()
-		srv.Restart()
 	}
 	s := f.open(b, 2)
 	defer s.Close()
