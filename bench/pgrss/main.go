@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -188,7 +189,7 @@ func (e *env) startBank() error {
 	if err != nil {
 		return err
 	}
-	const pass = "pgrss-passcode"
+	pass := e2eenv.Random("pass")
 	f, err := pki.WriteFiles(e.dir, "client", cli, pass)
 	if err != nil {
 		return err
@@ -210,8 +211,8 @@ func (e *env) startBank() error {
 		}
 		n := e.refreshes.Add(1)
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":"at-%d-%s","token_type":"Bearer","expires_in":3600,"refresh_token":%q}`,
-			n, strings.Repeat("x", 40), r.PostForm.Get("refresh_token"))
+		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": fmt.Sprintf("at-%d-%s", n, strings.Repeat("x", 40)),
+			"token_type": "Bearer", "expires_in": 3600, "refresh_token": r.PostForm.Get("refresh_token")})
 	})
 	mux.HandleFunc("GET /accounts", func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer at-") {
@@ -273,7 +274,11 @@ consents:
 		}
 		if time.Since(t0) > 10*time.Minute {
 			_ = p.Stop()
-			return nil, fmt.Errorf("the census did not count %d consents in 10 minutes (last: %d, %v)\n%s", want, n, err, tail(p.Logs()))
+			last := "none"
+			if err != nil {
+				last = err.Error()
+			}
+			return nil, fmt.Errorf("the census did not count %d consents in 10 minutes (last count %d, error %s)\n%s", want, n, last, tail(p.Logs()))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

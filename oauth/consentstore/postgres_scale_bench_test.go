@@ -82,7 +82,8 @@ func (l scaleLayout) key(i int) consentstore.Key {
 // tokens of the length banks issue.
 func scaleConsent(l scaleLayout, i int, now time.Time) *consentstore.Consent {
 	k := l.key(i)
-	tok := fmt.Sprintf("%016x%016x%016x%016x", splitmix(uint64(i)), splitmix(uint64(i)+1), splitmix(uint64(i)+2), splitmix(uint64(i)+3))
+	u := uint64(i) //nolint:gosec // G115: a row number, never negative
+	tok := fmt.Sprintf("%016x%016x%016x%016x", splitmix(u), splitmix(u+1), splitmix(u+2), splitmix(u+3))
 	return &consentstore.Consent{Route: k.Route, Owner: k.Owner, Subject: k.Subject, State: consentstore.Active,
 		RefreshToken: secret.New("rt." + tok), AccessToken: secret.New("at." + tok), TokenType: "Bearer",
 		AccessExpiry: now.Add(time.Hour), RefreshExpiry: now.Add(time.Duration(i%90) * 24 * time.Hour),
@@ -270,7 +271,7 @@ func benchScaleRefresh(b *testing.B, f *scaleFixture, writers int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(w)))
+			rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 			var d []time.Duration
 			defer func() { lat.add(d) }()
 			for next.Add(1) <= int64(b.N) {
@@ -331,7 +332,7 @@ func scaleRefresh(ctx context.Context, s *consentstore.Postgres, k consentstore.
 func benchScaleList(b *testing.B, f *scaleFixture, byRoute bool) {
 	s := f.open(b, 2)
 	ctx := context.Background()
-	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	d := make([]time.Duration, 0, b.N)
 	rows := 0
 	b.ResetTimer()
