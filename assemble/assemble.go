@@ -346,6 +346,7 @@ func (a *Assembly) consentAPI(po *proxy.Options) error {
 	if job := c.rekeyJob(log.Named("consents")); job != nil {
 		po.Jobs = append(po.Jobs, job)
 	}
+	po.Jobs = append(po.Jobs, keepAliveJobs(a.Routes, c.Sources(), log.Named("consents"), om)...)
 	po.Jobs = append(po.Jobs, func(ctx context.Context) {
 		c.Census(ctx, func(cs *oauth.Census, err error) {
 			if err != nil {

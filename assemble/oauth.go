@@ -214,7 +214,7 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 		ep.Client.Transport = &pacedTransport{next: tr, pacer: pacer, maxWait: t.MaxWait}
 		pacer = unpaced{pacer}
 		ac, err := oauth.NewAuthCode(oauth.AuthCodeConfig{Endpoint: ep, AuthorizeURL: t.AuthorizeURL, RevocationURL: t.RevocationURL,
-			Scopes: t.Scopes, PKCE: t.PKCE, RefreshTTL: t.RefreshTTL, Store: o.Consents.Store, Observer: o.OAuthObserver})
+			Scopes: t.Scopes, PKCE: t.PKCE, RefreshTTL: t.RefreshTTL, KeepAlive: t.KeepAlive, Store: o.Consents.Store, Observer: o.OAuthObserver})
 		if err != nil {
 			return nil, &problem.FieldError{Path: p, Err: err}
 		}

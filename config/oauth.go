@@ -53,6 +53,9 @@ type OAuthToken struct {
 	PKCE bool `yaml:"pkce"`
 	// RefreshTTL is the refresh token's lifetime when the bank does not say it.
 	RefreshTTL time.Duration `yaml:"refresh_ttl"`
+	// KeepAlive refreshes a consent that went unused this long, for banks
+	// that revoke idle refresh tokens (authorization_code; 0: never).
+	KeepAlive time.Duration `yaml:"keep_alive"`
 }
 
 // PrivateKey is the key that signs private_key_jwt assertions: a PEM file
@@ -158,6 +161,10 @@ type BoltStore struct {
 	// Keys replaces Key to rotate keys (see StoreKey).
 	Keys []StoreKey `yaml:"keys"`
 }
+
+// MinKeepAlive is the shortest token.keep_alive: a keep-alive pass runs
+// every quarter of it (at least each minute).
+const MinKeepAlive = 10 * time.Minute
 
 // StoreKey is one key of a sealed consent store. The first listed seals
 // every value written; any listed key opens the values sealed under its
@@ -323,9 +330,12 @@ func (v *validator) oauthToken(p, tp string, r *Route) {
 	if t.RefreshTTL < 0 {
 		add(tp+".refresh_ttl", "must not be negative")
 	}
+	if t.KeepAlive != 0 && t.KeepAlive < MinKeepAlive {
+		add(tp+".keep_alive", "%v is too short; give at least %v (e.g. 24h), or remove it", t.KeepAlive, MinKeepAlive)
+	}
 	if t.Type == TokenClientCredentials {
-		if t.AuthorizeURL != "" || t.PKCE || t.RevocationURL != "" || r.Subjects != nil {
-			add(tp, "authorize_url, revocation_url, pkce and subjects belong to type %s; remove them", TokenAuthorizationCode)
+		if t.AuthorizeURL != "" || t.PKCE || t.RevocationURL != "" || r.Subjects != nil || t.KeepAlive != 0 {
+			add(tp, "authorize_url, revocation_url, pkce, keep_alive and subjects belong to type %s; remove them", TokenAuthorizationCode)
 		}
 		return
 	}

@@ -69,6 +69,8 @@ func TestOAuthErrors(t *testing.T) {
 		{"vault store without vault", rep("bbolt: {path: /var/lib/tokenproxy/consents.db, key: {env: TOKENPROXY_CONSENT_KEY}}", "vault_kv: {path: tokenproxy/consents}"), "vault: missing"},
 		{"consent API beyond loopback without allow", strings.Replace(rep("consents:\n", "consents:\n  listen: 0.0.0.0:9091\n"), "\nroutes:", "\nlisten: {allow_non_loopback: true}\nroutes:", 1), "routes[0](bpce).allow: missing; the consent API listens beyond loopback"},
 		{"oauth fields on basic-get", rep("type: authorization_code", "type: basic-get"), "belong to type"},
+		{"keep-alive too short", rep("pkce: true", "pkce: true\n      keep_alive: 1m"), "token.keep_alive: 1m0s is too short"},
+		{"keep-alive on client credentials", strings.Replace(rep("pkce: true", "pkce: true\n      keep_alive: 24h"), "type: authorization_code", "type: client_credentials", 1), "keep_alive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml))

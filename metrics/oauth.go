@@ -17,6 +17,7 @@ type OAuth struct {
 	byState       *prometheus.GaugeVec
 	expiring      *prometheus.GaugeVec
 	censusErrors  prometheus.Counter
+	keepAlive     *prometheus.CounterVec
 }
 
 // OAuth registers the consent metrics in m's registry and returns them.
@@ -47,7 +48,11 @@ func (m *Metrics) OAuth() *OAuth {
 		Name: "tokenproxy_consent_census_errors_total",
 		Help: "Consent store censuses that failed (the gauges keep their last values).",
 	})
-	m.reg.MustRegister(o.refreshes, o.invalidGrants, o.stored, o.byState, o.expiring, o.censusErrors)
+	o.keepAlive = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenproxy_consent_keepalive_total",
+		Help: "Keep-alive refreshes of consents that went unused for token.keep_alive, by result (ok, consent_required, error, throttled: a pass stopped for the token budget).",
+	}, []string{"route", "result"})
+	m.reg.MustRegister(o.refreshes, o.invalidGrants, o.stored, o.byState, o.expiring, o.censusErrors, o.keepAlive)
 	return o
 }
 
@@ -56,6 +61,9 @@ func (o *OAuth) Refreshed(route string) { o.refreshes.WithLabelValues(route).Inc
 
 // InvalidGrant implements oauth.Observer.
 func (o *OAuth) InvalidGrant(route string) { o.invalidGrants.WithLabelValues(route).Inc() }
+
+// KeepAlive counts a keep-alive refresh of route by result.
+func (o *OAuth) KeepAlive(route, result string) { o.keepAlive.WithLabelValues(route, result).Inc() }
 
 // ConsentStored implements oauth.Observer.
 func (o *OAuth) ConsentStored(route string) { o.stored.WithLabelValues(route).Inc() }

@@ -36,6 +36,9 @@ type AuthCodeConfig struct {
 	Store consentstore.Store
 	// Observer receives refresh and invalid_grant counts; may be nil.
 	Observer Observer
+	// KeepAlive, when positive, is how long a consent may go unused before
+	// the keep-alive refreshes it (Idle).
+	KeepAlive time.Duration
 	// IntentLease is how long a refresh recorded by another process is
 	// waited for before it is taken over as abandoned (default 30 s).
 	IntentLease time.Duration

@@ -44,19 +44,8 @@ func TakeCensus(ctx context.Context, s consentstore.Store, now time.Time, within
 		}
 		return nil
 	}
-	all := consentstore.Filter{AnyOwner: true}
-	if sc, ok := s.(consentstore.Scanner); ok {
-		if err := sc.Scan(ctx, all, count); err != nil {
-			return nil, err
-		}
-		return c, nil
-	}
-	list, err := s.List(ctx, all)
-	if err != nil {
+	if err := consentstore.Visit(ctx, s, consentstore.Filter{AnyOwner: true}, count); err != nil {
 		return nil, err
-	}
-	for _, x := range list {
-		_ = count(x)
 	}
 	return c, nil
 }

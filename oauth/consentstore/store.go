@@ -116,7 +116,26 @@ type Store interface {
 }
 
 // Scanner is implemented by stores that can visit consents one at a time
-// (Bolt); callers fall back to List otherwise.
+// (Bolt, Postgres); callers fall back to List otherwise (Visit).
 type Scanner interface {
 	Scan(ctx context.Context, f Filter, fn func(*Consent) error) error
+}
+
+// Visit calls fn with each consent of s that f selects: streamed when s is
+// a Scanner, from List otherwise. fn must not write to s (a bbolt scan is
+// a read transaction).
+func Visit(ctx context.Context, s Store, f Filter, fn func(*Consent) error) error {
+	if sc, ok := s.(Scanner); ok {
+		return sc.Scan(ctx, f, fn)
+	}
+	list, err := s.List(ctx, f)
+	if err != nil {
+		return err
+	}
+	for _, c := range list {
+		if err := fn(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
