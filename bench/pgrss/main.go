@@ -69,7 +69,11 @@ func main() {
 
 // openStore is the one place the tool opens the store.
 func openStore(ctx context.Context, dsn string, maxConns int) (*consentstore.Postgres, error) {
-	return consentstore.OpenPostgres(ctx, consentstore.PostgresConfig{DSN: dsn, MaxConns: maxConns}, storeKey, true)
+	ring, err := consentstore.SingleKey(storeKey)
+	if err != nil {
+		return nil, err
+	}
+	return consentstore.OpenPostgres(ctx, consentstore.PostgresConfig{DSN: dsn, MaxConns: maxConns}, ring, true)
 }
 
 type env struct {

@@ -92,7 +92,11 @@ func scaleConsent(l scaleLayout, i int, now time.Time) *consentstore.Consent {
 
 // openScaleStore is the one place the benchmark opens the store.
 func openScaleStore(ctx context.Context, cfg consentstore.PostgresConfig) (*consentstore.Postgres, error) {
-	return consentstore.OpenPostgres(ctx, cfg, scaleKey, true)
+	ring, err := consentstore.SingleKey(scaleKey)
+	if err != nil {
+		return nil, err
+	}
+	return consentstore.OpenPostgres(ctx, cfg, ring, true)
 }
 
 // scaleFixture is a Postgres store holding n consents laid out by layout.
