@@ -80,8 +80,9 @@ type AuthCode struct {
 	locks [64]sync.Mutex
 	seed  maphash.Seed
 
-	handedMu sync.Mutex
-	handed   map[consentstore.Key]uint64 // generation whose access token this instance last returned, per subject
+	handedMu    sync.Mutex
+	handed      map[consentstore.Key]handed // the access token this instance last returned, per subject
+	handedSwept time.Time                   // when expired entries were last dropped from handed
 }
 
 // NewAuthCode returns the source for one route.
@@ -101,7 +102,7 @@ func NewAuthCode(cfg AuthCodeConfig) (*AuthCode, error) {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &AuthCode{cfg: cfg, id: hex.EncodeToString(b[:]), seed: maphash.MakeSeed(), handed: map[consentstore.Key]uint64{}}, nil
+	return &AuthCode{cfg: cfg, id: hex.EncodeToString(b[:]), seed: maphash.MakeSeed(), handed: map[consentstore.Key]handed{}}, nil
 }
 
 // Route is the route's name.
@@ -262,11 +263,33 @@ func tokenOf(c *consentstore.Consent) *tokencache.Token {
 		Header: typ + " " + c.AccessToken.Reveal()}
 }
 
+// handed is the access token this instance last returned for a subject:
+// the generation it was stored at, and its expiry.
+type handed struct {
+	gen    uint64
+	expiry time.Time
+}
+
+// handedSweepEvery is how often handOut drops the entries of tokens that
+// expired: past its expiry a token is not used again whoever returned it,
+// so memory follows the customers served within a token's lifetime, not
+// every customer ever served.
+const handedSweepEvery = time.Minute
+
 // handOut records that the access token stored at generation gen is being
 // returned for k, and returns it.
 func (a *AuthCode) handOut(k consentstore.Key, gen uint64, t *tokencache.Token) *tokencache.Token {
+	now := a.cfg.Endpoint.Now()
 	a.handedMu.Lock()
-	a.handed[k] = gen
+	a.handed[k] = handed{gen: gen, expiry: t.Expiry}
+	if now.Sub(a.handedSwept) >= handedSweepEvery {
+		a.handedSwept = now
+		for key, h := range a.handed {
+			if !h.expiry.IsZero() && h.expiry.Before(now) {
+				delete(a.handed, key)
+			}
+		}
+	}
 	a.handedMu.Unlock()
 	return t
 }
@@ -277,6 +300,13 @@ func (a *AuthCode) handOut(k consentstore.Key, gen uint64, t *tokencache.Token) 
 func (a *AuthCode) handedOut(k consentstore.Key, gen uint64) bool {
 	a.handedMu.Lock()
 	defer a.handedMu.Unlock()
-	g, ok := a.handed[k]
-	return ok && g == gen
+	h, ok := a.handed[k]
+	return ok && h.gen == gen
+}
+
+// handedCount is how many subjects handed holds (for tests).
+func (a *AuthCode) handedCount() int {
+	a.handedMu.Lock()
+	defer a.handedMu.Unlock()
+	return len(a.handed)
 }

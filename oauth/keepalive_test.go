@@ -102,3 +102,25 @@ func TestKeepAliveOnceAcrossReplicas(t *testing.T) {
 		t.Fatalf("after the pass: idle %v %v; want none", idle, err)
 	}
 }
+
+// The record of tokens handed out keeps only tokens that have not expired:
+// memory follows the customers served within a token's lifetime.
+func TestHandedOutForgetsExpiredTokens(t *testing.T) {
+	e := newEnv(t, false)
+	store, _ := tempBolt(t)
+	a := e.authCode(t, store, nil, nil)
+	ctx := context.Background()
+	for _, s := range []string{"anna", "marc", "lena"} {
+		e.consent(t, a, "app-a", s)
+		e.clk.Add(61 * time.Minute)
+		if _, err := a.Fetch(ctx, SubjectKey("app-a", s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := a.handedCount(); n != 1 { // each fetch an hour after the last swept the expired ones
+		t.Fatalf("%d subjects recorded after three fetches an hour apart; want 1 (the others' tokens expired)", n)
+	}
+	if _, err := a.Fetch(ctx, SubjectKey("app-a", "lena")); err != nil || e.h.Refreshes() != 3 {
+		t.Fatalf("lena's valid token again: %v, %d refreshes; want no new refresh", err, e.h.Refreshes())
+	}
+}

@@ -28,9 +28,17 @@ type Census struct {
 	ExpiringSoon map[string]int
 }
 
-// TakeCensus reads every consent of every owner (call it periodically, e.g.
-// each minute, not per request).
+// TakeCensus counts every consent of every owner: one aggregate query on a
+// store that counts (consentstore.Counter), otherwise a visit of every
+// consent (call it periodically, e.g. each minute, not per request).
 func TakeCensus(ctx context.Context, s consentstore.Store, now time.Time, within time.Duration) (*Census, error) {
+	if ct, ok := s.(consentstore.Counter); ok {
+		n, err := ct.Count(ctx, now.Add(within))
+		if err != nil {
+			return nil, err
+		}
+		return &Census{ByState: n.ByState, ExpiringSoon: n.Expiring}, nil
+	}
 	c := &Census{ByState: map[string]map[consentstore.State]int{}, ExpiringSoon: map[string]int{}}
 	count := func(x *consentstore.Consent) error {
 		m := c.ByState[x.Route]

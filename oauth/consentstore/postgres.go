@@ -436,14 +436,19 @@ func (p *Postgres) Put(ctx context.Context, c *Consent, expect uint64) (uint64, 
 	}
 	gen := expect + 1
 	val, id := p.ring.seal(plain, aad(k, gen)), p.ring.Newest()
+	var exp *time.Time
+	if !c.RefreshExpiry.IsZero() {
+		exp = &c.RefreshExpiry
+	}
 	var tag pgconn.CommandTag
 	if expect == 0 {
-		tag, err = p.pool.Exec(ctx, `INSERT INTO consents (route, owner, subject, generation, value, key_id) VALUES ($1, $2, $3, 1, $4, $5)
-			ON CONFLICT (route, owner, subject) DO NOTHING`, k.Route, k.Owner, k.Subject, val, id)
+		tag, err = p.pool.Exec(ctx, `INSERT INTO consents (route, owner, subject, generation, value, key_id, state, refresh_expiry)
+			VALUES ($1, $2, $3, 1, $4, $5, $6, $7)
+			ON CONFLICT (route, owner, subject) DO NOTHING`, k.Route, k.Owner, k.Subject, val, id, string(c.State), exp)
 	} else {
-		tag, err = p.pool.Exec(ctx, `UPDATE consents SET generation = $5, value = $4, key_id = $7, updated = now()
+		tag, err = p.pool.Exec(ctx, `UPDATE consents SET generation = $5, value = $4, key_id = $7, state = $8, refresh_expiry = $9, updated = now()
 			WHERE route = $1 AND owner = $2 AND subject = $3 AND generation = $6`,
-			k.Route, k.Owner, k.Subject, val, int64(gen), int64(expect), id)
+			k.Route, k.Owner, k.Subject, val, int64(gen), int64(expect), id, string(c.State), exp)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("writing consent for subject %q on route %s: %w", c.Subject, c.Route, err)
@@ -504,6 +509,31 @@ func (p *Postgres) Scan(ctx context.Context, f Filter, fn func(*Consent) error) 
 		return fmt.Errorf("listing consents: %w", err)
 	}
 	return nil
+}
+
+// Count implements Counter with one aggregate over the clear state and
+// refresh_expiry columns: no value is opened.
+func (p *Postgres) Count(ctx context.Context, expiringBy time.Time) (*Counts, error) {
+	rows, err := p.pool.Query(ctx, `SELECT route, state, count(*),
+			count(*) FILTER (WHERE state <> 'invalid' AND refresh_expiry IS NOT NULL AND refresh_expiry <= $1)
+		FROM consents GROUP BY route, state`, expiringBy)
+	if err != nil {
+		return nil, fmt.Errorf("counting consents: %w", err)
+	}
+	out := &Counts{ByState: map[string]map[State]int{}, Expiring: map[string]int{}}
+	var route, state string
+	var n, expiring int
+	if _, err := pgx.ForEachRow(rows, []any{&route, &state, &n, &expiring}, func() error {
+		if out.ByState[route] == nil {
+			out.ByState[route] = map[State]int{}
+		}
+		out.ByState[route][State(state)] += n
+		out.Expiring[route] += expiring
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("counting consents: %w", err)
+	}
+	return out, nil
 }
 
 // pgPendingAAD binds a sealed pending record to its state.

@@ -13,7 +13,7 @@ import (
 // (generation 1), so Get, List and Put open them as any other. For
 // benchmark fixtures: a store fills one durable Put at a time.
 func PostgresCopy(ctx context.Context, p *Postgres, next func() *Consent) (int64, error) {
-	n, err := p.pool.CopyFrom(ctx, pgx.Identifier{"consents"}, []string{"route", "owner", "subject", "generation", "value", "key_id"},
+	n, err := p.pool.CopyFrom(ctx, pgx.Identifier{"consents"}, []string{"route", "owner", "subject", "generation", "value", "key_id", "state", "refresh_expiry"},
 		pgx.CopyFromFunc(func() ([]any, error) {
 			c := next()
 			if c == nil {
@@ -23,7 +23,7 @@ func PostgresCopy(ctx context.Context, p *Postgres, next func() *Consent) (int64
 			if err != nil {
 				return nil, err
 			}
-			return []any{c.Route, c.Owner, c.Subject, int64(1), p.ring.seal(plain, aad(c.Key(), 1)), p.ring.Newest()}, nil
+			return []any{c.Route, c.Owner, c.Subject, int64(1), p.ring.seal(plain, aad(c.Key(), 1)), p.ring.Newest(), string(c.State), c.RefreshExpiry}, nil
 		}))
 	if err != nil {
 		return n, fmt.Errorf("copying consents: %w", err)

@@ -374,10 +374,10 @@ func pgBulkLoadConsents(t testing.TB, s *Postgres, cs []*Consent) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rows = append(rows, []any{c.Route, c.Owner, c.Subject, int64(1), s.ring.seal(plain, aad(c.Key(), 1)), s.ring.Newest()})
+		rows = append(rows, []any{c.Route, c.Owner, c.Subject, int64(1), s.ring.seal(plain, aad(c.Key(), 1)), s.ring.Newest(), string(c.State), c.RefreshExpiry})
 	}
 	if _, err := s.pool.CopyFrom(context.Background(), pgx.Identifier{"consents"},
-		[]string{"route", "owner", "subject", "generation", "value", "key_id"}, pgx.CopyFromRows(rows)); err != nil {
+		[]string{"route", "owner", "subject", "generation", "value", "key_id", "state", "refresh_expiry"}, pgx.CopyFromRows(rows)); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -121,6 +121,19 @@ type Scanner interface {
 	Scan(ctx context.Context, f Filter, fn func(*Consent) error) error
 }
 
+// Counts is how many consents a store holds per route and state, and per
+// route how many not invalid ones have a refresh token expiring by a time.
+type Counts struct {
+	ByState  map[string]map[State]int
+	Expiring map[string]int
+}
+
+// Counter is implemented by stores that count consents without opening
+// them (Postgres); a census of other stores visits every consent.
+type Counter interface {
+	Count(ctx context.Context, expiringBy time.Time) (*Counts, error)
+}
+
 // Visit calls fn with each consent of s that f selects: streamed when s is
 // a Scanner, from List otherwise. fn must not write to s (a bbolt scan is
 // a read transaction).

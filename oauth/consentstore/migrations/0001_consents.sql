@@ -1,6 +1,6 @@
 -- Consents: one row per route, owner and subject. value is the sealed
 -- record (AES-256-GCM, bound to route|owner|subject|generation) under the
--- key key_id names.
+-- key key_id names; state and refresh_expiry repeat two of its fields.
 CREATE TABLE consents (
     route      text        NOT NULL,
     owner      text        NOT NULL,
@@ -8,6 +8,10 @@ CREATE TABLE consents (
     generation bigint      NOT NULL CHECK (generation > 0),
     value      bytea       NOT NULL,
     key_id     text        NOT NULL,
+    -- Not secret, kept in clear for the census (counts by route and state,
+    -- refresh tokens expiring soon) without opening every value.
+    state      text        NOT NULL,
+    refresh_expiry timestamptz,
     updated    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (route, owner, subject)
 );
