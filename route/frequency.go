@@ -79,8 +79,10 @@ func (r *Route) SetFrequency(f Frequency) {
 type FrequencyExceededError struct {
 	Route, Subject string
 	Limit          int
-	// Reset is when the next bank day starts and the count with it.
-	Reset time.Time
+	// Reset is when the next bank day starts and the count with it;
+	// RetryAfter is the time until then.
+	Reset      time.Time
+	RetryAfter time.Duration
 }
 
 func (e *FrequencyExceededError) Error() string {
@@ -117,7 +119,8 @@ func (r *Route) CountAccess(req *http.Request, caller string) error {
 	if !named || !f.counts(req) {
 		return nil
 	}
-	day, reset := BankDay(f.Now(), f.Location)
+	now := f.Now()
+	day, reset := BankDay(now, f.Location)
 	ctx, cancel := context.WithTimeout(req.Context(), f.Timeout)
 	defer cancel()
 	_, taken, err := f.Counter.TakeAccess(ctx, AccessKey{Route: r.Name, Owner: caller, Subject: subject, Day: day}, f.Limit, reset)
@@ -127,7 +130,7 @@ func (r *Route) CountAccess(req *http.Request, caller string) error {
 		return &AccessCountError{Route: r.Name, Err: err}
 	case !taken:
 		f.refused(r.Name, "exceeded")
-		return &FrequencyExceededError{Route: r.Name, Subject: subject, Limit: f.Limit, Reset: reset}
+		return &FrequencyExceededError{Route: r.Name, Subject: subject, Limit: f.Limit, Reset: reset, RetryAfter: reset.Sub(now)}
 	}
 	if f.Observer != nil {
 		f.Observer.AccessCounted(r.Name)
