@@ -66,8 +66,8 @@ func (b *Bolt) TakeAccess(_ context.Context, k Key, day string, limit int, expir
 			return nil
 		}
 		v := make([]byte, 12)
-		binary.BigEndian.PutUint64(v, uint64(expires.UnixNano())) //nolint:gosec // G115: a Unix time in nanoseconds
-		binary.BigEndian.PutUint32(v[8:], uint32(n+1))            //nolint:gosec // G115: at most limit
+		binary.BigEndian.PutUint64(v, uint64(expires.UnixNano()))
+		binary.BigEndian.PutUint32(v[8:], uint32(n+1))
 		count, taken = n+1, true
 		return bk.Put(key, v)
 	})
