@@ -266,6 +266,7 @@ func (a *Assembly) Options() Options {
 	if m := a.Metrics; m != nil {
 		o.TokenObserver, o.OnReload = m, m.Reload
 		o.InterceptObserver = a.interM
+		o.AccessObserver = m
 		if a.oauthM != nil {
 			o.OAuthObserver = a.oauthM
 		}

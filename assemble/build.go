@@ -49,6 +49,8 @@ type Options struct {
 	OnReload func(route, what, result string)
 	// InterceptObserver receives interception events (metrics); may be nil.
 	InterceptObserver intercept.Observer
+	// AccessObserver counts the access budgets' decisions (metrics); may be nil.
+	AccessObserver route.AccessObserver
 
 	// RootCAs, set in code (the demo, tests), is trusted for upstreams of
 	// routes without tls.ca_file, instead of the system roots.
@@ -164,6 +166,11 @@ func (b *builder) route(ctx context.Context, i int, rc config.Route) (*route.Rou
 		// An app's own Authorization never reaches a token route's upstream.
 		r.Own("Authorization")
 		setSubjects(r, rc)
+	}
+	if f := rc.FrequencyPerDay; f != nil {
+		if err := setFrequency(p+".frequency_per_day", r, f, o); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
 }

@@ -354,6 +354,9 @@ func (emptyStore) TakePending(context.Context, string) (*consentstore.Pending, e
 	return nil, consentstore.ErrNotFound
 }
 func (emptyStore) Close() error { return nil }
+func (emptyStore) TakeAccess(context.Context, consentstore.Key, string, int, time.Time) (int, bool, error) {
+	return 0, false, errProbeOnly
+}
 
 // pacedTransport spends the authorization host's budget on each request
 // actually sent to the bank (refresh, code exchange, revocation).

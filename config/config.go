@@ -114,6 +114,9 @@ type Route struct {
 	Check Check `yaml:"check"`
 	// Intercept terminates CONNECT tunnels to the route's hosts (see intercept.go).
 	Intercept bool `yaml:"intercept"`
+	// FrequencyPerDay, when set, caps a consent's unattended calls per bank
+	// day (a Berlin Group consent's frequencyPerDay; see frequency.go).
+	FrequencyPerDay *FrequencyPerDay `yaml:"frequency_per_day"`
 }
 
 // Signing is a route's request-signing block: the signer's options (profile,

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/http"
 	"strings"
 	"time"
 
@@ -77,6 +78,9 @@ func (c *Config) ApplyDefaults() {
 			r.Timeouts.Dial = DefaultDial
 		}
 		r.ClientCert.applyDefaults()
+		if r.FrequencyPerDay != nil {
+			r.FrequencyPerDay.applyDefaults()
+		}
 		if r.Signing != nil {
 			r.Signing.Key.applyDefaults()
 		}
@@ -151,5 +155,40 @@ func (cc *ClientCertificate) applyDefaults() {
 		if t.PollInterval == 0 {
 			t.PollInterval = DefaultVaultPollInterval
 		}
+	}
+}
+
+// Defaults of a route's frequency_per_day: block.
+const (
+	// DefaultFrequencyLimit is the usual frequencyPerDay of a Berlin Group
+	// consent: four accesses a day without the customer (PSD2 RTS art. 36(5)).
+	DefaultFrequencyLimit = 4
+	// DefaultFrequencyTimeZone is where the bank's day starts and ends.
+	DefaultFrequencyTimeZone = "Europe/Berlin"
+	// DefaultAttendedHeader marks a call the customer is present for.
+	DefaultAttendedHeader = "PSU-IP-Address"
+)
+
+// DefaultFrequencyMethods are the methods that count: AIS reads.
+var DefaultFrequencyMethods = []string{http.MethodGet}
+
+// applyDefaults fills a frequency_per_day: block: four calls a day, the
+// bank's day in Europe/Berlin, GET requests count, PSU-IP-Address marks
+// an attended call.
+func (f *FrequencyPerDay) applyDefaults() {
+	if f.Limit == 0 {
+		f.Limit = DefaultFrequencyLimit
+	}
+	if f.TimeZone == "" {
+		f.TimeZone = DefaultFrequencyTimeZone
+	}
+	if len(f.Methods) == 0 {
+		f.Methods = append([]string(nil), DefaultFrequencyMethods...)
+	}
+	for i, m := range f.Methods {
+		f.Methods[i] = strings.ToUpper(m)
+	}
+	if f.AttendedHeader == "" {
+		f.AttendedHeader = DefaultAttendedHeader
 	}
 }

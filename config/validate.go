@@ -194,6 +194,7 @@ func (v *validator) route(i int, r *Route) {
 	v.interceptRoute(p, r)
 	v.signing(p, r.Signing)
 	v.token(p, r.Token)
+	v.frequency(p, r)
 	if r.Token != nil {
 		v.oauthToken(p, p+".token", r)
 	} else if r.Subjects != nil {

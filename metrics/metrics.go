@@ -31,6 +31,8 @@ type Metrics struct {
 	limiterSecs  *prometheus.CounterVec
 	throttled    *prometheus.CounterVec
 	reloads      *prometheus.CounterVec
+	accessCount  *prometheus.CounterVec
+	accessRefuse *prometheus.CounterVec
 
 	mu    sync.Mutex
 	certs []certEntry
@@ -86,8 +88,16 @@ func New() *Metrics {
 		Name: "tokenproxy_credential_reloads_total",
 		Help: "Credential reload attempts that found new material, by result (success, failure).",
 	}, []string{"route", "credential", "result"})
+	m.accessCount = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenproxy_access_counted_total",
+		Help: "Unattended calls counted against their consent's daily budget (frequency_per_day) and sent, by route.",
+	}, []string{"route"})
+	m.accessRefuse = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenproxy_access_refused_total",
+		Help: "Unattended calls refused by the daily budget, by route and reason: exceeded (429 access_frequency_exceeded), unavailable (the count could not be taken; 503).",
+	}, []string{"route", "reason"})
 	m.reg.MustRegister(m.requests, m.broken, m.upstream, m.fetches, m.fetchSeconds, m.hits, m.limiterWaits, m.limiterSecs,
-		m.throttled, m.reloads, &expiryCollector{m: m},
+		m.throttled, m.reloads, m.accessCount, m.accessRefuse, &expiryCollector{m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -111,6 +121,15 @@ func (m *Metrics) Request(route string, status int, code string, upstream time.D
 // UpstreamAnswerBroken implements proxy.BrokenAnswerObserver.
 func (m *Metrics) UpstreamAnswerBroken(route, code string) {
 	m.broken.WithLabelValues(route, code).Inc()
+}
+
+// AccessCounted counts an unattended call counted against its consent's budget.
+func (m *Metrics) AccessCounted(route string) { m.accessCount.WithLabelValues(route).Inc() }
+
+// AccessRefused counts an unattended call refused by the budget (reason
+// exceeded or unavailable).
+func (m *Metrics) AccessRefused(route, reason string) {
+	m.accessRefuse.WithLabelValues(route, reason).Inc()
 }
 
 // TokenHit implements tokencache.Observer.

@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/tokencache"
@@ -16,7 +18,28 @@ const (
 	CodeBadSubject = "bad_subject"
 	// CodeConsentRequired: the customer has no usable consent; start one with the consent API.
 	CodeConsentRequired = "consent_required"
+	// CodeAccessFrequencyExceeded: the consent's unattended calls of the
+	// bank day are spent (frequency_per_day); a 429 until the reset.
+	CodeAccessFrequencyExceeded = "access_frequency_exceeded"
+	// CodeAccessCountUnavailable: the count of unattended calls could not
+	// be taken, so the call was not sent (a 503).
+	CodeAccessCountUnavailable = "access_count_unavailable"
 )
+
+// accessError maps a call the route's access budget refused to the app's
+// answer: 429 with the reset time when the day's calls are spent, 503 when
+// the count could not be taken (never sent uncounted).
+func accessError(err error) *apiError {
+	var fe *route.FrequencyExceededError
+	if errors.As(err, &fe) {
+		return &apiError{Status: http.StatusTooManyRequests, Code: CodeAccessFrequencyExceeded, cause: err,
+			RetryAfter: max(fe.RetryAfter, time.Second), reset: fe.Reset,
+			Message: fmt.Sprintf("customer %s has made the %d unattended calls its consent allows per bank day on route %s; the bank refuses more. "+
+				"The count resets at %s; attended calls (the customer present) still pass", fe.Subject, fe.Limit, fe.Route, fe.Reset.Format(time.RFC3339))}
+	}
+	return &apiError{Status: http.StatusServiceUnavailable, Code: CodeAccessCountUnavailable, cause: err, RetryAfter: time.Second,
+		Message: "the count of the consent's unattended calls could not be taken (its store is unreachable); the call was not sent, since it might exceed the bank's daily limit; retry shortly"}
+}
 
 // tokenKey says which token a request on rt needs (route.TokenKey), with
 // a missing or invalid subject answered 400.

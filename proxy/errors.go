@@ -63,7 +63,8 @@ type apiError struct {
 	Message    string
 	RetryAfter time.Duration
 	headers    map[string]string
-	cause      error // logged, never sent
+	reset      time.Time // when set, sent as "reset" (RFC 3339)
+	cause      error     // logged, never sent
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
@@ -72,11 +73,17 @@ type errorBody struct {
 	Error   string `json:"error"`
 	Message string `json:"message"`
 	Route   string `json:"route,omitempty"`
+	// Reset is when a refused budget resets (RFC 3339), for access_frequency_exceeded.
+	Reset string `json:"reset,omitempty"`
 }
 
 // response renders the error as the JSON response the app receives.
 func (e *apiError) response(req *http.Request, route string) *http.Response {
-	body, _ := json.Marshal(errorBody{Error: e.Code, Message: e.Message, Route: route})
+	eb := errorBody{Error: e.Code, Message: e.Message, Route: route}
+	if !e.reset.IsZero() {
+		eb.Reset = e.reset.Format(time.RFC3339)
+	}
+	body, _ := json.Marshal(eb)
 	body = append(body, '\n')
 	h := http.Header{
 		"Content-Type":           {"application/json"},

@@ -228,7 +228,7 @@ func startTP(t *testing.T, b *bank, yaml string, vc *vaultsrc.Client) *tp {
 	zl, logs := testlog.New(t)
 	logs.Forbid(b.emu.Issued)
 	m := metrics.New()
-	bo := assemble.Options{Log: zl, TokenObserver: m}
+	bo := assemble.Options{Log: zl, TokenObserver: m, AccessObserver: m}
 	if vc != nil {
 		bo.Vault = vc
 	}

@@ -28,7 +28,7 @@ type BrokenAnswerObserver interface {
 }
 
 // pipeline serves requests for routes: sanitize, read the body, attach the
-// token, sign, send over the route's transport, retry once on a 401.
+// token, count an unattended call against its consent's budget, sign, send over the route's transport, retry once on a 401.
 type pipeline struct {
 	log      *zap.Logger
 	observer Observer
@@ -109,6 +109,13 @@ func (p *pipeline) serve(req *http.Request, route *route.Route, host string, ex 
 			ex.err = routeTokenError(route, err)
 			return nil
 		}
+	}
+
+	// An unattended call is counted against its consent's daily budget
+	// right before it first goes upstream; the retry below is not counted.
+	if err := route.CountAccess(req, caller); err != nil {
+		ex.err = accessError(err)
+		return nil
 	}
 
 	resp, aerr := p.send(req, route, body, tok, ex)

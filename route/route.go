@@ -54,6 +54,8 @@ type Route struct {
 	owned []string
 	// subjects reads the customer an app names (authorization_code routes).
 	subjects *Subjects
+	// frequency is the access budget per consent and bank day; nil without.
+	frequency *Frequency
 }
 
 // HeldCertificate is a certificate a route serves from a holder, named by

@@ -4,6 +4,9 @@ package main
 
 import (
 	"os"
+	// The time zone database, for frequency_per_day's bank day on hosts
+	// and images without /usr/share/zoneinfo (distroless static).
+	_ "time/tzdata"
 
 	"github.com/tokenproxy/tokenproxy/cli"
 )

@@ -38,6 +38,8 @@ type Bolt struct {
 	copyPath string
 	// now is the clock of started consents' expiry (SetClock); nil: time.Now.
 	now func() time.Time
+	// sweeper deletes past access counts once a day.
+	sweeper accessSweeper
 }
 
 // lockTimeout is how long OpenBolt waits for another process to release

@@ -132,6 +132,8 @@ func (c PostgresConfig) poolConfig() (*pgxpool.Config, error) {
 type Postgres struct {
 	pool *pgxpool.Pool
 	ring *Keyring
+	// sweeper deletes past access counts once a day.
+	sweeper accessSweeper
 }
 
 // connect opens a pool and checks that the server answers, mapping the

@@ -19,7 +19,7 @@ var runtimeGrantsSQL string
 // RuntimeGrants returns the SQL that gives role (a login role that owns
 // nothing) what tokenproxy needs to run on a store another role migrated:
 // USAGE on schema public, SELECT, INSERT, UPDATE and DELETE on the tables
-// consents, pending and store_meta, and SELECT on schema_migrations, which
+// consents, pending, store_meta and access_counts, and SELECT on schema_migrations, which
 // the start-up reads for the schema version. Nothing else: that role cannot
 // change the schema, so `tokenproxy store migrate` (or migrate_on_start)
 // fails for it with ErrPostgresPermission. The owner runs it after each

@@ -86,6 +86,7 @@ func TestPostgresRuntimeGrants(t *testing.T) {
 		}
 		want := []string{
 			// name, SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER
+			"[access_counts true true true true false false false]",
 			"[consents true true true true false false false]",
 			"[pending true true true true false false false]",
 			"[schema_migrations true false false false false false false]",
@@ -136,6 +137,9 @@ func TestPostgresRuntimeGrants(t *testing.T) {
 		}
 		if got, err := s.TakePending(ctx, "st"); err != nil || got.Verifier != "v" {
 			t.Fatalf("take pending: %+v, %v", got, err)
+		}
+		if n, ok, err := s.TakeAccess(ctx, c.Key(), "2025-06-10", 4, time.Now().Add(time.Hour)); err != nil || !ok || n != 1 {
+			t.Fatalf("take access: %d, %v, %v", n, ok, err)
 		}
 	})
 
