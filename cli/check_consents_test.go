@@ -119,10 +119,10 @@ consents:
 
 	// Before the schema is migrated: a failure, or what migrate_on_start will do.
 	out, failed := check(t, store{db: fresh})
-	wantLine(t, out, failed, true, "[FAIL]", "postgres consent store", "consents.store.postgres:", "TLS 1.3", "schema version 0, this tokenproxy needs 1",
+	wantLine(t, out, failed, true, "[FAIL]", "postgres consent store", "consents.store.postgres:", "TLS 1.3", "schema version 0, this tokenproxy needs 2",
 		"fix: run `tokenproxy store migrate --config FILE`")
 	out, failed = check(t, store{db: fresh, migrateOnStart: true})
-	wantLine(t, out, failed, false, "[ok  ]", "schema version 0 (this tokenproxy's: 1; migrate_on_start applies it")
+	wantLine(t, out, failed, false, "[ok  ]", "schema version 0 (this tokenproxy's: 2; migrate_on_start applies it")
 	// check changed nothing.
 	out, failed = check(t, store{db: fresh})
 	wantLine(t, out, failed, true, "[FAIL]", "schema version 0")
@@ -139,7 +139,7 @@ consents:
 	}{
 		{"good", store{db: migrated}, false, []string{"[ok  ]", "postgres consent store",
 			fmt.Sprintf("127.0.0.1:%d reachable", srv.Port()), `user "tokenproxy" authenticated`, "PostgreSQL 1",
-			"TLS 1.3, verified: host name 127.0.0.1 and certificate chain", "schema version 1 (this tokenproxy's), key matches"}},
+			"TLS 1.3, verified: host name 127.0.0.1 and certificate chain", "schema version 2 (this tokenproxy's), key matches"}},
 		{"good, unverified", store{db: migrated, tls: "{mode: require}"}, false, []string{"[ok  ]", "TLS 1.3, server certificate not verified (tls.mode require)"}},
 		{"good, plain", store{db: migrated, tls: "{mode: disable}"}, false, []string{"[ok  ]", "not encrypted (tls.mode disable)"}},
 		{"wrong key", store{db: migrated, key: "wrong.key"}, true, []string{"[FAIL]", "consents.store.postgres.key:", "reachable",
