@@ -170,7 +170,7 @@ type counts struct {
 	n  map[string]int
 }
 
-func (c *counts) Delivery(_, result string) { c.mu.Lock(); c.n[result]++; c.mu.Unlock() }
+func (c *counts) Delivery(_, result string)  { c.mu.Lock(); c.n[result]++; c.mu.Unlock() }
 func (c *counts) Backlog(int, time.Duration) {}
 func (c *counts) get(r string) int           { c.mu.Lock(); defer c.mu.Unlock(); return c.n[r] }
 
