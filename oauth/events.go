@@ -184,4 +184,3 @@ func AppendExpiryEvents(ctx context.Context, s consentstore.Store, ev *Events, n
 	}
 	return appended, true, run(ctx)
 }
-

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -132,7 +133,7 @@ func TestVerifySnippets(t *testing.T) {
 	if err := webhook.Verify([]byte(testSecret), dl.header, dl.body, time.Now(), 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := webhook.Verify([]byte(testSecret), dl.header, dl.body, time.Now().Add(time.Hour), 5*time.Minute); err != webhook.ErrStale {
+	if err := webhook.Verify([]byte(testSecret), dl.header, dl.body, time.Now().Add(time.Hour), 5*time.Minute); !errors.Is(err, webhook.ErrStale) {
 		t.Fatalf("an hour later: %v", err)
 	}
 }

@@ -308,7 +308,7 @@ func TestKilledReplicaLeaseExpires(t *testing.T) {
 	// The child's lease: webhook.New raises it to one timeout (3 s) per
 	// webhook plus 5 s.
 	const lease = 8 * time.Second
-	child := exec.Command(os.Args[0], "-test.run=^TestChildDispatcher$", "-test.v")
+	child := exec.Command(os.Args[0], "-test.run=^TestChildDispatcher$", "-test.v") //nolint:gosec // G702: this test binary, re-run as the child replica
 	child.Env = append(os.Environ(), "WEBHOOK_CHILD_URL="+hs.URL+"/?replica=child",
 		"WEBHOOK_CHILD_PG="+fmt.Sprintf("%s|%d|%s|%s", cfg.Host, cfg.Port, cfg.Database, cfg.Password),
 		"WEBHOOK_CHILD_LEASE="+lease.String())
