@@ -31,6 +31,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
+	"github.com/tokenproxy/tokenproxy/webhook"
 )
 
 // Setup says what an Assembly is for, beyond the configuration.
@@ -81,6 +82,7 @@ type Assembly struct {
 
 	setup   Setup
 	oauthM  *metrics.OAuth
+	hookM   *metrics.Webhooks
 	interM  intercept.Observer // made once: it registers collectors
 	closers []func() error     // in opening order; Close runs them backwards
 }
@@ -177,6 +179,10 @@ func (a *Assembly) OpenConsents(ctx context.Context) error {
 	a.closers = append(a.closers, c.Close)
 	if a.Metrics != nil {
 		a.oauthM = a.Metrics.OAuth()
+		if c.Events != nil {
+			a.hookM = a.Metrics.Webhooks()
+			c.Events.Observer = a.hookM
+		}
 	}
 	return nil
 }
@@ -348,6 +354,15 @@ func (a *Assembly) consentAPI(po *proxy.Options) error {
 		po.Jobs = append(po.Jobs, job)
 	}
 	po.Jobs = append(po.Jobs, keepAliveJobs(a.Routes, c.Sources(), log.Named("consents"), om)...)
+	var hobs webhook.Observer
+	if a.hookM != nil {
+		hobs = a.hookM
+	}
+	jobs, err := c.webhookJobs(log.Named("webhooks"), hobs)
+	if err != nil {
+		return err
+	}
+	po.Jobs = append(po.Jobs, jobs...)
 	po.Jobs = append(po.Jobs, func(ctx context.Context) {
 		c.Census(ctx, func(cs *oauth.Census, err error) {
 			if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
+	"github.com/tokenproxy/tokenproxy/webhook"
 )
 
 // ConsentObserver counts refreshes, invalid grants and stored consents
@@ -33,6 +34,10 @@ type ConsentObserver = oauth.Observer
 type Consents struct {
 	Store consentstore.Store
 	cfg   config.Consents
+	// Events are the consent events the sources append for
+	// consents.webhooks; nil without webhooks.
+	Events *oauth.Events
+	hooks  []webhook.Hook
 
 	mu      sync.Mutex
 	sources []*oauth.AuthCode
@@ -89,6 +94,10 @@ func openConsents(ctx context.Context, cfg *config.Config, o Options, openBolt f
 		c.Store = consentstore.NewVault(o.Vault, st.VaultKV.Mount, st.VaultKV.Path)
 	default:
 		return nil, problem.Field("consents.store", "set exactly one of bbolt, vault_kv or postgres")
+	}
+	if err := c.openWebhooks(ctx, o); err != nil {
+		_ = c.Store.Close()
+		return nil, err
 	}
 	return c, nil
 }
@@ -214,7 +223,8 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 		ep.Client.Transport = &pacedTransport{next: tr, pacer: pacer, maxWait: t.MaxWait}
 		pacer = unpaced{pacer}
 		ac, err := oauth.NewAuthCode(oauth.AuthCodeConfig{Endpoint: ep, AuthorizeURL: t.AuthorizeURL, RevocationURL: t.RevocationURL,
-			Scopes: t.Scopes, PKCE: t.PKCE, RefreshTTL: t.RefreshTTL, KeepAlive: t.KeepAlive, Store: o.Consents.Store, Observer: o.OAuthObserver})
+			Scopes: t.Scopes, PKCE: t.PKCE, RefreshTTL: t.RefreshTTL, KeepAlive: t.KeepAlive, Store: o.Consents.Store, Observer: o.OAuthObserver,
+			Events: o.Consents.Events})
 		if err != nil {
 			return nil, &problem.FieldError{Path: p, Err: err}
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/emulator/stet"
 	"github.com/tokenproxy/tokenproxy/testkit/pki"
 	"github.com/tokenproxy/tokenproxy/testkit/testlog"
+	"github.com/tokenproxy/tokenproxy/webhook"
 )
 
 func freeAddr(t *testing.T) string {
@@ -57,6 +58,20 @@ func TestRunServesConsents(t *testing.T) {
 	bank.StartTLS()
 	t.Cleanup(bank.Close)
 	write(t, filepath.Join(f.dir, "consent.key"), strings.Repeat("5a", 32))
+	const hookSecret = "whsec-run-4f1c9a0b7e"
+	write(t, filepath.Join(f.dir, "webhook.secret"), hookSecret)
+	hooks := make(chan map[string]string, 10)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if err := webhook.Verify([]byte(hookSecret), r.Header.Get(webhook.HeaderSignature), b, time.Now(), time.Minute); err != nil {
+			t.Errorf("webhook delivery: %v", err)
+		}
+		var ev map[string]string
+		_ = json.Unmarshal(b, &ev)
+		hooks <- ev
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(receiver.Close)
 	proxyAddr, adminAddr, consentAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	u := bank.URL + "/stet/psd2/oauth/"
 	cfg := filepath.Join(f.dir, "run.yaml")
@@ -83,7 +98,10 @@ consents:
   census_interval: 50ms
   store:
     bbolt: {path: %s/consents.db, key: {file: %s/consent.key}}
-`, proxyAddr, adminAddr, bank.URL, caFile, qf.Cert, qf.Key, sf.Cert, sf.Key, u, u, consentAddr, consentAddr, f.dir, f.dir))
+  webhooks:
+    - {url: %s/hooks, secret: {file: %s/webhook.secret}}
+  webhook_delivery: {poll_interval: 20ms}
+`, proxyAddr, adminAddr, bank.URL, caFile, qf.Cert, qf.Key, sf.Cert, sf.Key, u, u, consentAddr, consentAddr, f.dir, f.dir, receiver.URL, f.dir))
 
 	log, logs := testlog.New(t)
 	logs.Forbid(emu.Issued)
@@ -156,6 +174,32 @@ consents:
 		}
 		if i > 200 {
 			t.Fatalf("metrics lack the consent census:\n%s", m)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	// The app's webhook hears of the consent, then of its deletion.
+	del, _ := http.NewRequest("DELETE", "http://"+consentAddr+"/v1/routes/bpce/consents/alice", nil)
+	if code, body := get(direct, del); code != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	for _, want := range []string{"consent.active", "consent.deleted"} {
+		select {
+		case ev := <-hooks:
+			if ev["type"] != want || ev["subject"] != "alice" || ev["route"] != "bpce" {
+				t.Fatalf("webhook event %v, want %s for alice", ev, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s webhook", want)
+		}
+	}
+	for i := 0; ; i++ {
+		_, m := get(direct, metrics)
+		if strings.Contains(m, `tokenproxy_webhook_deliveries_total{result="delivered",webhook="`+receiver.URL+`/hooks"} 2`) &&
+			strings.Contains(m, `tokenproxy_consent_events_total{type="consent.deleted"} 1`) {
+			break
+		}
+		if i > 200 {
+			t.Fatalf("metrics lack the webhook deliveries:\n%s", m)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}

@@ -192,3 +192,43 @@ func (f *FrequencyPerDay) applyDefaults() {
 		f.AttendedHeader = DefaultAttendedHeader
 	}
 }
+
+// Defaults of consents.webhook_delivery.
+const (
+	DefaultWebhookTimeout    = 10 * time.Second
+	DefaultWebhookPoll       = time.Second
+	DefaultWebhookLease      = 30 * time.Second
+	DefaultWebhookBatch      = 20
+	DefaultWebhookBackoff    = time.Second
+	DefaultWebhookMaxBackoff = 5 * time.Minute
+	DefaultWebhookMaxAge     = 72 * time.Hour
+	DefaultWebhookRetention  = 30 * 24 * time.Hour
+)
+
+// DefaultWebhookEvents are the events a webhook without events: gets:
+// all but consent.refreshed (one per refresh, seldom wanted).
+var DefaultWebhookEvents = []string{"consent.active", "consent.expiring", "consent.invalid", "consent.deleted"}
+
+// applyWebhookDefaults fills consents.webhooks[].events and
+// consents.webhook_delivery.
+func (cs *Consents) applyWebhookDefaults() {
+	for i := range cs.Webhooks {
+		if cs.Webhooks[i].Events == nil {
+			cs.Webhooks[i].Events = append([]string(nil), DefaultWebhookEvents...)
+		}
+	}
+	d := &cs.WebhookDelivery
+	for _, f := range []struct {
+		p *time.Duration
+		v time.Duration
+	}{{&d.Timeout, DefaultWebhookTimeout}, {&d.PollInterval, DefaultWebhookPoll}, {&d.Lease, DefaultWebhookLease},
+		{&d.Backoff, DefaultWebhookBackoff}, {&d.MaxBackoff, DefaultWebhookMaxBackoff}, {&d.MaxAge, DefaultWebhookMaxAge},
+		{&d.Retention, DefaultWebhookRetention}} {
+		if *f.p == 0 {
+			*f.p = f.v
+		}
+	}
+	if d.Batch == 0 {
+		d.Batch = DefaultWebhookBatch
+	}
+}

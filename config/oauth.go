@@ -94,6 +94,10 @@ type Consents struct {
 	// CensusInterval is how often the consent gauges are recomputed.
 	CensusInterval time.Duration `yaml:"census_interval"`
 	Store          ConsentStore  `yaml:"store"`
+	// Webhooks receive consent events (docs/webhooks.md).
+	Webhooks []Webhook `yaml:"webhooks"`
+	// WebhookDelivery tunes their delivery.
+	WebhookDelivery WebhookDelivery `yaml:"webhook_delivery"`
 }
 
 // ConsentStore says where consents are kept: exactly one of its blocks.
@@ -251,6 +255,9 @@ func (c *Config) applyOAuthDefaults() {
 		if cs.CensusInterval == 0 {
 			cs.CensusInterval = DefaultCensusInterval
 		}
+		if len(cs.Webhooks) > 0 {
+			cs.applyWebhookDefaults()
+		}
 		if kv := cs.Store.VaultKV; kv != nil && kv.Mount == "" {
 			kv.Mount = DefaultKVMount
 		}
@@ -268,6 +275,9 @@ func (c *Config) applyOAuthDefaults() {
 // oauthUsesVault reports whether the OAuth2 blocks refer to Vault.
 func (c *Config) oauthUsesVault() bool {
 	if cs := c.Consents; cs != nil && (cs.Store.VaultKV != nil || (cs.Store.Bbolt != nil && storeKeysUseVault(cs.Store.Bbolt.Key, cs.Store.Bbolt.Keys))) {
+		return true
+	}
+	if cs := c.Consents; cs != nil && cs.webhooksUseVault() {
 		return true
 	}
 	if cs := c.Consents; cs != nil && cs.Store.Postgres != nil && (storeKeysUseVault(cs.Store.Postgres.Key, cs.Store.Postgres.Keys) || cs.Store.Postgres.Password.Vault != nil) {
@@ -394,6 +404,7 @@ func (v *validator) consents() {
 			v.add("consents."+d.name, "must not be negative")
 		}
 	}
+	v.webhooks(cs)
 	st := cs.Store
 	n := 0
 	for _, set := range []bool{st.Bbolt != nil, st.VaultKV != nil, st.Postgres != nil} {

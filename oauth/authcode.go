@@ -44,6 +44,9 @@ type AuthCodeConfig struct {
 	IntentLease time.Duration
 	// Hooks are crash-injection points for tests; nil in production.
 	Hooks *Hooks
+	// Events, when set, says which consent events to append to the
+	// store's outbox for the app's webhooks.
+	Events *Events
 }
 
 // Step is a point in a refresh where a test may inject a crash.
@@ -191,7 +194,7 @@ func (a *AuthCode) Exchange(ctx context.Context, owner, subject, code, verifier,
 		case !errors.Is(err, consentstore.ErrNotFound):
 			return nil, fmt.Errorf("route %s: %w", a.Route(), err)
 		}
-		if c.Generation, err = a.cfg.Store.Put(ctx, c, gen); err == nil {
+		if c.Generation, err = a.putEvent(ctx, c, gen, consentstore.EventActive, ""); err == nil {
 			return c, nil
 		}
 		if !errors.Is(err, consentstore.ErrConflict) {
@@ -249,7 +252,11 @@ func (a *AuthCode) Revoke(ctx context.Context, owner, subject string) error {
 	a.handedMu.Lock()
 	delete(a.handed, k)
 	a.handedMu.Unlock()
-	return a.cfg.Store.Delete(ctx, k)
+	cause := ""
+	if a.cfg.RevocationURL != "" && !c.RefreshToken.IsZero() {
+		cause = consentstore.CauseRevoked
+	}
+	return a.deleteEvent(ctx, c, cause)
 }
 
 // tokenOf returns the access token stored in c, issued when c was last

@@ -130,7 +130,7 @@ func (a *AuthCode) refresh(ctx context.Context, c *consentstore.Consent, now tim
 	}
 	next := intent.Clone()
 	a.applyAnswer(next, resp, a.cfg.Endpoint.Now())
-	stored, err := a.cfg.Store.Put(ctx, next, gen)
+	stored, err := a.putEvent(ctx, next, gen, consentstore.EventRefreshed, "")
 	if err != nil {
 		// The token is not used: a rotated refresh token that could not be
 		// stored must not be followed by a token the store cannot renew.
@@ -170,7 +170,7 @@ func (a *AuthCode) refreshFailed(ctx context.Context, intent *consentstore.Conse
 		bad := intent.Clone()
 		bad.State, bad.Cause, bad.IntentAt, bad.IntentBy = consentstore.Invalid, cause, time.Time{}, ""
 		bad.AccessToken, bad.RefreshToken = secret.Value{}, secret.Value{}
-		if _, err := a.cfg.Store.Put(ctx, bad, gen); err != nil && !errors.Is(err, consentstore.ErrConflict) {
+		if _, err := a.putEvent(ctx, bad, gen, consentstore.EventInvalid, consentstore.CauseInvalidGrant); err != nil && !errors.Is(err, consentstore.ErrConflict) {
 			return &tokencache.FetchError{Reason: "route " + a.Route() + ": recording an invalid consent", Err: err}
 		}
 		if a.cfg.Observer != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -40,6 +41,9 @@ type Bolt struct {
 	now func() time.Time
 	// sweeper deletes past access counts once a day.
 	sweeper accessSweeper
+	// leases are the outbox's in-process leases and exclusive jobs.
+	leasesOnce sync.Once
+	leases     *boltLeases
 }
 
 // lockTimeout is how long OpenBolt waits for another process to release
@@ -241,6 +245,11 @@ func (b *Bolt) Get(_ context.Context, k Key) (*Consent, error) {
 
 // Put implements Store.
 func (b *Bolt) Put(_ context.Context, c *Consent, expect uint64) (uint64, error) {
+	return b.put(c, expect, nil)
+}
+
+// put writes c at expect+1 and, in the same transaction, calls also.
+func (b *Bolt) put(c *Consent, expect uint64, also func(*bolt.Tx) error) (uint64, error) {
 	if err := ValidateKey(c.Key()); err != nil {
 		return 0, err
 	}
@@ -256,7 +265,13 @@ func (b *Bolt) Put(_ context.Context, c *Consent, expect uint64) (uint64, error)
 			return ErrConflict
 		}
 		gen = expect + 1
-		return bk.Put(key, b.sealValue(c.Key(), gen, plain))
+		if err := bk.Put(key, b.sealValue(c.Key(), gen, plain)); err != nil {
+			return err
+		}
+		if also != nil {
+			return also(tx)
+		}
+		return nil
 	})
 	if err != nil {
 		if errors.Is(err, ErrConflict) {

@@ -425,6 +425,15 @@ func (p *Postgres) Get(ctx context.Context, k Key) (*Consent, error) {
 // an UPDATE conditional on the stored generation; either touches no row
 // when another writer won.
 func (p *Postgres) Put(ctx context.Context, c *Consent, expect uint64) (uint64, error) {
+	return p.put(ctx, p.pool, c, expect)
+}
+
+// pgExec is a pool or a transaction.
+type pgExec interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func (p *Postgres) put(ctx context.Context, db pgExec, c *Consent, expect uint64) (uint64, error) {
 	k := c.Key()
 	if err := ValidateKey(k); err != nil {
 		return 0, err
@@ -444,11 +453,11 @@ func (p *Postgres) Put(ctx context.Context, c *Consent, expect uint64) (uint64, 
 	}
 	var tag pgconn.CommandTag
 	if expect == 0 {
-		tag, err = p.pool.Exec(ctx, `INSERT INTO consents (route, owner, subject, generation, value, key_id, state, refresh_expiry)
+		tag, err = db.Exec(ctx, `INSERT INTO consents (route, owner, subject, generation, value, key_id, state, refresh_expiry)
 			VALUES ($1, $2, $3, 1, $4, $5, $6, $7)
 			ON CONFLICT (route, owner, subject) DO NOTHING`, k.Route, k.Owner, k.Subject, val, id, string(c.State), exp)
 	} else {
-		tag, err = p.pool.Exec(ctx, `UPDATE consents SET generation = $5, value = $4, key_id = $7, state = $8, refresh_expiry = $9, updated = now()
+		tag, err = db.Exec(ctx, `UPDATE consents SET generation = $5, value = $4, key_id = $7, state = $8, refresh_expiry = $9, updated = now()
 			WHERE route = $1 AND owner = $2 AND subject = $3 AND generation = $6`,
 			k.Route, k.Owner, k.Subject, val, int64(gen), int64(expect), id, string(c.State), exp)
 	}

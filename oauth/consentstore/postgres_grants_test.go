@@ -88,6 +88,7 @@ func TestPostgresRuntimeGrants(t *testing.T) {
 			// name, SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER
 			"[access_counts true true true true false false false]",
 			"[consents true true true true false false false]",
+			"[outbox true true true true false false false]",
 			"[pending true true true true false false false]",
 			"[schema_migrations true false false false false false false]",
 			"[store_meta true true true true false false false]",
@@ -140,6 +141,35 @@ func TestPostgresRuntimeGrants(t *testing.T) {
 		}
 		if n, ok, err := s.TakeAccess(ctx, c.Key(), "2025-06-10", 4, time.Now().Add(time.Hour)); err != nil || !ok || n != 1 {
 			t.Fatalf("take access: %d, %v, %v", n, ok, err)
+		}
+		// The outbox of consent events.
+		now := time.Now()
+		if _, err := s.PutWithEvents(ctx, c, 0, []Event{NewEvent(EventActive, c, 1, "", now)}); err != nil {
+			t.Fatalf("put with events: %v", err)
+		}
+		if err := s.DeleteWithEvents(ctx, c.Key(), []Event{NewEvent(EventDeleted, c, 1, "", now)}); err != nil {
+			t.Fatalf("delete with events: %v", err)
+		}
+		if n, err := s.Append(ctx, NewExpiryEvent(EventExpiring, c, "", now)); err != nil || n != 1 {
+			t.Fatalf("append: %d, %v", n, err)
+		}
+		items, err := s.Claim(ctx, "r1", now, time.Minute, 10)
+		if err != nil || len(items) != 3 {
+			t.Fatalf("claim: %d, %v", len(items), err)
+		}
+		for _, it := range items {
+			if err := s.Settle(ctx, "r1", Settlement{ID: it.Event.ID, Delivered: []string{"https://app.example/h"}, Done: true}, now); err != nil {
+				t.Fatalf("settle: %v", err)
+			}
+		}
+		if n, _, err := s.Backlog(ctx); err != nil || n != 0 {
+			t.Fatalf("backlog: %d, %v", n, err)
+		}
+		if n, err := s.Purge(ctx, now.Add(time.Second)); err != nil || n != 3 {
+			t.Fatalf("purge: %d, %v", n, err)
+		}
+		if ran, err := s.RunExclusive(ctx, "job", func(context.Context) error { return nil }); err != nil || !ran {
+			t.Fatalf("run exclusive: %v, %v", ran, err)
 		}
 	})
 

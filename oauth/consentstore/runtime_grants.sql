@@ -5,5 +5,5 @@
 -- tables' owner after `tokenproxy store migrate`, and again after an
 -- upgrade whose migration adds a table. psql: -v role=NAME.
 GRANT USAGE ON SCHEMA public TO :"role";
-GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE consents, pending, store_meta, access_counts TO :"role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE consents, pending, store_meta, outbox, access_counts TO :"role";
 GRANT SELECT ON TABLE schema_migrations TO :"role";
