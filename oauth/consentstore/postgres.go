@@ -323,10 +323,17 @@ func latestMigration() int {
 	return m[len(m)-1].version
 }
 
-// schemaVersion is the highest applied migration; 0 when none.
+// schemaVersion is the version the schema is complete up to: the highest
+// migration such that it and every one before it are applied (0 when none),
+// or, when the database holds a version this binary does not know, that
+// version (a newer schema).
 func schemaVersion(ctx context.Context, pool *pgxpool.Pool) (int, error) {
-	var v int
-	err := pool.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&v)
+	applied := map[int]bool{}
+	var v, top int
+	rows, err := pool.Query(ctx, `SELECT version FROM schema_migrations`)
+	if err == nil {
+		_, err = pgx.ForEachRow(rows, []any{&v}, func() error { applied[v] = true; top = max(top, v); return nil })
+	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table
 		return 0, nil
@@ -334,7 +341,23 @@ func schemaVersion(ctx context.Context, pool *pgxpool.Pool) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("reading the consent store's schema version: %w", err)
 	}
-	return v, nil
+	if top > latestMigration() {
+		return top, nil
+	}
+	return completeUpTo(applied), nil
+}
+
+// completeUpTo is the highest migration version such that it and every
+// migration before it are in applied; 0 when the first is not.
+func completeUpTo(applied map[int]bool) int {
+	v := 0
+	for _, m := range migrations() {
+		if !applied[m.version] {
+			break
+		}
+		v = m.version
+	}
+	return v
 }
 
 // migrationLock is the advisory lock that serialises replicas migrating at once.
@@ -352,12 +375,17 @@ func migratePool(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
 			version integer PRIMARY KEY, name text NOT NULL, applied timestamptz NOT NULL DEFAULT now())`); err != nil {
 			return err
 		}
-		var have int
-		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		rows, err := tx.Query(ctx, `SELECT version FROM schema_migrations`)
+		if err != nil {
 			return err
 		}
-		for _, m := range migrations() {
-			if m.version <= have {
+		have := map[int]bool{}
+		var v int
+		if _, err := pgx.ForEachRow(rows, []any{&v}, func() error { have[v] = true; return nil }); err != nil {
+			return err
+		}
+		for _, m := range migrations() { // every one the database lacks, a gap included
+			if have[m.version] {
 				continue
 			}
 			if _, err := tx.Exec(ctx, m.sql); err != nil {
