@@ -197,6 +197,9 @@ type replica struct {
 	app        *http.Client // through the replica's proxy listener
 	// logs of the processes that ran before the current one
 	past []byte
+	// routeExtra and consentsExtra are YAML lines configure adds to the
+	// route (indented 4 spaces) and to the consents block (2 spaces).
+	routeExtra, consentsExtra string
 }
 
 // newReplica writes nothing yet: it picks the addresses and the YAML; the
@@ -220,7 +223,8 @@ func newReplica(t *testing.T, name string) *replica {
 
 // configure writes the replica's configuration: the bank's route with
 // authorization_code, the shared Redis, the shared Postgres consent store
-// migrated at start-up, and the front's callback URL.
+// migrated at start-up, and the front's callback URL; then the replica's
+// routeExtra and consentsExtra.
 //
 // The route has no revocation_url: the bank keeps honouring a deleted
 // consent's access token, so only tokenproxy can stop it being used, and
@@ -256,7 +260,7 @@ routes:
       refresh_ttl: 2160h
       max_wait: 10s
       rate_limit: {requests_per_minute: 6000, burst: 100}
-consents:
+%sconsents:
   listen: %s
   callback_url: %s/v1/callback
   return_urls: [%s]
@@ -271,10 +275,10 @@ consents:
       tls: {mode: disable}
       max_connections: 4
       migrate_on_start: true
-`, r.l.Proxy, r.l.Admin, c.redis.Addr(), c.redisKeyFile,
+%s`, r.l.Proxy, r.l.Admin, c.redis.Addr(), c.redisKeyFile,
 		bpceHost, b.srv.URL, b.caFile, b.qwacCert, b.qwacKey, bpceKeyID, b.sealCert, b.sealKey,
-		u, bpceClientID, u, r.l.Local, front, returnURL,
-		c.pg.Host(), c.pg.Port(), c.db, pgtest.User, c.pgPassFile, c.consentKeyFile)
+		u, bpceClientID, u, r.routeExtra, r.l.Local, front, returnURL,
+		c.pg.Host(), c.pg.Port(), c.db, pgtest.User, c.pgPassFile, c.consentKeyFile, r.consentsExtra)
 }
 
 // startAll starts every replica at once (they migrate the one database
