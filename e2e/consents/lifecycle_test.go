@@ -188,7 +188,10 @@ func (rc *receiver) waitFor(t *testing.T, want map[string]bool, within time.Dura
 			return time.Since(began)
 		}
 		if time.Since(began) > within {
-			t.Fatalf("after %v the receiver still lacks %v (has %v)", within, missing, got)
+			rc.mu.Lock()
+			invalid := rc.invalid
+			rc.mu.Unlock()
+			t.Fatalf("after %v the receiver still lacks %v (has %v; %d deliveries refused: %v)", within, missing, got, len(invalid), invalid)
 		}
 		time.Sleep(50 * time.Millisecond) // polling interval
 	}
