@@ -429,7 +429,7 @@ func TestPostgresGatewayReplicasDeliverWebhooksThroughOutageAndKill(t *testing.T
 	}
 
 	t.Run("the killed replica rejoins alone and resends nothing settled", func(t *testing.T) {
-		startAll(t, []*replica{killed})
+		startAll(t, rs[1:2]) // killed
 		stopAll(t, []*replica{rs[0], rs[2]})
 		before := rc.takenCopy()
 		if got := killed.listed(t); got[sub(2)] != "active" || got[sub(8)] != "active" {
