@@ -269,8 +269,9 @@ func (s *Shared) keyMiss(route, id string) {
 		zap.String("route", route), zap.String("key_id", id))
 }
 
-// KeyMisses counts the shared tokens treated as absent because they are
-// sealed under a key id this process does not hold.
+// KeyMisses counts the reads of a shared token treated as absent because
+// it is sealed under a key id this process does not hold (a refresh reads
+// twice: before and under the fetch lock).
 func (s *Shared) KeyMisses() int64 { return s.keyMisses.Load() }
 
 // Healthy reports nil while Redis is reachable and the key matches, else why
