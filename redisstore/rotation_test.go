@@ -10,6 +10,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,7 +73,8 @@ func TestKeyRotation(t *testing.T) {
 	}
 
 	// 3. b alone: a's token is absent, through the store's API...
-	rb := newReplica(t, srv, bk, replicaOpts{keys: []Key{{ID: "b", Key: keyB}}})
+	obs := &keyMissObserver{}
+	rb := newReplica(t, srv, bk, replicaOpts{keys: []Key{{ID: "b", Key: keyB}}, obs: obs})
 	rs := rb.shared.Route("bc", 10*time.Second).(*routeStore)
 	tok, gen, err := rs.load(ctx, "carol", rs.keys("carol"))
 	if err != nil || tok != nil || gen == 0 {
@@ -100,6 +102,9 @@ func TestKeyRotation(t *testing.T) {
 	if m := rb.shared.KeyMisses(); m != 5 { // the load above, then two reads (before and under the fetch lock) for alice and carol each
 		t.Fatalf("%d key misses counted; want 5", m)
 	}
+	if m := obs.misses.Load(); m != 5 {
+		t.Fatalf("the observer was told of %d key misses; want 5", m)
+	}
 	if n := rb.log.Count(`key id \"a\", which is not configured`); n != 1 {
 		t.Fatalf("the miss under key a was logged %d times; want once:\n%s", n, rb.log)
 	}
@@ -115,6 +120,17 @@ func TestKeyRotation(t *testing.T) {
 		if err := r.shared.Healthy(); err != nil {
 			t.Fatalf("health: %v", err)
 		}
+	}
+}
+
+type keyMissObserver struct {
+	fenceObserver
+	misses atomic.Int64
+}
+
+func (o *keyMissObserver) KeyMiss(_, id string) {
+	if id == "a" {
+		o.misses.Add(1)
 	}
 }
 
