@@ -25,7 +25,8 @@ import (
 // their per-route tokencache.Store from it.
 type Store struct {
 	*redisstore.Shared
-	client redis.UniversalClient
+	client   redis.UniversalClient
+	keyField string // store.redis.encryption_key or store.redis.encryption_keys
 }
 
 // StoreOptions are what opening the store needs beyond its configuration.
@@ -52,7 +53,7 @@ func OpenStore(ctx context.Context, cfg config.Store, o StoreOptions) (*Store, e
 	}
 	rc := cfg.Redis
 	vault := Options{Vault: o.Vault}.vault()
-	key, err := storeKey(ctx, rc.EncryptionKey, vault)
+	keys, keyField, err := storeKeys(ctx, rc, vault)
 	if err != nil {
 		return nil, err
 	}
@@ -81,15 +82,15 @@ func OpenStore(ctx context.Context, cfg config.Store, o StoreOptions) (*Store, e
 		log = zap.NewNop()
 	}
 	shared, err := redisstore.New(ctx, redisstore.Options{
-		Client: client, Key: key, Prefix: rc.KeyPrefix, MaxReplicas: rc.MaxReplicas,
+		Client: client, Keys: keys, Prefix: rc.KeyPrefix, MaxReplicas: rc.MaxReplicas,
 		PollInterval: rc.PollInterval, HealthInterval: rc.HealthInterval,
 		Log: log.With(zap.String("store", "redis")), OnDependency: o.OnDependency, Observer: o.Observer,
 	})
 	if err != nil {
 		_ = client.Close()
-		return nil, StoreError(err)
+		return nil, storeError(err, keyField)
 	}
-	s := &Store{Shared: shared, client: client}
+	s := &Store{Shared: shared, client: client, keyField: keyField}
 	if err := shared.Healthy(); err != nil && redis.IsAuthError(err) {
 		_ = s.Close()
 		return nil, StoreError(err)
@@ -109,7 +110,7 @@ func (s *Store) Close() error {
 // nil, or the problem as StoreError describes it.
 func (s *Store) Check(ctx context.Context) error {
 	if err := s.Shared.Check(ctx); err != nil {
-		return StoreError(err)
+		return storeError(err, s.keyField)
 	}
 	return nil
 }
@@ -117,11 +118,17 @@ func (s *Store) Check(ctx context.Context) error {
 // StoreError names the configuration field behind a store failure and how
 // to fix it: a wrong encryption key, credentials Redis refuses, a missing
 // permission, or Redis unreachable.
-func StoreError(err error) error {
+func StoreError(err error) error { return storeError(err, "store.redis.encryption_key") }
+
+// storeError is StoreError naming keyField for a wrong key.
+func storeError(err error, keyField string) error {
 	var wk *redisstore.WrongKeyError
 	switch {
+	case errors.As(err, &wk) && wk.ID != "" && strings.HasSuffix(keyField, "s"):
+		return &problem.FieldError{Path: keyField, Err: err,
+			Fix: fmt.Sprintf("give key id %q the key the other replicas hold under it; a new key is listed with an id of its own (docs/shared-store.md, key rotation)", wk.ID)}
 	case errors.As(err, &wk):
-		return &problem.FieldError{Path: "store.redis.encryption_key", Err: err,
+		return &problem.FieldError{Path: keyField, Err: err,
 			Fix: "give every replica the same key; to start afresh with this one, delete the keys under store.redis.key_prefix"}
 	case redis.IsAuthError(err):
 		return &problem.FieldError{Path: "store.redis.password", Err: errors.New("Redis refused the credentials: " + authReason(err)),
@@ -145,9 +152,31 @@ func authReason(err error) string {
 	return msg
 }
 
-// storeKey reads and decodes the 32-byte encryption key (base64 or hex).
-func storeKey(ctx context.Context, ref secret.Ref, vault secret.VaultReader) ([]byte, error) {
-	const p = "store.redis.encryption_key"
+// storeKeys reads the store's encryption_key (under id "default") or its
+// encryption_keys, and names the field they came from.
+func storeKeys(ctx context.Context, rc *config.Redis, vault secret.VaultReader) ([]redisstore.Key, string, error) {
+	field := "store.redis.encryption_key"
+	if len(rc.EncryptionKeys) > 0 {
+		field = "store.redis.encryption_keys"
+	}
+	var keys []redisstore.Key
+	for i, k := range config.StoreKeys(rc.EncryptionKey, rc.EncryptionKeys) {
+		p := field
+		if len(rc.EncryptionKeys) > 0 {
+			p = fmt.Sprintf("%s[%d].key", field, i)
+		}
+		key, err := storeKey(ctx, p, k.Key, vault)
+		if err != nil {
+			return nil, "", err
+		}
+		keys = append(keys, redisstore.Key{ID: k.ID, Key: key})
+	}
+	return keys, field, nil
+}
+
+// storeKey reads and decodes a 32-byte encryption key (base64 or hex); p
+// is its field.
+func storeKey(ctx context.Context, p string, ref secret.Ref, vault secret.VaultReader) ([]byte, error) {
 	src, err := ref.Open(vault)
 	if err != nil {
 		return nil, &problem.FieldError{Path: p, Err: err}

@@ -220,3 +220,41 @@ func TestOpenStoreWithDocumentedACL(t *testing.T) {
 
 // docACL is the ACL rule set given in docs/shared-store.md for key_prefix tokenproxy.
 const docACL = `~tokenproxy:* &tokenproxy:notify +@connection +get +set +hmget +evalsha +eval +subscribe +del +hget +hset +incr +pexpire +pttl +publish +time +zadd +zcard +zrange +zremrangebyscore`
+
+// encryption_keys: the first key seals, the others open; another key under
+// an id the store knows is refused naming the field and the id.
+func TestOpenStoreEncryptionKeys(t *testing.T) {
+	ctx := context.Background()
+	rs := redistest.Start(t)
+	keyA, keyB := make([]byte, 32), make([]byte, 32)
+	keyA[0], keyB[0] = 0xa, 0xb
+	withKeys := func(keys ...config.StoreKey) config.Store {
+		s := storeConfig(t, rs.Addr(), "TP_KEYS_UNUSED", keyA)
+		s.Redis.EncryptionKey, s.Redis.EncryptionKeys = secret.Ref{}, keys
+		return s
+	}
+	t.Setenv("TP_KEYS_A", base64.StdEncoding.EncodeToString(keyA))
+	t.Setenv("TP_KEYS_B", base64.StdEncoding.EncodeToString(keyB))
+	a := config.StoreKey{ID: "a", Key: secret.Ref{Env: "TP_KEYS_A"}}
+	b := config.StoreKey{ID: "b", Key: secret.Ref{Env: "TP_KEYS_B"}}
+	for _, keys := range [][]config.StoreKey{{a}, {b, a}, {b}} {
+		st, err := OpenStore(ctx, withKeys(keys...), StoreOptions{})
+		if err != nil {
+			t.Fatalf("keys %v: %v", keys, err)
+		}
+		if err := st.Check(ctx); err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+		_ = st.Close()
+	}
+	wrongA := config.StoreKey{ID: "a", Key: secret.Ref{Env: "TP_KEYS_B"}}
+	_, err := OpenStore(ctx, withKeys(b, wrongA), StoreOptions{})
+	if err == nil || fieldPath(t, err) != "store.redis.encryption_keys" || !strings.Contains(err.Error(), `encryption key "a"`) {
+		t.Fatalf("another key under id a: %v; want a store.redis.encryption_keys error naming a", err)
+	}
+	short := config.StoreKey{ID: "c", Key: secret.Ref{Env: "TP_KEYS_SHORT"}}
+	t.Setenv("TP_KEYS_SHORT", base64.StdEncoding.EncodeToString(keyA[:16]))
+	if _, err := OpenStore(ctx, withKeys(b, short), StoreOptions{}); err == nil || fieldPath(t, err) != "store.redis.encryption_keys[1].key" {
+		t.Fatalf("short key: %v; want store.redis.encryption_keys[1].key", err)
+	}
+}

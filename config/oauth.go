@@ -170,10 +170,11 @@ type BoltStore struct {
 // every quarter of it (at least each minute).
 const MinKeepAlive = 10 * time.Minute
 
-// StoreKey is one key of a sealed consent store. The first listed seals
-// every value written; any listed key opens the values sealed under its
-// id. To rotate, list the new key (first once every replica has it), run
-// `tokenproxy store rekey`, then remove the old one.
+// StoreKey is one key of a sealed store (a consent store's keys, the
+// shared token store's encryption_keys). The first listed seals every value
+// written; any listed key opens the values sealed under its id. To rotate a
+// consent store's key, list the new key (first once every replica has it),
+// run `tokenproxy store rekey`, then remove the old one.
 type StoreKey struct {
 	// ID names the key in every value it seals: 1 to 32 letters, digits
 	// and . _ -. A key given as key: alone has the id "default".
@@ -471,20 +472,34 @@ var keyIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,32}$`)
 
 // storeKeys checks a sealed store's key: or keys: (p is the store's path).
 func (v *validator) storeKeys(p string, key secret.Ref, keys []StoreKey) {
+	v.sealKeys(sealKeyFields{path: p, key: "key", keys: "keys", env: "TOKENPROXY_CONSENT_KEY"}, key, keys)
+}
+
+// sealKeyFields names a sealed store's key fields: its path, the field of
+// one key, the field of the list, and the variable its examples read.
+type sealKeyFields struct{ path, key, keys, env string }
+
+// sealKeys checks a sealed store's one key or its list of keys.
+func (v *validator) sealKeys(f sealKeyFields, key secret.Ref, keys []StoreKey) {
+	p := f.path
+	missing := fmt.Sprintf("missing; give 32 random bytes, base64 encoded (openssl rand -base64 32), e.g. key: {env: %s}", f.env)
 	switch {
 	case len(keys) > 0 && !key.IsZero():
-		v.add(p, "give key or keys, not both; to rotate, move key into keys with id %q", DefaultStoreKeyID)
+		v.add(p, "give %s or %s, not both; to rotate, move %s into %s with id %q", f.key, f.keys, f.key, f.keys, DefaultStoreKeyID)
 		return
 	case len(keys) == 0 && key.IsZero():
-		v.add(p+".key", "missing; give 32 random bytes, base64 encoded (openssl rand -base64 32), e.g. key: {env: TOKENPROXY_CONSENT_KEY}")
+		if f.key != "key" {
+			missing = strings.Replace(missing, "key:", f.key+":", 1)
+		}
+		v.add(p+"."+f.key, "%s", missing)
 		return
 	case len(keys) == 0:
-		checkRef(&v.errs, p+".key", key)
+		checkRef(&v.errs, p+"."+f.key, key)
 		return
 	}
 	seen := map[string]bool{}
 	for i, k := range keys {
-		kp := fmt.Sprintf("%s.keys[%d]", p, i)
+		kp := fmt.Sprintf("%s.%s[%d]", p, f.keys, i)
 		switch {
 		case !keyIDRE.MatchString(k.ID):
 			v.add(kp+".id", "%q must be 1 to 32 letters, digits and . _ - (e.g. 2026-12)", k.ID)
@@ -493,7 +508,7 @@ func (v *validator) storeKeys(p string, key secret.Ref, keys []StoreKey) {
 		}
 		seen[k.ID] = true
 		if k.Key.IsZero() {
-			v.add(kp+".key", "missing; give 32 random bytes, base64 encoded (openssl rand -base64 32), e.g. key: {env: TOKENPROXY_CONSENT_KEY}")
+			v.add(kp+".key", "%s", missing)
 		} else {
 			checkRef(&v.errs, kp+".key", k.Key)
 		}

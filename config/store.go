@@ -51,8 +51,13 @@ type Redis struct {
 	DialTimeout time.Duration `yaml:"dial_timeout"`
 	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// EncryptionKey is 32 bytes, base64 or hex encoded, that seal tokens
-	// before they reach Redis. Every replica uses the same key.
+	// before they reach Redis. Every replica uses the same key. Its id is
+	// DefaultStoreKeyID.
 	EncryptionKey secret.Ref `yaml:"encryption_key"`
+	// EncryptionKeys replaces EncryptionKey to rotate keys: the first seals
+	// every token written, any listed key opens the tokens sealed under its
+	// id; a token sealed under an id not listed is fetched anew.
+	EncryptionKeys []StoreKey `yaml:"encryption_keys"`
 	// KeyPrefix starts every Redis key of this deployment.
 	KeyPrefix string `yaml:"key_prefix"`
 	// MaxReplicas is the most replicas that may run at once: while Redis is
@@ -135,11 +140,7 @@ func (v *validator) store() {
 	if !r.Password.IsZero() {
 		checkRef(&v.errs, "store.redis.password", r.Password)
 	}
-	if r.EncryptionKey.IsZero() {
-		add("store.redis.encryption_key", "missing; give 32 random bytes, base64 encoded (openssl rand -base64 32), e.g. encryption_key: {env: TOKENPROXY_STORE_KEY}")
-	} else {
-		checkRef(&v.errs, "store.redis.encryption_key", r.EncryptionKey)
-	}
+	v.sealKeys(sealKeyFields{path: "store.redis", key: "encryption_key", keys: "encryption_keys", env: "TOKENPROXY_STORE_KEY"}, r.EncryptionKey, r.EncryptionKeys)
 	if strings.ContainsAny(r.KeyPrefix, "{} \t\n") {
 		add("store.redis.key_prefix", "%q must not contain braces or spaces (braces pick Redis Cluster slots)", r.KeyPrefix)
 	}
@@ -159,5 +160,5 @@ func (v *validator) store() {
 // usesVaultStore reports whether the store: block refers to Vault.
 func (s Store) usesVault() bool {
 	r := s.Redis
-	return r != nil && (r.Username.Vault != nil || r.Password.Vault != nil || r.EncryptionKey.Vault != nil)
+	return r != nil && (r.Username.Vault != nil || r.Password.Vault != nil || storeKeysUseVault(r.EncryptionKey, r.EncryptionKeys))
 }

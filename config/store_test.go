@@ -67,6 +67,15 @@ func TestStoreErrors(t *testing.T) {
 		{"db on a cluster", strings.Replace(redisStore, "[127.0.0.1:6379]", "[a:1, b:2]", 1) + "    db: 2\n", []string{"store.redis.db: a Redis Cluster"}},
 		{"negative timeout", redisStore + "    read_timeout: -1s\n", []string{"store.redis.read_timeout: must be positive"}},
 		{"unknown key", redisStore + "    adresses: [x:1]\n", []string{`unknown key "adresses"`}},
+		{"key and keys", redisStore + "    encryption_keys: [{id: b, key: {env: K2}}]\n", []string{"store.redis: give encryption_key or encryption_keys, not both"}},
+		{"keys id missing", keysStore("[{key: {env: K2}}]"), []string{`store.redis.encryption_keys[0].id: "" must be 1 to 32`}},
+		{"keys id too long", keysStore("[{id: " + strings.Repeat("x", 33) + ", key: {env: K2}}]"), []string{"store.redis.encryption_keys[0].id", "must be 1 to 32"}},
+		{"keys id with a space", keysStore("[{id: 'a b', key: {env: K2}}]"), []string{`store.redis.encryption_keys[0].id: "a b" must be 1 to 32 letters, digits and . _ -`}},
+		{"keys id twice", keysStore("[{id: b, key: {env: K2}}, {id: b, key: {env: K}}]"), []string{`store.redis.encryption_keys[1].id: "b" is listed twice`}},
+		{"keys key missing", keysStore("[{id: b}]"), []string{"store.redis.encryption_keys[0].key: missing"}},
+		{"keys key two sources", keysStore("[{id: b, key: {env: K, file: /k}}]"), []string{"store.redis.encryption_keys[0].key: set exactly one"}},
+		{"keys unknown field", keysStore("[{id: b, secret: {env: K}}]"), []string{`unknown key "secret"`}},
+		{"vault keys without vault", keysStore("[{id: b, key: {env: K}}, {id: a, key: {vault: {path: tp/store, field: key}}}]"), []string{"vault: missing"}},
 		{"negative margin", bankingCircle + "      rate_limit: {margin: -1s}\n", []string{"token.rate_limit.margin: must not be negative"}},
 	}
 	for _, tc := range tests {
@@ -85,6 +94,30 @@ func TestStoreErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// keysStore is redisStore with encryption_keys: list instead of its key.
+func keysStore(list string) string {
+	return strings.Replace(redisStore, "encryption_key: {env: TOKENPROXY_STORE_KEY}", "encryption_keys: "+list, 1)
+}
+
+func TestStoreEncryptionKeys(t *testing.T) {
+	cfg, err := Parse([]byte(bankingCircle + keysStore("[{id: '2026-12', key: {env: K2}}, {id: default, key: {env: TOKENPROXY_STORE_KEY}}]")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Store.Redis
+	if ks := StoreKeys(r.EncryptionKey, r.EncryptionKeys); len(ks) != 2 || ks[0].ID != "2026-12" || ks[0].Key.Env != "K2" || ks[1].ID != DefaultStoreKeyID {
+		t.Fatalf("keys: %+v", ks)
+	}
+	cfg, err = Parse([]byte(bankingCircle + redisStore))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = cfg.Store.Redis
+	if ks := StoreKeys(r.EncryptionKey, r.EncryptionKeys); len(ks) != 1 || ks[0].ID != DefaultStoreKeyID || ks[0].Key.Env != "TOKENPROXY_STORE_KEY" {
+		t.Fatalf("encryption_key alone: %+v", ks)
 	}
 }
 

@@ -7,12 +7,13 @@ import (
 )
 
 // Store counts the shared token store's events (store.kind: redis). It
-// implements redisstore.Observer.
+// implements redisstore.Observer and redisstore.KeyMissObserver.
 type Store struct {
 	lockWaits   *prometheus.CounterVec
 	lockSeconds *prometheus.CounterVec
 	sharedHits  *prometheus.CounterVec
 	fencing     *prometheus.CounterVec
+	keyMisses   *prometheus.CounterVec
 }
 
 // NewStore registers the shared store's metrics in m's registry; call it
@@ -35,8 +36,12 @@ func NewStore(m *Metrics) *Store {
 			Name: "tokenproxy_store_fencing_rejections_total",
 			Help: "Tokens fetched under an expired lock and not stored because a newer one was.",
 		}, []string{"route"}),
+		keyMisses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenproxy_store_key_misses_total",
+			Help: "Reads of a shared token sealed under a key id this replica does not hold (treated as absent; the token is fetched anew).",
+		}, []string{"route", "key_id"}),
 	}
-	m.reg.MustRegister(s.lockWaits, s.lockSeconds, s.sharedHits, s.fencing)
+	m.reg.MustRegister(s.lockWaits, s.lockSeconds, s.sharedHits, s.fencing, s.keyMisses)
 	return s
 }
 
@@ -51,3 +56,7 @@ func (s *Store) LockWait(route string, d time.Duration) {
 
 // FencingRejected counts a late token that was not stored.
 func (s *Store) FencingRejected(route string) { s.fencing.WithLabelValues(route).Inc() }
+
+// KeyMiss counts a shared token read as absent: sealed under keyID, which
+// this replica does not hold ("" for the store's key from before key ids).
+func (s *Store) KeyMiss(route, keyID string) { s.keyMisses.WithLabelValues(route, keyID).Inc() }

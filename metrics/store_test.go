@@ -15,6 +15,7 @@ func TestStoreMetrics(t *testing.T) {
 	s.SharedHit("bank")
 	s.LockWait("bank", 1500*time.Millisecond)
 	s.FencingRejected("bank")
+	s.KeyMiss("bank", "2026-06")
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Body)
@@ -23,6 +24,7 @@ func TestStoreMetrics(t *testing.T) {
 		`tokenproxy_store_lock_waits_total{route="bank"} 1`,
 		`tokenproxy_store_lock_wait_seconds_total{route="bank"} 1.5`,
 		`tokenproxy_store_fencing_rejections_total{route="bank"} 1`,
+		`tokenproxy_store_key_misses_total{key_id="2026-06",route="bank"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)

@@ -8,63 +8,221 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
-// sealVersion prefixes every sealed value, so a later format can coexist.
-const sealVersion = 1
+// Seal versions prefix every sealed value, so formats can coexist.
+const (
+	// sealVersion (1) is version | nonce | ciphertext, under the store's
+	// one key from before key ids (the key that opens its legacy key check).
+	sealVersion = 1
+	// sealVersionKeyed (2) is version | id length | id | nonce |
+	// ciphertext, under the key of that id; the header is authenticated
+	// with the value.
+	sealVersionKeyed = 2
+)
 
-// WrongKeyError means a value in Redis does not open under this process's
-// encryption key: another replica (or an earlier deployment) wrote it with a
-// different key. No retry fixes it; the replicas must share one key.
+// DefaultKeyID is the id of a key given alone (Options.Key, the
+// configuration's encryption_key).
+const DefaultKeyID = "default"
+
+// Key is one key of the store: ID names it in every value it seals (1 to
+// 32 letters, digits and . _ -), Key is 32 bytes.
+type Key struct {
+	ID  string
+	Key []byte
+}
+
+// WrongKeyError means a value in Redis does not open under the key this
+// process holds for it: another replica (or an earlier deployment) wrote it
+// with a different key under the same id. No retry fixes it; the replicas
+// must share their keys.
 type WrongKeyError struct {
 	What string // which value, e.g. `the token of route "bc"`
+	// ID is the key id the value names; "" for a value from before key ids.
+	ID string
 }
 
 func (e *WrongKeyError) Error() string {
+	if e.ID != "" {
+		return fmt.Sprintf("redis store: %s does not decrypt with this process's encryption key %q; "+
+			"every replica must hold the same key under an id (a new key needs a new id)", e.What, e.ID)
+	}
 	return "redis store: " + e.What + " does not decrypt with this process's encryption key; " +
 		"every replica must use the same store encryption key (or clear the store's keys after changing it)"
 }
 
-// sealer encrypts values with AES-256-GCM before they reach Redis.
-type sealer struct{ aead cipher.AEAD }
+// unknownKeyError is a value sealed under a key id this process does not
+// hold: it is treated as absent (a token is fetched anew).
+type unknownKeyError struct{ id string }
 
-func newSealer(key []byte) (*sealer, error) {
-	if len(key) != 32 {
-		return nil, fmt.Errorf("redis store: the encryption key is %d bytes; AES-256 needs exactly 32", len(key))
+func (e *unknownKeyError) Error() string {
+	if e.id == "" {
+		return "redis store: a value is sealed under the store's key from before key ids, which is not configured"
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("redis store: encryption key: %w", err)
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("redis store: encryption key: %w", err)
-	}
-	return &sealer{aead: aead}, nil
+	return fmt.Sprintf("redis store: a value is sealed under key id %q, which is not configured", e.id)
 }
 
-// seal returns version | nonce | ciphertext of plain, bound to aad.
+// sealer encrypts values with AES-256-GCM before they reach Redis: under
+// the first key, each value naming its key id; any key opens the values
+// sealed under its id.
+type sealer struct {
+	ids   []string
+	aeads map[string]cipher.AEAD
+	// legacy is the id of the key that opens values from before key ids
+	// (set by the key check; "" when none does), as a *string.
+	legacy atomic.Pointer[string]
+}
+
+func newSealer(keys ...Key) (*sealer, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("redis store: no encryption key")
+	}
+	s := &sealer{aeads: make(map[string]cipher.AEAD, len(keys))}
+	for _, k := range keys {
+		if err := validKeyID(k.ID); err != nil {
+			return nil, err
+		}
+		if _, dup := s.aeads[k.ID]; dup {
+			return nil, fmt.Errorf("redis store: key id %q is listed twice", k.ID)
+		}
+		if len(k.Key) != 32 {
+			return nil, fmt.Errorf("redis store: the encryption key %q is %d bytes; AES-256 needs exactly 32", k.ID, len(k.Key))
+		}
+		block, err := aes.NewCipher(k.Key)
+		if err != nil {
+			return nil, fmt.Errorf("redis store: encryption key %q: %w", k.ID, err)
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, fmt.Errorf("redis store: encryption key %q: %w", k.ID, err)
+		}
+		s.ids = append(s.ids, k.ID)
+		s.aeads[k.ID] = aead
+	}
+	return s, nil
+}
+
+// validKeyID checks a key id: 1 to 32 letters, digits and . _ -.
+func validKeyID(id string) error {
+	if id == "" || len(id) > 32 {
+		return fmt.Errorf("redis store: key id %q must be 1 to 32 characters", id)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("redis store: key id %q may hold only letters, digits and . _ -", id)
+		}
+	}
+	return nil
+}
+
+// legacyID is the id of the key that opens values from before key ids.
+func (s *sealer) legacyID() string {
+	if p := s.legacy.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// seal seals plain, bound to aad, under the first key. While that key is
+// the one the store had before key ids, it keeps the old format (version
+// 1), which replicas of an earlier release still read during an upgrade;
+// otherwise the value names its key (version 2).
 func (s *sealer) seal(plain, aad []byte) ([]byte, error) {
-	nonce := make([]byte, s.aead.NonceSize())
+	id := s.ids[0]
+	if s.legacyID() == id {
+		return sealWith(s.aeads[id], []byte{sealVersion}, plain, aad)
+	}
+	return s.sealKeyed(id, plain, aad)
+}
+
+// sealKeyed seals plain under id's key in version 2.
+func (s *sealer) sealKeyed(id string, plain, aad []byte) ([]byte, error) {
+	head := append([]byte{sealVersionKeyed, byte(len(id))}, id...) //nolint:gosec // G115: ids are at most 32 bytes (validKeyID)
+	return sealWith(s.aeads[id], head, plain, aad)
+}
+
+// sealWith returns head | nonce | ciphertext; a keyed head is
+// authenticated with the value.
+func sealWith(a cipher.AEAD, head, plain, aad []byte) ([]byte, error) {
+	nonce := make([]byte, a.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("redis store: nonce: %w", err)
 	}
-	out := make([]byte, 0, 1+len(nonce)+len(plain)+s.aead.Overhead())
-	out = append(append(out, sealVersion), nonce...)
-	return s.aead.Seal(out, nonce, plain, aad), nil
+	out := make([]byte, 0, len(head)+len(nonce)+len(plain)+a.Overhead())
+	out = append(append(out, head...), nonce...)
+	return a.Seal(out, nonce, plain, headAAD(head, aad)), nil
+}
+
+// headAAD is the additional data of a value with head: aad alone for
+// version 1 (as it always was), the head and aad for version 2.
+func headAAD(head, aad []byte) []byte {
+	if head[0] == sealVersion {
+		return aad
+	}
+	return append(append([]byte(nil), head...), aad...)
 }
 
 var errSealed = errors.New("sealed value does not open")
 
+// open opens a value seal made under any of the keys. A value naming a key
+// id this process lacks (or from before key ids, when no key opens the
+// store's legacy key check) is an *unknownKeyError; any other failure is
+// errSealed.
 func (s *sealer) open(blob, aad []byte) ([]byte, error) {
-	n := s.aead.NonceSize()
-	if len(blob) < 1+n || blob[0] != sealVersion {
+	id, head, rest, err := s.parse(blob)
+	if err != nil {
+		return nil, err
+	}
+	return openWith(s.aeads[id], rest, headAAD(head, aad))
+}
+
+// parse splits blob into the id of its key (held by this process), its
+// head and nonce | ciphertext.
+func (s *sealer) parse(blob []byte) (id string, head, rest []byte, err error) {
+	if len(blob) == 0 {
+		return "", nil, nil, errSealed
+	}
+	switch blob[0] {
+	case sealVersion:
+		id = s.legacyID()
+		if id == "" {
+			return "", nil, nil, &unknownKeyError{}
+		}
+		return id, blob[:1], blob[1:], nil
+	case sealVersionKeyed:
+		if len(blob) < 2 || blob[1] == 0 || len(blob) < 2+int(blob[1]) {
+			return "", nil, nil, errSealed
+		}
+		n := 2 + int(blob[1])
+		id = string(blob[2:n])
+		if s.aeads[id] == nil {
+			return "", nil, nil, &unknownKeyError{id: id}
+		}
+		return id, blob[:n], blob[n:], nil
+	}
+	return "", nil, nil, errSealed
+}
+
+// sealedKeyID is the key id blob names; "" for a value from before key
+// ids or one too short to name any.
+func sealedKeyID(blob []byte) string {
+	if len(blob) < 2 || blob[0] != sealVersionKeyed || len(blob) < 2+int(blob[1]) {
+		return ""
+	}
+	return string(blob[2 : 2+int(blob[1])])
+}
+
+func openWith(a cipher.AEAD, v, aad []byte) ([]byte, error) {
+	n := a.NonceSize()
+	if len(v) < n+a.Overhead() {
 		return nil, errSealed
 	}
-	plain, err := s.aead.Open(nil, blob[1:1+n], blob[1+n:], aad)
+	plain, err := a.Open(nil, v[:n], v[n:], aad)
 	if err != nil {
 		return nil, errSealed
 	}

@@ -10,7 +10,7 @@ import (
 // FuzzOpenToken: whatever Redis returns, opening it never panics and never
 // yields a token unless it was sealed under this key and AAD.
 func FuzzOpenToken(f *testing.F) {
-	s, err := newSealer(testKey)
+	s, err := newSealer(Key{ID: DefaultKeyID, Key: testKey})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -119,6 +119,7 @@ func healthCommand(cmd redis.Cmder) bool {
 }
 
 type replica struct {
+	log    *testlog.Capture
 	shared *Shared
 	cache  *tokencache.Cache
 	ops    *opCounter
@@ -129,6 +130,7 @@ type replica struct {
 type replicaOpts struct {
 	route        string
 	key          []byte
+	keys         []Key // instead of key
 	budget       tokencache.Budget
 	maxWait      time.Duration
 	fetchTimeout time.Duration
@@ -160,6 +162,10 @@ func newReplica(t testing.TB, srv *redistest.Server, src tokencache.Source, o re
 	r := &replica{ops: &opCounter{}, deps: make(chan bool, 16)}
 	log, capture := testlog.New(t)
 	capture.ForbidStrings("tok-", string(o.key)) // every token value starts tok-
+	for _, k := range o.keys {
+		capture.ForbidStrings(string(k.Key))
+	}
+	r.log = capture
 	r.client = redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs: []string{srv.Addr()}, DialTimeout: 200 * time.Millisecond, ReadTimeout: 500 * time.Millisecond,
 		MaxRetries: -1, Dialer: (&net.Dialer{}).DialContext,
@@ -167,7 +173,7 @@ func newReplica(t testing.TB, srv *redistest.Server, src tokencache.Source, o re
 	r.client.AddHook(r.ops)
 	t.Cleanup(func() { r.client.Close() })
 	s, err := New(context.Background(), Options{
-		Client: r.client, Key: o.key, Prefix: "tp-test", MaxReplicas: o.maxReplicas,
+		Client: r.client, Key: o.key, Keys: o.keys, Prefix: "tp-test", MaxReplicas: o.maxReplicas,
 		PollInterval: 50 * time.Millisecond, HealthInterval: 100 * time.Millisecond, Observer: o.obs, Log: log,
 		OnDependency: func(up bool) {
 			select {

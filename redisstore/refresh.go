@@ -99,7 +99,7 @@ func (r *routeStore) fetchLocked(ctx context.Context, subject string, k credKeys
 		r.sharedHit(time.Now(), false)
 		return tok, gen, nil
 	}
-	stored := tok != nil
+	stored := tok != nil || gen != 0
 	tok, err = fetch(ctx)
 	if consentGone(err) && stored {
 		// The grant is gone (invalid_grant, no consent): no replica may
@@ -147,7 +147,9 @@ func (r *routeStore) release(k credKeys, owner string) {
 	}
 }
 
-// load reads and opens the stored token; nil when none.
+// load reads and opens the stored token; nil when none, or when it is
+// sealed under a key id this process does not hold (then with its
+// generation).
 func (r *routeStore) load(ctx context.Context, subject string, k credKeys) (*tokencache.Token, uint64, error) {
 	vals, err := r.s.rdb.HMGet(ctx, k.tok, "gen", "val").Result()
 	if err != nil {
@@ -164,8 +166,16 @@ func (r *routeStore) load(ctx context.Context, subject string, k credKeys) (*tok
 		return nil, 0, fmt.Errorf("redis store: generation %q of route %q is not a number", gs, r.route)
 	}
 	tok, err := r.s.seal.openToken([]byte(blob), tokenAAD(r.route, subject, gen))
+	var uk *unknownKeyError
+	if errors.As(err, &uk) {
+		// Sealed under a key this process does not hold (removed after a
+		// rotation, or not yet added here): absent, fetched anew. The
+		// generation says a value is there.
+		r.s.keyMiss(r.route, uk.id)
+		return nil, gen, nil
+	}
 	if err != nil {
-		werr := &WrongKeyError{What: fmt.Sprintf("the token of route %q", r.route)}
+		werr := &WrongKeyError{What: fmt.Sprintf("the token of route %q", r.route), ID: sealedKeyID([]byte(blob))}
 		r.s.setHealth(werr)
 		r.s.log.Error("shared token does not decrypt", zap.String("route", r.route), zap.Error(werr))
 		return nil, 0, werr

@@ -24,6 +24,7 @@
 package redisstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -46,8 +47,16 @@ type Options struct {
 	// caller with its addresses, TLS and ACL username/password. Required.
 	Client redis.UniversalClient
 	// Key is the 32-byte AES-256 key that seals tokens, read from a secret
-	// reference. Required; every replica must use the same key.
+	// reference, under the id DefaultKeyID. Required unless Keys is given;
+	// every replica must use the same key.
 	Key []byte
+	// Keys replaces Key to rotate keys: the first seals every value
+	// written, any of them opens the values sealed under its id. A value
+	// sealed under an id not listed is treated as absent (the token is
+	// fetched anew): tokens are short-lived, so a key can be removed once
+	// the longest token lifetime has passed since every replica sealed
+	// under its successor.
+	Keys []Key
 	// Prefix starts every Redis key and channel of this deployment. Required.
 	Prefix string
 	// MaxReplicas is the most replicas that may run at once: while Redis is
@@ -81,6 +90,13 @@ type Observer interface {
 	FencingRejected(route string)
 }
 
+// KeyMissObserver is an Observer that is also told of each shared token
+// treated as absent because it is sealed under a key id this process does
+// not hold (keyID "" for the store's key from before key ids).
+type KeyMissObserver interface {
+	KeyMiss(route, keyID string)
+}
+
 // Shared is one process's connection to the shared store.
 type Shared struct {
 	opts   Options
@@ -98,8 +114,11 @@ type Shared struct {
 	forgets map[string][]func(subject string) // by route: the caches' Forget
 	acks    map[string]chan struct{}          // by nonce: a Forget waiting for acknowledgements
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	keysChecked atomic.Bool  // the key checks were read (Check reached Redis)
+	keyMisses   atomic.Int64 // tokens treated as absent: key id not held
+	missLogged  sync.Map     // key id → struct{}: misses under it were logged
+	cancel      context.CancelFunc
+	done        chan struct{}
 }
 
 // New connects the store. It fails on bad options and on a store sealed with
@@ -116,7 +135,11 @@ func New(ctx context.Context, o Options) (*Shared, error) {
 	case o.PollInterval <= 0 || o.HealthInterval <= 0:
 		return nil, errors.New("redis store: poll and health intervals must be positive")
 	}
-	sl, err := newSealer(o.Key)
+	keys := o.Keys
+	if len(keys) == 0 {
+		keys = []Key{{ID: DefaultKeyID, Key: o.Key}}
+	}
+	sl, err := newSealer(keys...)
 	if err != nil {
 		return nil, err
 	}
@@ -153,32 +176,103 @@ func (s *Shared) Close() error {
 	return nil
 }
 
-// Check pings Redis and verifies that the store's key check value opens
-// with this process's key (writing it on first use).
+// Key check values: per key id, a known value sealed under that key,
+// written when the store first meets the id (SET NX); a key given later
+// under the same id must open it. A store written before key ids holds one
+// check without an id (the legacy check), sealed in version 1.
+var (
+	keyCheckPlain = []byte("ok")
+	keyCheckAAD   = []byte("tokenproxy key check")
+)
+
+func (s *Shared) keyCheckKey(id string) string { return s.opts.Prefix + ":keycheck:" + id }
+
+// Check pings Redis and verifies that every key opens its id's key check
+// value (writing those not there yet), and finds the key that opens the
+// store's key check from before key ids, if any: values from before key ids
+// open with it. A store whose legacy check no key opens, while none of the
+// keys is known to it yet, was sealed under another key: refused.
 func (s *Shared) Check(ctx context.Context) error {
-	k := s.opts.Prefix + ":keycheck"
-	aad := []byte("tokenproxy key check")
-	blob, err := s.rdb.Get(ctx, k).Bytes()
+	legacyKey := s.opts.Prefix + ":keycheck"
+	legacy, err := s.rdb.Get(ctx, legacyKey).Bytes()
 	if errors.Is(err, redis.Nil) {
-		v, serr := s.seal.seal([]byte("ok"), aad)
-		if serr != nil {
-			return serr
-		}
-		if err := s.rdb.SetNX(ctx, k, v, 0).Err(); err != nil {
-			return fmt.Errorf("redis store: writing the key check: %w", err)
-		}
-		blob, err = s.rdb.Get(ctx, k).Bytes()
+		legacy, err = nil, nil
 	}
 	if err != nil {
 		return fmt.Errorf("redis store: %w", err)
 	}
-	if _, err := s.seal.open(blob, aad); err != nil {
-		werr := &WrongKeyError{What: "the key check value (" + k + ")"}
-		s.setHealth(werr)
-		return werr
+	known := false
+	for _, id := range s.seal.ids {
+		k := s.keyCheckKey(id)
+		blob, err := s.rdb.Get(ctx, k).Bytes()
+		switch {
+		case err == nil:
+			known = true
+		case errors.Is(err, redis.Nil):
+			v, serr := s.seal.sealKeyed(id, keyCheckPlain, keyCheckAAD)
+			if serr != nil {
+				return serr
+			}
+			if err := s.rdb.SetNX(ctx, k, v, 0).Err(); err != nil {
+				return fmt.Errorf("redis store: writing the key check of key id %q: %w", id, err)
+			}
+			blob, err = s.rdb.Get(ctx, k).Bytes()
+		}
+		if err != nil {
+			return fmt.Errorf("redis store: %w", err)
+		}
+		if sealedKeyID(blob) != id {
+			return s.wrongKey(&WrongKeyError{What: "the key check value (" + k + ")", ID: id})
+		}
+		if p, err := s.seal.open(blob, keyCheckAAD); err != nil || !bytes.Equal(p, keyCheckPlain) {
+			return s.wrongKey(&WrongKeyError{What: "the key check value (" + k + ")", ID: id})
+		}
 	}
+	legacyID := ""
+	if len(legacy) > 1 && legacy[0] == sealVersion {
+		for _, id := range s.seal.ids {
+			if p, err := openWith(s.seal.aeads[id], legacy[1:], keyCheckAAD); err == nil && bytes.Equal(p, keyCheckPlain) {
+				legacyID = id
+				break
+			}
+		}
+	}
+	if legacy != nil && legacyID == "" && !known {
+		return s.wrongKey(&WrongKeyError{What: "the key check value (" + legacyKey + ")"})
+	}
+	s.seal.legacy.Store(&legacyID)
+	s.keysChecked.Store(true)
 	return nil
 }
+
+// wrongKey records err as the store's health and returns it.
+func (s *Shared) wrongKey(err *WrongKeyError) error {
+	s.setHealth(err)
+	return err
+}
+
+// keyMiss counts a token treated as absent because its key id is not held,
+// logging the first for each id.
+func (s *Shared) keyMiss(route, id string) {
+	s.keyMisses.Add(1)
+	if o, ok := s.opts.Observer.(KeyMissObserver); ok {
+		o.KeyMiss(route, id)
+	}
+	if _, logged := s.missLogged.LoadOrStore(id, struct{}{}); logged {
+		return
+	}
+	what := fmt.Sprintf("key id %q", id)
+	if id == "" {
+		what = "the store's key from before key ids"
+	}
+	s.log.Warn("a shared token is sealed under "+what+", which is not configured: treating such tokens as absent and fetching them anew (expected for a while after a key was removed; logged once)",
+		zap.String("route", route), zap.String("key_id", id))
+}
+
+// KeyMisses counts the reads of a shared token treated as absent because
+// it is sealed under a key id this process does not hold (a refresh reads
+// twice: before and under the fetch lock).
+func (s *Shared) KeyMisses() int64 { return s.keyMisses.Load() }
 
 // Healthy reports nil while Redis is reachable and the key matches, else why
 // not (for /readyz: tokens keep being served, degraded).
@@ -271,10 +365,25 @@ func (s *Shared) run(ctx context.Context, ps *redis.PubSub) {
 			switch {
 			case err == nil:
 				s.ok()
+				if !s.keysChecked.Load() {
+					s.checkLate(ctx)
+				}
 			case ctx.Err() == nil:
 				s.down(err)
 			}
 		}
+	}
+}
+
+// checkLate runs the key check of a store that started while Redis was
+// unreachable, once Redis answers.
+func (s *Shared) checkLate(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, s.opts.HealthInterval)
+	defer cancel()
+	err := s.Check(cctx)
+	var wk *WrongKeyError
+	if errors.As(err, &wk) {
+		s.log.Error("redis store refuses this process's encryption key", zap.Error(err))
 	}
 }
 

@@ -17,11 +17,11 @@ import (
 )
 
 func TestSeal(t *testing.T) {
-	s, err := newSealer(testKey)
+	s, err := newSealer(Key{ID: DefaultKeyID, Key: testKey})
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, _ := newSealer(bytes.Repeat([]byte{7}, 32))
+	other, _ := newSealer(Key{ID: DefaultKeyID, Key: bytes.Repeat([]byte{7}, 32)})
 	tok := &tokencache.Token{Value: "secret-token", Type: "Bearer", Header: "Bearer secret-token", Expiry: time.Unix(2e9, 0), Issued: time.Unix(2e9-300, 0)}
 	blob, err := s.sealToken(tok, tokenAAD("bc", "alice", 3))
 	if err != nil {
@@ -54,7 +54,7 @@ func TestSeal(t *testing.T) {
 			}
 		})
 	}
-	if _, err := newSealer([]byte("short")); err == nil {
+	if _, err := newSealer(Key{ID: DefaultKeyID, Key: []byte("short")}); err == nil {
 		t.Fatal("accepted a 5-byte key")
 	}
 }
@@ -296,7 +296,7 @@ func TestWrongKey(t *testing.T) {
 		t.Fatalf("New with another key: %v; want *WrongKeyError", err)
 	}
 	// Past the start-up check (the check value was cleared): the first read says why.
-	if err := c.Del(context.Background(), "tp-test:keycheck").Err(); err != nil {
+	if err := c.Del(context.Background(), "tp-test:keycheck:default").Err(); err != nil {
 		t.Fatal(err)
 	}
 	other := newReplica(t, srv, b, replicaOpts{key: bytes.Repeat([]byte{1}, 32)})
