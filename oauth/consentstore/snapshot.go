@@ -17,7 +17,7 @@ const (
 	// lock before it reads a copy instead.
 	checkLockTimeout = 250 * time.Millisecond
 	// snapshotAttempts bounds the copies tried while commits keep landing.
-	snapshotAttempts = 5
+	snapshotAttempts = 20
 	// boltMagic marks a bbolt meta page.
 	boltMagic = 0xED0CDAED
 )
