@@ -1,7 +1,6 @@
 package redisstore
 
 import (
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/json"
@@ -11,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/internal/keyset"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
@@ -31,10 +31,7 @@ const DefaultKeyID = "default"
 
 // Key is one key of the store: ID names it in every value it seals (1 to
 // 32 letters, digits and . _ -), Key is 32 bytes.
-type Key struct {
-	ID  string
-	Key []byte
-}
+type Key = keyset.Key
 
 // WrongKeyError means a value in Redis does not open under the key this
 // process holds for it: another replica (or an earlier deployment) wrote it
@@ -70,8 +67,7 @@ func (e *unknownKeyError) Error() string {
 // the first key, each value naming its key id; any key opens the values
 // sealed under its id.
 type sealer struct {
-	ids   []string
-	aeads map[string]cipher.AEAD
+	*keyset.Set
 	// legacy is the id of the key that opens values from before key ids
 	// (set by the key check; "" when none does), as a *string.
 	legacy atomic.Pointer[string]
@@ -81,43 +77,11 @@ func newSealer(keys ...Key) (*sealer, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("redis store: no encryption key")
 	}
-	s := &sealer{aeads: make(map[string]cipher.AEAD, len(keys))}
-	for _, k := range keys {
-		if err := validKeyID(k.ID); err != nil {
-			return nil, err
-		}
-		if _, dup := s.aeads[k.ID]; dup {
-			return nil, fmt.Errorf("redis store: key id %q is listed twice", k.ID)
-		}
-		if len(k.Key) != 32 {
-			return nil, fmt.Errorf("redis store: the encryption key %q is %d bytes; AES-256 needs exactly 32", k.ID, len(k.Key))
-		}
-		block, err := aes.NewCipher(k.Key)
-		if err != nil {
-			return nil, fmt.Errorf("redis store: encryption key %q: %w", k.ID, err)
-		}
-		aead, err := cipher.NewGCM(block)
-		if err != nil {
-			return nil, fmt.Errorf("redis store: encryption key %q: %w", k.ID, err)
-		}
-		s.ids = append(s.ids, k.ID)
-		s.aeads[k.ID] = aead
+	set, err := keyset.New(keys...)
+	if err != nil {
+		return nil, fmt.Errorf("redis store: %w", err)
 	}
-	return s, nil
-}
-
-// validKeyID checks a key id: 1 to 32 letters, digits and . _ -.
-func validKeyID(id string) error {
-	if id == "" || len(id) > 32 {
-		return fmt.Errorf("redis store: key id %q must be 1 to 32 characters", id)
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("redis store: key id %q may hold only letters, digits and . _ -", id)
-		}
-	}
-	return nil
+	return &sealer{Set: set}, nil
 }
 
 // legacyID is the id of the key that opens values from before key ids.
@@ -133,17 +97,17 @@ func (s *sealer) legacyID() string {
 // 1), which replicas of an earlier release still read during an upgrade;
 // otherwise the value names its key (version 2).
 func (s *sealer) seal(plain, aad []byte) ([]byte, error) {
-	id := s.ids[0]
+	id := s.Newest()
 	if s.legacyID() == id {
-		return sealWith(s.aeads[id], []byte{sealVersion}, plain, aad)
+		return sealWith(s.AEAD(id), []byte{sealVersion}, plain, aad)
 	}
 	return s.sealKeyed(id, plain, aad)
 }
 
 // sealKeyed seals plain under id's key in version 2.
 func (s *sealer) sealKeyed(id string, plain, aad []byte) ([]byte, error) {
-	head := append([]byte{sealVersionKeyed, byte(len(id))}, id...) //nolint:gosec // G115: ids are at most 32 bytes (validKeyID)
-	return sealWith(s.aeads[id], head, plain, aad)
+	head := append([]byte{sealVersionKeyed, byte(len(id))}, id...) //nolint:gosec // G115: ids are at most 32 bytes (keyset.ValidateID)
+	return sealWith(s.AEAD(id), head, plain, aad)
 }
 
 // sealWith returns head | nonce | ciphertext; a keyed head is
@@ -178,7 +142,7 @@ func (s *sealer) open(blob, aad []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return openWith(s.aeads[id], rest, headAAD(head, aad))
+	return openWith(s.AEAD(id), rest, headAAD(head, aad))
 }
 
 // parse splits blob into the id of its key (held by this process), its
@@ -200,7 +164,7 @@ func (s *sealer) parse(blob []byte) (id string, head, rest []byte, err error) {
 		}
 		n := 2 + int(blob[1])
 		id = string(blob[2:n])
-		if s.aeads[id] == nil {
+		if s.AEAD(id) == nil {
 			return "", nil, nil, &unknownKeyError{id: id}
 		}
 		return id, blob[:n], blob[n:], nil

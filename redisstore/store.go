@@ -202,7 +202,7 @@ func (s *Shared) Check(ctx context.Context) error {
 		return fmt.Errorf("redis store: %w", err)
 	}
 	known := false
-	for _, id := range s.seal.ids {
+	for _, id := range s.seal.IDs() {
 		k := s.keyCheckKey(id)
 		blob, err := s.rdb.Get(ctx, k).Bytes()
 		switch {
@@ -230,8 +230,8 @@ func (s *Shared) Check(ctx context.Context) error {
 	}
 	legacyID := ""
 	if len(legacy) > 1 && legacy[0] == sealVersion {
-		for _, id := range s.seal.ids {
-			if p, err := openWith(s.seal.aeads[id], legacy[1:], keyCheckAAD); err == nil && bytes.Equal(p, keyCheckPlain) {
+		for _, id := range s.seal.IDs() {
+			if p, err := openWith(s.seal.AEAD(id), legacy[1:], keyCheckAAD); err == nil && bytes.Equal(p, keyCheckPlain) {
 				legacyID = id
 				break
 			}

@@ -181,7 +181,7 @@ func (b *Bolt) openValue(k Key, v []byte) (plain []byte, gen uint64, err error) 
 	if b.legacyID == "" {
 		return nil, 0, &MissingKeyError{IDs: []string{""}}
 	}
-	plain, err = openAEAD(b.ring.aeads[b.legacyID], v[8:], aad(k, gen))
+	plain, err = openAEAD(b.ring.AEAD(b.legacyID), v[8:], aad(k, gen))
 	return plain, gen, err
 }
 

@@ -3,7 +3,6 @@ package consentstore
 import (
 	"bytes"
 	"context"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"errors"
@@ -11,6 +10,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/tokenproxy/tokenproxy/internal/keyset"
 )
 
 // DefaultKeyID is the id of a store key given alone (`key:` rather than
@@ -18,41 +19,21 @@ import (
 const DefaultKeyID = "default"
 
 // StoreKey is one key of a sealed store; ID names it in every value it seals.
-type StoreKey struct {
-	ID  string
-	Key []byte
-}
+type StoreKey = keyset.Key
 
 // Keyring is a sealed store's keys. The first seals every value written;
 // any of them opens a value sealed under its id. Rotating a key is adding
 // the new one first, re-sealing (Rekey), then removing the old one.
-type Keyring struct {
-	ids   []string
-	aeads map[string]cipher.AEAD
-}
+type Keyring struct{ *keyset.Set }
 
 // NewKeyring checks keys (at least one; ids of 1 to 32 letters, digits and
 // . _ -, each once; 32 bytes each) and returns their ring, keys[0] sealing.
 func NewKeyring(keys ...StoreKey) (*Keyring, error) {
-	if len(keys) == 0 {
-		return nil, errors.New("a sealed store needs at least one key")
+	s, err := keyset.New(keys...)
+	if err != nil {
+		return nil, err
 	}
-	r := &Keyring{aeads: make(map[string]cipher.AEAD, len(keys))}
-	for _, k := range keys {
-		if err := ValidateKeyID(k.ID); err != nil {
-			return nil, err
-		}
-		if _, dup := r.aeads[k.ID]; dup {
-			return nil, fmt.Errorf("key id %q is listed twice", k.ID)
-		}
-		a, err := newAEAD(k.Key)
-		if err != nil {
-			return nil, fmt.Errorf("key %q: %w", k.ID, err)
-		}
-		r.ids = append(r.ids, k.ID)
-		r.aeads[k.ID] = a
-	}
-	return r, nil
+	return &Keyring{s}, nil
 }
 
 // SingleKey is the ring of one key under DefaultKeyID.
@@ -60,48 +41,14 @@ func SingleKey(key []byte) (*Keyring, error) {
 	return NewKeyring(StoreKey{ID: DefaultKeyID, Key: key})
 }
 
-// ValidateKeyID checks a key id: 1 to 32 letters, digits and . _ -.
-func ValidateKeyID(id string) error {
-	if id == "" || len(id) > 32 {
-		return fmt.Errorf("key id %q must be 1 to 32 characters", id)
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("key id %q may hold only letters, digits and . _ -", id)
-		}
-	}
-	return nil
-}
-
-func newAEAD(key []byte) (cipher.AEAD, error) {
-	if len(key) != KeySize {
-		return nil, fmt.Errorf("the key is %d bytes; it must be %d", len(key), KeySize)
-	}
-	blk, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(blk)
-}
-
-// Newest is the id of the key that seals.
-func (r *Keyring) Newest() string { return r.ids[0] }
-
-// IDs lists the ring's key ids, the sealing one first.
-func (r *Keyring) IDs() []string { return slices.Clone(r.ids) }
-
-// Has reports whether id is one of the ring's keys.
-func (r *Keyring) Has(id string) bool { _, ok := r.aeads[id]; return ok }
-
 // seal seals plain under the newest key: id length (1 byte) | id | nonce |
 // ciphertext, the additional data ad binding it to where it is kept.
-func (r *Keyring) seal(plain, ad []byte) []byte { return r.sealWith(r.ids[0], plain, ad) }
+func (r *Keyring) seal(plain, ad []byte) []byte { return r.sealWith(r.Newest(), plain, ad) }
 
 func (r *Keyring) sealWith(id string, plain, ad []byte) []byte {
-	a := r.aeads[id]
+	a := r.AEAD(id)
 	out := make([]byte, 0, 1+len(id)+a.NonceSize()+len(plain)+a.Overhead())
-	out = append(append(out, byte(len(id))), id...) //nolint:gosec // G115: ids are at most 32 bytes (ValidateKeyID)
+	out = append(append(out, byte(len(id))), id...) //nolint:gosec // G115: ids are at most 32 bytes (keyset.ValidateID)
 	nonce := make([]byte, a.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		panic("crypto/rand failed: " + err.Error()) // never happens (crypto/rand does not fail on Linux)
@@ -134,7 +81,7 @@ func (r *Keyring) open(sealed, ad []byte) ([]byte, error) {
 	if !ok {
 		return nil, errOpen
 	}
-	a := r.aeads[id]
+	a := r.AEAD(id)
 	if a == nil {
 		return nil, &UnknownKeyError{ID: id}
 	}
@@ -203,7 +150,7 @@ func (e *MissingKeyError) Error() string {
 // fails its id's check is ErrWrongKey; whether the store's values need a
 // key the ring lacks is for missing to say.
 func (r *Keyring) checkKeys(checks map[string][]byte, legacy []byte) (write []string, legacyID string, err error) {
-	for _, id := range r.ids {
+	for _, id := range r.IDs() {
 		kc, ok := checks[id]
 		if !ok {
 			write = append(write, id)
@@ -215,8 +162,8 @@ func (r *Keyring) checkKeys(checks map[string][]byte, legacy []byte) (write []st
 		}
 	}
 	if legacy != nil {
-		for _, id := range r.ids {
-			if p, err := openAEAD(r.aeads[id], legacy, keyCheckAAD); err == nil && bytes.Equal(p, keyCheckPlain) {
+		for _, id := range r.IDs() {
+			if p, err := openAEAD(r.AEAD(id), legacy, keyCheckAAD); err == nil && bytes.Equal(p, keyCheckPlain) {
 				return write, id, nil
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tokenproxy/tokenproxy/internal/keyset"
 	"github.com/tokenproxy/tokenproxy/secret"
 )
 
@@ -39,7 +40,7 @@ func decodeRecord(b []byte, gen uint64) (*Consent, error) {
 }
 
 // KeySize is the length of a consent-store key: AES-256.
-const KeySize = 32
+const KeySize = keyset.Size
 
 // ParseKey decodes a store key given as 64 hex digits or as standard or URL
 // base64 of 32 bytes (`openssl rand -base64 32`).

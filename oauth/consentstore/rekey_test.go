@@ -43,12 +43,12 @@ func TestNewKeyring(t *testing.T) {
 		want string
 	}{
 		{"none", nil, "at least one key"},
-		{"empty id", []StoreKey{{"", keyA}}, "1 to 32"},
-		{"long id", []StoreKey{{strings.Repeat("k", 33), keyA}}, "1 to 32"},
-		{"id with a slash", []StoreKey{{"a/b", keyA}}, "letters, digits"},
-		{"twice", []StoreKey{{"a", keyA}, {"a", keyB}}, "listed twice"},
-		{"short key", []StoreKey{{"a", keyA[:16]}}, "must be 32"},
-		{"two", []StoreKey{{"b", keyB}, {"a", keyA}}, ""},
+		{"empty id", []StoreKey{{ID: "", Key: keyA}}, "1 to 32"},
+		{"long id", []StoreKey{{ID: strings.Repeat("k", 33), Key: keyA}}, "1 to 32"},
+		{"id with a slash", []StoreKey{{ID: "a/b", Key: keyA}}, "letters, digits"},
+		{"twice", []StoreKey{{ID: "a", Key: keyA}, {ID: "a", Key: keyB}}, "listed twice"},
+		{"short key", []StoreKey{{ID: "a", Key: keyA[:16]}}, "must be 32"},
+		{"two", []StoreKey{{ID: "b", Key: keyB}, {ID: "a", Key: keyA}}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := NewKeyring(tc.keys...)
@@ -68,7 +68,7 @@ func TestNewKeyring(t *testing.T) {
 // The newest key seals; a ring that lists the sealing key opens the value,
 // one that does not names the key id it lacks.
 func TestKeyringSealsUnderNewestOpensAny(t *testing.T) {
-	old, both, fresh := keys(t, StoreKey{"a", keyA}), keys(t, StoreKey{"b", keyB}, StoreKey{"a", keyA}), keys(t, StoreKey{"b", keyB})
+	old, both, fresh := keys(t, StoreKey{ID: "a", Key: keyA}), keys(t, StoreKey{ID: "b", Key: keyB}, StoreKey{ID: "a", Key: keyA}), keys(t, StoreKey{ID: "b", Key: keyB})
 	ad := []byte("ad")
 	v := old.seal([]byte("x"), ad)
 	if id, _, _ := sealedKeyID(v); id != "a" {
@@ -85,7 +85,7 @@ func TestKeyringSealsUnderNewestOpensAny(t *testing.T) {
 		t.Fatalf("both seal under %q; want b", id)
 	}
 	// Same id, other key: the value does not open.
-	if _, err := keys(t, StoreKey{"a", keyB}).open(v, ad); !errors.Is(err, errOpen) {
+	if _, err := keys(t, StoreKey{ID: "a", Key: keyB}).open(v, ad); !errors.Is(err, errOpen) {
 		t.Fatalf("%v", err)
 	}
 }
@@ -129,7 +129,7 @@ func TestKeyRotation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			open := tc.open(t)
-			s, err := open(t, keys(t, StoreKey{"a", keyA}))
+			s, err := open(t, keys(t, StoreKey{ID: "a", Key: keyA}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -147,15 +147,15 @@ func TestKeyRotation(t *testing.T) {
 
 			// b alone: the values need a.
 			var mk *MissingKeyError
-			if _, err := open(t, keys(t, StoreKey{"b", keyB})); !errors.As(err, &mk) || strings.Join(mk.IDs, ",") != "a" {
+			if _, err := open(t, keys(t, StoreKey{ID: "b", Key: keyB})); !errors.As(err, &mk) || strings.Join(mk.IDs, ",") != "a" {
 				t.Fatalf("b alone over values sealed under a: %v; want MissingKeyError naming a", err)
 			}
 			// Another key under a's id.
-			if _, err := open(t, keys(t, StoreKey{"b", keyB}, StoreKey{"a", keyB})); !errors.Is(err, ErrWrongKey) || !strings.Contains(err.Error(), `"a"`) {
+			if _, err := open(t, keys(t, StoreKey{ID: "b", Key: keyB}, StoreKey{ID: "a", Key: keyB})); !errors.Is(err, ErrWrongKey) || !strings.Contains(err.Error(), `"a"`) {
 				t.Fatalf("another key under id a: %v; want ErrWrongKey naming a", err)
 			}
 
-			s, err = open(t, keys(t, StoreKey{"b", keyB}, StoreKey{"a", keyA}))
+			s, err = open(t, keys(t, StoreKey{ID: "b", Key: keyB}, StoreKey{ID: "a", Key: keyA}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,7 +179,7 @@ func TestKeyRotation(t *testing.T) {
 			}
 			s.Close()
 
-			s, err = open(t, keys(t, StoreKey{"b", keyB}))
+			s, err = open(t, keys(t, StoreKey{ID: "b", Key: keyB}))
 			if err != nil {
 				t.Fatalf("b alone after the rekey: %v", err)
 			}
@@ -209,11 +209,11 @@ func TestBoltStoreFromBeforeKeyIDs(t *testing.T) {
 	writeLegacyBolt(t, path, keyA, 20)
 
 	var mk *MissingKeyError
-	if _, err := OpenBolt(path, keys(t, StoreKey{"b", keyB})); !errors.As(err, &mk) || len(mk.IDs) != 1 || mk.IDs[0] != "" ||
+	if _, err := OpenBolt(path, keys(t, StoreKey{ID: "b", Key: keyB})); !errors.As(err, &mk) || len(mk.IDs) != 1 || mk.IDs[0] != "" ||
 		!strings.Contains(err.Error(), "first key") {
 		t.Fatalf("another key over a store from before key ids: %v; want MissingKeyError for its first key", err)
 	}
-	s, err := OpenBolt(path, keys(t, StoreKey{"b", keyB}, StoreKey{"old", keyA}))
+	s, err := OpenBolt(path, keys(t, StoreKey{ID: "b", Key: keyB}, StoreKey{ID: "old", Key: keyA}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func TestBoltStoreFromBeforeKeyIDs(t *testing.T) {
 		t.Fatalf("rekey %+v %v", st, err)
 	}
 	s.Close()
-	s, err = OpenBolt(path, keys(t, StoreKey{"b", keyB}))
+	s, err = OpenBolt(path, keys(t, StoreKey{ID: "b", Key: keyB}))
 	if err != nil {
 		t.Fatalf("b alone after the rekey: %v", err)
 	}
@@ -292,7 +292,7 @@ func writeLegacyBolt(t *testing.T, path string, key []byte, n int) {
 func TestPostgresRekeyUnderLoad(t *testing.T) {
 	ctx := context.Background()
 	open := postgresRotatable(t)
-	s, err := open(t, keys(t, StoreKey{"a", keyA}))
+	s, err := open(t, keys(t, StoreKey{ID: "a", Key: keyA}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +304,7 @@ func TestPostgresRekeyUnderLoad(t *testing.T) {
 	pgBulkLoadConsents(t, s.(*Postgres), rows)
 	s.Close()
 
-	both := keys(t, StoreKey{"b", keyB}, StoreKey{"a", keyA})
+	both := keys(t, StoreKey{ID: "b", Key: keyB}, StoreKey{ID: "a", Key: keyA})
 	var replicas []Store
 	for range 2 {
 		r, err := open(t, both)
