@@ -235,3 +235,21 @@ func TestNoDemoCommand(t *testing.T) {
 		t.Fatalf("tokenproxy demo: exit %d, want %d", code, cli.ExitUsage)
 	}
 }
+
+// bpceRoutes is the routes: block the consent configuration tests share:
+// one authorization_code route on BPCE presenting f's client certificate.
+func (f *fixture) bpceRoutes() string {
+	return fmt.Sprintf(`routes:
+  - name: bpce
+    hosts: [api.bpce.example]
+    upstream: https://api.bpce.example
+    client_certificate:
+      pkcs12: {file: %s, passcode: {file: %s}}
+    token:
+      type: authorization_code
+      url: https://api.bpce.example/stet/psd2/oauth/token
+      client_id: PSDFR-ACPR-13807
+      auth_method: tls_client_auth
+      authorize_url: https://api.bpce.example/stet/psd2/oauth/authorize
+`, f.pfx, f.passFile)
+}

@@ -33,19 +33,7 @@ func TestPostgresConsentStoreAtStartup(t *testing.T) {
 		p := filepath.Join(f.dir, "pg.yaml")
 		write(t, p, fmt.Sprintf(`
 listen: {proxy: 127.0.0.1:0, admin: 'off'}
-routes:
-  - name: bpce
-    hosts: [api.bpce.example]
-    upstream: https://api.bpce.example
-    client_certificate:
-      pkcs12: {file: %s, passcode: {file: %s}}
-    token:
-      type: authorization_code
-      url: https://api.bpce.example/stet/psd2/oauth/token
-      client_id: PSDFR-ACPR-13807
-      auth_method: tls_client_auth
-      authorize_url: https://api.bpce.example/stet/psd2/oauth/authorize
-consents:
+%sconsents:
   listen: 127.0.0.1:0
   callback_url: https://tokenproxy.example/v1/callback
   store:
@@ -58,7 +46,7 @@ consents:
       key: {file: %s/%s}
       tls: {mode: disable}
       max_connections: 4
-`, f.pfx, f.passFile, port, db, pgtest.User, f.dir, pass, f.dir, key))
+`, f.bpceRoutes(), port, db, pgtest.User, f.dir, pass, f.dir, key))
 		return p
 	}
 	expect := func(t *testing.T, wantCode int, args []string, want ...string) {

@@ -22,24 +22,12 @@ func TestConsentStoreKeyAtStartup(t *testing.T) {
 		p := filepath.Join(f.dir, "oauth.yaml")
 		write(t, p, fmt.Sprintf(`
 listen: {proxy: 127.0.0.1:0, admin: 'off'}
-routes:
-  - name: bpce
-    hosts: [api.bpce.example]
-    upstream: https://api.bpce.example
-    client_certificate:
-      pkcs12: {file: %s, passcode: {file: %s}}
-    token:
-      type: authorization_code
-      url: https://api.bpce.example/stet/psd2/oauth/token
-      client_id: PSDFR-ACPR-13807
-      auth_method: tls_client_auth
-      authorize_url: https://api.bpce.example/stet/psd2/oauth/authorize
-consents:
+%sconsents:
   listen: 127.0.0.1:0
   callback_url: https://tokenproxy.example/v1/callback
   store:
     bbolt: {path: %s/consents.db, key: %s}
-`, f.pfx, f.passFile, f.dir, key))
+`, f.bpceRoutes(), f.dir, key))
 		return p
 	}
 	if code, out, errOut := run(t, "validate", "--config", cfg("{file: "+f.dir+"/good.key}")); code != cli.ExitOK {

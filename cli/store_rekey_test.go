@@ -85,24 +85,12 @@ func TestStoreRekey(t *testing.T) {
 				p := filepath.Join(f.dir, name+".yaml")
 				write(t, p, fmt.Sprintf(`
 listen: {proxy: 127.0.0.1:0, admin: 'off'}
-routes:
-  - name: bpce
-    hosts: [api.bpce.example]
-    upstream: https://api.bpce.example
-    client_certificate:
-      pkcs12: {file: %s, passcode: {file: %s}}
-    token:
-      type: authorization_code
-      url: https://api.bpce.example/stet/psd2/oauth/token
-      client_id: PSDFR-ACPR-13807
-      auth_method: tls_client_auth
-      authorize_url: https://api.bpce.example/stet/psd2/oauth/authorize
-consents:
+%sconsents:
   listen: 127.0.0.1:0
   callback_url: https://tokenproxy.example/v1/callback
   store:
     %s
-`, f.pfx, f.passFile, store(keyList(ids...))))
+`, f.bpceRoutes(), store(keyList(ids...))))
 				return p
 			}
 			expect := func(wantCode int, args []string, want ...string) {
@@ -154,23 +142,11 @@ func TestStoreRekeyVaultKV(t *testing.T) {
 	write(t, p, fmt.Sprintf(`
 listen: {proxy: 127.0.0.1:0, admin: 'off'}
 vault: {address: http://127.0.0.1:1, auth: {method: token, token: {file: %s}}}
-routes:
-  - name: bpce
-    hosts: [api.bpce.example]
-    upstream: https://api.bpce.example
-    client_certificate:
-      pkcs12: {file: %s, passcode: {file: %s}}
-    token:
-      type: authorization_code
-      url: https://api.bpce.example/stet/psd2/oauth/token
-      client_id: PSDFR-ACPR-13807
-      auth_method: tls_client_auth
-      authorize_url: https://api.bpce.example/stet/psd2/oauth/authorize
-consents:
+%sconsents:
   listen: 127.0.0.1:0
   callback_url: https://tokenproxy.example/v1/callback
   store: {vault_kv: {path: tokenproxy/consents}}
-`, f.passFile, f.pfx, f.passFile))
+`, f.passFile, f.bpceRoutes()))
 	code, out, errOut := run(t, "store", "rekey", "--config", p)
 	if code != cli.ExitConfig || !strings.Contains(out+errOut, "vault operator rotate") {
 		t.Fatalf("exit %d: %s%s", code, out, errOut)
@@ -200,26 +176,14 @@ func TestRunReSealsItsBoltStore(t *testing.T) {
 		p := filepath.Join(f.dir, name+".yaml")
 		write(t, p, fmt.Sprintf(`
 listen: {proxy: %s, admin: 'off'}
-routes:
-  - name: bpce
-    hosts: [api.bpce.example]
-    upstream: https://api.bpce.example
-    client_certificate:
-      pkcs12: {file: %s, passcode: {file: %s}}
-    token:
-      type: authorization_code
-      url: https://api.bpce.example/stet/psd2/oauth/token
-      client_id: PSDFR-ACPR-13807
-      auth_method: tls_client_auth
-      authorize_url: https://api.bpce.example/stet/psd2/oauth/authorize
-consents:
+%sconsents:
   listen: %s
   callback_url: https://tokenproxy.example/v1/callback
   store:
     bbolt:
       path: %s
       keys: %s
-`, freeAddr(t), f.pfx, f.passFile, freeAddr(t), path, keys))
+`, freeAddr(t), f.bpceRoutes(), freeAddr(t), path, keys))
 		return p
 	}
 	both := cfg("both", fmt.Sprintf("[{id: b, key: {file: %s/b.key}}, {id: a, key: {file: %s/a.key}}]", f.dir, f.dir))
