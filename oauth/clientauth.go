@@ -3,21 +3,16 @@ package oauth
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"net/http"
 	"net/url"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/internal/jws"
 	"github.com/tokenproxy/tokenproxy/secret"
 )
 
@@ -114,16 +109,11 @@ func (a *ClientAuth) apply(ctx context.Context, tokenURL string, form url.Values
 }
 
 func jwsAlg(pub crypto.PublicKey) (string, error) {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		if k.Curve.Params().BitSize == 256 {
-			return "ES256", nil
-		}
-		return "", errors.New("private_key_jwt: only P-256 ECDSA keys are supported (ES256)")
-	case *rsa.PublicKey:
-		return "RS256", nil
+	alg, err := jws.Alg(pub, false)
+	if err != nil {
+		return "", fmt.Errorf("private_key_jwt: %w", err)
 	}
-	return "", fmt.Errorf("private_key_jwt: unsupported key type %T (use ECDSA P-256 or RSA)", pub)
+	return alg, nil
 }
 
 // assertion builds the RFC 7523 client assertion: iss = sub = client_id,
@@ -137,38 +127,15 @@ func (a *ClientAuth) assertion(aud string, now time.Time) (string, error) {
 	if _, err := rand.Read(jti[:]); err != nil {
 		return "", fmt.Errorf("private_key_jwt: %w", err)
 	}
-	hdr := map[string]string{"alg": alg, "typ": "JWT"}
+	hdr := map[string]any{"typ": "JWT"}
 	if a.KeyID != "" {
 		hdr["kid"] = a.KeyID
 	}
 	claims := map[string]any{"iss": a.ClientID, "sub": a.ClientID, "aud": aud, "jti": hex.EncodeToString(jti[:]),
 		"iat": now.Unix(), "exp": now.Add(60 * time.Second).Unix()}
-	h, _ := json.Marshal(hdr)
-	c, _ := json.Marshal(claims)
-	input := b64(h) + "." + b64(c)
-	digest := sha256.Sum256([]byte(input))
-	sig, err := a.Key.Sign(rand.Reader, digest[:], crypto.SHA256)
+	tok, err := jws.SignJSON(a.Key, alg, hdr, claims)
 	if err != nil {
 		return "", fmt.Errorf("private_key_jwt: signing the client assertion: %w", err)
 	}
-	if alg == "ES256" {
-		if sig, err = ecdsaRaw(sig); err != nil {
-			return "", err
-		}
-	}
-	return input + "." + b64(sig), nil
-}
-
-func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
-
-// ecdsaRaw turns an ASN.1 ECDSA signature into JWS's r||s (32 bytes each).
-func ecdsaRaw(der []byte) ([]byte, error) {
-	var s struct{ R, S *big.Int }
-	if _, err := asn1.Unmarshal(der, &s); err != nil {
-		return nil, errors.New("private_key_jwt: the signer returned a malformed ECDSA signature")
-	}
-	out := make([]byte, 64)
-	s.R.FillBytes(out[:32])
-	s.S.FillBytes(out[32:])
-	return out, nil
+	return tok, nil
 }
