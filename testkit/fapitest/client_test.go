@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/internal/jws"
+	"github.com/tokenproxy/tokenproxy/testkit/pki"
 )
 
 // A minimal FAPI 2.0 client, written here so that the kit is proven without
@@ -61,6 +62,7 @@ type testClient struct {
 	dpopKey crypto.Signer // nil: no DPoP
 	dpopAlg string
 	http    *http.Client
+	aud     string // of the client assertion; empty: the issuer
 
 	asNonce, rsNonce string
 }
@@ -68,8 +70,12 @@ type testClient struct {
 func (c *testClient) assertion() string {
 	c.t.Helper()
 	now := time.Now().Unix()
+	aud := c.aud
+	if aud == "" {
+		aud = c.srv.Issuer
+	}
 	a, err := jws.SignJSON(c.authKey, c.authAlg, map[string]any{"typ": "JWT"}, map[string]any{
-		"iss": c.id, "sub": c.id, "aud": c.srv.Issuer, "jti": randomID(c.t),
+		"iss": c.id, "sub": c.id, "aud": aud, "jti": randomID(c.t),
 		"iat": now, "nbf": now, "exp": now + 60,
 	})
 	if err != nil {
@@ -145,7 +151,7 @@ func (c *testClient) do(req *http.Request) response {
 }
 
 // post sends a form to an AS endpoint with client authentication and, for a
-// DPoP client, a proof, retrying once on use_dpop_nonce.
+// DPoP client, a proof, retrying on use_dpop_nonce (3 times: a nonce may change during the dance).
 func (c *testClient) post(endpoint string, form url.Values) response {
 	c.t.Helper()
 	u := c.srv.Issuer + endpoint
@@ -170,7 +176,7 @@ func (c *testClient) post(endpoint string, form url.Values) response {
 		if n := r.header.Get("DPoP-Nonce"); n != "" {
 			c.asNonce = n
 		}
-		if r.str("error") == "use_dpop_nonce" && try == 0 {
+		if r.str("error") == "use_dpop_nonce" && try < 3 {
 			continue
 		}
 		return r
@@ -195,7 +201,7 @@ func (c *testClient) token(form url.Values) (access, refresh string) {
 }
 
 // resource calls the RS at path with the token under scheme; proof builds
-// the DPoP header (nil: none). It does the nonce dance once when a proof is
+// the DPoP header (nil: none). It does the nonce dance (up to 3 times) when a proof is
 // given and the RS asks for a nonce.
 func (c *testClient) resource(method, path, scheme, token string, proof func(htu, nonce string) string) response {
 	c.t.Helper()
@@ -213,7 +219,7 @@ func (c *testClient) resource(method, path, scheme, token string, proof func(htu
 		if n := r.header.Get("DPoP-Nonce"); n != "" {
 			c.rsNonce = n
 		}
-		if proof != nil && try == 0 && r.status == http.StatusUnauthorized &&
+		if proof != nil && try < 3 && r.status == http.StatusUnauthorized &&
 			strings.Contains(r.header.Get("WWW-Authenticate"), `error="use_dpop_nonce"`) {
 			continue
 		}
@@ -229,9 +235,9 @@ func (c *testClient) dpopResource(method, path, token string) response {
 	})
 }
 
-func tlsCert(t *testing.T, srv *Server, cn string) *tls.Certificate {
+func tlsCert(t *testing.T, ca *pki.CA, cn string) *tls.Certificate {
 	t.Helper()
-	c, err := srv.CA.IssueClient(cn)
+	c, err := ca.IssueClient(cn)
 	if err != nil {
 		t.Fatal(err)
 	}
