@@ -125,10 +125,10 @@ func SubjectDN(cert *x509.Certificate) string { return cert.Subject.String() }
 
 func (c Client) metadata() (map[string]any, error) {
 	m := map[string]any{
-		"client_id":                  c.ID,
-		"token_endpoint_auth_method": c.AuthMethod,
-		"grant_types":                c.GrantTypes,
-		"dpop_bound_access_tokens":   c.DPoP,
+		"client_id":                                  c.ID,
+		"token_endpoint_auth_method":                 c.AuthMethod,
+		"grant_types":                                c.GrantTypes,
+		"dpop_bound_access_tokens":                   c.DPoP,
 		"tls_client_certificate_bound_access_tokens": c.CertificateBound,
 		"id_token_signed_response_alg":               "PS256",
 	}

@@ -33,7 +33,7 @@ func TestVerifyDetachedJWS(t *testing.T) {
 		"http://openbanking.org.uk/iat": time.Now().Unix(),
 		"http://openbanking.org.uk/iss": "0015800001041REAAY/tpp",
 		"http://openbanking.org.uk/tan": "openbanking.org.uk",
-		"crit": []string{"b64", "http://openbanking.org.uk/iat", "http://openbanking.org.uk/iss", "http://openbanking.org.uk/tan"},
+		"crit":                          []string{"b64", "http://openbanking.org.uk/iat", "http://openbanking.org.uk/iss", "http://openbanking.org.uk/tan"},
 	}
 	spki, err := x509.MarshalPKIXPublicKey(ecK.Public())
 	if err != nil {
