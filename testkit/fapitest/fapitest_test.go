@@ -20,6 +20,7 @@ const callback = "https://app.example/callback"
 // TestKit drives one server with a minimal client of each kind, without
 // tokenproxy.
 func TestKit(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts node")
 	}
@@ -328,6 +329,7 @@ func TestKit(t *testing.T) {
 // TestExpiryAndRotation shows the knobs: access tokens that expire within
 // seconds, and nonces the AS and the RS change on their own.
 func TestExpiryAndRotation(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts node")
 	}

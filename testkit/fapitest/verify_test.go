@@ -15,6 +15,7 @@ import (
 // jose: UK Open Banking's x-jws-signature shape (b64 false, crit), PS256 and
 // ES256, keys given as a public key, a JWK, a certificate and a PEM.
 func TestVerifyDetachedJWS(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs node")
 	}
