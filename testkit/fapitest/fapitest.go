@@ -251,8 +251,9 @@ func Start(t testing.TB, opts Options) *Server {
 
 	script := nodetest.Script(t, "fapi-server.mjs", serverScript)
 	s := &Server{CA: ca, CAFile: caFile, out: &syncBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command(nodetest.Node(t), script, cfgPath)
+	s.cmd = exec.Command(nodetest.Node(t), script, cfgPath) //nolint:gosec // G204: node on PATH, the embedded script and its configuration file
 	s.cmd.Stderr = s.out
+	s.cmd.Env = quietEnv()
 	if s.stdin, err = s.cmd.StdinPipe(); err != nil {
 		t.Fatalf("fapitest: %v", err)
 	}
@@ -300,6 +301,20 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatalf("fapitest: node did not listen within 30s\n%s", s.Output())
 	}
 	return s
+}
+
+// quietEnv is the environment without the variables that turn on Node's or
+// oidc-provider's debug output or change Node's options, so that what node
+// prints is only what the script and oidc-provider's warnings print.
+func quietEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if name != "DEBUG" && name != "NODE_DEBUG" && name != "NODE_OPTIONS" {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 func seconds(d, def time.Duration) int64 {

@@ -59,7 +59,7 @@ func VerifyDetachedJWS(t testing.TB, sig string, body []byte, key any) error {
 		t.Fatalf("fapitest: %v", err)
 	}
 	script := nodetest.Script(t, "fapi-verify.mjs", verifyScript)
-	out, err := exec.Command(nodetest.Node(t), script, path).Output()
+	out, err := exec.Command(nodetest.Node(t), script, path).Output() //nolint:gosec // G204: node on PATH, the embedded script and its input file
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
