@@ -451,7 +451,9 @@ func (s *Server) admin(t testing.TB, method, path string, out any) {
 	if err != nil {
 		t.Fatalf("fapitest: %v", err)
 	}
-	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Do(req)
+	c := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("fapitest: %s %s: %v", method, path, err)
 	}

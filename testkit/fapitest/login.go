@@ -42,6 +42,7 @@ func (s *Server) login(authorizeURL, subject string) (string, error) {
 	}
 	client := s.HTTPClient(nil)
 	client.Jar = jar
+	defer client.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
