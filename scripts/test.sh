@@ -43,6 +43,8 @@ if [[ "${TOKENPROXY_SKIP_SETUP:-}" != 1 ]]; then
   need=()
   /usr/bin/python3 -c 'import requests' 2>/dev/null || need+=(python3-requests)
   command -v node >/dev/null || need+=(nodejs)
+  # npm installs the Node packages of testkit/nodetest (the FAPI 2.0 harness testkit/fapitest)
+  command -v npm >/dev/null || need+=(npm)
   if ((${#need[@]})); then
     if [[ $(id -u) == 0 ]]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
