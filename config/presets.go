@@ -63,7 +63,7 @@ const (
 
 // stetPaths are the BPCE 89C3 STET endpoints, relative to the bank's entry point.
 const (
-	bpceTokenPath     = "/stet/psd2/oauth/token"
+	bpceTokenPath     = "/stet/psd2/oauth/token" //nolint:gosec // G101: an endpoint path, not a credential
 	bpceAuthorizePath = "/stet/psd2/oauth/authorize"
 )
 
@@ -87,7 +87,7 @@ const (
 //     OAuth2 client credentials issued at registration; the client
 //     certificate from the hub's CSR guidelines in production.
 var Presets = map[string]Preset{
-	"bankingcircle-sandbox": { //nolint:gosec // URL is an endpoint, not a credential
+	"bankingcircle-sandbox": {
 		Description:       "Banking Circle sandbox: mTLS with the M2M .pfx, basic-get token",
 		Hosts:             []string{"sandbox.bankingcircleconnect.com"},
 		Upstream:          "https://sandbox.bankingcircleconnect.com",
@@ -96,7 +96,7 @@ var Presets = map[string]Preset{
 		CheckPath:         "/api/v1/accounts?PageNumber=1&PageSize=1",
 		Starter:           bankingCircleStarter("bankingcircle-sandbox"),
 	},
-	"bankingcircle-production": { //nolint:gosec // URL is an endpoint, not a credential
+	"bankingcircle-production": {
 		Description:       "Banking Circle production: mTLS with the M2M .pfx, basic-get token",
 		Hosts:             []string{"www.bankingcircleconnect.com"},
 		Upstream:          "https://www.bankingcircleconnect.com",

@@ -22,7 +22,7 @@ import (
 )
 
 // TokenPath is where the emulator serves its token endpoint.
-const TokenPath = "/oauth/token"
+const TokenPath = "/oauth/token" //nolint:gosec // G101: an endpoint path, not a credential
 
 // Config configures the emulator.
 type Config struct {
