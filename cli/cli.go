@@ -83,6 +83,8 @@ requests, with plain HTTP. The app holds no certificate, password, token or key.
 	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "", "log level: debug, info, warn, error (overrides log.level)")
 	root.PersistentFlags().StringVar(&e.logFormat, "log-format", "", "log format: json or console (overrides log.format)")
 	root.AddCommand(e.runCommand(), e.validateCommand(), e.checkCommand(), e.onboardCommand(), e.storeCommand(), e.versionCommand())
+	// Starter configurations for the presets (init.go).
+	root.AddCommand(e.initCommand())
 	markUsageErrors(root)
 	return root
 }

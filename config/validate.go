@@ -160,7 +160,9 @@ func (v *validator) route(i int, r *Route) {
 		}
 		hosts[h] = p
 	}
-	if r.Upstream == "" {
+	if r.Upstream == "" && r.Preset != "" && Presets[r.Preset].Upstream == "" {
+		add(p+".upstream", "missing; preset %s is for any bank of its kind: give the bank's https:// base URL", r.Preset)
+	} else if r.Upstream == "" {
 		add(p+".upstream", "missing; give the API's https:// base URL or a preset")
 	} else if u, err := url.Parse(r.Upstream); err != nil || u.Host == "" {
 		add(p+".upstream", "%q is not an absolute URL", r.Upstream)
@@ -181,7 +183,7 @@ func (v *validator) route(i int, r *Route) {
 	if r.Timeouts.Upstream < 0 || r.Timeouts.Dial < 0 {
 		add(p+".timeouts", "durations must not be negative")
 	}
-	validateCertBlock(&v.errs, p+".client_certificate", r.ClientCert, strings.HasPrefix(r.Preset, "bankingcircle"))
+	validateCertBlock(&v.errs, p+".client_certificate", r.ClientCert, r.Preset)
 	if r.Listen != "" {
 		if host, _, err := net.SplitHostPort(r.Listen); err == nil && !isLoopback(host) && r.Allow == nil {
 			add(p+".allow", "missing; route %s listens beyond loopback, so say who may use it: allow: {cidrs: [10.0.0.0/8]} and/or allow: {callers: [app]}", r.Name)
@@ -234,7 +236,7 @@ func (v *validator) signing(p string, sg *Signing) {
 		if sg.Key.Kind() == "" {
 			add(p+".signing.key", "missing; the signing key and certificate (QSealC): pkcs12: {file, passcode} or pem: {cert_file, key_file}")
 		} else {
-			validateCertBlock(&v.errs, p+".signing.key", sg.Key, false)
+			validateCertBlock(&v.errs, p+".signing.key", sg.Key, "")
 		}
 	}
 }
@@ -300,8 +302,10 @@ func validHost(h string) bool {
 	return len(h) <= 253 && hostRE.MatchString(h)
 }
 
-// validateCertBlock checks a client_certificate or signing.key block.
-func validateCertBlock(errs *[]error, path string, cc ClientCertificate, required bool) {
+// validateCertBlock checks a client_certificate or signing.key block; an
+// empty block is an error when the route's preset (named by preset)
+// requires a client certificate.
+func validateCertBlock(errs *[]error, path string, cc ClientCertificate, preset string) {
 	add := func(p, format string, a ...any) {
 		*errs = append(*errs, problem.Field(p, fmt.Sprintf(format, a...)))
 	}
@@ -324,8 +328,11 @@ func validateCertBlock(errs *[]error, path string, cc ClientCertificate, require
 			add(path+".pem.key_file", "missing; give the path of the PEM private key")
 		}
 	case "":
-		if required {
+		switch {
+		case strings.HasPrefix(preset, "bankingcircle"):
 			add(path, "missing; Banking Circle requires the M2M certificate: pkcs12: {file: client.pfx, passcode: {env: PFX_PASSCODE}}")
+		case Presets[preset].ClientCertificate:
+			add(path, "missing; preset %s requires the client certificate (the QWAC): pem: {cert_file: qwac.crt, key_file: qwac.key} or pkcs12: {file, passcode}", preset)
 		}
 	}
 	if cc.ReloadInterval < 0 {
