@@ -231,7 +231,7 @@ func (v *validator) signing(p string, sg *Signing) {
 	add := v.add
 	if sg != nil {
 		if sg.Profile == "" {
-			add(p+".signing.profile", "missing; one of berlin-group, stet, custom, rfc9421")
+			add(p+".signing.profile", "missing; one of berlin-group, stet, custom, rfc9421, ob-detached-jws")
 		}
 		if sg.Key.Kind() == "" {
 			add(p+".signing.key", "missing; the signing key and certificate (QSealC): pkcs12: {file, passcode} or pem: {cert_file, key_file}")

@@ -51,6 +51,9 @@ type exchange struct {
 	retried   bool
 	ambiguous bool // the upstream's answer had both Content-Length and Transfer-Encoding
 	err       *apiError
+
+	// interactionID is the x-fapi-interaction-id sent upstream, on routes that set one.
+	interactionID string
 }
 
 // handle serves req on route (nil when no route matched) and returns the
@@ -155,6 +158,7 @@ func (p *pipeline) send(req *http.Request, rt *route.Route, body []byte, tok *to
 		return nil, signingError(err)
 	}
 	ex.requestID = out.Header.Get("X-Request-Id")
+	ex.interactionID = out.Header.Get("X-Fapi-Interaction-Id")
 	t0 := time.Now()
 	resp, err := rt.Transport.RoundTrip(out)
 	ex.upstream += time.Since(t0)
@@ -279,6 +283,9 @@ func (b *loggedBody) Close() error {
 	}
 	if b.ex.requestID != "" {
 		fields = append(fields, zap.String("request_id", b.ex.requestID))
+	}
+	if b.ex.interactionID != "" {
+		fields = append(fields, zap.String("interaction_id", b.ex.interactionID))
 	}
 	if b.ex.retried {
 		fields = append(fields, zap.Bool("retried_after_401", true))

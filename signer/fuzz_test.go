@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/google/uuid"
 )
 
 // FuzzSigningString checks that no header value can add a line to the signing string or the RFC 9421
@@ -81,6 +83,35 @@ func FuzzKeyID(f *testing.F) {
 			if _, err := expandKeyID(tmpl, nil, nil, "", ""); err == nil && strings.Contains(tmpl, "{serial}") {
 				t.Fatal("{serial} expanded without a certificate")
 			}
+		}
+	})
+}
+
+// FuzzInteractionID: whatever the app sends as x-fapi-interaction-id, one canonical-length UUID goes
+// upstream, and it is the app's value exactly when that was one.
+func FuzzInteractionID(f *testing.F) {
+	for _, s := range []string{"", "93bac548-d2de-4546-b106-880a5018460d", "93BAC548-D2DE-4546-B106-880A5018460D",
+		"urn:uuid:93bac548-d2de-4546-b106-880a5018460d", "{93bac548-d2de-4546-b106-880a5018460d}",
+		"93bac548d2de4546b106880a5018460d", "93bac548-d2de-4546-b106-880a5018460g", "93bac548+d2de-4546-b106-880a5018460d"} {
+		f.Add(s)
+	}
+	const fresh = "0f8fad5b-d9cb-469f-a165-70867728950e"
+	f.Fuzz(func(t *testing.T, sent string) {
+		h := http.Header{HeaderInteractionID: {sent}}
+		setInteractionID(h, func() string { return fresh })
+		got := h[HeaderInteractionID]
+		if len(got) != 1 {
+			t.Fatalf("%d values", len(got))
+		}
+		id, err := uuid.Parse(got[0])
+		if err != nil || len(got[0]) != 36 || id.String() != strings.ToLower(got[0]) {
+			t.Fatalf("%q sent upstream is not a hyphenated UUID", got[0])
+		}
+		if got[0] != sent && got[0] != fresh {
+			t.Fatalf("%q became %q", sent, got[0])
+		}
+		if got[0] == fresh && sent != fresh && validInteractionID(sent) {
+			t.Fatalf("a valid %q was replaced", sent)
 		}
 	})
 }

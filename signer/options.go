@@ -17,6 +17,9 @@ const (
 	ProfileSTET        = "stet"
 	ProfileCustom      = "custom"
 	ProfileRFC9421     = "rfc9421"
+	// ProfileOBDetachedJWS signs the request body as the UK Open Banking Read/Write API (v3.1.x, "Message
+	// Signing") asks: a detached JWS in the x-jws-signature header. See jwsprofile.go.
+	ProfileOBDetachedJWS = "ob-detached-jws"
 )
 
 // Digest algorithms (option digest).
@@ -30,18 +33,20 @@ const DefaultBerlinGroupCertificateHeader = "TPP-Signature-Certificate"
 
 // Options is a route's `signing:` block.
 type Options struct {
-	// Profile is berlin-group, stet, custom or rfc9421. Required.
+	// Profile is berlin-group, stet, custom, rfc9421 or ob-detached-jws. Required.
 	Profile string `yaml:"profile"`
 	// Algorithm: rsa-sha256 (default) or rsa-sha512 for berlin-group, stet and custom; rsa-v1_5-sha256,
 	// rsa-pss-sha512, ecdsa-p256-sha256 or ed25519 for rfc9421 (default: rsa-pss-sha512 for an RSA key,
-	// ecdsa-p256-sha256 for a P-256 key, ed25519 for an Ed25519 key).
+	// ecdsa-p256-sha256 for a P-256 key, ed25519 for an Ed25519 key); PS256 or ES256 for ob-detached-jws
+	// (default: PS256 for an RSA key, ES256 for a P-256 key).
 	Algorithm string `yaml:"algorithm"`
 	// Digest is the hash of Digest and Content-Digest: SHA-256 (default) or SHA-512.
 	Digest string `yaml:"digest"`
 	// KeyID is the keyId (cavage) or keyid (rfc9421) template. Placeholders: {serial}, {serial_decimal},
 	// {issuer}, {subject}, {public_key} (base64 DER SubjectPublicKeyInfo), {certificate} (base64 DER),
 	// {certificate_sha256} (hex). Default for berlin-group: "SN={serial},CA={issuer}". Required for stet
-	// (the URL where the QSealC is published, or "{public_key}"), custom and rfc9421.
+	// (the URL where the QSealC is published, or "{public_key}"), custom, rfc9421 and ob-detached-jws (the
+	// JWS kid: the key's id at the trust anchor).
 	KeyID string `yaml:"key_id"`
 	// Headers lists the covered headers (custom: required; "(request-target)" allowed) or RFC 9421
 	// components (rfc9421: default "@method" "@authority" "@path" "@query" "content-digest" "date"
@@ -69,6 +74,20 @@ type Options struct {
 	Expires time.Duration `yaml:"expires"`
 	// Tag adds a tag parameter (rfc9421).
 	Tag string `yaml:"tag"`
+
+	// InteractionID sets x-fapi-interaction-id: the app's value when it is a UUID, a new UUID v4
+	// otherwise (default: true on ob-detached-jws, false elsewhere).
+	InteractionID *bool `yaml:"interaction_id"`
+	// JWSB64Claim puts "b64": false in the JWS header and signs the body unencoded (RFC 7797), as Open
+	// Banking v3.1.3 and earlier ask; false leaves b64 out and signs the base64url body, as v3.1.4 and
+	// later ask (ob-detached-jws, default true).
+	JWSB64Claim *bool `yaml:"jws_b64_claim"`
+	// JWSIssuer is the http://openbanking.org.uk/iss claim, a template with the key_id placeholders:
+	// "<org-id>/<software-statement-id>" as the Open Banking Directory issued them, or "{subject}" for the
+	// signing certificate's subject (ob-detached-jws, required).
+	JWSIssuer string `yaml:"jws_issuer"`
+	// JWSTrustAnchor is the http://openbanking.org.uk/tan claim (ob-detached-jws, default openbanking.org.uk).
+	JWSTrustAnchor string `yaml:"jws_trust_anchor"`
 }
 
 // ValidationError is an Options error. Field is relative to the signing block ("algorithm", "key_id",
@@ -116,9 +135,11 @@ type plan struct {
 	includeAlg    bool
 	expires       time.Duration
 	tag           string
+	interactionID bool     // set x-fapi-interaction-id
+	jws           *jwsPlan // ob-detached-jws; nil for the HTTP-signature profiles
 }
 
-var profiles = []string{ProfileBerlinGroup, ProfileSTET, ProfileCustom, ProfileRFC9421}
+var profiles = []string{ProfileBerlinGroup, ProfileSTET, ProfileCustom, ProfileRFC9421, ProfileOBDetachedJWS}
 
 // berlin-group covers these, in this order (Berlin Group NextGenPSD2 implementation guidelines, section 12).
 var berlinGroupHeaders = []string{"digest", "x-request-id", "date"}
@@ -138,13 +159,19 @@ func (o *Options) plan() (*plan, error) {
 	case ProfileBerlinGroup, ProfileSTET, ProfileCustom:
 		p.cavage = true
 	case ProfileRFC9421:
+	case ProfileOBDetachedJWS:
+		if err := p.detachedJWS(o); err != nil {
+			return nil, err
+		}
+		return p, nil
 	case "":
 		return nil, verr("profile", "required; use one of %s", strings.Join(profiles, ", "))
 	default:
 		return nil, verr("profile", "unknown profile %q; use one of %s", o.Profile, strings.Join(profiles, ", "))
 	}
 
-	for _, step := range []func(*Options) error{p.algorithm, p.formats, p.keyIDTemplate, p.coveredHeaders, p.certificateHeader, p.rfc9421Params} {
+	for _, step := range []func(*Options) error{p.algorithm, p.formats, p.keyIDTemplate, p.coveredHeaders, p.certificateHeader,
+		p.rfc9421Params, p.httpSignatureOnly} {
 		if err := step(o); err != nil {
 			return nil, err
 		}
@@ -214,6 +241,9 @@ func (p *plan) keyIDTemplate(o *Options) error {
 		case ProfileSTET:
 			return verr("key_id", "required for profile stet: the URL where your QSealC is published "+
 				`(e.g. "https://tpp.example.com/qsealc.pem"), or "{public_key}" for the base64 public key as the 89C3 sandbox shows`)
+		case ProfileOBDetachedJWS:
+			return verr("key_id", "required for profile ob-detached-jws: the kid under which the trust anchor "+
+				"(the Open Banking Directory) publishes the signing key")
 		default:
 			return verr("key_id", "required for profile %s: the key identifier the bank registered, "+
 				`e.g. a fixed name or a template such as "{certificate_sha256}"`, o.Profile)
@@ -379,6 +409,12 @@ func (p *plan) keyState(key *tls.Certificate, now time.Time) (*keyState, error) 
 		if p.certHeader != "" {
 			return nil, verr("certificate_header", "%s needs a signing certificate but the key has none; load the certificate", p.certHeader)
 		}
+		if p.jws != nil && p.jws.issuerNeedCert {
+			return nil, verr("jws_issuer", "%q needs a signing certificate but the key has none; load the certificate or use a fixed jws_issuer", p.jws.issuer)
+		}
+	}
+	if p.jws != nil {
+		return p.jwsKeyState(key, sk, cert)
 	}
 
 	alg := p.alg

@@ -26,7 +26,7 @@ func TestValidate(t *testing.T) {
 		{"rfc9421 ecdsa ok", Options{Profile: ProfileRFC9421, KeyID: "k1"}, p.ecdsa, ""},
 		{"rfc9421 key without certificate", Options{Profile: ProfileRFC9421, KeyID: "{public_key}"}, p.rsaNoCert, ""},
 		{"no profile", Options{}, p.rsa, "signing.profile: required"},
-		{"unknown profile", Options{Profile: "psd2"}, p.rsa, `signing.profile: unknown profile "psd2"; use one of berlin-group, stet, custom, rfc9421`},
+		{"unknown profile", Options{Profile: "psd2"}, p.rsa, `signing.profile: unknown profile "psd2"; use one of berlin-group, stet, custom, rfc9421, ob-detached-jws`},
 		{"stet without key_id", Options{Profile: ProfileSTET}, p.rsa, "signing.key_id: required for profile stet"},
 		{"custom without headers", Options{Profile: ProfileCustom, KeyID: "x"}, p.rsa, "signing.headers: required for profile custom"},
 		{"custom without key_id", Options{Profile: ProfileCustom, Headers: []string{"date"}}, p.rsa, "signing.key_id: required for profile custom"},

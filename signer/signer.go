@@ -20,7 +20,7 @@ import (
 )
 
 // Signer adds the signing headers (Digest or Content-Digest, Date, X-Request-ID, Signature, Signature-Input,
-// certificate header ...) to req, whose body is exactly `body` (nil/empty for bodiless requests). It may be
+// certificate header ..., or x-jws-signature on profile ob-detached-jws, and x-fapi-interaction-id) to req, whose body is exactly `body` (nil/empty for bodiless requests). It may be
 // called concurrently. req.URL has the upstream path+query; req.Host is the upstream host.
 type Signer interface {
 	Sign(req *http.Request, body []byte) error
@@ -110,6 +110,9 @@ type keyState struct {
 	keyID    string
 	certB64  string // base64 DER of the signing certificate, when a certificate header is configured
 	sigStart string // cavage: `keyId="…",algorithm="…"`; rfc9421: `;keyid="…";alg="…";tag="…"`
+	// ob-detached-jws: the JWS algorithm and the http://openbanking.org.uk/iss claim (keyID is the kid).
+	jwsAlg    string
+	jwsIssuer string
 }
 
 func newKeyState(p *plan, key *tls.Certificate, sk crypto.Signer, cert *x509.Certificate, alg *algorithm, keyID string) *keyState {
@@ -165,6 +168,12 @@ func (s *signer) Sign(req *http.Request, body []byte) error {
 	if h == nil {
 		h = make(http.Header)
 		req.Header = h
+	}
+	if s.p.interactionID {
+		setInteractionID(h, s.newID)
+	}
+	if s.p.jws != nil {
+		return s.signJWS(req, body, st, now)
 	}
 
 	// Digest and Content-Digest share one hash of the body.
