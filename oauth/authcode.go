@@ -103,7 +103,7 @@ func NewAuthCode(cfg AuthCodeConfig) (*AuthCode, error) {
 	if u, err := url.Parse(cfg.Endpoint.endpoint(discovery.Authorization, cfg.AuthorizeURL)); err != nil || u.Host == "" {
 		return nil, fmt.Errorf("route %s: authorize_url must be an absolute URL", route)
 	}
-	if err := cfg.Pushed.validate(&cfg.Endpoint); err != nil {
+	if err := cfg.validate(&cfg.Endpoint); err != nil {
 		return nil, fmt.Errorf("route %s: %w", route, err)
 	}
 	if cfg.Store == nil {

@@ -482,15 +482,22 @@ func TestIssuerCheckRefuses(t *testing.T) {
 	for _, tc := range []struct {
 		name, respIss string
 		requireIss    bool
+		metadataIss   bool // the metadata says authorization_response_iss_parameter_supported
 	}{
-		{"another issuer", "https://evil.example", false},
-		{"iss missing on a route that requires it", "-", true},
+		{"another issuer", "https://evil.example", false, false},
+		{"iss missing on a route that requires it", "-", true, false},
+		{"iss missing where the metadata promises it", "-", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			as := newFAPIAS(t)
 			as.respIss = tc.respIss
 			store := boltStore(t)
-			route := as.route(t, store, ClientAuth{Method: TLSClientAuth, ClientID: stetClientID}, func(c *AuthCodeConfig) { c.RequireIss = tc.requireIss })
+			route := as.route(t, store, ClientAuth{Method: TLSClientAuth, ClientID: stetClientID}, func(c *AuthCodeConfig) {
+				c.RequireIss = tc.requireIss
+				if tc.metadataIss {
+					c.Endpoint.Discovery = discovery.Static(&discovery.Metadata{Issuer: as.issuer, IssParameterSupported: true})
+				}
+			})
 			api, _ := consentAPI(t, store, route)
 			_, out := startConsent(t, api, "alice")
 			loc := as.loginAt(t, out["authorize_url"].(string), "alice")

@@ -239,7 +239,10 @@ func (a *AuthCode) CheckIssuer(iss string) error {
 	if want == "" {
 		return nil
 	}
-	if iss == "" {
+	switch iss {
+	case want:
+		return nil
+	case "":
 		required := a.cfg.RequireIss
 		if d := a.cfg.Endpoint.Discovery; d != nil && d.Current().IssParameterSupported {
 			required = true
@@ -247,8 +250,6 @@ func (a *AuthCode) CheckIssuer(iss string) error {
 		if !required {
 			return nil
 		}
-	} else if iss == want {
-		return nil
 	}
 	return &IssuerError{Route: a.Route(), Want: want, Got: iss}
 }
