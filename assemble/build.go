@@ -58,6 +58,9 @@ type Options struct {
 	// Certificates, set in code (the demo, tests), are the certificate
 	// sources that in_code blocks name.
 	Certificates map[string]certs.Source
+
+	// addJob adds background work to the route being built.
+	addJob func(func(context.Context))
 }
 
 func (o Options) filled() Options {
@@ -159,6 +162,7 @@ func (b *builder) route(ctx context.Context, i int, rc config.Route) (*route.Rou
 		}
 	}
 	if t := rc.Token; t != nil {
+		o.addJob = r.AddJob // the metadata's refresh (token.discovery)
 		if r.Tokens, err = buildTokens(ctx, p+".token", rc.Name, t, r.Transport, o); err != nil {
 			return nil, err
 		}

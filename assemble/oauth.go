@@ -16,6 +16,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/oauth"
 	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
+	"github.com/tokenproxy/tokenproxy/oauth/discovery"
 	"github.com/tokenproxy/tokenproxy/problem"
 	"github.com/tokenproxy/tokenproxy/route"
 	"github.com/tokenproxy/tokenproxy/secret"
@@ -202,9 +203,19 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 	if err != nil {
 		return nil, err
 	}
-	ep := oauth.Endpoint{Route: route, TokenURL: t.URL, Auth: auth, DefaultTTL: t.DefaultTTL,
+	reqKey, reqAlg, err := requestKey(ctx, p, t, auth, o)
+	if err != nil {
+		return nil, err
+	}
+	ep := oauth.Endpoint{Route: route, TokenURL: t.URL, Auth: auth, DefaultTTL: t.DefaultTTL, MTLS: usesMTLS(t),
 		Client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	if ep.Discovery, err = openDiscovery(ctx, p, route, t, ep.Client, auth, o); err != nil {
+		return nil, err
+	}
 	u, _ := url.Parse(t.URL)
+	if ep.Discovery != nil && t.URL == "" {
+		u, _ = url.Parse(ep.Discovery.Current().Endpoint(discovery.Token, ep.MTLS))
+	}
 	// The host's budget, as every token route gets it: cluster-wide when a
 	// shared store is configured.
 	pacer := o.pacer(u.Host, t.RateLimit, t.FetchTimeout)
@@ -224,7 +235,7 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 		pacer = unpaced{pacer}
 		ac, err := oauth.NewAuthCode(oauth.AuthCodeConfig{Endpoint: ep, AuthorizeURL: t.AuthorizeURL, RevocationURL: t.RevocationURL,
 			Scopes: t.Scopes, PKCE: t.PKCE, RefreshTTL: t.RefreshTTL, KeepAlive: t.KeepAlive, Store: o.Consents.Store, Observer: o.OAuthObserver,
-			Events: o.Consents.Events})
+			Events: o.Consents.Events, Pushed: pushed(t, reqKey, reqAlg)})
 		if err != nil {
 			return nil, &problem.FieldError{Path: p, Err: err}
 		}
@@ -274,10 +285,34 @@ func clientAuth(ctx context.Context, p string, t *config.Token, o Options) (oaut
 		}
 		a.Key = k
 	}
+	if err := fapiAuth(p, t, &a); err != nil {
+		return a, err
+	}
 	if err := a.Validate(); err != nil {
 		return a, &problem.FieldError{Path: p, Err: err}
 	}
 	return a, nil
+}
+
+// requestKey is the key and algorithm that sign request objects
+// (token.request_object): the client assertion's key, or private_key
+// loaded for this alone on a route authenticating otherwise.
+func requestKey(ctx context.Context, p string, t *config.Token, auth oauth.ClientAuth, o Options) (crypto.Signer, string, error) {
+	if !t.RequestObject {
+		return nil, "", nil
+	}
+	if auth.Key != nil {
+		return auth.Key, auth.Alg, nil
+	}
+	k, err := signingKey(ctx, p+".private_key", t.PrivateKey, o)
+	if err != nil {
+		return nil, "", err
+	}
+	alg, err := signingAlg(t, k)
+	if err != nil {
+		return nil, "", &problem.FieldError{Path: p + ".private_key", Err: err, Fix: "give an RSA key of at least 2048 bits (PS256) or an ECDSA P-256 key (ES256)"}
+	}
+	return k, alg, nil
 }
 
 // signingKey loads the private_key_jwt key: a PEM file or a Transit key.

@@ -56,6 +56,19 @@ type OAuthToken struct {
 	// KeepAlive refreshes a consent that went unused this long, for banks
 	// that revoke idle refresh tokens (authorization_code; 0: never).
 	KeepAlive time.Duration `yaml:"keep_alive"`
+	// FAPI holds the FAPI 2.0 fields (docs/fapi.md).
+	FAPI `yaml:",inline"`
+	// DPoP sender-constrains the tokens with a DPoP key (RFC 9449).
+	DPoP *DPoPConfig `yaml:"dpop"`
+	// CertificateBound says the bank binds the tokens to the route's client
+	// certificate (RFC 8705).
+	CertificateBound bool `yaml:"certificate_bound"`
+}
+
+// DPoPConfig is token.dpop: the key that signs DPoP proofs.
+type DPoPConfig struct {
+	PrivateKey *PrivateKey `yaml:"private_key"`
+	Algorithm  string      `yaml:"algorithm"`
 }
 
 // PrivateKey is the key that signs private_key_jwt assertions: a PEM file
@@ -234,6 +247,7 @@ func (c *Config) applyOAuthDefaults() {
 		if t.PrivateKey != nil && t.PrivateKey.VaultTransit != nil && t.PrivateKey.VaultTransit.Mount == "" {
 			t.PrivateKey.VaultTransit.Mount = DefaultTransitMount
 		}
+		t.applyFAPIDefaults()
 		if t.Type == TokenAuthorizationCode {
 			if r.Subjects == nil {
 				r.Subjects = &Subjects{}
@@ -316,7 +330,7 @@ func (v *validator) oauthToken(p, tp string, r *Route) {
 			add(tp+"."+field, "%q must be an https:// URL", raw)
 		}
 	}
-	checkURL("url", t.URL, true)
+	checkURL("url", t.URL, !t.Discovery)
 	if t.ClientID == "" {
 		add(tp+".client_id", "missing; give the client_id the bank registered")
 	}
@@ -332,9 +346,10 @@ func (v *validator) oauthToken(p, tp string, r *Route) {
 	default:
 		add(tp+".auth_method", "%q is not one of client_secret_basic, client_secret_post, tls_client_auth, private_key_jwt", t.AuthMethod)
 	}
-	if t.AuthMethod != "private_key_jwt" && t.PrivateKey != nil {
-		add(tp+".private_key", "only auth_method private_key_jwt uses a private key; remove it")
+	if t.AuthMethod != "private_key_jwt" && t.PrivateKey != nil && !t.RequestObject {
+		add(tp+".private_key", "only auth_method private_key_jwt and request_object use a private key; remove it")
 	}
+	v.fapi(tp, r)
 	if !strings.HasPrefix(t.AuthMethod, "client_secret_") && !t.ClientSecret.IsZero() {
 		add(tp+".client_secret", "only the client_secret_* auth methods use a secret; remove it")
 	}
@@ -350,7 +365,7 @@ func (v *validator) oauthToken(p, tp string, r *Route) {
 		}
 		return
 	}
-	checkURL("authorize_url", t.AuthorizeURL, true)
+	checkURL("authorize_url", t.AuthorizeURL, !t.Discovery)
 	checkURL("revocation_url", t.RevocationURL, false)
 	if h := r.Subjects.Header; h != "" && (http.CanonicalHeaderKey(h) == "Authorization" || strings.ContainsAny(h, " :\t")) {
 		add(p+".subjects.header", "%q is not usable; name a header of your own, e.g. Tokenproxy-Subject", h)

@@ -126,7 +126,11 @@ func (d *routeCheck) run(ctx context.Context) {
 	up, _ := url.Parse(d.rc.Upstream)
 	reachable := d.checkNetwork(ctx, "upstream", up.Host)
 	if d.rc.Token != nil {
-		u, _ := url.Parse(d.rc.Token.URL)
+		raw := d.rc.Token.URL
+		if raw == "" { // token.discovery: the endpoints are under the issuer
+			raw = d.rc.Token.Issuer
+		}
+		u, _ := url.Parse(raw)
 		if u.Host != up.Host {
 			d.checkNetwork(ctx, "token endpoint", u.Host)
 		}

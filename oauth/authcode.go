@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/oauth/consentstore"
+	"github.com/tokenproxy/tokenproxy/oauth/discovery"
 	"github.com/tokenproxy/tokenproxy/secret"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
@@ -21,10 +22,15 @@ import (
 type AuthCodeConfig struct {
 	// Endpoint is the token endpoint, its client (mTLS) and client authentication.
 	Endpoint Endpoint
-	// AuthorizeURL is the bank's authorization endpoint.
+	// AuthorizeURL is the bank's authorization endpoint; when empty, the
+	// metadata's (Endpoint.Discovery).
 	AuthorizeURL string
-	// RevocationURL, when set, is called (RFC 7009) when a consent is deleted.
+	// RevocationURL, when set (or in the metadata), is called (RFC 7009)
+	// when a consent is deleted.
 	RevocationURL string
+	// Pushed shapes the authorization request: PAR, a request object, the
+	// iss check (par.go).
+	Pushed
 	// Scopes are requested at authorization.
 	Scopes []string
 	// PKCE adds an S256 code challenge to the authorization request.
@@ -94,8 +100,11 @@ func NewAuthCode(cfg AuthCodeConfig) (*AuthCode, error) {
 		return nil, err
 	}
 	route := cfg.Endpoint.Route
-	if u, err := url.Parse(cfg.AuthorizeURL); err != nil || u.Host == "" {
+	if u, err := url.Parse(cfg.Endpoint.endpoint(discovery.Authorization, cfg.AuthorizeURL)); err != nil || u.Host == "" {
 		return nil, fmt.Errorf("route %s: authorize_url must be an absolute URL", route)
+	}
+	if err := cfg.validate(&cfg.Endpoint); err != nil {
+		return nil, fmt.Errorf("route %s: %w", route, err)
 	}
 	if cfg.Store == nil {
 		return nil, fmt.Errorf("route %s: no consent store", route)
@@ -141,10 +150,26 @@ func (a *AuthCode) consentRequired(subject, cause string) error {
 	return &tokencache.ConsentRequiredError{Subject: subject, Cause: cause}
 }
 
-// AuthorizeURL is the bank's authorization URL for one consent.
+// AuthorizeURL is the bank's authorization URL for one consent, with the
+// request's parameters in its query (no PAR, no request object).
 func (a *AuthCode) AuthorizeURL(state, codeChallenge, redirectURI string) string {
-	u, _ := url.Parse(a.cfg.AuthorizeURL)
-	q := u.Query()
+	return a.authorizeURL(a.params(state, codeChallenge, redirectURI))
+}
+
+// authorizeURL is the authorization endpoint with q added to its query.
+func (a *AuthCode) authorizeURL(q url.Values) string {
+	u, _ := url.Parse(a.cfg.Endpoint.endpoint(discovery.Authorization, a.cfg.AuthorizeURL))
+	all := u.Query()
+	for k, v := range q {
+		all[k] = v
+	}
+	u.RawQuery = all.Encode()
+	return u.String()
+}
+
+// params are the authorization request's parameters for one consent.
+func (a *AuthCode) params(state, codeChallenge, redirectURI string) url.Values {
+	q := url.Values{}
 	q.Set("response_type", "code")
 	q.Set("client_id", a.cfg.Endpoint.Auth.ClientID)
 	q.Set("redirect_uri", redirectURI)
@@ -156,8 +181,10 @@ func (a *AuthCode) AuthorizeURL(state, codeChallenge, redirectURI string) string
 		q.Set("code_challenge", codeChallenge)
 		q.Set("code_challenge_method", "S256")
 	}
-	u.RawQuery = q.Encode()
-	return u.String()
+	if a.cfg.DPoPJKT != "" {
+		q.Set("dpop_jkt", a.cfg.DPoPJKT)
+	}
+	return q
 }
 
 // PKCE reports whether the route sends a code challenge.
@@ -237,15 +264,16 @@ func (a *AuthCode) Revoke(ctx context.Context, owner, subject string) error {
 	if err != nil {
 		return err
 	}
-	if a.cfg.RevocationURL != "" && !c.RefreshToken.IsZero() {
+	revocationURL := a.cfg.Endpoint.endpoint(discovery.Revocation, a.cfg.RevocationURL)
+	if revocationURL != "" && !c.RefreshToken.IsZero() {
 		ep := a.cfg.Endpoint
 		form := url.Values{"token": {c.RefreshToken.Reveal()}, "token_type_hint": {"refresh_token"}}
 		hdr := map[string][]string{}
 		now := ep.Now()
-		if err := ep.Auth.apply(ctx, a.cfg.RevocationURL, form, hdr, now); err != nil {
+		if err := ep.Auth.apply(ctx, revocationURL, form, hdr, now); err != nil {
 			return &endpointError{Route: a.Route(), Endpoint: "revocation", Err: err}
 		}
-		if _, err := post(ctx, ep.Client, a.Route(), "revocation", a.cfg.RevocationURL, form, hdr, now); err != nil {
+		if _, err := post(ctx, ep.Client, a.Route(), "revocation", revocationURL, form, hdr, now); err != nil {
 			return err
 		}
 	}
@@ -253,7 +281,7 @@ func (a *AuthCode) Revoke(ctx context.Context, owner, subject string) error {
 	delete(a.handed, k)
 	a.handedMu.Unlock()
 	cause := ""
-	if a.cfg.RevocationURL != "" && !c.RefreshToken.IsZero() {
+	if revocationURL != "" && !c.RefreshToken.IsZero() {
 		cause = consentstore.CauseRevoked
 	}
 	return a.deleteEvent(ctx, c, cause)

@@ -44,7 +44,11 @@ type ClientAuth struct {
 	Key crypto.Signer
 	// KeyID, when set, is the assertion's "kid" header.
 	KeyID string
-	// Audience of the assertion; the token endpoint URL when empty.
+	// Alg is the assertion's JWS algorithm (ES256, PS256 or RS256); when
+	// empty, ES256 for a P-256 key and RS256 for an RSA key.
+	Alg string
+	// Audience of the assertion; the endpoint's URL when empty. FAPI 2.0
+	// (§5.3.2.1) wants the issuer identifier.
 	Audience string
 }
 
@@ -63,7 +67,7 @@ func (a *ClientAuth) Validate() error {
 		if a.Key == nil {
 			return errors.New("auth_method private_key_jwt needs a signing key")
 		}
-		if _, err := jwsAlg(a.Key.Public()); err != nil {
+		if _, err := a.alg(); err != nil {
 			return err
 		}
 	default:
@@ -108,8 +112,16 @@ func (a *ClientAuth) apply(ctx context.Context, tokenURL string, form url.Values
 	return nil
 }
 
-func jwsAlg(pub crypto.PublicKey) (string, error) {
-	alg, err := jws.Alg(pub, false)
+// alg is the assertion's algorithm: Alg, checked against the key, or the
+// key's default.
+func (a *ClientAuth) alg() (string, error) {
+	if a.Alg != "" {
+		if err := jws.CheckAlg(a.Key.Public(), a.Alg); err != nil {
+			return "", fmt.Errorf("private_key_jwt: %w", err)
+		}
+		return a.Alg, nil
+	}
+	alg, err := jws.Alg(a.Key.Public(), false)
 	if err != nil {
 		return "", fmt.Errorf("private_key_jwt: %w", err)
 	}
@@ -119,7 +131,7 @@ func jwsAlg(pub crypto.PublicKey) (string, error) {
 // assertion builds the RFC 7523 client assertion: iss = sub = client_id,
 // aud, a random jti, iat and a 60 s exp.
 func (a *ClientAuth) assertion(aud string, now time.Time) (string, error) {
-	alg, err := jwsAlg(a.Key.Public())
+	alg, err := a.alg()
 	if err != nil {
 		return "", err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenproxy/tokenproxy/oauth/discovery"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
@@ -15,8 +16,14 @@ import (
 type Endpoint struct {
 	// Route names the route in every error.
 	Route string
-	// TokenURL is the token endpoint.
+	// TokenURL is the token endpoint; when empty, Discovery's.
 	TokenURL string
+	// Discovery, when set, is the authorization server's metadata: it gives
+	// the endpoints the configuration leaves out (explicit URLs win).
+	Discovery *discovery.Source
+	// MTLS picks the metadata's mtls_endpoint_aliases (RFC 8705 §5): the
+	// client presents its certificate to authenticate or bind tokens.
+	MTLS bool
 	// Client sends requests; it carries the route's client certificate
 	// (mTLS) and trust roots.
 	Client *http.Client
@@ -32,8 +39,11 @@ func (e *Endpoint) validate() error {
 	if e.Route == "" {
 		return errors.New("oauth: the route name is required")
 	}
-	u, err := url.Parse(e.TokenURL)
+	u, err := url.Parse(e.tokenURL())
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		if e.TokenURL == "" && e.Discovery != nil {
+			return errors.New("route " + e.Route + ": the authorization server's metadata has no token_endpoint; give token.url")
+		}
 		return errors.New("route " + e.Route + ": token_url must be an absolute http(s) URL")
 	}
 	if e.Client == nil {
@@ -52,19 +62,31 @@ func (e *Endpoint) validate() error {
 }
 
 func (e *Endpoint) host() string {
-	u, _ := url.Parse(e.TokenURL)
+	u, _ := url.Parse(e.tokenURL())
 	return u.Host
 }
+
+// endpoint is explicit when the configuration gives it, else the named
+// endpoint of the current metadata ("" without either).
+func (e *Endpoint) endpoint(name, explicit string) string {
+	if explicit != "" || e.Discovery == nil {
+		return explicit
+	}
+	return e.Discovery.Current().Endpoint(name, e.MTLS)
+}
+
+func (e *Endpoint) tokenURL() string { return e.endpoint(discovery.Token, e.TokenURL) }
 
 // token posts one grant to the token endpoint with the client
 // authentication and parses the answer.
 func (e *Endpoint) token(ctx context.Context, form url.Values) (*Response, error) {
 	now := e.Now()
 	hdr := http.Header{}
-	if err := e.Auth.apply(ctx, e.TokenURL, form, hdr, now); err != nil {
+	tokenURL := e.tokenURL()
+	if err := e.Auth.apply(ctx, tokenURL, form, hdr, now); err != nil {
 		return nil, &endpointError{Route: e.Route, Endpoint: "token", Err: err}
 	}
-	body, err := post(ctx, e.Client, e.Route, "token", e.TokenURL, form, hdr, now)
+	body, err := post(ctx, e.Client, e.Route, "token", tokenURL, form, hdr, now)
 	if err != nil {
 		return nil, err
 	}

@@ -51,7 +51,7 @@ type APIConfig struct {
 
 // API is the consent API, an http.Handler:
 //
-//	POST   /v1/routes/{route}/consents/{subject}           start: the bank's authorize URL
+//	POST   /v1/routes/{route}/consents/{subject}           start: the bank's authorize URL (after PAR when configured)
 //	GET    /v1/callback                                    the bank's redirect; exchanges the code
 //	POST   /v1/routes/{route}/consents/{subject}/exchange  exchange a code the app received
 //	GET    /v1/routes/{route}/consents/{subject}           status (never tokens)
@@ -198,6 +198,11 @@ func (a *API) start(w http.ResponseWriter, r *http.Request, caller string, route
 		challenge = base64.RawURLEncoding.EncodeToString(sum[:])
 	}
 	p.State = randomString()
+	authURL, err := route.Authorize(r.Context(), p.State, challenge, p.RedirectURI)
+	if err != nil {
+		a.authorizeFailed(w, route, p.Subject, err)
+		return
+	}
 	if err := a.putPending(r.Context(), p); errors.Is(err, consentstore.ErrPendingFull) {
 		writeErr(w, http.StatusServiceUnavailable, "too_many_pending", "too many consents are waiting for their customer; retry later", route.Route())
 		return
@@ -206,8 +211,22 @@ func (a *API) start(w http.ResponseWriter, r *http.Request, caller string, route
 		writeErr(w, http.StatusServiceUnavailable, "store_unavailable", "the consent store could not be written", route.Route())
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"authorize_url": route.AuthorizeURL(p.State, challenge, p.RedirectURI),
+	writeJSON(w, http.StatusCreated, map[string]any{"authorize_url": authURL,
 		"state": p.State, "expires_at": p.Expires.UTC(), "route": route.Route(), "subject": p.Subject})
+}
+
+// authorizeFailed answers a start whose authorization request the bank
+// refused (PAR) or could not be made: 502, nothing stored.
+func (a *API) authorizeFailed(w http.ResponseWriter, route *AuthCode, subject string, err error) {
+	a.cfg.Log.Warn("starting a consent failed", zap.String("route", route.Route()), zap.String("subject", subject), zap.Error(err))
+	code := "authorization_request_failed"
+	var ae *AuthorizeError
+	if errors.As(err, &ae) {
+		if _, _, refused := ae.Refused(); refused {
+			code = "authorization_request_refused"
+		}
+	}
+	writeErr(w, http.StatusBadGateway, code, err.Error(), route.Route())
 }
 
 func contains(list []string, s string) bool {
@@ -265,7 +284,11 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	result := url.Values{"route": {route.Route()}, "subject": {p.Subject}}
-	if e := q.Get("error"); e != "" {
+	if err := route.CheckIssuer(q.Get("iss")); err != nil {
+		// RFC 9207: neither the code nor the error of this response is used.
+		a.cfg.Log.Warn("authorization response refused", zap.String("route", route.Route()), zap.String("subject", p.Subject), zap.Error(err))
+		result.Set("error", "invalid_issuer")
+	} else if e := q.Get("error"); e != "" {
 		result.Set("error", safeCode(e))
 	} else if _, err := route.Exchange(r.Context(), p.Owner, p.Subject, q.Get("code"), p.Verifier, p.RedirectURI); err != nil {
 		a.cfg.Log.Warn("consent code exchange failed", zap.String("route", route.Route()), zap.String("subject", p.Subject), zap.Error(err))
@@ -311,6 +334,8 @@ func flatten(v url.Values) map[string]string {
 type exchangeRequest struct {
 	Code  string `json:"code"`
 	State string `json:"state"`
+	// Iss is the authorization response's iss (RFC 9207), when it had one.
+	Iss string `json:"iss"`
 }
 
 func (a *API) exchange(w http.ResponseWriter, r *http.Request, caller string, route *AuthCode) {
@@ -335,6 +360,11 @@ func (a *API) exchange(w http.ResponseWriter, r *http.Request, caller string, ro
 	}
 	if p == nil {
 		writeErr(w, http.StatusBadRequest, "invalid_state", "unknown, used or expired state; start the consent again", route.Route())
+		return
+	}
+	if err := route.CheckIssuer(req.Iss); err != nil {
+		a.cfg.Log.Warn("authorization response refused", zap.String("route", route.Route()), zap.String("subject", p.Subject), zap.Error(err))
+		writeErr(w, http.StatusBadRequest, "invalid_issuer", err.Error(), route.Route())
 		return
 	}
 	c, err := route.Exchange(r.Context(), caller, p.Subject, req.Code, p.Verifier, p.RedirectURI)
