@@ -225,11 +225,7 @@ type NamedHealth struct {
 
 // Collect reads the parts' state now.
 func (p *Provider) Collect(ctx context.Context) *Snapshot {
-	now := time.Now
-	if p.Now != nil {
-		now = p.Now
-	}
-	t := now()
+	t := p.clock()
 	s := &Snapshot{GeneratedAt: t.UTC(), Version: p.Version, Readiness: "unknown", Dependencies: []Dependency{}, Routes: []Route{}}
 	if p.Ready != nil {
 		s.Ready, s.Readiness = p.Ready()
@@ -263,6 +259,13 @@ func (p *Provider) Collect(ctx context.Context) *Snapshot {
 		s.Routes = append(s.Routes, p.route(ctx, r, t, m, timeout))
 	}
 	return s
+}
+
+func (p *Provider) clock() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
 }
 
 func (p *Provider) consents() *Consents {
@@ -345,7 +348,7 @@ func (p *Provider) route(ctx context.Context, r *route.Route, now time.Time, m c
 			b.Error = err.Error()
 		case u.NextFree.IsZero():
 			b.Never = true
-		case !u.NextFree.After(now):
+		case !u.NextFree.After(p.clock()): // read after the usage
 			b.FreeNow = true
 		default:
 			b.NextFree = ptr(u.NextFree.UTC())
