@@ -83,6 +83,7 @@ requests, with plain HTTP. The app holds no certificate, password, token or key.
 	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "", "log level: debug, info, warn, error (overrides log.level)")
 	root.PersistentFlags().StringVar(&e.logFormat, "log-format", "", "log format: json or console (overrides log.format)")
 	root.AddCommand(e.runCommand(), e.validateCommand(), e.checkCommand(), e.onboardCommand(), e.storeCommand(), e.versionCommand())
+	root.AddCommand(e.statusCommand())
 	markUsageErrors(root)
 	return root
 }
