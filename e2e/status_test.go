@@ -231,6 +231,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tokenproxy status: %v\n%s", err, table)
 	}
+	t.Logf("tokenproxy status:\n%s\n/status.json:\n%s", table, statusJSON)
 	row := regexp.MustCompile(`(?m)^` + route + `\s+(\d+)\s+(\d+)\s+cached\s+in .*\s1/60\s+now\s*$`).FindSubmatch(table)
 	if row == nil {
 		t.Fatalf("tokenproxy status has no row for the route:\n%s", table)
