@@ -134,8 +134,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 			t.Fatalf("request through the route: %d %.200s", code, body)
 		}
 	}
-	// A method the route refuses is tokenproxy's own answer: an error on the page.
-	req, _ := http.NewRequest("BREW", "http://"+e.proc.L.Local+"/api/v1/accounts", nil)
+	// A body over max_body_bytes is tokenproxy's own answer (413
+	// body_too_large): an error on the page.
+	req, _ := http.NewRequest(http.MethodPost, "http://"+e.proc.L.Local+"/api/v1/payments", strings.NewReader(strings.Repeat("x", 10<<20+1)))
 	if resp, err := c.Do(req); err == nil {
 		resp.Body.Close()
 	}
