@@ -134,7 +134,11 @@ func printStatus(w io.Writer, s *status.Snapshot) error {
 			reload += ": " + r.Message
 		}
 	}
-	fmt.Fprintf(w, "tokenproxy %s at %s: %s (%s); last reload: %s\n", s.Version, now.Format(time.RFC3339), ready, s.Readiness, reload)
+	name := s.Version // "tokenproxy <version>"
+	if name == "" {
+		name = "tokenproxy"
+	}
+	fmt.Fprintf(w, "%s at %s: %s (%s); last reload: %s\n", name, now.Format(time.RFC3339), ready, s.Readiness, reload)
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	section := func(title string) {

@@ -43,7 +43,12 @@ const [url, routeName] = process.argv.slice(2);
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
 try {
   const page = await browser.newPage();
+  page.setDefaultTimeout(10000);
   const resp = await page.goto(url, { waitUntil: 'load' });
+  if (resp.status() !== 200) {
+    console.log(JSON.stringify({ status: resp.status() }));
+    process.exit(0);
+  }
   const sec = page.locator('section.route[data-route="' + routeName + '"]');
   const text = async (sel) => (await sec.locator(sel).first().innerText()).trim();
   const cert = sec.locator('tr[data-certificate="client"]');
