@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"math"
 	"net/http"
@@ -153,7 +154,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
 			stderr = ee.Stderr
 		}
 		t.Fatalf("the browser script: %v\n%s", err, stderr)
@@ -308,4 +310,3 @@ func (m metricSet) sum(name string, match map[string]string) float64 {
 	}
 	return total
 }
-
