@@ -29,6 +29,7 @@ import (
 	"github.com/tokenproxy/tokenproxy/proxy"
 	"github.com/tokenproxy/tokenproxy/redisstore"
 	"github.com/tokenproxy/tokenproxy/route"
+	"github.com/tokenproxy/tokenproxy/status"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 	"github.com/tokenproxy/tokenproxy/webhook"
@@ -79,12 +80,17 @@ type Assembly struct {
 	Routes []*route.Route
 	// Listener is what the forward-proxy listener serves beyond the routes.
 	Listener *route.ProxyListener
+	// LastReload, when set before Serve, tells the status page about the
+	// last configuration reload: when, whether it was applied, and what it
+	// changed or why not (a zero time: none yet).
+	LastReload func() (at time.Time, applied bool, message string)
 
 	setup   Setup
 	oauthM  *metrics.OAuth
 	hookM   *metrics.Webhooks
 	interM  intercept.Observer // made once: it registers collectors
 	closers []func() error     // in opening order; Close runs them backwards
+	census  atomic.Pointer[status.Census]
 }
 
 // New returns an Assembly of cfg that holds nothing yet. Open opens every
@@ -300,9 +306,11 @@ func (a *Assembly) Server() (*proxy.Server, error) {
 	m := a.Metrics
 	if m != nil {
 		po.Observer = m
-		po.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) }
+		po.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler(), a.statusPages(s)...) }
 	} else {
-		po.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, http.NotFoundHandler()) }
+		po.Admin = func(s *proxy.Server) http.Handler {
+			return admin.Handler(s, http.NotFoundHandler(), a.statusPages(s)...)
+		}
 	}
 	srv := proxy.New(a.Routes, po)
 	if m != nil {
@@ -371,6 +379,7 @@ func (a *Assembly) consentAPI(po *proxy.Options) error {
 			if om != nil {
 				om.Census(names, cs, err)
 			}
+			a.keepCensus(names, cs, err)
 		})
 	})
 	return nil

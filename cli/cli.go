@@ -85,6 +85,7 @@ requests, with plain HTTP. The app holds no certificate, password, token or key.
 	root.AddCommand(e.runCommand(), e.validateCommand(), e.checkCommand(), e.onboardCommand(), e.storeCommand(), e.versionCommand())
 	// Starter configurations for the presets (init.go).
 	root.AddCommand(e.initCommand())
+	root.AddCommand(e.statusCommand())
 	markUsageErrors(root)
 	return root
 }
