@@ -70,8 +70,8 @@ type Server struct {
 
 	mu      sync.Mutex // guards what follows
 	servers []*namedServer
-	serving bool                                  // Serve runs: new listeners and jobs start at once
-	bg      context.Context                       // the jobs' context while serving
+	serving bool                                // Serve runs: new listeners and jobs start at once
+	bg      context.Context                     // the jobs' context while serving
 	running map[*route.Route]context.CancelFunc // stops a served route's jobs
 	errc    chan error
 	jobs    sync.WaitGroup
