@@ -192,8 +192,8 @@ type load struct {
 	removed string // answers no_route once the reload removed it
 
 	ok, failed, noRoute, skipped atomic.Int64
-	mu                             sync.Mutex
-	failures                       []string
+	mu                           sync.Mutex
+	failures                     []string
 
 	stop chan struct{}
 	wg   sync.WaitGroup
