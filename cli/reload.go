@@ -79,7 +79,7 @@ func (rl *reloading) start(ctx context.Context, a *assemble.Assembly, cfg *confi
 
 // ReloadTokenEnv is the environment variable `tokenproxy reload` reads the
 // reload credential from when no --token-file is given.
-const ReloadTokenEnv = "TOKENPROXY_RELOAD_TOKEN"
+const ReloadTokenEnv = "TOKENPROXY_RELOAD_TOKEN" //nolint:gosec // the variable's name, not a credential
 
 func (e *env) reloadCommand() *cobra.Command {
 	var path, admin, tokenFile string

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -140,11 +141,11 @@ func (e *reloadEnv) run(yaml string) {
 // output and exit code.
 func (e *reloadEnv) reloadCLI(env []string, args ...string) (string, int) {
 	e.t.Helper()
-	cmd := exec.Command(e.bin, append([]string{"reload"}, args...)...) //nolint:gosec // the binary this package built
+	cmd := exec.Command(e.bin, append([]string{"reload"}, args...)...)
 	cmd.Env = append(append(os.Environ(), "HTTP_PROXY=", "http_proxy=", "TOKENPROXY_RELOAD_TOKEN="), env...)
 	out, err := cmd.CombinedOutput()
 	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
+	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
 		e.t.Fatal(err)
