@@ -19,10 +19,8 @@ func (a *Assembly) statusPages(s *proxy.Server) []admin.Mount {
 	p := &status.Provider{Routes: a.Routes, CertSource: a.certSource, Ready: s.Ready,
 		Version: version.String(), Consents: a.Consents != nil && a.Config.Consents != nil,
 		LastReload: func() (time.Time, bool, string) {
-			if f := a.LastReload; f != nil {
-				return f()
-			}
-			return time.Time{}, false, ""
+			r := a.LastReload()
+			return r.Time, r.OK(), r.Summary()
 		},
 		Census: func() (status.Census, bool) {
 			c := a.census.Load()
