@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -61,6 +62,9 @@ type Setup struct {
 	// generated (validate: making one writes its certificate, and there is
 	// nothing to load).
 	SkipGeneratedCA bool
+	// TracerProvider, when set, traces each proxied request (run sets it
+	// from the OTEL_* environment); nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // Assembly is one process's parts, built from one configuration.
@@ -291,7 +295,7 @@ func (a *Assembly) Server() (*proxy.Server, error) {
 	cfg := a.Config
 	po := proxy.Options{Log: a.Log, ProxyAddr: cfg.Listen.Proxy, AdminAddr: cfg.Listen.Admin,
 		ShutdownGrace: cfg.ShutdownGrace, ExpiryWarning: cfg.CertificateExpiryWarning,
-		Gateway: cfg.Listen.AllowNonLoopback, ProxyListener: a.Listener}
+		Gateway: cfg.Listen.AllowNonLoopback, ProxyListener: a.Listener, TracerProvider: a.setup.TracerProvider}
 	LogProxyListener(a.Log, a.Listener)
 	if err := a.consentAPI(&po); err != nil {
 		return nil, err

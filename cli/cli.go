@@ -287,7 +287,12 @@ func (e *env) runCommand() *cobra.Command {
 func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	// net/http's transport logs through the standard library's global logger.
 	defer proxy.RedirectStdLog(log.Named("stdlog"))()
-	a, err := assemble.Open(ctx, cfg, assemble.Setup{Log: log, Metrics: metrics.New()})
+	tp, stopTracing, err := openTracing(ctx, log, os.Getenv)
+	if err != nil {
+		return &ExitError{Code: ExitConfig, Err: err}
+	}
+	defer flushTracing(log, stopTracing)
+	a, err := assemble.Open(ctx, cfg, assemble.Setup{Log: log, Metrics: metrics.New(), TracerProvider: tp})
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: err}
 	}
