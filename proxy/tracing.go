@@ -67,8 +67,10 @@ func getToken(ctx context.Context, rt *route.Route, key string) (*tokencache.Tok
 // span. On a route with trace_propagation the span's context goes upstream
 // as traceparent (set after signing, so no signature covers it).
 func roundTrip(rt *route.Route, out *http.Request) (*http.Response, error) {
-	ctx, sp := tracing.Start(out.Context(), tracing.SpanUpstream, trace.SpanKindClient,
-		tracing.KeyMethod.String(out.Method), tracing.KeyServerAddress.String(out.URL.Hostname()))
+	ctx, sp := tracing.Start(out.Context(), tracing.SpanUpstream, trace.SpanKindClient)
+	if sp.IsRecording() {
+		sp.SetAttributes(tracing.KeyMethod.String(out.Method), tracing.KeyServerAddress.String(out.URL.Hostname()))
+	}
 	if rt.TracePropagation {
 		w3c.Inject(ctx, propagation.HeaderCarrier(out.Header))
 	}

@@ -192,8 +192,10 @@ func (s *TransitSigner) SignContext(ctx context.Context, digest []byte, opts cry
 		}
 	}
 	op := "signing with " + s.String()
-	ctx, sp := tracing.Start(ctx, tracing.SpanTransitSign, trace.SpanKindClient,
-		tracing.KeyTransitKey.String(s.cfg.Key))
+	ctx, sp := tracing.Start(ctx, tracing.SpanTransitSign, trace.SpanKindClient)
+	if sp.IsRecording() {
+		sp.SetAttributes(tracing.KeyTransitKey.String(s.cfg.Key))
+	}
 	defer sp.End()
 	resp, err := s.c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
 		return a.Logical().WriteWithContext(ctx, s.cfg.Mount+"/sign/"+s.cfg.Key, body)
