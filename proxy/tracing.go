@@ -37,10 +37,10 @@ func (p *pipeline) startServerSpan(req *http.Request, rt *route.Route) (*http.Re
 	return req.WithContext(ctx), sp
 }
 
-// endServerSpan ends the request's span with the status given to the app
-// and tokenproxy's error code, if any.
+// endServerSpan ends the request's span (nil when none was opened) with
+// the status given to the app and tokenproxy's error code, if any.
 func endServerSpan(sp trace.Span, status int, code string) {
-	if !sp.IsRecording() {
+	if sp == nil || !sp.IsRecording() {
 		return
 	}
 	tracing.Status(sp, status, false)
