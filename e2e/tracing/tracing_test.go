@@ -345,7 +345,7 @@ func (tr *tree) render(root *tracepb.Span) string {
 	var b strings.Builder
 	var walk func(sp *tracepb.Span, depth int)
 	walk = func(sp *tracepb.Span, depth int) {
-		d := time.Duration(sp.GetEndTimeUnixNano() - sp.GetStartTimeUnixNano())
+		d := time.Duration(sp.GetEndTimeUnixNano() - sp.GetStartTimeUnixNano()) //nolint:gosec // a span's duration
 		fmt.Fprintf(&b, "%s%s (%s, %v)", strings.Repeat("  ", depth), sp.GetName(), strings.TrimPrefix(sp.GetKind().String(), "SPAN_KIND_"), d.Round(100*time.Microsecond))
 		for _, kv := range sp.GetAttributes() {
 			v := kv.GetValue()
