@@ -148,7 +148,11 @@ func (b *builder) route(ctx context.Context, i int, rc config.Route) (*route.Rou
 	if err != nil {
 		return nil, &problem.FieldError{Path: p + ".upstream", Err: err}
 	}
-	r := &route.Route{Name: rc.Name, Hosts: rc.Hosts, Upstream: up, Listen: rc.Listen, MaxBody: rc.MaxBodyBytes, Intercept: rc.Intercept}
+	r := &route.Route{Name: rc.Name, Hosts: rc.Hosts, Upstream: up, Listen: rc.Listen, MaxBody: rc.MaxBodyBytes, Intercept: rc.Intercept,
+		TracePropagation: rc.TracePropagation}
+	if !rc.TracePropagation {
+		r.Own("Traceparent", "Tracestate")
+	}
 	if a := rc.Allow; a != nil {
 		r.SetAllow(route.NewAllowPolicy(rc.Name, allowPrefixes(a.CIDRs), a.Callers, b.callers, b.certCallers))
 	}

@@ -45,6 +45,10 @@ type Route struct {
 	Signer Signer
 
 	MaxBody int64
+	// TracePropagation sends the request's trace context upstream
+	// (traceparent, tracestate); without it the route owns those headers
+	// and drops the app's.
+	TracePropagation bool
 
 	held []HeldCertificate
 	// jobs run alongside the server: certificate reloaders, Vault PKI renewal.

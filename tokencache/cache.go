@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/tokenproxy/tokenproxy/internal/tracing"
 )
 
 // Source performs one token request. Implementations do no caching, pacing
@@ -170,6 +172,7 @@ func (c *Cache) Get(ctx context.Context, subject string) (*Token, Outcome, error
 					c.refreshAhead(e, subject, now)
 				}
 				c.hit()
+				tracing.SetResult(ctx, tracing.ResultHit)
 				return t, Hit, nil
 			}
 		}
@@ -210,7 +213,7 @@ func (c *Cache) refreshAhead(e *entry, subject string, now time.Time) {
 	}
 	e.mu.Lock()
 	if e.flight == nil {
-		c.start(e, subject)
+		c.start(context.Background(), e, subject)
 	}
 	e.mu.Unlock()
 }
@@ -224,13 +227,16 @@ func (c *Cache) wait(ctx context.Context, subject string) (*Token, Outcome, erro
 			return c.confirmThenGet(ctx, e, subject)
 		}
 		c.hit()
+		tracing.SetResult(ctx, tracing.ResultHit)
 		return t, Hit, nil
 	}
 	cl := e.flight
+	result := tracing.ResultWait
 	if cl == nil {
-		cl = c.start(e, subject)
+		cl, result = c.start(ctx, e, subject), tracing.ResultFetch
 	}
 	e.mu.Unlock()
+	tracing.SetResult(ctx, result)
 
 	// A caller waits at most for the whole fetch (budget wait plus the request).
 	t := time.NewTimer(c.opts.MaxWait + c.opts.FetchTimeout)
@@ -250,8 +256,9 @@ func (c *Cache) wait(ctx context.Context, subject string) (*Token, Outcome, erro
 	}
 }
 
-// start begins a fetch for e; e.mu is held.
-func (c *Cache) start(e *entry, subject string) *call {
+// start begins a fetch for e; e.mu is held. The fetch runs on its own
+// context, which carries ctx's trace span only.
+func (c *Cache) start(ctx context.Context, e *entry, subject string) *call {
 	cl := &call{done: make(chan struct{})}
 	e.flight = cl
 	e.busy.Store(true)
@@ -265,7 +272,7 @@ func (c *Cache) start(e *entry, subject string) *call {
 	if t := e.cur.Load(); t == nil || !time.Now().Before(t.usableUntil) {
 		accept = c.usable
 	}
-	go c.fetch(e, subject, e.gen, accept, cl)
+	go c.fetch(tracing.Detach(ctx), e, subject, e.gen, accept, cl)
 	return cl
 }
 
@@ -310,9 +317,10 @@ func (c *Cache) Source() Source { return c.src }
 
 // fetch runs one refresh of e on behalf of every waiting caller. It owns cl
 // until it closes cl.done, and it runs on its own context so that one
-// caller giving up does not fail the others.
-func (c *Cache) fetch(e *entry, subject string, have uint64, accept func(*Token) bool, cl *call) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.opts.MaxWait+c.opts.FetchTimeout)
+// caller giving up does not fail the others; base is detached (it carries
+// the starting caller's trace span at most).
+func (c *Cache) fetch(base context.Context, e *entry, subject string, have uint64, accept func(*Token) bool, cl *call) {
+	ctx, cancel := context.WithTimeout(base, c.opts.MaxWait+c.opts.FetchTimeout)
 	defer cancel()
 	start := time.Now()
 	var fetched time.Time // when the source was asked (it read the grant after that)
@@ -400,6 +408,9 @@ func (c *Cache) fetchPaced(ctx context.Context, subject string) (*Token, error) 
 	p, err := c.pacer.Acquire(ctx, c.opts.MaxWait)
 	if p.Waited > 0 && c.opts.Observer != nil {
 		c.opts.Observer.LimiterWait(c.opts.Route, p.Waited)
+	}
+	if p.Waited > 0 {
+		tracing.BudgetWait(ctx, p.Waited)
 	}
 	if err != nil {
 		c.log.Warn("token request not sent", zap.Duration("limiter_wait", p.Waited), zap.Error(err))
