@@ -89,12 +89,12 @@ type Assembly struct {
 	Routes []*route.Route
 	// Listener is what the forward-proxy listener serves beyond the routes.
 	Listener *route.ProxyListener
-	setup   Setup
-	oauthM  *metrics.OAuth
-	hookM   *metrics.Webhooks
-	interM  intercept.Observer // made once: it registers collectors
-	closers []func() error     // in opening order; Close runs them backwards
-	census  atomic.Pointer[status.Census]
+	setup    Setup
+	oauthM   *metrics.OAuth
+	hookM    *metrics.Webhooks
+	interM   intercept.Observer // made once: it registers collectors
+	closers  []func() error     // in opening order; Close runs them backwards
+	census   atomic.Pointer[status.Census]
 
 	// Reloading (reload.go).
 	limiters *tokencache.Limiters // one per process: a reload keeps the budgets
