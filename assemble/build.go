@@ -159,9 +159,14 @@ func (b *builder) route(ctx context.Context, i int, rc config.Route) (*route.Rou
 		}
 	}
 	if t := rc.Token; t != nil {
-		if r.Tokens, err = buildTokens(ctx, p+".token", rc.Name, t, r.Transport, o); err != nil {
+		bind, err := buildBinding(ctx, p+".token", r, t, o)
+		if err != nil {
 			return nil, err
 		}
+		if r.Tokens, err = buildTokens(ctx, p+".token", rc.Name, t, r.Transport, bind, o); err != nil {
+			return nil, err
+		}
+		bind.attach(r, r.Tokens)
 		r.TokenKind = tokenKind(t)
 		// An app's own Authorization never reaches a token route's upstream.
 		r.Own("Authorization")
