@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/config"
 	"github.com/tokenproxy/tokenproxy/dpop"
 	"github.com/tokenproxy/tokenproxy/oauth"
@@ -119,4 +120,17 @@ func (c *certBinding) current() string { return *c.cur.Load() }
 func CertThumbprint(der []byte) string {
 	sum := sha256.Sum256(der)
 	return oauth.CertBindingPrefix + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// certGeneration counts the rotations of a route's client certificate when
+// its tokens are bound to it, so that its transport sends no request on a
+// connection made with an older certificate (route.TransportLimits); nil
+// otherwise.
+func certGeneration(h *certs.Holder, t *config.Token) func() uint64 {
+	if h == nil || t == nil || !t.CertificateBound {
+		return nil
+	}
+	var gen atomic.Uint64
+	h.Subscribe(func(*tls.Certificate) { gen.Add(1) })
+	return gen.Load
 }

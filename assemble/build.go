@@ -147,7 +147,7 @@ func (b *builder) route(ctx context.Context, i int, rc config.Route) (*route.Rou
 	if r.ClientCert != nil {
 		tlsConf.GetClientCertificate = r.ClientCert.GetClientCertificate
 	}
-	r.Transport = newTransport(tlsConf, rc)
+	r.Transport = newTransport(tlsConf, rc, certGeneration(r.ClientCert, rc.Token))
 	if r.ClientCert != nil {
 		// Connections made with the old certificate are dropped once idle, so
 		// the pool moves to the new one; requests in flight finish on theirs.
@@ -213,8 +213,9 @@ func TLSConfig(p string, tc config.TLS, o Options) (*tls.Config, error) {
 	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: tc.ServerName}, nil
 }
 
-func newTransport(tlsConf *tls.Config, rc config.Route) *http.Transport {
-	return route.NewTransport(tlsConf, route.TransportLimits{Dial: rc.Timeouts.Dial, Upstream: rc.Timeouts.Upstream, MaxConnections: rc.MaxConnections})
+func newTransport(tlsConf *tls.Config, rc config.Route, gen func() uint64) *http.Transport {
+	return route.NewTransport(tlsConf, route.TransportLimits{Dial: rc.Timeouts.Dial, Upstream: rc.Timeouts.Upstream, MaxConnections: rc.MaxConnections,
+		CertGeneration: gen})
 }
 
 // loadClientCert loads the route's client certificate and registers its

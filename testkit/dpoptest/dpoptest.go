@@ -18,6 +18,10 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 )
 
+// ErrNonce is a proof whose nonce is not the one the server wants: the
+// server answers use_dpop_nonce.
+var ErrNonce = errors.New("dpop nonce")
+
 // Claims are a proof's claims.
 type Claims struct {
 	HTM   string `json:"htm"`
@@ -98,7 +102,7 @@ func (v *Verifier) Verify(proof, method, htu, token, nonce string) (*Proof, erro
 	case token == "" && c.ATH != "":
 		return nil, errors.New("ath on a token request")
 	case c.Nonce != nonce:
-		return nil, fmt.Errorf("nonce %q, want %q", c.Nonce, nonce)
+		return &Proof{Claims: c, Alg: h.Algorithm}, fmt.Errorf("%w %q, want %q", ErrNonce, c.Nonce, nonce)
 	}
 	tp, err := h.JSONWebKey.Thumbprint(crypto.SHA256)
 	if err != nil {
