@@ -32,7 +32,7 @@ import (
 // with go-jose (dpoptest) and certificate-bound tokens by the presented
 // client certificate, as a FAPI 2.0 bank does.
 type dpopBank struct {
-	t   *testing.T
+	t   testing.TB
 	srv *httptest.Server
 	ca  *pki.CA
 	dir string
@@ -64,7 +64,7 @@ type dpopBank struct {
 
 type issuedToken struct{ jkt, x5t string }
 
-func newDPoPBank(t *testing.T, dpop bool) *dpopBank {
+func newDPoPBank(t testing.TB, dpop bool) *dpopBank {
 	t.Helper()
 	ca, err := pki.NewCA("FAPI bank test CA")
 	if err != nil {
@@ -268,7 +268,7 @@ func (b *dpopBank) routeYAML(name, token string) string {
 }
 
 // writeECKey writes a new P-256 key as PKCS#8 PEM and returns its path.
-func writeECKey(t *testing.T, dir, name string) string {
+func writeECKey(t testing.TB, dir, name string) string {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
