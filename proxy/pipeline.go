@@ -129,7 +129,7 @@ func (p *pipeline) serve(req *http.Request, route *route.Route, host string, ex 
 		ex.err = aerr
 		return nil
 	}
-	if resp.StatusCode != http.StatusUnauthorized || tok == nil {
+	if resp.StatusCode != http.StatusUnauthorized || tok == nil || route.NonceRefused(resp) {
 		return resp
 	}
 
@@ -153,9 +153,22 @@ func (p *pipeline) serve(req *http.Request, route *route.Route, host string, ex 
 	return resp
 }
 
-// send prepares the upstream request through the route (afresh, so a retry
-// is signed anew) and performs the round trip.
+// send sends the request upstream (sendOnce). On a DPoP route whose
+// resource server asks for a new nonce, the request is prepared with a new
+// proof and sent again, once per nonce change (route.NonceRetry).
 func (p *pipeline) send(req *http.Request, rt *route.Route, body []byte, tok *tokencache.Token, ex *exchange) (*http.Response, *apiError) {
+	resp, aerr := p.sendOnce(req, rt, body, tok, ex)
+	for try := 0; aerr == nil && try < route.MaxNonceRetries && rt.NonceRetry(resp); try++ {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		resp, aerr = p.sendOnce(req, rt, body, tok, ex)
+	}
+	return resp, aerr
+}
+
+// sendOnce prepares the upstream request through the route (afresh, so a
+// retry is signed anew) and performs the round trip.
+func (p *pipeline) sendOnce(req *http.Request, rt *route.Route, body []byte, tok *tokencache.Token, ex *exchange) (*http.Response, *apiError) {
 	out, err := rt.Prepare(req, body, tok)
 	if err != nil {
 		return nil, signingError(err)

@@ -43,6 +43,9 @@ type Route struct {
 	TokenKind TokenKind
 	// Signer is nil on routes that are not signed.
 	Signer Signer
+	// DPoP, when set, sends the route's DPoP-bound tokens with a fresh
+	// proof per request (RFC 9449); nil on other routes.
+	DPoP DPoPClient
 
 	MaxBody int64
 	// TracePropagation sends the request's trace context upstream

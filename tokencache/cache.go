@@ -81,8 +81,14 @@ type Options struct {
 	// so that a grant withdrawn on another replica stops being served
 	// within it. Route-wide tokens are never confirmed.
 	ConfirmEvery time.Duration
-	Log          *zap.Logger
-	Observer     Observer
+	// Binding, when set, is what the route's tokens must be bound to now
+	// (the DPoP key's or the client certificate's Token.Binding); a token
+	// bound to anything else is not used, wherever it comes from (this
+	// cache, a shared store, a consent store), and is fetched anew. It is
+	// called on every Get: it must be cheap and must not block.
+	Binding  func() string
+	Log      *zap.Logger
+	Observer Observer
 }
 
 // Cache holds one route's tokens, one per subject. Get is safe for
@@ -164,7 +170,7 @@ func (c *Cache) Get(ctx context.Context, subject string) (*Token, Outcome, error
 	if e := c.lookup(subject); e != nil {
 		if t := e.cur.Load(); t != nil {
 			now := time.Now()
-			if now.Before(t.usableUntil) {
+			if now.Before(t.usableUntil) && c.bound(t) {
 				if c.unconfirmed(e, subject, now) {
 					return c.confirmThenGet(ctx, e, subject)
 				}
@@ -221,7 +227,7 @@ func (c *Cache) refreshAhead(e *entry, subject string, now time.Time) {
 func (c *Cache) wait(ctx context.Context, subject string) (*Token, Outcome, error) {
 	e := c.entryFor(subject)
 	e.mu.Lock()
-	if t := e.cur.Load(); t != nil && time.Now().Before(t.usableUntil) {
+	if t := e.cur.Load(); t != nil && time.Now().Before(t.usableUntil) && c.bound(t) {
 		e.mu.Unlock() // filled meanwhile
 		if c.unconfirmed(e, subject, time.Now()) {
 			return c.confirmThenGet(ctx, e, subject)
@@ -269,7 +275,7 @@ func (c *Cache) start(ctx context.Context, e *entry, subject string) *call {
 	// next Get then joins the refresh ahead. A token within the skew of its
 	// expiry is never taken, wherever it comes from.
 	accept := c.fresh
-	if t := e.cur.Load(); t == nil || !time.Now().Before(t.usableUntil) {
+	if t := e.cur.Load(); t == nil || !time.Now().Before(t.usableUntil) || !c.bound(t) {
 		accept = c.usable
 	}
 	go c.fetch(tracing.Detach(ctx), e, subject, e.gen, accept, cl)
@@ -381,15 +387,47 @@ func (c *Cache) fetch(base context.Context, e *entry, subject string, have uint6
 	}
 }
 
-// fresh reports whether t is outside its refresh window now: more than
-// twice the effective skew left.
+// fresh reports whether t is outside its refresh window now (more than
+// twice the effective skew left) and bound as the route's tokens must be.
 func (c *Cache) fresh(t *Token) bool {
 	now := time.Now()
-	return now.Before(t.Expiry.Add(-2 * EffectiveSkew(c.opts.Skew, t, now)))
+	return now.Before(t.Expiry.Add(-2*EffectiveSkew(c.opts.Skew, t, now))) && c.bound(t)
 }
 
-// usable reports whether t may be sent now (see Usable).
-func (c *Cache) usable(t *Token) bool { return Usable(c.opts.Skew, t, time.Now()) }
+// usable reports whether t may be sent now (see Usable) and is bound as
+// the route's tokens must be.
+func (c *Cache) usable(t *Token) bool { return Usable(c.opts.Skew, t, time.Now()) && c.bound(t) }
+
+// bound reports whether t is bound to what the route's tokens must be
+// bound to now (Options.Binding); always true without a binding.
+func (c *Cache) bound(t *Token) bool {
+	if c.opts.Binding == nil {
+		return t.Binding == ""
+	}
+	return t.Binding == c.opts.Binding()
+}
+
+// Rebind starts, for every token no longer bound to what Options.Binding
+// gives now (the client certificate rotated), a fetch of a token bound
+// anew, so that requests find it rather than wait for it. The old token is
+// no longer sent meanwhile: a request waits for the fetch.
+func (c *Cache) Rebind() {
+	rebind := func(subject string, e *entry) {
+		if t := e.cur.Load(); t == nil || c.bound(t) {
+			return
+		}
+		e.mu.Lock()
+		if e.flight == nil {
+			c.start(context.Background(), e, subject)
+		}
+		e.mu.Unlock()
+	}
+	rebind("", &c.route)
+	c.subjects.Range(func(k, v any) bool {
+		rebind(k.(string), v.(*entry))
+		return true
+	})
+}
 
 // prepare sets t's refresh and cut-off times, logging once per cache when
 // the lifetime caps the configured skew.
