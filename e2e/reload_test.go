@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
+	"github.com/tokenproxy/tokenproxy/status"
 	"github.com/tokenproxy/tokenproxy/testkit/e2eenv"
 )
 
@@ -151,6 +153,21 @@ func (e *reloadEnv) reloadCLI(env []string, args ...string) (string, int) {
 		e.t.Fatal(err)
 	}
 	return string(out), code
+}
+
+// lastReload reads the last reload from the admin listener's /status.json.
+func (e *reloadEnv) lastReload() status.Reload {
+	e.t.Helper()
+	resp, err := http.Get("http://" + e.l.Admin + "/status.json")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var snap status.Snapshot
+	if err := json.NewDecoder(resp.Body).Decode(&snap); err != nil {
+		e.t.Fatalf("/status.json: %v", err)
+	}
+	return snap.LastReload
 }
 
 // metric reads one sample of the admin listener's /metrics.
@@ -309,6 +326,9 @@ func TestReloadUnderLoad(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "kept: a") || !strings.Contains(out, "rebuilt: b") || !strings.Contains(out, "added: d") || !strings.Contains(out, "removed: c") {
 		t.Fatalf("tokenproxy reload: exit %d\n%s", code, out)
 	}
+	if last := e.lastReload(); !last.OK || last.Message != "kept a; rebuilt b; added d; removed c" {
+		t.Errorf("the status page's last reload after the reload: %+v", last)
+	}
 	ld.setTargets("a", "b", "c", "d")
 	waitFor(t, time.Second, "route b's new upstream serving", func() bool { return bk["b2"].Emu.Stats().AccountsServed > 0 })
 	t.Logf("route b's new upstream served %s after the reload answered", time.Since(reloaded).Round(time.Millisecond))
@@ -348,6 +368,9 @@ func TestReloadUnderLoad(t *testing.T) {
 	e.write(strings.Replace(second, "shutdown_grace: 5s", "shutdown_grace: 7s", 1))
 	if out, code := e.reloadCLI(nil, "--admin", e.l.Admin); code != 1 || !strings.Contains(out, "reload refused") || !strings.Contains(out, "shutdown_grace") {
 		t.Fatalf("reload of a restart-only setting: exit %d\n%s", code, out)
+	}
+	if last := e.lastReload(); last.OK || !strings.Contains(last.Message, "refused") || !strings.Contains(last.Message, "shutdown_grace") {
+		t.Errorf("the status page's last reload after the refused one: %+v", last)
 	}
 	time.Sleep(time.Second) // load goes on over the refused reloads
 	ld.end(t)
