@@ -37,6 +37,7 @@ function freshStats() {
     rs_nonce_challenges: 0,
     rs_jti_repeats: 0,
     rejections: [],
+    secret_hashes: [], // SHA-256 (base64url) of every token issued and DPoP proof received; kept by /reset
   };
 }
 let stats = freshStats();
@@ -235,6 +236,7 @@ const asJtis = new Set();
 provider.use(async (ctx, next) => {
   const proof = ctx.get('DPoP');
   if (proof) {
+    stats.secret_hashes.push(sha256(proof));
     try {
       const { jti } = jose.decodeJwt(proof);
       if (typeof jti === 'string') {
@@ -248,6 +250,16 @@ provider.use(async (ctx, next) => {
     }
   }
   await next();
+  const body = ctx.body && typeof ctx.body === 'object' && !Buffer.isBuffer(ctx.body) ? ctx.body : {};
+  for (const k of ['access_token', 'refresh_token', 'id_token']) {
+    if (typeof body[k] === 'string') {
+      stats.secret_hashes.push(sha256(body[k]));
+    }
+  }
+  const code = /[?&]code=([^&#]+)/.exec(ctx.response.get('location') || '');
+  if (code) {
+    stats.secret_hashes.push(sha256(decodeURIComponent(code[1])));
+  }
 });
 
 function asError(endpoint, counter) {
@@ -294,6 +306,7 @@ function sha256(s) {
 
 async function checkDPoP(req, token, cnf) {
   const proofs = req.headersDistinct.dpop || [];
+  proofs.forEach((p) => stats.secret_hashes.push(sha256(p)));
   if (proofs.length === 0) {
     throw new Refusal(401, 'DPoP', 'invalid_dpop_proof', 'missing_dpop_proof', 'no DPoP header');
   }
@@ -449,7 +462,7 @@ adminServer.on('request', (req, res) => {
         send(res, 200, {}, stats);
         break;
       case 'POST /reset':
-        stats = freshStats();
+        stats = { ...freshStats(), secret_hashes: stats.secret_hashes };
         send(res, 200, {}, {});
         break;
       case 'POST /rotate-nonces':
