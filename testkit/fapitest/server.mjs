@@ -411,6 +411,7 @@ async function resource(req) {
     client_id: claims.client_id,
     scope: claims.scope || '',
     binding: cnf.jkt ? 'dpop' : 'mtls',
+    x5t: cnf['x5t#S256'] || '', // the certificate a certificate-bound token was checked against
     method: req.method,
     path: new URL(req.url, rsURL).pathname,
   };
