@@ -17,8 +17,8 @@ import (
 
 // seen is the resource server's 200 body: what it verified.
 type seen struct {
-	Sub, Scope, Binding, Method, Path string
-	ClientID                          string `json:"client_id"`
+	Sub, Scope, Binding, Method, Path, X5t string
+	ClientID                               string `json:"client_id"`
 }
 
 // checkResource makes the app's GET through the proxy for subject and

@@ -145,6 +145,8 @@ func (fx *fixture) startBank(t *testing.T, opts fapitest.Options) *fapitest.Serv
 type route struct {
 	issuer, upstream string
 	token            []string
+	// top is YAML added at the top level (a vault: block).
+	top string
 }
 
 // config is a tokenproxy configuration for one fapi2 authorization_code
@@ -179,7 +181,7 @@ routes:
   return_urls: [%s]
   store:
     bbolt: {path: %s, key: {file: %s}}
-`, l.Local, callbackURL, returnURL, filepath.Join(fx.dir, "consents-"+e2eenv.Random("db")+".db"), fx.consentKey)
+`, l.Local, callbackURL, returnURL, filepath.Join(fx.dir, "consents-"+e2eenv.Random("db")+".db"), fx.consentKey) + r.top
 }
 
 // proc is a running tokenproxy and the app's view of it.
