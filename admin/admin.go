@@ -1,5 +1,5 @@
-// Package admin serves tokenproxy's admin endpoints: liveness, readiness
-// and metrics. It never serves a secret.
+// Package admin serves tokenproxy's admin endpoints: liveness, readiness,
+// metrics and the pages mounted beside them (the status page). It never serves a secret.
 package admin
 
 import (
@@ -12,9 +12,17 @@ type Readiness interface {
 	Ready() (bool, string)
 }
 
+// Mount is one more page of the admin listener (the status page).
+type Mount struct {
+	// Pattern is a http.ServeMux pattern, such as "GET /status".
+	Pattern string
+	Handler http.Handler
+}
+
 // Handler returns the admin mux: /healthz (the process is up), /readyz
-// (credentials loaded and not draining) and, when metrics is non-nil, /metrics.
-func Handler(r Readiness, metrics http.Handler) http.Handler {
+// (credentials loaded and not draining), when metrics is non-nil, /metrics,
+// and the pages of more.
+func Handler(r Readiness, metrics http.Handler, more ...Mount) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -29,6 +37,9 @@ func Handler(r Readiness, metrics http.Handler) http.Handler {
 	})
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
+	}
+	for _, m := range more {
+		mux.Handle(m.Pattern, m.Handler)
 	}
 	return mux
 }

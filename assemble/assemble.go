@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,7 +29,9 @@ import (
 	"github.com/tokenproxy/tokenproxy/oauth"
 	"github.com/tokenproxy/tokenproxy/proxy"
 	"github.com/tokenproxy/tokenproxy/redisstore"
+	"github.com/tokenproxy/tokenproxy/reload"
 	"github.com/tokenproxy/tokenproxy/route"
+	"github.com/tokenproxy/tokenproxy/status"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 	"github.com/tokenproxy/tokenproxy/vaultsrc"
 	"github.com/tokenproxy/tokenproxy/webhook"
@@ -61,6 +64,9 @@ type Setup struct {
 	// generated (validate: making one writes its certificate, and there is
 	// nothing to load).
 	SkipGeneratedCA bool
+	// Load, when set, reads the configuration again for Reload (run: the
+	// file it started from, decoded and validated as at start-up).
+	Load func() (*config.Config, error)
 }
 
 // Assembly is one process's parts, built from one configuration.
@@ -79,12 +85,20 @@ type Assembly struct {
 	Routes []*route.Route
 	// Listener is what the forward-proxy listener serves beyond the routes.
 	Listener *route.ProxyListener
-
 	setup   Setup
 	oauthM  *metrics.OAuth
 	hookM   *metrics.Webhooks
 	interM  intercept.Observer // made once: it registers collectors
 	closers []func() error     // in opening order; Close runs them backwards
+	census  atomic.Pointer[status.Census]
+
+	// Reloading (reload.go).
+	limiters *tokencache.Limiters // one per process: a reload keeps the budgets
+	reloadMu sync.Mutex           // one reload at a time
+	reloads  reload.Status
+	current  atomic.Pointer[config.Config]
+	srv      *proxy.Server
+	prints   map[string]string // the served routes' routePrint
 }
 
 // New returns an Assembly of cfg that holds nothing yet. Open opens every
@@ -94,7 +108,7 @@ func New(cfg *config.Config, s Setup) *Assembly {
 	if s.Log == nil {
 		s.Log = zap.NewNop()
 	}
-	a := &Assembly{Config: cfg, Log: s.Log, Metrics: s.Metrics, setup: s}
+	a := &Assembly{Config: cfg, Log: s.Log, Metrics: s.Metrics, setup: s, limiters: &tokencache.Limiters{}}
 	if s.Metrics != nil {
 		a.interM = intercept.NewPrometheusObserver(s.Metrics.Registry())
 	}
@@ -244,7 +258,7 @@ func (a *Assembly) BuildRoutes(ctx context.Context) error {
 	if err != nil {
 		return &StepError{Step: StepRoutes, Err: fmt.Errorf("credentials are not usable:\n%w", err)}
 	}
-	a.Routes = routes
+	a.Routes, a.prints = routes, routePrints(a.Config)
 	return nil
 }
 
@@ -268,7 +282,7 @@ func (a *Assembly) BuildListener(ctx context.Context) error {
 // metrics wired in: what Build, BuildRoute and the diagnostics take.
 func (a *Assembly) Options() Options {
 	o := Options{Log: a.Log, Vault: a.Vault, Store: a.Store, Consents: a.Consents,
-		RootCAs: a.setup.RootCAs, Certificates: a.setup.Certificates}
+		RootCAs: a.setup.RootCAs, Certificates: a.setup.Certificates, Limiters: a.limiters}
 	if m := a.Metrics; m != nil {
 		o.TokenObserver, o.OnReload = m, m.Reload
 		o.InterceptObserver = a.interM
@@ -300,11 +314,17 @@ func (a *Assembly) Server() (*proxy.Server, error) {
 	m := a.Metrics
 	if m != nil {
 		po.Observer = m
-		po.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler()) }
+		po.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, m.Handler(), a.statusPages(s)...) }
 	} else {
-		po.Admin = func(s *proxy.Server) http.Handler { return admin.Handler(s, http.NotFoundHandler()) }
+		po.Admin = func(s *proxy.Server) http.Handler {
+			return admin.Handler(s, http.NotFoundHandler(), a.statusPages(s)...)
+		}
+	}
+	if err := a.reloadEndpoint(&po); err != nil {
+		return nil, err
 	}
 	srv := proxy.New(a.Routes, po)
+	a.srv = srv
 	if m != nil {
 		for _, r := range a.Routes {
 			for _, hc := range r.Certificates() {
@@ -371,6 +391,7 @@ func (a *Assembly) consentAPI(po *proxy.Options) error {
 			if om != nil {
 				om.Census(names, cs, err)
 			}
+			a.keepCensus(names, cs, err)
 		})
 	})
 	return nil

@@ -93,6 +93,12 @@ type builder struct {
 // certificates and checks secrets, so any credential problem is returned
 // here, each a *problem.FieldError naming the configuration field.
 func Build(ctx context.Context, cfg *config.Config, o Options) ([]*route.Route, error) {
+	return build(ctx, cfg, o, nil)
+}
+
+// build is Build taking from reuse (when not nil) the routes it returns
+// instead of building them: a reload keeps the routes that did not change.
+func build(ctx context.Context, cfg *config.Config, o Options, reuse func(config.Route) *route.Route) ([]*route.Route, error) {
 	b := &builder{Options: o.filled()}
 	var errs []error
 	callers, err := buildCallers(ctx, cfg.Callers, b.vault())
@@ -105,6 +111,12 @@ func Build(ctx context.Context, cfg *config.Config, o Options) ([]*route.Route, 
 	}
 	var routes []*route.Route
 	for i, rc := range cfg.Routes {
+		if reuse != nil {
+			if r := reuse(rc); r != nil {
+				routes = append(routes, r)
+				continue
+			}
+		}
 		r, err := b.route(ctx, i, rc)
 		if err != nil {
 			errs = append(errs, err)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Holder keeps the current certificate and hands it to TLS at handshake time,
@@ -13,6 +14,10 @@ import (
 // the pointer atomically; readers never block.
 type Holder struct {
 	cur atomic.Pointer[tls.Certificate]
+	// at is when cur was stored (unix nanos; 0 before the first); stores
+	// counts them. Both are read by the status page.
+	at     atomic.Int64
+	stores atomic.Uint64
 
 	mu   sync.Mutex
 	subs []func(*tls.Certificate)
@@ -23,6 +28,8 @@ func NewHolder(c *tls.Certificate) *Holder {
 	h := &Holder{}
 	if c != nil {
 		h.cur.Store(c)
+		h.at.Store(time.Now().UnixNano())
+		h.stores.Store(1)
 	}
 	return h
 }
@@ -30,10 +37,23 @@ func NewHolder(c *tls.Certificate) *Holder {
 // Load returns the current certificate, or nil if none was stored yet.
 func (h *Holder) Load() *tls.Certificate { return h.cur.Load() }
 
+// StoredAt returns when the current certificate was stored (at start-up or
+// by the last rotation) and how many certificates were stored so far (1
+// for the first, more after rotations); zero and 0 before the first.
+func (h *Holder) StoredAt() (time.Time, uint64) {
+	n := h.stores.Load()
+	if n == 0 {
+		return time.Time{}, 0
+	}
+	return time.Unix(0, h.at.Load()), n
+}
+
 // Store makes c the current certificate and notifies subscribers. Callers
 // store only material that fully parsed and passed Check.
 func (h *Holder) Store(c *tls.Certificate) {
 	h.cur.Store(c)
+	h.at.Store(time.Now().UnixNano())
+	h.stores.Add(1)
 	h.mu.Lock()
 	subs := slices.Clone(h.subs)
 	h.mu.Unlock()

@@ -81,10 +81,12 @@ requests, with plain HTTP. The app holds no certificate, password, token or key.
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
 	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "", "log level: debug, info, warn, error (overrides log.level)")
+	root.AddCommand(e.reloadCommand())
 	root.PersistentFlags().StringVar(&e.logFormat, "log-format", "", "log format: json or console (overrides log.format)")
 	root.AddCommand(e.runCommand(), e.validateCommand(), e.checkCommand(), e.onboardCommand(), e.storeCommand(), e.versionCommand())
 	// Starter configurations for the presets (init.go).
 	root.AddCommand(e.initCommand())
+	root.AddCommand(e.statusCommand())
 	markUsageErrors(root)
 	return root
 }
@@ -261,6 +263,7 @@ func (e *env) validateCommand() *cobra.Command {
 
 func (e *env) runCommand() *cobra.Command {
 	var path string
+	var watch bool
 	cmd := &cobra.Command{
 		Use:   "run --config FILE",
 		Short: "Serve the forward proxy, the routes' local ports and the admin endpoint",
@@ -277,19 +280,25 @@ func (e *env) runCommand() *cobra.Command {
 			defer func() { _ = log.Sync() }()
 			ctx, stop := signal.NotifyContext(e.context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return Serve(ctx, cfg, log)
+			return serve(ctx, cfg, log, &reloading{path: path, watch: watch, load: func() (*config.Config, error) { return e.loadConfig(path) }})
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "configuration file")
+	cmd.Flags().BoolVar(&watch, "watch", false, "reload the configuration when its file changes (as reload.watch: true)")
 	return cmd
 }
 
 // Serve opens the parts of cfg (assemble.Open), serves them until ctx
 // ends, drains, and releases everything.
 func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+	return serve(ctx, cfg, log, nil)
+}
+
+// serve is Serve, reloading the configuration as rl says (nil: never).
+func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, rl *reloading) error {
 	// net/http's transport logs through the standard library's global logger.
 	defer proxy.RedirectStdLog(log.Named("stdlog"))()
-	a, err := assemble.Open(ctx, cfg, assemble.Setup{Log: log, Metrics: metrics.New()})
+	a, err := assemble.Open(ctx, cfg, assemble.Setup{Log: log, Metrics: metrics.New(), Load: rl.loader()})
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: err}
 	}
@@ -302,5 +311,6 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		return &ExitError{Code: ExitFailure, Err: err}
 	}
 	log.Info("tokenproxy started", zap.String("version", version.String()), zap.Int("routes", len(srv.Routes())))
+	defer rl.start(ctx, a, cfg, log)()
 	return srv.Serve(ctx)
 }

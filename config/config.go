@@ -48,6 +48,9 @@ type Config struct {
 	Interception *Interception `yaml:"interception"`
 	// Store shares tokens and the token budget between replicas (see store.go).
 	Store Store `yaml:"store"`
+	// Admin and Reload: reloading the configuration without a restart (see reload.go).
+	Admin  Admin  `yaml:"admin"`
+	Reload Reload `yaml:"reload"`
 }
 
 // Caller is one app allowed to use a shared gateway, by name and password.

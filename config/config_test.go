@@ -66,7 +66,7 @@ func TestErrors(t *testing.T) {
 		want []string
 	}{
 		{"empty", ``, []string{"empty"}},
-		{"unknown top-level key", "routs: []", []string{`line 1: unknown key "routs" in the top level`, "allowed keys: callers, certificate_expiry_warning, ", "listen, log, routes, shutdown_grace"}},
+		{"unknown top-level key", "routs: []", []string{`line 1: unknown key "routs" in the top level`, "allowed keys: admin, callers, certificate_expiry_warning, ", "listen, log, reload, routes, shutdown_grace"}},
 		{"unknown nested key", strings.Replace(bankingCircle, "username:", "user:", 1), []string{`unknown key "user" in token`, "username"}},
 		{"bad duration", bankingCircle + "    timeouts: {upstream: 30x}\n", []string{`"30x" is not a duration such as 30s`}},
 		{"no routes", "listen: {proxy: 127.0.0.1:8080}", []string{"routes: no routes"}},

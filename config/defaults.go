@@ -25,6 +25,7 @@ const (
 
 // ApplyDefaults fills in presets and defaults.
 func (c *Config) ApplyDefaults() {
+	c.applyReloadDefaults()
 	if c.Listen.Proxy == "" {
 		c.Listen.Proxy = DefaultProxyAddr
 	}

@@ -45,6 +45,7 @@ func (c *Config) Validate() error {
 		v.route(i, &c.Routes[i])
 	}
 	v.consents()
+	v.reload()
 	return errors.Join(v.errs...)
 }
 

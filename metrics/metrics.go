@@ -8,6 +8,7 @@ package metrics
 import (
 	"crypto/tls"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -33,6 +34,7 @@ type Metrics struct {
 	reloads      *prometheus.CounterVec
 	accessCount  *prometheus.CounterVec
 	accessRefuse *prometheus.CounterVec
+	config       *prometheus.CounterVec
 
 	mu    sync.Mutex
 	certs []certEntry
@@ -96,8 +98,15 @@ func New() *Metrics {
 		Name: "tokenproxy_access_refused_total",
 		Help: "Unattended calls refused by the daily budget, by route and reason: exceeded (429 access_frequency_exceeded), unavailable (the count could not be taken; 503).",
 	}, []string{"route", "reason"})
+	m.config = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenproxy_config_reloads_total",
+		Help: "Configuration reloads by result: success (the new configuration serves), failure (it did not decode, validate or build; nothing changed), refused (it changes a setting that needs a restart; nothing changed).",
+	}, []string{"result"})
+	for _, r := range []string{"success", "failure", "refused"} {
+		m.config.WithLabelValues(r)
+	}
 	m.reg.MustRegister(m.requests, m.broken, m.upstream, m.fetches, m.fetchSeconds, m.hits, m.limiterWaits, m.limiterSecs,
-		m.throttled, m.reloads, m.accessCount, m.accessRefuse, &expiryCollector{m: m},
+		m.throttled, m.reloads, m.accessCount, m.accessRefuse, m.config, &expiryCollector{m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -157,12 +166,32 @@ func (m *Metrics) Reload(route, credential, result string) {
 	m.reloads.WithLabelValues(route, credential, result).Inc()
 }
 
+// ConfigReload counts a configuration reload: result is "success",
+// "failure" or "refused".
+func (m *Metrics) ConfigReload(result string) { m.config.WithLabelValues(result).Inc() }
+
 // WatchCertificate exports the seconds until the certificate that load
 // returns expires, as tokenproxy_certificate_expiry_seconds{route,certificate}.
+// A second call for the same route and kind (a route rebuilt by a reload)
+// replaces the first.
 func (m *Metrics) WatchCertificate(route, kind string, load func() *tls.Certificate) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, e := range m.certs {
+		if e.route == route && e.kind == kind {
+			m.certs[i].load = load
+			return
+		}
+	}
 	m.certs = append(m.certs, certEntry{route: route, kind: kind, load: load})
-	m.mu.Unlock()
+}
+
+// ForgetCertificates stops exporting the certificates of route (a route a
+// reload removed).
+func (m *Metrics) ForgetCertificates(route string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.certs = slices.DeleteFunc(m.certs, func(e certEntry) bool { return e.route == route })
 }
 
 // WatchDependency exports tokenproxy_dependency_up{dependency=name}: 1 while

@@ -34,7 +34,6 @@ const (
 type connector struct {
 	s   *Server
 	gw  *route.ProxyListener
-	rt  router
 	fwd http.Handler
 
 	mu      sync.Mutex
@@ -44,13 +43,13 @@ type connector struct {
 
 // forwardHandler is the proxy listener's handler: CONNECT goes to the
 // connector when a route intercepts, everything else to the forward proxy.
-func (s *Server) forwardHandler(rt router) http.Handler {
-	fwd := newForwardHandler(s.pipe, rt)
+func (s *Server) forwardHandler() http.Handler {
+	fwd := newForwardHandler(s.pipe, s.hosts)
 	gw := s.opts.ProxyListener
 	if gw == nil || gw.Interceptor == nil {
 		return fwd
 	}
-	c := &connector{s: s, gw: gw, rt: rt, fwd: fwd, tunnels: map[*http.Server]struct{}{}}
+	c := &connector{s: s, gw: gw, fwd: fwd, tunnels: map[*http.Server]struct{}{}}
 	s.connector = c
 	return c
 }
@@ -61,13 +60,14 @@ func (c *connector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := c.s.pipe
-	rt, host := c.rt.match(r.Host)
+	hosts := c.s.hosts()
+	rt, host := hosts.match(r.Host)
 	t, err := c.gw.Interceptor.Leaves.Open(r.Host, func(h string) bool {
 		return rt != nil && rt.Intercept && c.gw.Intercepts(h)
 	})
 	if err != nil {
 		// Not an intercepting route: refused, never a blind tunnel.
-		writeResponse(w, p.refuseConnect(r, c.rt, true)) //nolint:bodyclose // writeResponse closes the body
+		writeResponse(w, p.refuseConnect(r, hosts, true)) //nolint:bodyclose // writeResponse closes the body
 		return
 	}
 	if ports := connectPorts(rt); !slices.Contains(ports, t.Port) {
@@ -102,6 +102,9 @@ func (c *connector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	go c.serveTunnel(inner, ln, t, &bufferedConn{Conn: conn, r: brw.Reader}, host, rt.Name, caller)
 }
+
+// hosts is the served table's routes by host.
+func (s *Server) hosts() router { return s.table.Load().hosts }
 
 // connectPorts are the ports a CONNECT to route rt's hosts may name: 443,
 // the port of an https:// URL without one, and the port of the route's
@@ -166,7 +169,15 @@ func (c *connector) tunnelServer(t *intercept.Tunnel, rt *route.Route, caller st
 				Message: err.Error() + "; a tunnel serves only the host it was opened to", cause: err}, rt.Name))
 			return
 		}
-		writeResponse(w, p.handle(r, rt, t.Host)) //nolint:bodyclose // writeResponse closes the body
+		// The route of the tunnel's host when the request arrives: a reload
+		// may have replaced the one the tunnel was opened to, or removed it.
+		cur, _ := c.s.hosts().match(t.Host)
+		if cur == nil || !cur.Intercept {
+			writeResponse(w, p.handle(r, nil, t.Host)) //nolint:bodyclose // writeResponse closes the body
+			return
+		}
+		defer cur.Begin()()
+		writeResponse(w, p.handle(r, cur, t.Host)) //nolint:bodyclose // writeResponse closes the body
 	})
 	return &http.Server{
 		Handler:           h,

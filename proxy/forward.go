@@ -23,12 +23,19 @@ func (rt router) match(hostport string) (*route.Route, string) {
 }
 
 // newForwardHandler is the forward proxy apps reach through HTTP_PROXY.
-// Absolute-URI requests are routed by host; CONNECT is refused with an
-// explanation because tokenproxy itself originates the TLS (the connector
-// serves it instead when a route intercepts). Every answer is written by
-// writeResponse, as on a route's local port.
-func newForwardHandler(p *pipeline, rt router) http.Handler {
+// Absolute-URI requests are routed by host in the table served when they
+// arrive (routes); CONNECT is refused with an explanation because
+// tokenproxy itself originates the TLS (the connector serves it instead
+// when a route intercepts). Every answer is written by writeResponse, as on
+// a route's local port.
+func newForwardHandler(p *pipeline, routes func() router) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rt := routes()
+		if r.Method != http.MethodConnect && r.URL.IsAbs() {
+			if found, _ := rt.match(r.URL.Host); found != nil {
+				defer found.Begin()()
+			}
+		}
 		writeResponse(w, p.forward(r, rt)) //nolint:bodyclose // writeResponse closes the body
 	})
 }
@@ -76,6 +83,20 @@ func routeName(r *route.Route) string {
 		return ""
 	}
 	return r.Name
+}
+
+// localHandler serves route name's local port: every request goes to the
+// route of that name served when it arrives.
+func (s *Server) localHandler(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rt := s.Route(name)
+		if rt == nil { // removed by a reload; its listener is draining
+			writeResponse(w, s.pipe.handle(r, nil, r.Host)) //nolint:bodyclose // writeResponse closes the body
+			return
+		}
+		defer rt.Begin()()
+		newLocalHandler(s.pipe, rt).ServeHTTP(w, r)
+	})
 }
 
 // newLocalHandler serves a route's local port: every request goes to that route.

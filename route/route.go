@@ -11,6 +11,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 
 	"github.com/tokenproxy/tokenproxy/certs"
 	"github.com/tokenproxy/tokenproxy/tokencache"
@@ -56,7 +57,20 @@ type Route struct {
 	subjects *Subjects
 	// frequency is the access budget per consent and bank day; nil without.
 	frequency *Frequency
+	// inflight counts the requests being served on the route (Begin), so
+	// that a route a reload replaced is retired only once they are done.
+	inflight atomic.Int64
 }
+
+// Begin marks a request as served on the route until the returned func is
+// called; InFlight counts those not ended yet.
+func (r *Route) Begin() (end func()) {
+	r.inflight.Add(1)
+	return func() { r.inflight.Add(-1) }
+}
+
+// InFlight is the number of requests begun on the route and not ended.
+func (r *Route) InFlight() int64 { return r.inflight.Load() }
 
 // HeldCertificate is a certificate a route serves from a holder, named by
 // what it is for ("client", "signing").

@@ -7,6 +7,8 @@
 #   TOKENPROXY_SKIP_IMAGE=1  do not build the container image (needs root and buildah)
 #   TOKENPROXY_CACHE     where the Vault dev server binary is cached (default ~/.cache/tokenproxy)
 #   VAULT_DEV_PORT       port of the Vault dev server for the tests (default 8200; it also binds +1)
+#   TOKENPROXY_REQUIRE_BROWSER  set to 1 here: a browser test fails without /usr/bin/chromium
+#                        (outside this script it skips)
 #   TOKENPROXY_SOAK=1    long runs: e2e/sharedstore's load run lasts 3 min (else 60s, or
 #                        TOKENPROXY_SHARED_SOAK=<duration>)
 set -euo pipefail
@@ -54,6 +56,21 @@ if [[ "${TOKENPROXY_SKIP_SETUP:-}" != 1 ]]; then
   fi
 fi
 # --- end interception ---
+
+# --- browser tests: the status page in headless chromium (e2e/status_test.go), driven by
+# playwright-core from testkit/nodetest; they fail, not skip, when chromium is missing here
+if [[ "${TOKENPROXY_SKIP_SETUP:-}" != 1 ]]; then
+  step "set-up: browser tests (chromium)"
+  if [[ ! -x /usr/bin/chromium ]]; then
+    if [[ $(id -u) == 0 ]]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      echo "missing: chromium (install it, or run as root)" >&2; exit 1
+    fi
+  fi
+fi
+export TOKENPROXY_REQUIRE_BROWSER="${TOKENPROXY_REQUIRE_BROWSER:-1}"
+# --- end browser tests ---
 
 if [[ "${TOKENPROXY_SKIP_SETUP:-}" != 1 ]]; then
   # Vault is built from source (tools/vaultdev) once per go.mod/go.sum and cached:

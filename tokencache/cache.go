@@ -96,6 +96,8 @@ type Cache struct {
 	subjects  sync.Map // string → *entry
 	capped    atomic.Bool
 	confirmer Confirmer // nil unless ConfirmEvery is set and the source confirms
+
+	last atomic.Pointer[fetchRecord] // the last fetch's outcome (status.go)
 }
 
 // entry is one subject's token and its refresh.
@@ -320,6 +322,9 @@ func (c *Cache) fetch(e *entry, subject string, have uint64, accept func(*Token)
 	})
 	if c.opts.Observer != nil && (!fetched.IsZero() || err != nil) {
 		c.opts.Observer.TokenFetch(c.opts.Route, resultOf(err), time.Since(start))
+	}
+	if !fetched.IsZero() || err != nil {
+		c.record(start, err)
 	}
 	confirmed := fetched
 	if err == nil && fetched.IsZero() && c.confirmer != nil && subject != "" {
