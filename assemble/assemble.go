@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -67,6 +68,9 @@ type Setup struct {
 	// Load, when set, reads the configuration again for Reload (run: the
 	// file it started from, decoded and validated as at start-up).
 	Load func() (*config.Config, error)
+	// TracerProvider, when set, traces each proxied request (run sets it
+	// from the OTEL_* environment); nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // Assembly is one process's parts, built from one configuration.
@@ -85,12 +89,12 @@ type Assembly struct {
 	Routes []*route.Route
 	// Listener is what the forward-proxy listener serves beyond the routes.
 	Listener *route.ProxyListener
-	setup   Setup
-	oauthM  *metrics.OAuth
-	hookM   *metrics.Webhooks
-	interM  intercept.Observer // made once: it registers collectors
-	closers []func() error     // in opening order; Close runs them backwards
-	census  atomic.Pointer[status.Census]
+	setup    Setup
+	oauthM   *metrics.OAuth
+	hookM    *metrics.Webhooks
+	interM   intercept.Observer // made once: it registers collectors
+	closers  []func() error     // in opening order; Close runs them backwards
+	census   atomic.Pointer[status.Census]
 
 	// Reloading (reload.go).
 	limiters *tokencache.Limiters // one per process: a reload keeps the budgets
@@ -305,7 +309,7 @@ func (a *Assembly) Server() (*proxy.Server, error) {
 	cfg := a.Config
 	po := proxy.Options{Log: a.Log, ProxyAddr: cfg.Listen.Proxy, AdminAddr: cfg.Listen.Admin,
 		ShutdownGrace: cfg.ShutdownGrace, ExpiryWarning: cfg.CertificateExpiryWarning,
-		Gateway: cfg.Listen.AllowNonLoopback, ProxyListener: a.Listener}
+		Gateway: cfg.Listen.AllowNonLoopback, ProxyListener: a.Listener, TracerProvider: a.setup.TracerProvider}
 	LogProxyListener(a.Log, a.Listener)
 	if err := a.consentAPI(&po); err != nil {
 		return nil, err

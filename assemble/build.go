@@ -148,7 +148,11 @@ func (b *builder) route(ctx context.Context, i int, rc config.Route) (*route.Rou
 	if err != nil {
 		return nil, &problem.FieldError{Path: p + ".upstream", Err: err}
 	}
-	r := &route.Route{Name: rc.Name, Hosts: rc.Hosts, Upstream: up, Listen: rc.Listen, MaxBody: rc.MaxBodyBytes, Intercept: rc.Intercept}
+	r := &route.Route{Name: rc.Name, Hosts: rc.Hosts, Upstream: up, Listen: rc.Listen, MaxBody: rc.MaxBodyBytes, Intercept: rc.Intercept,
+		TracePropagation: rc.TracePropagation}
+	if !rc.TracePropagation {
+		r.Own("Traceparent", "Tracestate")
+	}
 	if a := rc.Allow; a != nil {
 		r.SetAllow(route.NewAllowPolicy(rc.Name, allowPrefixes(a.CIDRs), a.Callers, b.callers, b.certCallers))
 	}
@@ -162,7 +166,7 @@ func (b *builder) route(ctx context.Context, i int, rc config.Route) (*route.Rou
 	if r.ClientCert != nil {
 		tlsConf.GetClientCertificate = r.ClientCert.GetClientCertificate
 	}
-	r.Transport = newTransport(tlsConf, rc)
+	r.Transport = newTransport(tlsConf, rc, certGeneration(r.ClientCert, rc.Token))
 	if r.ClientCert != nil {
 		// Connections made with the old certificate are dropped once idle, so
 		// the pool moves to the new one; requests in flight finish on theirs.
@@ -175,9 +179,14 @@ func (b *builder) route(ctx context.Context, i int, rc config.Route) (*route.Rou
 	}
 	if t := rc.Token; t != nil {
 		o.addJob = r.AddJob // the metadata's refresh (token.discovery)
-		if r.Tokens, err = buildTokens(ctx, p+".token", rc.Name, t, r.Transport, o); err != nil {
+		bind, err := buildBinding(ctx, p+".token", r, t, o)
+		if err != nil {
 			return nil, err
 		}
+		if r.Tokens, err = buildTokens(ctx, p+".token", rc.Name, t, r.Transport, bind, o); err != nil {
+			return nil, err
+		}
+		bind.attach(r, r.Tokens)
 		r.TokenKind = tokenKind(t)
 		// An app's own Authorization never reaches a token route's upstream.
 		r.Own("Authorization")
@@ -224,8 +233,9 @@ func TLSConfig(p string, tc config.TLS, o Options) (*tls.Config, error) {
 	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: tc.ServerName}, nil
 }
 
-func newTransport(tlsConf *tls.Config, rc config.Route) *http.Transport {
-	return route.NewTransport(tlsConf, route.TransportLimits{Dial: rc.Timeouts.Dial, Upstream: rc.Timeouts.Upstream, MaxConnections: rc.MaxConnections})
+func newTransport(tlsConf *tls.Config, rc config.Route, gen func() uint64) *http.Transport {
+	return route.NewTransport(tlsConf, route.TransportLimits{Dial: rc.Timeouts.Dial, Upstream: rc.Timeouts.Upstream, MaxConnections: rc.MaxConnections,
+		CertGeneration: gen})
 }
 
 // loadClientCert loads the route's client certificate and registers its

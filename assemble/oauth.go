@@ -198,7 +198,7 @@ func isOAuth(t *config.Token) bool {
 
 // buildOAuthTokens builds the route's OAuth2 source over its transport (the
 // route's client certificate) and the token cache over it.
-func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr *http.Transport, o Options) (*tokencache.Cache, error) {
+func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr *http.Transport, bind *binding, o Options) (*tokencache.Cache, error) {
 	auth, err := clientAuth(ctx, p, t, o)
 	if err != nil {
 		return nil, err
@@ -219,6 +219,14 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 	// The host's budget, as every token route gets it: cluster-wide when a
 	// shared store is configured.
 	pacer := o.pacer(u.Host, t.RateLimit, t.FetchTimeout)
+	bind.endpoint(&ep)
+	if bind.dpopRoute() && t.Type == config.TokenClientCredentials {
+		// A DPoP token request may be sent twice (once more with the nonce
+		// the bank asks for): the bank counts both, so the budget is spent
+		// per request sent, as on authorization_code routes.
+		ep.Client.Transport = &pacedTransport{next: tr, pacer: pacer, maxWait: t.MaxWait}
+		pacer = unpaced{pacer}
+	}
 	var src tokencache.Source
 	if t.Type == config.TokenClientCredentials {
 		if src, err = oauth.NewClientCredentials(ep, t.Scopes, nil); err != nil {
@@ -233,9 +241,11 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 		// per request sent to the bank's endpoints instead of per fetch.
 		ep.Client.Transport = &pacedTransport{next: tr, pacer: pacer, maxWait: t.MaxWait}
 		pacer = unpaced{pacer}
+		ps := pushed(t, reqKey, reqAlg)
+		ps.DPoPJKT = bind.jkt()
 		ac, err := oauth.NewAuthCode(oauth.AuthCodeConfig{Endpoint: ep, AuthorizeURL: t.AuthorizeURL, RevocationURL: t.RevocationURL,
 			Scopes: t.Scopes, PKCE: t.PKCE, RefreshTTL: t.RefreshTTL, KeepAlive: t.KeepAlive, Store: o.Consents.Store, Observer: o.OAuthObserver,
-			Events: o.Consents.Events, Pushed: pushed(t, reqKey, reqAlg)})
+			Events: o.Consents.Events, Pushed: ps})
 		if err != nil {
 			return nil, &problem.FieldError{Path: p, Err: err}
 		}
@@ -252,7 +262,7 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 	}
 	cache, err := tokencache.New(src, pacer, tokencache.Options{
 		Route: route, Skew: t.Skew, MaxWait: t.MaxWait, FetchTimeout: t.FetchTimeout,
-		Log: o.Log, Observer: o.TokenObserver, ConfirmEvery: confirm,
+		Log: o.Log, Observer: o.TokenObserver, ConfirmEvery: confirm, Binding: bindingOf(ep),
 		// With a shared store, one replica fetches a credential (a customer's
 		// refresh included) while the others wait for its answer; the refresh
 		// token itself stays in the consent store.
@@ -262,6 +272,15 @@ func buildOAuthTokens(ctx context.Context, p, route string, t *config.Token, tr 
 		return nil, &problem.FieldError{Path: p, Err: err}
 	}
 	return cache, nil
+}
+
+// bindingOf is what the cache's tokens must be bound to: nil for bearer
+// tokens (the endpoint's Binding is then always "").
+func bindingOf(ep oauth.Endpoint) func() string {
+	if ep.DPoP == nil && ep.CertBinding == nil {
+		return nil
+	}
+	return ep.Binding
 }
 
 // clientAuth resolves the client authentication: the secret is read once

@@ -22,9 +22,9 @@ import (
 
 // buildTokens resolves the token credentials once and returns the route's
 // token cache over its source, paced by the authorization host's limiter.
-func buildTokens(ctx context.Context, p, route string, t *config.Token, tr *http.Transport, o Options) (*tokencache.Cache, error) {
+func buildTokens(ctx context.Context, p, route string, t *config.Token, tr *http.Transport, bind *binding, o Options) (*tokencache.Cache, error) {
 	if isOAuth(t) {
-		return buildOAuthTokens(ctx, p, route, t, tr, o)
+		return buildOAuthTokens(ctx, p, route, t, tr, bind, o)
 	}
 	user, err := t.Username.Open(o.vault())
 	if err != nil {

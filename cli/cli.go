@@ -298,7 +298,12 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 func serve(ctx context.Context, cfg *config.Config, log *zap.Logger, rl *reloading) error {
 	// net/http's transport logs through the standard library's global logger.
 	defer proxy.RedirectStdLog(log.Named("stdlog"))()
-	a, err := assemble.Open(ctx, cfg, assemble.Setup{Log: log, Metrics: metrics.New(), Load: rl.loader()})
+	tp, stopTracing, err := openTracing(ctx, log, os.Getenv)
+	if err != nil {
+		return &ExitError{Code: ExitConfig, Err: err}
+	}
+	defer flushTracing(log, stopTracing)
+	a, err := assemble.Open(ctx, cfg, assemble.Setup{Log: log, Metrics: metrics.New(), TracerProvider: tp, Load: rl.loader()})
 	if err != nil {
 		return &ExitError{Code: ExitConfig, Err: err}
 	}

@@ -100,6 +100,9 @@ type Route struct {
 	Listen string `yaml:"listen"`
 	// MaxBodyBytes limits request bodies (413 past it).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// TracePropagation sends the request's W3C trace context (traceparent,
+	// tracestate) upstream; off by default, the app's are then dropped.
+	TracePropagation bool `yaml:"trace_propagation"`
 	// MaxConnections caps concurrent connections to the upstream host;
 	// requests beyond it wait for a free connection.
 	MaxConnections int               `yaml:"max_connections"`

@@ -58,17 +58,22 @@ type OAuthToken struct {
 	KeepAlive time.Duration `yaml:"keep_alive"`
 	// FAPI holds the FAPI 2.0 fields (docs/fapi.md).
 	FAPI `yaml:",inline"`
-	// DPoP sender-constrains the tokens with a DPoP key (RFC 9449).
+	// DPoP binds the access tokens to a key (RFC 9449): every token and
+	// resource request carries a proof signed by it.
 	DPoP *DPoPConfig `yaml:"dpop"`
-	// CertificateBound says the bank binds the tokens to the route's client
-	// certificate (RFC 8705).
+	// CertificateBound records each token with the client certificate it
+	// was fetched with (RFC 8705) and fetches anew when the certificate
+	// rotates.
 	CertificateBound bool `yaml:"certificate_bound"`
 }
 
-// DPoPConfig is token.dpop: the key that signs DPoP proofs.
+// DPoPConfig is token.dpop: the key proofs are signed with.
 type DPoPConfig struct {
+	// PrivateKey is a PEM file or a Vault Transit key.
 	PrivateKey *PrivateKey `yaml:"private_key"`
-	Algorithm  string      `yaml:"algorithm"`
+	// Algorithm is ES256 or PS256; by default ES256 for a P-256 key and
+	// PS256 for an RSA key.
+	Algorithm string `yaml:"algorithm"`
 }
 
 // PrivateKey is the key that signs private_key_jwt assertions: a PEM file
@@ -248,6 +253,9 @@ func (c *Config) applyOAuthDefaults() {
 			t.PrivateKey.VaultTransit.Mount = DefaultTransitMount
 		}
 		t.applyFAPIDefaults()
+		if d := t.DPoP; d != nil && d.PrivateKey != nil && d.PrivateKey.VaultTransit != nil && d.PrivateKey.VaultTransit.Mount == "" {
+			d.PrivateKey.VaultTransit.Mount = DefaultTransitMount
+		}
 		if t.Type == TokenAuthorizationCode {
 			if r.Subjects == nil {
 				r.Subjects = &Subjects{}
@@ -302,6 +310,9 @@ func (c *Config) oauthUsesVault() bool {
 		if t := r.Token; t != nil && (t.ClientSecret.Vault != nil || (t.PrivateKey != nil && t.PrivateKey.VaultTransit != nil)) {
 			return true
 		}
+		if t := r.Token; t != nil && t.DPoP != nil && t.DPoP.PrivateKey != nil && t.DPoP.PrivateKey.VaultTransit != nil {
+			return true
+		}
 	}
 	return false
 }
@@ -317,8 +328,12 @@ func (v *validator) oauthToken(p, tp string, r *Route) {
 		if r.Subjects != nil {
 			add(p+".subjects", "subjects are named only on token.type %s routes; remove the block", TokenAuthorizationCode)
 		}
+		if t.DPoP != nil || t.CertificateBound {
+			add(tp, "dpop and certificate_bound bind OAuth2 tokens: they belong to type %s or %s; remove them or change type", TokenClientCredentials, TokenAuthorizationCode)
+		}
 		return
 	}
+	v.senderConstraint(p, tp, r)
 	checkURL := func(field, raw string, required bool) {
 		if raw == "" {
 			if required {
@@ -372,6 +387,36 @@ func (v *validator) oauthToken(p, tp string, r *Route) {
 	}
 	if v.c.Consents == nil {
 		add("consents", "missing; route %s uses authorization_code, so give the consent store and callback: consents: {callback_url: https://..., store: {bbolt: {path: consents.db, key: {env: TOKENPROXY_CONSENT_KEY}}}}", r.Name)
+	}
+}
+
+// senderConstraint checks token.dpop and token.certificate_bound.
+func (v *validator) senderConstraint(p, tp string, r *Route) {
+	t := r.Token
+	if t.DPoP != nil && t.CertificateBound {
+		v.add(tp, "give dpop or certificate_bound, not both; a token is bound to one key or one certificate")
+	}
+	if t.CertificateBound && r.ClientCert.Kind() == "" {
+		v.add(p+".client_certificate", "missing; certificate_bound tokens are bound to the route's client certificate")
+	}
+	d := t.DPoP
+	if d == nil {
+		return
+	}
+	switch k := d.PrivateKey; {
+	case k == nil:
+		v.add(tp+".dpop.private_key", "missing; give the key proofs are signed with: private_key: {file: dpop-key.pem} or {vault_transit: {key: NAME}}")
+	case (k.File == "") == (k.VaultTransit == nil):
+		v.add(tp+".dpop.private_key", "set exactly one of file or vault_transit")
+	case k.VaultTransit != nil && k.VaultTransit.Key == "":
+		v.add(tp+".dpop.private_key.vault_transit.key", "missing; name the Transit key")
+	}
+	switch d.Algorithm {
+	case "", "ES256", "PS256":
+	case "RS256":
+		v.add(tp+".dpop.algorithm", "RS256 is not allowed for DPoP proofs (FAPI 2.0); use ES256 with a P-256 key or PS256 with an RSA key, or remove the field")
+	default:
+		v.add(tp+".dpop.algorithm", "%q is not one of ES256, PS256; or remove the field to take the key's (ES256 for P-256, PS256 for RSA)", d.Algorithm)
 	}
 }
 

@@ -248,6 +248,7 @@ func (a *AuthCode) applyAnswer(c *consentstore.Consent, r *Response, now time.Ti
 		c.RefreshExpiry = r.RefreshExpiry
 	}
 	c.AccessToken, c.TokenType, c.AccessExpiry = secret.New(r.Token.Value), r.Token.Type, r.Token.Expiry
+	c.TokenBinding = r.Token.Binding
 	if r.Scopes != nil {
 		c.Scopes = r.Scopes
 	}
@@ -295,7 +296,7 @@ func tokenOf(c *consentstore.Consent) *tokencache.Token {
 		typ = "Bearer"
 	}
 	return &tokencache.Token{Value: c.AccessToken.Reveal(), Type: typ, Expiry: c.AccessExpiry, Issued: c.Refreshed,
-		Header: typ + " " + c.AccessToken.Reveal()}
+		Header: typ + " " + c.AccessToken.Reveal(), Binding: c.TokenBinding}
 }
 
 // handed is the access token this instance last returned for a subject:

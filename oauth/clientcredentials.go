@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/oauth/discovery"
+	"github.com/tokenproxy/tokenproxy/dpop"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
@@ -33,6 +34,13 @@ type Endpoint struct {
 	DefaultTTL time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// DPoP, when set, binds the tokens to its key (RFC 9449): each token
+	// request carries a proof, and only a token_type DPoP answer is taken.
+	DPoP *dpop.Client
+	// CertBinding, when set, binds the tokens to the client certificate
+	// (RFC 8705): it returns the current certificate's binding,
+	// "x5t#S256:<thumbprint>".
+	CertBinding func() string
 }
 
 func (e *Endpoint) validate() error {
@@ -78,23 +86,40 @@ func (e *Endpoint) endpoint(name, explicit string) string {
 func (e *Endpoint) tokenURL() string { return e.endpoint(discovery.Token, e.TokenURL) }
 
 // token posts one grant to the token endpoint with the client
-// authentication and parses the answer.
+// authentication (and a DPoP proof on a DPoP route, sent once more with the
+// nonce the endpoint asks for) and parses the answer.
 func (e *Endpoint) token(ctx context.Context, form url.Values) (*Response, error) {
-	now := e.Now()
-	hdr := http.Header{}
+	var certBinding string
+	if e.CertBinding != nil {
+		certBinding = e.CertBinding() // the certificate this request presents
+	}
 	tokenURL := e.tokenURL()
-	if err := e.Auth.apply(ctx, tokenURL, form, hdr, now); err != nil {
-		return nil, &endpointError{Route: e.Route, Endpoint: "token", Err: err}
+	for attempt := 0; ; attempt++ {
+		now := e.Now()
+		hdr := http.Header{}
+		if err := e.Auth.apply(ctx, tokenURL, form, hdr, now); err != nil {
+			return nil, &endpointError{Route: e.Route, Endpoint: "token", Err: err}
+		}
+		nonce, err := e.proveTokenRequest(hdr)
+		if err != nil {
+			return nil, err
+		}
+		body, answer, err := postAnswer(ctx, e.Client, e.Route, "token", tokenURL, form, hdr, now)
+		if e.retryWithNonce(attempt, nonce, answer, err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		r, err := ParseResponse(body, now, e.DefaultTTL)
+		if err == nil {
+			err = e.bind(r.Token, certBinding)
+		}
+		if err != nil {
+			return nil, &endpointError{Route: e.Route, Endpoint: "token", Status: http.StatusOK, Err: err}
+		}
+		return r, nil
 	}
-	body, err := post(ctx, e.Client, e.Route, "token", tokenURL, form, hdr, now)
-	if err != nil {
-		return nil, err
-	}
-	r, err := ParseResponse(body, now, e.DefaultTTL)
-	if err != nil {
-		return nil, &endpointError{Route: e.Route, Endpoint: "token", Status: http.StatusOK, Err: err}
-	}
-	return r, nil
 }
 
 // ClientCredentials is the client_credentials grant (RFC 6749 §4.4): one

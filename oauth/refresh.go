@@ -53,10 +53,12 @@ func (a *AuthCode) Fetch(ctx context.Context, key string) (*tokencache.Token, er
 		case c.State == consentstore.Invalid:
 			return nil, a.consentRequired(subject, c.Cause)
 		case c.State == consentstore.Active && tokencache.Usable(minValid, tokenOf(c), now) &&
+			c.TokenBinding == a.cfg.Endpoint.Binding() &&
 			(!c.Refreshed.Before(start) || !a.handedOut(k, c.Generation)):
 			// Another caller refreshed while this one waited, or the stored
 			// token is one this instance never gave out (a restart): no refresh,
-			// which at BPCE would revoke that token.
+			// which at BPCE would revoke that token. A token bound to another
+			// key or certificate than the route's now is refreshed.
 			return a.handOut(k, c.Generation, tokenOf(c)), nil
 		case c.State == consentstore.Refreshing && c.IntentBy != a.id && now.Sub(c.IntentAt) < a.cfg.IntentLease:
 			if err := a.waitForChange(ctx, k, c.Generation, c.IntentAt.Add(a.cfg.IntentLease)); err != nil {

@@ -126,6 +126,13 @@ func hintFor(code string, status int) string {
 // post sends form to endpoint with the route's client (mTLS) and returns the
 // body of a 2xx answer, or an *endpointError.
 func post(ctx context.Context, hc *http.Client, route, endpoint, rawURL string, form url.Values, hdr http.Header, now time.Time) ([]byte, error) {
+	b, _, err := postAnswer(ctx, hc, route, endpoint, rawURL, form, hdr, now)
+	return b, err
+}
+
+// postAnswer is post that also returns the answer's header, whatever its
+// status (nil when no answer came).
+func postAnswer(ctx context.Context, hc *http.Client, route, endpoint, rawURL string, form url.Values, hdr http.Header, now time.Time) ([]byte, http.Header, error) {
 	a, err := tokenclient.Do(ctx, hc, tokenclient.Request{Method: http.MethodPost, URL: rawURL, Header: hdr, Form: form})
 	if err != nil {
 		e := &endpointError{Route: route, Endpoint: endpoint, Err: err}
@@ -140,20 +147,20 @@ func post(ctx context.Context, hc *http.Client, route, endpoint, rawURL string, 
 				e.Status, e.Err = ce.Status, errors.New("reading the answer failed")
 			}
 		}
-		return nil, e
+		return nil, nil, e
 	}
 	if a.Status/100 == 2 {
 		if a.TooLarge {
-			return nil, &endpointError{Route: route, Endpoint: endpoint, Status: a.Status, Err: errors.New("the answer is larger than 1 MiB")}
+			return nil, a.Header, &endpointError{Route: route, Endpoint: endpoint, Status: a.Status, Err: errors.New("the answer is larger than 1 MiB")}
 		}
-		return a.Body, nil
+		return a.Body, a.Header, nil
 	}
 	e := &endpointError{Route: route, Endpoint: endpoint, Status: a.Status, RetryAfter: a.RetryAfter(now)}
 	var oe oauthError
 	if json.Unmarshal(a.Body, &oe) == nil && isToken(oe.Code) {
 		e.Code = oe.Code
 	}
-	return nil, e
+	return nil, a.Header, e
 }
 
 // isToken accepts an OAuth error code (RFC 6749: %x20-21 / %x23-5B / %x5D-7E)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -33,6 +34,7 @@ type pipeline struct {
 	log      *zap.Logger
 	observer Observer
 	broken   BrokenAnswerObserver // nil unless observer is one
+	tracer   trace.Tracer         // nil without tracing
 }
 
 func newPipeline(log *zap.Logger, o Observer) *pipeline {
@@ -62,6 +64,7 @@ type exchange struct {
 func (p *pipeline) handle(req *http.Request, route *route.Route, host string) *http.Response {
 	start := time.Now()
 	ex := exchange{token: "none"}
+	req, span := p.startServerSpan(req, route)
 	resp := p.serve(req, route, host, &ex)
 	if route != nil {
 		ex.route = route.Name
@@ -69,7 +72,7 @@ func (p *pipeline) handle(req *http.Request, route *route.Route, host string) *h
 	if ex.err != nil {
 		resp = ex.err.response(req, ex.route)
 	}
-	resp.Body = &loggedBody{ReadCloser: resp.Body, p: p, req: req, resp: resp, host: host, ex: ex, start: start}
+	resp.Body = &loggedBody{ReadCloser: resp.Body, p: p, req: req, resp: resp, host: host, ex: ex, start: start, span: span}
 	return resp
 }
 
@@ -106,7 +109,7 @@ func (p *pipeline) serve(req *http.Request, route *route.Route, host string, ex 
 	if useToken {
 		var out tokencache.Outcome
 		var err error
-		tok, out, err = route.Tokens.Get(req.Context(), key)
+		tok, out, err = getToken(req.Context(), route, key)
 		ex.token = out.String()
 		if err != nil {
 			ex.err = routeTokenError(route, err)
@@ -126,7 +129,7 @@ func (p *pipeline) serve(req *http.Request, route *route.Route, host string, ex 
 		ex.err = aerr
 		return nil
 	}
-	if resp.StatusCode != http.StatusUnauthorized || tok == nil {
+	if resp.StatusCode != http.StatusUnauthorized || tok == nil || route.NonceRefused(resp) {
 		return resp
 	}
 
@@ -135,7 +138,7 @@ func (p *pipeline) serve(req *http.Request, route *route.Route, host string, ex 
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	route.Tokens.Invalidate(key, tok)
-	tok2, _, err := route.Tokens.Get(req.Context(), key)
+	tok2, _, err := getToken(req.Context(), route, key)
 	ex.token = "refetch"
 	ex.retried = true
 	if err != nil {
@@ -150,9 +153,22 @@ func (p *pipeline) serve(req *http.Request, route *route.Route, host string, ex 
 	return resp
 }
 
-// send prepares the upstream request through the route (afresh, so a retry
-// is signed anew) and performs the round trip.
+// send sends the request upstream (sendOnce). On a DPoP route whose
+// resource server asks for a new nonce, the request is prepared with a new
+// proof and sent again, once per nonce change (route.NonceRetry).
 func (p *pipeline) send(req *http.Request, rt *route.Route, body []byte, tok *tokencache.Token, ex *exchange) (*http.Response, *apiError) {
+	resp, aerr := p.sendOnce(req, rt, body, tok, ex)
+	for try := 0; aerr == nil && try < route.MaxNonceRetries && rt.NonceRetry(resp); try++ {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		resp, aerr = p.sendOnce(req, rt, body, tok, ex)
+	}
+	return resp, aerr
+}
+
+// sendOnce prepares the upstream request through the route (afresh, so a
+// retry is signed anew) and performs the round trip.
+func (p *pipeline) sendOnce(req *http.Request, rt *route.Route, body []byte, tok *tokencache.Token, ex *exchange) (*http.Response, *apiError) {
 	out, err := rt.Prepare(req, body, tok)
 	if err != nil {
 		return nil, signingError(err)
@@ -160,7 +176,7 @@ func (p *pipeline) send(req *http.Request, rt *route.Route, body []byte, tok *to
 	ex.requestID = out.Header.Get("X-Request-Id")
 	ex.interactionID = out.Header.Get("X-Fapi-Interaction-Id")
 	t0 := time.Now()
-	resp, err := rt.Transport.RoundTrip(out)
+	resp, err := roundTrip(rt, out)
 	ex.upstream += time.Since(t0)
 	if err != nil {
 		if req.Context().Err() != nil {
@@ -212,6 +228,7 @@ type loggedBody struct {
 	host  string
 	ex    exchange
 	start time.Time
+	span  trace.Span // the request's server span, ended with the log line
 	n     int64
 	rerr  error
 	done  bool
@@ -239,6 +256,7 @@ func (b *loggedBody) Close() error {
 	if b.p.observer != nil {
 		b.p.observer.Request(b.ex.route, b.resp.StatusCode, code, b.ex.upstream)
 	}
+	endServerSpan(b.span, b.resp.StatusCode, code)
 	// A relayed answer whose body failed (not because the app left) or
 	// whose framing was ambiguous is a broken answer: a warning, counted.
 	broken := ""

@@ -11,8 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
+	"github.com/tokenproxy/tokenproxy/internal/tracing"
 	"github.com/tokenproxy/tokenproxy/route"
 )
 
@@ -50,6 +52,9 @@ type Options struct {
 	// Degraded, when set, reports a dependency that is down while the
 	// server still serves on what it holds (Vault unreachable): /readyz says so.
 	Degraded func() error
+	// TracerProvider, when set, opens a server span per request (continuing
+	// the app's traceparent) with child spans down the request; nil traces nothing.
+	TracerProvider trace.TracerProvider
 	// ProxyListener, when set, terminates CONNECT tunnels to intercepting routes
 	// and makes the proxy listener an HTTPS proxy (assemble.BuildProxyListener).
 	ProxyListener *route.ProxyListener
@@ -110,6 +115,9 @@ func New(routes []*route.Route, opts Options) *Server {
 	}
 	s := &Server{log: opts.Log, opts: opts, pipe: newPipeline(opts.Log, opts.Observer), running: map[*route.Route]context.CancelFunc{}}
 	s.table.Store(newTable(routes))
+	if opts.TracerProvider != nil {
+		s.pipe.tracer = opts.TracerProvider.Tracer(tracing.Scope)
+	}
 	return s
 }
 

@@ -206,6 +206,8 @@ type sealedToken struct {
 	Header string `json:"h"`
 	Expiry int64  `json:"e"` // unix nanoseconds
 	Issued int64  `json:"i"`
+	// Binding is Token.Binding: the key or certificate the token is bound to.
+	Binding string `json:"b,omitempty"`
 }
 
 func (s *sealer) sealToken(t *tokencache.Token, aad []byte) ([]byte, error) {
@@ -213,7 +215,7 @@ func (s *sealer) sealToken(t *tokencache.Token, aad []byte) ([]byte, error) {
 	if !t.Issued.IsZero() {
 		issued = t.Issued.UnixNano()
 	}
-	plain, err := json.Marshal(sealedToken{Value: t.Value, Type: t.Type, Header: t.Header, Expiry: t.Expiry.UnixNano(), Issued: issued})
+	plain, err := json.Marshal(sealedToken{Value: t.Value, Type: t.Type, Header: t.Header, Expiry: t.Expiry.UnixNano(), Issued: issued, Binding: t.Binding})
 	if err != nil {
 		return nil, fmt.Errorf("redis store: encoding a token: %w", err)
 	}
@@ -229,7 +231,7 @@ func (s *sealer) openToken(blob, aad []byte) (*tokencache.Token, error) {
 	if err := json.Unmarshal(plain, &st); err != nil {
 		return nil, fmt.Errorf("redis store: decoding a token: %w", err)
 	}
-	t := &tokencache.Token{Value: st.Value, Type: st.Type, Header: st.Header, Expiry: time.Unix(0, st.Expiry)}
+	t := &tokencache.Token{Value: st.Value, Type: st.Type, Header: st.Header, Expiry: time.Unix(0, st.Expiry), Binding: st.Binding}
 	if st.Issued != 0 {
 		t.Issued = time.Unix(0, st.Issued)
 	}

@@ -31,11 +31,16 @@ func (e *SigningError) Unwrap() error { return e.Err }
 // headers only (no hop-by-hop header, no Proxy-Authorization, none of the
 // headers the route owns: Authorization on a token route, the signing
 // headers on a signed one), the token's Authorization when tok is not nil,
-// and the signature when the route signs. It is called afresh for a retry,
-// so a retry is signed anew. A signing failure is a *SigningError.
+// with a fresh DPoP proof on a DPoP route, and the signature when the route
+// signs. It is called afresh for a retry, so a retry is signed (and proved)
+// anew. A signing or proof failure is a *SigningError.
 func (r *Route) Prepare(in *http.Request, body []byte, tok *tokencache.Token) (*http.Request, error) {
 	out := r.outgoing(in, body)
-	if tok != nil {
+	if tok != nil && r.DPoP != nil && tok.Binding != "" {
+		if err := r.prove(out, tok); err != nil {
+			return nil, err
+		}
+	} else if tok != nil {
 		out.Header.Set("Authorization", tok.Header)
 	}
 	if r.Signer != nil {

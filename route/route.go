@@ -43,8 +43,15 @@ type Route struct {
 	TokenKind TokenKind
 	// Signer is nil on routes that are not signed.
 	Signer Signer
+	// DPoP, when set, sends the route's DPoP-bound tokens with a fresh
+	// proof per request (RFC 9449); nil on other routes.
+	DPoP DPoPClient
 
 	MaxBody int64
+	// TracePropagation sends the request's trace context upstream
+	// (traceparent, tracestate); without it the route owns those headers
+	// and drops the app's.
+	TracePropagation bool
 
 	held []HeldCertificate
 	// jobs run alongside the server: certificate reloaders, Vault PKI renewal.

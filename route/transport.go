@@ -3,6 +3,7 @@ package route
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,6 +22,12 @@ type TransportLimits struct {
 	Upstream time.Duration
 	// MaxConnections caps the connections to the upstream (and the idle ones kept).
 	MaxConnections int
+	// CertGeneration, when set, is the client certificate's generation,
+	// which moves at each rotation: a connection made under an older one
+	// takes no new request (see staleConn). Certificate-bound tokens need
+	// it: a token bound to the new certificate fails on a connection that
+	// presented the old one.
+	CertGeneration func() uint64
 }
 
 // NewTransport is a route's transport to its upstream: TLS from tlsConf
@@ -51,6 +58,10 @@ func NewTransport(tlsConf *tls.Config, rc TransportLimits) *http.Transport {
 				conf = tlsConf.Clone()
 				conf.ServerName, _, _ = net.SplitHostPort(addr)
 			}
+			var gen uint64
+			if rc.CertGeneration != nil {
+				gen = rc.CertGeneration() // before the handshake picks the certificate
+			}
 			tc := tls.Client(c, conf)
 			hctx, cancel := ctx, context.CancelFunc(func() {})
 			if handshakeTimeout > 0 {
@@ -61,6 +72,9 @@ func NewTransport(tlsConf *tls.Config, rc TransportLimits) *http.Transport {
 			if err != nil {
 				c.Close()
 				return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+			}
+			if rc.CertGeneration != nil {
+				return &staleConn{upstreamConn: newUpstreamConn(tc), gen: gen, cur: rc.CertGeneration}, nil
 			}
 			return newUpstreamConn(tc), nil
 		},
@@ -75,4 +89,27 @@ func NewTransport(tlsConf *tls.Config, rc TransportLimits) *http.Transport {
 		IdleConnTimeout:        90 * time.Second,
 		DisableCompression:     true, // pass bodies through untouched
 	}
+}
+
+// errStaleCert refuses a request on a connection made with a client
+// certificate that has since been replaced.
+var errStaleCert = errors.New("the connection presented a client certificate that has been replaced")
+
+// staleConn is a connection that takes no new request once the client
+// certificate it presented is replaced: its first Write fails with nothing
+// written, which makes the transport close it and send the request again
+// on a new connection (net/http retries a request none of which was
+// written, when its body can be replayed: Prepare's always can). Requests
+// already written finish on it.
+type staleConn struct {
+	*upstreamConn
+	gen uint64
+	cur func() uint64
+}
+
+func (c *staleConn) Write(p []byte) (int, error) {
+	if c.cur() != c.gen {
+		return 0, errStaleCert
+	}
+	return c.upstreamConn.Write(p)
 }

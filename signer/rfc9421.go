@@ -128,7 +128,7 @@ func (s *signer) signRFC9421(req *http.Request, body []byte, st *keyState, list 
 	if err != nil {
 		return err
 	}
-	sig, err := s.sign(st, buf)
+	sig, err := s.sign(req.Context(), st, buf)
 	if err != nil {
 		return fmt.Errorf("signing: %w", err)
 	}

@@ -1,6 +1,7 @@
 package signer
 
 import (
+	"context"
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/tokenproxy/tokenproxy/internal/tracing"
 )
 
 // Signer adds the signing headers (Digest or Content-Digest, Date, X-Request-ID, Signature, Signature-Input,
@@ -158,7 +161,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b 
 var ErrMissingHeader = errors.New("covered header missing")
 
 // Sign implements Signer.
-func (s *signer) Sign(req *http.Request, body []byte) error {
+func (s *signer) Sign(req *http.Request, body []byte) (err error) {
 	now := s.now()
 	st, err := s.current(now)
 	if err != nil {
@@ -168,6 +171,16 @@ func (s *signer) Sign(req *http.Request, body []byte) error {
 	if h == nil {
 		h = make(http.Header)
 		req.Header = h
+	}
+	// The span is opened on a copy of req sharing its header map.
+	if sp := tracing.Recording(req.Context()); sp != nil {
+		req, sp = s.startSpan(req, st)
+		defer func() {
+			if err != nil {
+				tracing.Fail(sp, "signing")
+			}
+			sp.End()
+		}()
 	}
 	if s.p.interactionID {
 		setInteractionID(h, s.newID)
@@ -367,11 +380,11 @@ func appendSigningString(dst []byte, req *http.Request, body []byte, headers []s
 	return dst, nil
 }
 
-func (s *signer) sign(st *keyState, msg []byte) ([]byte, error) {
+func (s *signer) sign(ctx context.Context, st *keyState, msg []byte) ([]byte, error) {
 	if s.signFn != nil {
 		return s.signFn(msg)
 	}
-	return st.alg.sign(st.signer, msg)
+	return st.alg.sign(boundTo(ctx, st.signer), msg)
 }
 
 func (s *signer) signCavage(req *http.Request, body []byte, st *keyState, list []string, bp *[]byte) error {
@@ -380,7 +393,7 @@ func (s *signer) signCavage(req *http.Request, body []byte, st *keyState, list [
 	if err != nil {
 		return err
 	}
-	sig, err := s.sign(st, buf)
+	sig, err := s.sign(req.Context(), st, buf)
 	if err != nil {
 		return fmt.Errorf("signing: %w", err)
 	}

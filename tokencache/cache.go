@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/tokenproxy/tokenproxy/internal/tracing"
 )
 
 // Source performs one token request. Implementations do no caching, pacing
@@ -79,8 +81,14 @@ type Options struct {
 	// so that a grant withdrawn on another replica stops being served
 	// within it. Route-wide tokens are never confirmed.
 	ConfirmEvery time.Duration
-	Log          *zap.Logger
-	Observer     Observer
+	// Binding, when set, is what the route's tokens must be bound to now
+	// (the DPoP key's or the client certificate's Token.Binding); a token
+	// bound to anything else is not used, wherever it comes from (this
+	// cache, a shared store, a consent store), and is fetched anew. It is
+	// called on every Get: it must be cheap and must not block.
+	Binding  func() string
+	Log      *zap.Logger
+	Observer Observer
 }
 
 // Cache holds one route's tokens, one per subject. Get is safe for
@@ -162,7 +170,7 @@ func (c *Cache) Get(ctx context.Context, subject string) (*Token, Outcome, error
 	if e := c.lookup(subject); e != nil {
 		if t := e.cur.Load(); t != nil {
 			now := time.Now()
-			if now.Before(t.usableUntil) {
+			if now.Before(t.usableUntil) && c.bound(t) {
 				if c.unconfirmed(e, subject, now) {
 					return c.confirmThenGet(ctx, e, subject)
 				}
@@ -170,6 +178,7 @@ func (c *Cache) Get(ctx context.Context, subject string) (*Token, Outcome, error
 					c.refreshAhead(e, subject, now)
 				}
 				c.hit()
+				tracing.SetResult(ctx, tracing.ResultHit)
 				return t, Hit, nil
 			}
 		}
@@ -210,7 +219,7 @@ func (c *Cache) refreshAhead(e *entry, subject string, now time.Time) {
 	}
 	e.mu.Lock()
 	if e.flight == nil {
-		c.start(e, subject)
+		c.start(context.Background(), e, subject)
 	}
 	e.mu.Unlock()
 }
@@ -218,19 +227,22 @@ func (c *Cache) refreshAhead(e *entry, subject string, now time.Time) {
 func (c *Cache) wait(ctx context.Context, subject string) (*Token, Outcome, error) {
 	e := c.entryFor(subject)
 	e.mu.Lock()
-	if t := e.cur.Load(); t != nil && time.Now().Before(t.usableUntil) {
+	if t := e.cur.Load(); t != nil && time.Now().Before(t.usableUntil) && c.bound(t) {
 		e.mu.Unlock() // filled meanwhile
 		if c.unconfirmed(e, subject, time.Now()) {
 			return c.confirmThenGet(ctx, e, subject)
 		}
 		c.hit()
+		tracing.SetResult(ctx, tracing.ResultHit)
 		return t, Hit, nil
 	}
 	cl := e.flight
+	result := tracing.ResultWait
 	if cl == nil {
-		cl = c.start(e, subject)
+		cl, result = c.start(ctx, e, subject), tracing.ResultFetch
 	}
 	e.mu.Unlock()
+	tracing.SetResult(ctx, result)
 
 	// A caller waits at most for the whole fetch (budget wait plus the request).
 	t := time.NewTimer(c.opts.MaxWait + c.opts.FetchTimeout)
@@ -250,8 +262,9 @@ func (c *Cache) wait(ctx context.Context, subject string) (*Token, Outcome, erro
 	}
 }
 
-// start begins a fetch for e; e.mu is held.
-func (c *Cache) start(e *entry, subject string) *call {
+// start begins a fetch for e; e.mu is held. The fetch runs on its own
+// context, which carries ctx's trace span only.
+func (c *Cache) start(ctx context.Context, e *entry, subject string) *call {
 	cl := &call{done: make(chan struct{})}
 	e.flight = cl
 	e.busy.Store(true)
@@ -262,10 +275,10 @@ func (c *Cache) start(e *entry, subject string) *call {
 	// next Get then joins the refresh ahead. A token within the skew of its
 	// expiry is never taken, wherever it comes from.
 	accept := c.fresh
-	if t := e.cur.Load(); t == nil || !time.Now().Before(t.usableUntil) {
+	if t := e.cur.Load(); t == nil || !time.Now().Before(t.usableUntil) || !c.bound(t) {
 		accept = c.usable
 	}
-	go c.fetch(e, subject, e.gen, accept, cl)
+	go c.fetch(tracing.Detach(ctx), e, subject, e.gen, accept, cl)
 	return cl
 }
 
@@ -310,9 +323,10 @@ func (c *Cache) Source() Source { return c.src }
 
 // fetch runs one refresh of e on behalf of every waiting caller. It owns cl
 // until it closes cl.done, and it runs on its own context so that one
-// caller giving up does not fail the others.
-func (c *Cache) fetch(e *entry, subject string, have uint64, accept func(*Token) bool, cl *call) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.opts.MaxWait+c.opts.FetchTimeout)
+// caller giving up does not fail the others; base is detached (it carries
+// the starting caller's trace span at most).
+func (c *Cache) fetch(base context.Context, e *entry, subject string, have uint64, accept func(*Token) bool, cl *call) {
+	ctx, cancel := context.WithTimeout(base, c.opts.MaxWait+c.opts.FetchTimeout)
 	defer cancel()
 	start := time.Now()
 	var fetched time.Time // when the source was asked (it read the grant after that)
@@ -373,15 +387,47 @@ func (c *Cache) fetch(e *entry, subject string, have uint64, accept func(*Token)
 	}
 }
 
-// fresh reports whether t is outside its refresh window now: more than
-// twice the effective skew left.
+// fresh reports whether t is outside its refresh window now (more than
+// twice the effective skew left) and bound as the route's tokens must be.
 func (c *Cache) fresh(t *Token) bool {
 	now := time.Now()
-	return now.Before(t.Expiry.Add(-2 * EffectiveSkew(c.opts.Skew, t, now)))
+	return now.Before(t.Expiry.Add(-2*EffectiveSkew(c.opts.Skew, t, now))) && c.bound(t)
 }
 
-// usable reports whether t may be sent now (see Usable).
-func (c *Cache) usable(t *Token) bool { return Usable(c.opts.Skew, t, time.Now()) }
+// usable reports whether t may be sent now (see Usable) and is bound as
+// the route's tokens must be.
+func (c *Cache) usable(t *Token) bool { return Usable(c.opts.Skew, t, time.Now()) && c.bound(t) }
+
+// bound reports whether t is bound to what the route's tokens must be
+// bound to now (Options.Binding); always true without a binding.
+func (c *Cache) bound(t *Token) bool {
+	if c.opts.Binding == nil {
+		return t.Binding == ""
+	}
+	return t.Binding == c.opts.Binding()
+}
+
+// Rebind starts, for every token no longer bound to what Options.Binding
+// gives now (the client certificate rotated), a fetch of a token bound
+// anew, so that requests find it rather than wait for it. The old token is
+// no longer sent meanwhile: a request waits for the fetch.
+func (c *Cache) Rebind() {
+	rebind := func(subject string, e *entry) {
+		if t := e.cur.Load(); t == nil || c.bound(t) {
+			return
+		}
+		e.mu.Lock()
+		if e.flight == nil {
+			c.start(context.Background(), e, subject)
+		}
+		e.mu.Unlock()
+	}
+	rebind("", &c.route)
+	c.subjects.Range(func(k, v any) bool {
+		rebind(k.(string), v.(*entry))
+		return true
+	})
+}
 
 // prepare sets t's refresh and cut-off times, logging once per cache when
 // the lifetime caps the configured skew.
@@ -400,6 +446,9 @@ func (c *Cache) fetchPaced(ctx context.Context, subject string) (*Token, error) 
 	p, err := c.pacer.Acquire(ctx, c.opts.MaxWait)
 	if p.Waited > 0 && c.opts.Observer != nil {
 		c.opts.Observer.LimiterWait(c.opts.Route, p.Waited)
+	}
+	if p.Waited > 0 {
+		tracing.BudgetWait(ctx, p.Waited)
 	}
 	if err != nil {
 		c.log.Warn("token request not sent", zap.Duration("limiter_wait", p.Waited), zap.Error(err))

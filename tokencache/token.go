@@ -27,6 +27,11 @@ type Token struct {
 	// Issued is when the token was obtained (the response's arrival); the
 	// lifetime Expiry-Issued caps the cache's skew. Zero when unknown.
 	Issued time.Time
+	// Binding names what the token is bound to, "" for a bearer token:
+	// "jkt:<thumbprint>" for a DPoP key (RFC 9449), "x5t#S256:<thumbprint>"
+	// for a client certificate (RFC 8705). A cache whose route is bound to
+	// something else does not use the token (Options.Binding).
+	Binding string
 
 	refreshAt   time.Time // from here a refresh runs ahead: Expiry less twice the cache's effective skew
 	usableUntil time.Time // from here the token is no longer sent: Expiry less the effective skew

@@ -15,6 +15,10 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tokenproxy/tokenproxy/internal/tracing"
 )
 
 // MaxBody bounds how much of a token endpoint's answer is read (1 MiB).
@@ -84,8 +88,12 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // Do sends r with hc and reads at most MaxBody bytes of the answer. Any
-// status is an Answer; an *Error means no answer could be read.
-func Do(ctx context.Context, hc *http.Client, r Request) (*Answer, error) {
+// status is an Answer; an *Error means no answer could be read. Under a
+// recording span it opens a "token request" client span with the grant,
+// the host and the status: no header, form value or body.
+func Do(ctx context.Context, hc *http.Client, r Request) (a *Answer, err error) {
+	ctx, sp := startSpan(ctx, r)
+	defer func() { endSpan(sp, a, err) }()
 	var body io.Reader
 	if r.Method == http.MethodPost {
 		body = strings.NewReader(r.Form.Encode())
@@ -110,7 +118,7 @@ func Do(ctx context.Context, hc *http.Client, r Request) (*Answer, error) {
 	if err != nil {
 		return nil, &Error{Stage: Read, Status: resp.StatusCode, Err: err}
 	}
-	a := &Answer{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	a = &Answer{Status: resp.StatusCode, Header: resp.Header, Body: b}
 	if len(b) > MaxBody {
 		a.Body, a.TooLarge = b[:MaxBody], true
 	}
@@ -125,4 +133,33 @@ func scrubURLError(err error) error {
 		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
 	}
 	return err
+}
+
+// startSpan opens the call's span when ctx holds a recording one. The grant
+// is the form's grant_type, or basic_get for Banking Circle's GET.
+func startSpan(ctx context.Context, r Request) (context.Context, trace.Span) {
+	if tracing.Recording(ctx) == nil {
+		return tracing.Start(ctx, tracing.SpanTokenRequest, trace.SpanKindClient)
+	}
+	grant := r.Form.Get("grant_type")
+	if grant == "" && r.Method == http.MethodGet {
+		grant = "basic_get"
+	}
+	host := ""
+	if u, err := url.Parse(r.URL); err == nil {
+		host = u.Hostname()
+	}
+	return tracing.Start(ctx, tracing.SpanTokenRequest, trace.SpanKindClient,
+		tracing.KeyMethod.String(r.Method), tracing.KeyServerAddress.String(host), tracing.KeyGrant.String(grant))
+}
+
+func endSpan(sp trace.Span, a *Answer, err error) {
+	var ce *Error
+	switch {
+	case errors.As(err, &ce):
+		tracing.Fail(sp, [...]string{Build: "build", Send: "send", Read: "read"}[ce.Stage])
+	case a != nil:
+		tracing.Status(sp, a.Status, true)
+	}
+	sp.End()
 }

@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenproxy/tokenproxy/certs"
+	"github.com/tokenproxy/tokenproxy/internal/tracing"
 	"github.com/tokenproxy/tokenproxy/problem"
 )
 
@@ -125,7 +127,13 @@ func (s *TransitSigner) String() string {
 // PSS, anything else PKCS #1 v1.5) and the message itself for Ed25519
 // (opts.HashFunc() must be 0). rand is not used: Vault supplies randomness.
 func (s *TransitSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	return s.SignTraced(context.Background(), digest, opts)
+}
+
+// SignTraced is Sign in the trace of ctx's span (signer.TracedSigner): it
+// takes nothing else from ctx and is bounded by the signer's own timeout.
+func (s *TransitSigner) SignTraced(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(tracing.Detach(ctx), s.timeout)
 	defer cancel()
 	return s.SignContext(ctx, digest, opts)
 }
@@ -184,6 +192,11 @@ func (s *TransitSigner) SignContext(ctx context.Context, digest []byte, opts cry
 		}
 	}
 	op := "signing with " + s.String()
+	ctx, sp := tracing.Start(ctx, tracing.SpanTransitSign, trace.SpanKindClient)
+	if sp.IsRecording() {
+		sp.SetAttributes(tracing.KeyTransitKey.String(s.cfg.Key))
+	}
+	defer sp.End()
 	resp, err := s.c.do(ctx, op, func(ctx context.Context, a *api.Client) (*api.Secret, error) {
 		return a.Logical().WriteWithContext(ctx, s.cfg.Mount+"/sign/"+s.cfg.Key, body)
 	})
@@ -192,6 +205,7 @@ func (s *TransitSigner) SignContext(ctx context.Context, digest []byte, opts cry
 		s.c.health.report(transitHealthName(s.cfg), err)
 	}
 	if err != nil {
+		tracing.Fail(sp, "vault")
 		return nil, err
 	}
 	if resp == nil || resp.Data == nil {

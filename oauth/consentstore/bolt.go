@@ -229,7 +229,9 @@ func (b *Bolt) decode(k Key, v []byte) (*Consent, error) {
 }
 
 // Get implements Store.
-func (b *Bolt) Get(_ context.Context, k Key) (*Consent, error) {
+func (b *Bolt) Get(ctx context.Context, k Key) (*Consent, error) {
+	_, sp := startOp(ctx, "bbolt", opGet)
+	defer sp.End()
 	var c *Consent
 	err := b.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketConsents).Get(dbKey(k))
@@ -244,7 +246,9 @@ func (b *Bolt) Get(_ context.Context, k Key) (*Consent, error) {
 }
 
 // Put implements Store.
-func (b *Bolt) Put(_ context.Context, c *Consent, expect uint64) (uint64, error) {
+func (b *Bolt) Put(ctx context.Context, c *Consent, expect uint64) (uint64, error) {
+	_, sp := startOp(ctx, "bbolt", opPut)
+	defer sp.End()
 	return b.put(c, expect, nil)
 }
 
@@ -283,7 +287,9 @@ func (b *Bolt) put(c *Consent, expect uint64, also func(*bolt.Tx) error) (uint64
 }
 
 // Delete implements Store.
-func (b *Bolt) Delete(_ context.Context, k Key) error {
+func (b *Bolt) Delete(ctx context.Context, k Key) error {
+	_, sp := startOp(ctx, "bbolt", opDelete)
+	defer sp.End()
 	return b.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketConsents).Delete(dbKey(k)) })
 }
 

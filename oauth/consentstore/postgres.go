@@ -436,6 +436,8 @@ func (p *Postgres) decode(k Key, gen int64, v []byte) (*Consent, error) {
 
 // Get implements Store.
 func (p *Postgres) Get(ctx context.Context, k Key) (*Consent, error) {
+	ctx, sp := startOp(ctx, "postgres", opGet)
+	defer sp.End()
 	var gen int64
 	var v []byte
 	err := p.pool.QueryRow(ctx, `SELECT generation, value FROM consents WHERE route = $1 AND owner = $2 AND subject = $3`,
@@ -453,6 +455,8 @@ func (p *Postgres) Get(ctx context.Context, k Key) (*Consent, error) {
 // an UPDATE conditional on the stored generation; either touches no row
 // when another writer won.
 func (p *Postgres) Put(ctx context.Context, c *Consent, expect uint64) (uint64, error) {
+	ctx, sp := startOp(ctx, "postgres", opPut)
+	defer sp.End()
 	return p.put(ctx, p.pool, c, expect)
 }
 
@@ -500,6 +504,8 @@ func (p *Postgres) put(ctx context.Context, db pgExec, c *Consent, expect uint64
 
 // Delete implements Store.
 func (p *Postgres) Delete(ctx context.Context, k Key) error {
+	ctx, sp := startOp(ctx, "postgres", opDelete)
+	defer sp.End()
 	if _, err := p.pool.Exec(ctx, `DELETE FROM consents WHERE route = $1 AND owner = $2 AND subject = $3`, k.Route, k.Owner, k.Subject); err != nil {
 		return fmt.Errorf("deleting consent for subject %q on route %s: %w", k.Subject, k.Route, err)
 	}

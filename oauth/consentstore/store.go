@@ -46,8 +46,11 @@ type Consent struct {
 	RefreshExpiry time.Time    `json:"refresh_expiry,omitzero"` // zero when the bank did not say
 	AccessToken   secret.Value `json:"-"`
 	TokenType     string       `json:"token_type,omitempty"`
-	AccessExpiry  time.Time    `json:"access_expiry,omitzero"`
-	Scopes        []string     `json:"scopes,omitempty"`
+	// TokenBinding is the access token's tokencache.Token.Binding: the DPoP
+	// key or client certificate it is bound to; "" for a bearer token.
+	TokenBinding string    `json:"token_binding,omitempty"`
+	AccessExpiry time.Time `json:"access_expiry,omitzero"`
+	Scopes       []string  `json:"scopes,omitempty"`
 
 	Created   time.Time `json:"created"`
 	Refreshed time.Time `json:"refreshed,omitzero"` // when the bank last answered a refresh

@@ -57,6 +57,8 @@ func (v *Vault) rel(k Key) string {
 
 // Get implements Store.
 func (v *Vault) Get(ctx context.Context, k Key) (*Consent, error) {
+	ctx, sp := startOp(ctx, "vault", opGet)
+	defer sp.End()
 	data, version, err := v.kv.ReadKV(ctx, v.mount, v.rel(k))
 	if errors.Is(err, vaultsrc.ErrNotFound) {
 		return nil, ErrNotFound
@@ -80,6 +82,8 @@ func (v *Vault) Get(ctx context.Context, k Key) (*Consent, error) {
 
 // Put implements Store.
 func (v *Vault) Put(ctx context.Context, c *Consent, expect uint64) (uint64, error) {
+	ctx, sp := startOp(ctx, "vault", opPut)
+	defer sp.End()
 	if err := ValidateKey(c.Key()); err != nil {
 		return 0, err
 	}
@@ -102,6 +106,8 @@ func (v *Vault) Put(ctx context.Context, c *Consent, expect uint64) (uint64, err
 
 // Delete implements Store: it removes every version.
 func (v *Vault) Delete(ctx context.Context, k Key) error {
+	ctx, sp := startOp(ctx, "vault", opDelete)
+	defer sp.End()
 	if err := v.kv.DeleteKV(ctx, v.mount, v.rel(k)); err != nil {
 		return fmt.Errorf("deleting consent for subject %q on route %s from vault kv %s: %w", k.Subject, k.Route, v.mount, err)
 	}
