@@ -427,14 +427,20 @@ rsServer.on('request', (req, res) => {
   req.resume(); // the body is not needed
   req.on('end', async () => {
     const headers = {};
-    if (cfg.rs_require_nonce) {
-      headers['dpop-nonce'] = rsNonces.current;
-    }
     try {
       const seen = await resource(req);
+      // The nonce is read once the request is checked: one read before the
+      // checks' awaits could be a nonce that rotated meanwhile, and a
+      // use_dpop_nonce challenge naming the very nonce it refused.
+      if (cfg.rs_require_nonce) {
+        headers['dpop-nonce'] = rsNonces.current;
+      }
       stats.rs_accepted += 1;
       send(res, 200, headers, seen);
     } catch (err) {
+      if (cfg.rs_require_nonce) {
+        headers['dpop-nonce'] = rsNonces.current;
+      }
       if (!(err instanceof Refusal)) {
         reject('rs', req.url, 'server_error', err.message);
         send(res, 500, headers, { error: 'server_error' });
