@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tokenproxy/tokenproxy/oauth/discovery"
 	"github.com/tokenproxy/tokenproxy/dpop"
+	"github.com/tokenproxy/tokenproxy/oauth/discovery"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
