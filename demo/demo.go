@@ -1,8 +1,9 @@
 // Package demo runs tokenproxy end to end against built-in bank emulators, on
 // this machine only: it makes a CA and certificates in memory, starts
 // emulators of Banking Circle's API and authorization hosts (mTLS required,
-// short-lived tokens), a Berlin Group bank that checks signatures and a STET
-// bank with its authorization server, starts tokenproxy in front of them in
+// short-lived tokens), a Berlin Group bank that checks signatures, a STET
+// bank with its authorization server and a FAPI 2.0 bank (PAR, DPoP with
+// rotating nonces), starts tokenproxy in front of them in
 // this process, and sends requests through it with Go's stock HTTP client set
 // up only by HTTP_PROXY. It prints what happened. Command tokenproxy-demo
 // runs it; the production binary does not contain it.
@@ -145,6 +146,9 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 	}
 	demoNoRoute(p, app)
 	if err := demoSTET(ctx, p, ca, serverCert, loaded, qseal, log); err != nil {
+		return err
+	}
+	if err := demoFAPI(ctx, p, ca, serverCert, log); err != nil {
 		return err
 	}
 	demoSummary(p, emu, obs, served200, first)

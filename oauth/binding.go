@@ -39,7 +39,7 @@ func (e *Endpoint) proveTokenRequest(hdr http.Header) (string, error) {
 	if e.DPoP == nil {
 		return "", nil
 	}
-	proof, nonce, err := e.DPoP.ProofFor(http.MethodPost, e.TokenURL, "")
+	proof, nonce, err := e.DPoP.ProofFor(http.MethodPost, e.tokenURL(), "")
 	if err != nil {
 		return "", &endpointError{Route: e.Route, Endpoint: "token", Err: err}
 	}
@@ -55,7 +55,7 @@ func (e *Endpoint) retryWithNonce(attempt int, sent string, answer http.Header, 
 	if e.DPoP == nil || answer == nil {
 		return false
 	}
-	now := e.DPoP.Observe(e.TokenURL, answer)
+	now := e.DPoP.Observe(e.tokenURL(), answer)
 	var ee *endpointError
 	return attempt == 0 && errors.As(err, &ee) && ee.Status == http.StatusBadRequest && ee.Code == dpop.ErrUseNonce &&
 		now != "" && now != sent

@@ -387,6 +387,12 @@ type Stats struct {
 	RSJTIRepeats int `json:"rs_jti_repeats"`
 	// Rejections lists every refusal, in order.
 	Rejections []Rejection `json:"rejections"`
+	// SecretHashes are the SHA-256 digests (base64url, unpadded) of every
+	// access, refresh and ID token and authorization code the authorization
+	// server issued and every DPoP proof either server received since start
+	// (ResetStats keeps them), for leak checks: hash each token-like string
+	// of a log and look it up.
+	SecretHashes []string `json:"secret_hashes"`
 }
 
 // Rejection is one refused request.
@@ -430,7 +436,7 @@ func (s *Server) Stats(t testing.TB) Stats {
 }
 
 // ResetStats zeroes the counters and empties the rejection log (the jti
-// sets are kept).
+// sets and SecretHashes are kept).
 func (s *Server) ResetStats(t testing.TB) {
 	t.Helper()
 	s.admin(t, http.MethodPost, "/reset", nil)

@@ -37,6 +37,7 @@ function freshStats() {
     rs_nonce_challenges: 0,
     rs_jti_repeats: 0,
     rejections: [],
+    secret_hashes: [], // SHA-256 (base64url) of every token issued and DPoP proof received; kept by /reset
   };
 }
 let stats = freshStats();
@@ -235,6 +236,7 @@ const asJtis = new Set();
 provider.use(async (ctx, next) => {
   const proof = ctx.get('DPoP');
   if (proof) {
+    stats.secret_hashes.push(sha256(proof));
     try {
       const { jti } = jose.decodeJwt(proof);
       if (typeof jti === 'string') {
@@ -248,6 +250,16 @@ provider.use(async (ctx, next) => {
     }
   }
   await next();
+  const body = ctx.body && typeof ctx.body === 'object' && !Buffer.isBuffer(ctx.body) ? ctx.body : {};
+  for (const k of ['access_token', 'refresh_token', 'id_token']) {
+    if (typeof body[k] === 'string') {
+      stats.secret_hashes.push(sha256(body[k]));
+    }
+  }
+  const code = /[?&]code=([^&#]+)/.exec(ctx.response.get('location') || '');
+  if (code) {
+    stats.secret_hashes.push(sha256(decodeURIComponent(code[1])));
+  }
 });
 
 function asError(endpoint, counter) {
@@ -294,6 +306,7 @@ function sha256(s) {
 
 async function checkDPoP(req, token, cnf) {
   const proofs = req.headersDistinct.dpop || [];
+  proofs.forEach((p) => stats.secret_hashes.push(sha256(p)));
   if (proofs.length === 0) {
     throw new Refusal(401, 'DPoP', 'invalid_dpop_proof', 'missing_dpop_proof', 'no DPoP header');
   }
@@ -398,6 +411,7 @@ async function resource(req) {
     client_id: claims.client_id,
     scope: claims.scope || '',
     binding: cnf.jkt ? 'dpop' : 'mtls',
+    x5t: cnf['x5t#S256'] || '', // the certificate a certificate-bound token was checked against
     method: req.method,
     path: new URL(req.url, rsURL).pathname,
   };
@@ -413,14 +427,20 @@ rsServer.on('request', (req, res) => {
   req.resume(); // the body is not needed
   req.on('end', async () => {
     const headers = {};
-    if (cfg.rs_require_nonce) {
-      headers['dpop-nonce'] = rsNonces.current;
-    }
     try {
       const seen = await resource(req);
+      // The nonce is read once the request is checked: one read before the
+      // checks' awaits could be a nonce that rotated meanwhile, and a
+      // use_dpop_nonce challenge naming the very nonce it refused.
+      if (cfg.rs_require_nonce) {
+        headers['dpop-nonce'] = rsNonces.current;
+      }
       stats.rs_accepted += 1;
       send(res, 200, headers, seen);
     } catch (err) {
+      if (cfg.rs_require_nonce) {
+        headers['dpop-nonce'] = rsNonces.current;
+      }
       if (!(err instanceof Refusal)) {
         reject('rs', req.url, 'server_error', err.message);
         send(res, 500, headers, { error: 'server_error' });
@@ -449,7 +469,7 @@ adminServer.on('request', (req, res) => {
         send(res, 200, {}, stats);
         break;
       case 'POST /reset':
-        stats = freshStats();
+        stats = { ...freshStats(), secret_hashes: stats.secret_hashes };
         send(res, 200, {}, {});
         break;
       case 'POST /rotate-nonces':
