@@ -47,17 +47,23 @@ func (e *Endpoint) proveTokenRequest(hdr http.Header) (string, error) {
 	return nonce, nil
 }
 
+// maxNonceRetries bounds how often one token request is sent again for a
+// new nonce: once per nonce change, and no more than this when the bank
+// changes its nonce again while the request travels (as the resource
+// side's route.MaxNonceRetries).
+const maxNonceRetries = 3
+
 // retryWithNonce records the DPoP-Nonce of the token endpoint's answer and
-// reports whether the request is to be sent once more: the first attempt
-// was refused with use_dpop_nonce (RFC 9449 §8) and a nonce other than the
-// one it carried is now known.
+// reports whether the request is to be sent once more: it was refused with
+// use_dpop_nonce (RFC 9449 §8), a nonce other than the one it carried is
+// now known, and it was not yet sent maxNonceRetries times more.
 func (e *Endpoint) retryWithNonce(attempt int, sent string, answer http.Header, err error) bool {
 	if e.DPoP == nil || answer == nil {
 		return false
 	}
 	now := e.DPoP.Observe(e.tokenURL(), answer)
 	var ee *endpointError
-	return attempt == 0 && errors.As(err, &ee) && ee.Status == http.StatusBadRequest && ee.Code == dpop.ErrUseNonce &&
+	return attempt < maxNonceRetries && errors.As(err, &ee) && ee.Status == http.StatusBadRequest && ee.Code == dpop.ErrUseNonce &&
 		now != "" && now != sent
 }
 
