@@ -93,14 +93,14 @@ func install() (string, error) {
 	}
 	sum := sha256.Sum256(append(append([]byte{}, packageJSON...), packageLock...))
 	dir := filepath.Join(root, "node-"+hex.EncodeToString(sum[:8]))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", err
 	}
 	done := filepath.Join(dir, ".installed")
 	if _, err := os.Stat(done); err == nil {
 		return dir, nil
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600) //nolint:gosec // the cache folder this package made
 	if err != nil {
 		return "", err
 	}
@@ -112,10 +112,10 @@ func install() (string, error) {
 	if _, err := os.Stat(done); err == nil {
 		return dir, nil
 	}
-	if err := os.WriteFile(filepath.Join(dir, "package.json"), packageJSON, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "package.json"), packageJSON, 0o600); err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "package-lock.json"), packageLock, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "package-lock.json"), packageLock, 0o600); err != nil {
 		return "", err
 	}
 	start := time.Now()
@@ -123,9 +123,9 @@ func install() (string, error) {
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("npm ci in %s: %v\n%s", dir, err, out)
+		return "", fmt.Errorf("npm ci in %s: %w\n%s", dir, err, out)
 	}
-	if err := os.WriteFile(done, []byte(time.Since(start).String()+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(done, []byte(time.Since(start).String()+"\n"), 0o600); err != nil {
 		return "", err
 	}
 	return dir, nil
