@@ -434,6 +434,9 @@ func (s *Server) retire(listeners []*namedServer, routes []*route.Route) {
 	s.mu.Unlock()
 	for _, r := range routes {
 		r.Transport.CloseIdleConnections()
+		if r.Tokens != nil {
+			r.Tokens.Close()
+		}
 		s.log.Debug("route retired", zap.String("route", r.Name), zap.Int64("in_flight", r.InFlight()))
 	}
 }

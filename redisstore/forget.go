@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -95,11 +94,33 @@ func (s *Shared) acked(payload string) {
 	}
 }
 
+// forgetFn is one registered Forget; its address identifies it for stop.
+type forgetFn struct{ fn func(subject string) }
+
 // OnForget implements tokencache.Forgetter.
-func (r *routeStore) OnForget(fn func(subject string)) {
+func (r *routeStore) OnForget(fn func(subject string)) (stop func()) {
+	f := &forgetFn{fn: fn}
 	r.s.mu.Lock()
-	r.s.forgets[r.route] = append(r.s.forgets[r.route], fn)
+	if r.s.forgets[r.route] == nil {
+		r.s.forgets[r.route] = map[*forgetFn]struct{}{}
+	}
+	r.s.forgets[r.route][f] = struct{}{}
 	r.s.mu.Unlock()
+	return func() {
+		r.s.mu.Lock()
+		delete(r.s.forgets[r.route], f)
+		if len(r.s.forgets[r.route]) == 0 {
+			delete(r.s.forgets, r.route)
+		}
+		r.s.mu.Unlock()
+	}
+}
+
+// forgetters counts the Forget functions registered for route.
+func (s *Shared) forgetters(route string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.forgets[route])
 }
 
 // forgotten handles a forget message: the route's caches drop the subject,
@@ -116,7 +137,10 @@ func (s *Shared) forgotten(payload string) {
 	}
 	nonce, route, subject := parts[0], parts[1], parts[2]
 	s.mu.Lock()
-	fns := slices.Clone(s.forgets[route])
+	fns := make([]func(string), 0, len(s.forgets[route]))
+	for f := range s.forgets[route] {
+		fns = append(fns, f.fn)
+	}
 	s.mu.Unlock()
 	for _, fn := range fns {
 		fn(subject)

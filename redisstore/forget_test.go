@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"sync"
 	"testing"
@@ -72,5 +73,38 @@ func TestForgetWithdrawsEverywhere(t *testing.T) {
 	}
 	if stored, _, _ := ra.load(ctx, "owner/alice", ra.keys("owner/alice")); stored == nil || stored.Value != "new" {
 		t.Fatalf("the new token is not stored: %v", stored)
+	}
+}
+
+// TestOnForgetStop: a cache no longer served (a route a reload replaced)
+// stops receiving forget messages, and its registration is released, so
+// reloads do not pile registrations up.
+func TestOnForgetStop(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newReplica(t, srv, newBank(time.Hour, 0), replicaOpts{})
+	r := a.shared.Route("r", time.Second).(*routeStore)
+	var mu sync.Mutex
+	told := map[string][]string{}
+	register := func(name string) func() {
+		return r.OnForget(func(subject string) { mu.Lock(); told[name] = append(told[name], subject); mu.Unlock() })
+	}
+	stopOld := register("old")
+	stopNew := register("new")
+	stopOld()
+	if err := r.Forget(context.Background(), "owner/alice"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got := fmt.Sprint(told)
+	mu.Unlock()
+	if got != "map[new:[owner/alice]]" {
+		t.Fatalf("told %s, want only the registration still served", got)
+	}
+	if n := a.shared.forgetters("r"); n != 1 {
+		t.Fatalf("%d registrations after one stopped, want 1", n)
+	}
+	stopNew()
+	if n := a.shared.forgetters("r"); n != 0 {
+		t.Fatalf("%d registrations after both stopped, want 0", n)
 	}
 }

@@ -111,7 +111,7 @@ type Shared struct {
 	health  error
 	waiters map[string][]chan struct{}
 	pacers  map[string]*pacer
-	forgets map[string][]func(subject string) // by route: the caches' Forget
+	forgets map[string]map[*forgetFn]struct{} // by route: the caches' Forget
 	acks    map[string]chan struct{}          // by nonce: a Forget waiting for acknowledgements
 
 	keysChecked atomic.Bool  // the key checks were read (Check reached Redis)
@@ -144,7 +144,7 @@ func New(ctx context.Context, o Options) (*Shared, error) {
 		return nil, err
 	}
 	s := &Shared{opts: o, rdb: o.Client, seal: sl, log: o.Log, notify: o.Prefix + ":notify",
-		waiters: map[string][]chan struct{}{}, pacers: map[string]*pacer{}, forgets: map[string][]func(string){},
+		waiters: map[string][]chan struct{}{}, pacers: map[string]*pacer{}, forgets: map[string]map[*forgetFn]struct{}{},
 		acks: map[string]chan struct{}{},
 		done: make(chan struct{})}
 	if s.log == nil {

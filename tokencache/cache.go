@@ -99,6 +99,8 @@ type Cache struct {
 	pacer Pacer
 	store Store
 	log   *zap.Logger
+	// unforget stops the shared store's forget messages reaching the cache (Close).
+	unforget func()
 
 	route     entry    // subject ""
 	subjects  sync.Map // string → *entry
@@ -153,9 +155,18 @@ func New(src Source, pacer Pacer, opts Options) (*Cache, error) {
 	}
 	if f, ok := c.store.(Forgetter); ok {
 		// Another replica withdrew a subject's token: drop it here too.
-		f.OnForget(c.Forget)
+		c.unforget = f.OnForget(c.Forget)
 	}
 	return c, nil
+}
+
+// Close stops what the cache registered with its store (the shared store's
+// forget messages), for a cache no longer served (a route a configuration
+// reload replaced). The cache still answers afterwards.
+func (c *Cache) Close() {
+	if c.unforget != nil {
+		c.unforget()
+	}
 }
 
 // Get returns a usable token for subject ("" for the route-wide token): the

@@ -31,8 +31,8 @@ type Forgetter interface {
 	// replica (the functions given to OnForget, in every process).
 	Forget(ctx context.Context, subject string) error
 	// OnForget registers fn, called with each subject forgotten by any
-	// replica, this one included.
-	OnForget(fn func(subject string))
+	// replica, this one included, until stop is called.
+	OnForget(fn func(subject string)) (stop func())
 }
 
 // ForgetEverywhere drops subject's token here and, with a shared store that
