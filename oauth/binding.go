@@ -33,13 +33,14 @@ func (e *Endpoint) Binding() string {
 	return ""
 }
 
-// proveTokenRequest adds a DPoP proof for a token request to hdr on a DPoP
-// route, and returns the nonce it carries.
-func (e *Endpoint) proveTokenRequest(hdr http.Header) (string, error) {
+// proveTokenRequest adds a DPoP proof for a token request to tokenURL (the
+// configured or discovered token endpoint) to hdr on a DPoP route, and
+// returns the nonce it carries.
+func (e *Endpoint) proveTokenRequest(tokenURL string, hdr http.Header) (string, error) {
 	if e.DPoP == nil {
 		return "", nil
 	}
-	proof, nonce, err := e.DPoP.ProofFor(http.MethodPost, e.TokenURL, "")
+	proof, nonce, err := e.DPoP.ProofFor(http.MethodPost, tokenURL, "")
 	if err != nil {
 		return "", &endpointError{Route: e.Route, Endpoint: "token", Err: err}
 	}
@@ -51,11 +52,11 @@ func (e *Endpoint) proveTokenRequest(hdr http.Header) (string, error) {
 // reports whether the request is to be sent once more: the first attempt
 // was refused with use_dpop_nonce (RFC 9449 §8) and a nonce other than the
 // one it carried is now known.
-func (e *Endpoint) retryWithNonce(attempt int, sent string, answer http.Header, err error) bool {
+func (e *Endpoint) retryWithNonce(tokenURL string, attempt int, sent string, answer http.Header, err error) bool {
 	if e.DPoP == nil || answer == nil {
 		return false
 	}
-	now := e.DPoP.Observe(e.TokenURL, answer)
+	now := e.DPoP.Observe(tokenURL, answer)
 	var ee *endpointError
 	return attempt == 0 && errors.As(err, &ee) && ee.Status == http.StatusBadRequest && ee.Code == dpop.ErrUseNonce &&
 		now != "" && now != sent
