@@ -187,14 +187,21 @@ func BenchmarkProofPS256(b *testing.B) { benchProof(b, rsaKey(b)) }
 
 // BenchmarkProofTransitES256 is one proof signed by a Vault Transit
 // ecdsa-p256 key (a Vault dev server on the same cores).
-func BenchmarkProofTransitES256(b *testing.B) {
+func BenchmarkProofTransitES256(b *testing.B) { benchTransit(b, "ecdsa-p256") }
+
+// BenchmarkProofTransitPS256 is one proof signed by a Vault Transit
+// rsa-2048 key (PSS, salt as long as the hash).
+func BenchmarkProofTransitPS256(b *testing.B) { benchTransit(b, "rsa-2048") }
+
+// benchTransit benchmarks proofs signed by a new Transit key of keyType.
+func benchTransit(b *testing.B, keyType string) {
 	if os.Getenv("VAULT_ADDR") == "" {
 		b.Skip("needs VAULT_ADDR/VAULT_TOKEN (bash .ci/vault.sh start)")
 	}
 	srv := vaulttest.Start(b)
 	mount := vaulttest.Unique("transit")
 	srv.Mount(mount, "transit")
-	srv.Write(mount+"/keys/dpop", map[string]any{"type": "ecdsa-p256"})
+	srv.Write(mount+"/keys/dpop", map[string]any{"type": keyType})
 	b.Setenv("DPOP_BENCH_VAULT_TOKEN", srv.Token)
 	vc, err := vaultsrc.New(context.Background(), vaultsrc.Config{Address: srv.Addr,
 		Auth: vaultsrc.AuthConfig{Method: "token", Token: &vaultsrc.TokenAuth{Env: "DPOP_BENCH_VAULT_TOKEN"}}})

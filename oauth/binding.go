@@ -33,13 +33,14 @@ func (e *Endpoint) Binding() string {
 	return ""
 }
 
-// proveTokenRequest adds a DPoP proof for a token request to hdr on a DPoP
-// route, and returns the nonce it carries.
-func (e *Endpoint) proveTokenRequest(hdr http.Header) (string, error) {
+// proveTokenRequest adds a DPoP proof for a token request to tokenURL (the
+// configured or discovered token endpoint) to hdr on a DPoP route, and
+// returns the nonce it carries.
+func (e *Endpoint) proveTokenRequest(tokenURL string, hdr http.Header) (string, error) {
 	if e.DPoP == nil {
 		return "", nil
 	}
-	proof, nonce, err := e.DPoP.ProofFor(http.MethodPost, e.tokenURL(), "")
+	proof, nonce, err := e.DPoP.ProofFor(http.MethodPost, tokenURL, "")
 	if err != nil {
 		return "", &endpointError{Route: e.Route, Endpoint: "token", Err: err}
 	}
@@ -57,56 +58,70 @@ const maxNonceRetries = 3
 // reports whether the request is to be sent once more: it was refused with
 // use_dpop_nonce (RFC 9449 §8), a nonce other than the one it carried is
 // now known, and it was not yet sent maxNonceRetries times more.
-func (e *Endpoint) retryWithNonce(attempt int, sent string, answer http.Header, err error) bool {
+func (e *Endpoint) retryWithNonce(tokenURL string, attempt int, sent string, answer http.Header, err error) bool {
 	if e.DPoP == nil || answer == nil {
 		return false
 	}
-	now := e.DPoP.Observe(e.tokenURL(), answer)
+	now := e.DPoP.Observe(tokenURL, answer)
 	var ee *endpointError
 	return attempt < maxNonceRetries && errors.As(err, &ee) && ee.Status == http.StatusBadRequest && ee.Code == dpop.ErrUseNonce &&
 		now != "" && now != sent
 }
 
 // bind records what t is bound to: the DPoP key (the answer must say
-// token_type DPoP), or the client certificate the bank bound it to (the
-// cnf x5t#S256 of a JWT access token, else the certificate presented).
+// token_type DPoP, and a JWT access token's cnf jkt, when it has one, must
+// be the key's thumbprint), or the client certificate the bank bound it to
+// (the cnf x5t#S256 of a JWT access token, else the certificate presented).
 func (e *Endpoint) bind(t *tokencache.Token, presented string) error {
 	switch {
 	case e.DPoP != nil:
 		if !strings.EqualFold(t.Type, dpop.TokenType) {
 			return errNotDPoP
 		}
+		if jkt := cnfOf(t.Value).JKT; jkt != "" && jkt != e.DPoP.Thumbprint() {
+			return errOtherKey
+		}
 		t.Type, t.Header, t.Binding = dpop.TokenType, dpop.TokenType+" "+t.Value, e.DPoP.Binding()
 	case e.CertBinding != nil:
 		t.Binding = presented
-		if x5t := cnfX5T(t.Value); x5t != "" {
+		if x5t := cnfOf(t.Value).X5T; x5t != "" {
 			t.Binding = CertBindingPrefix + x5t
 		}
 	}
 	return nil
 }
 
+// errOtherKey is a DPoP token the bank bound to a key other than the route's.
+var errOtherKey = errors.New("the bank bound the access token to another DPoP key (its cnf jkt is not the thumbprint of token.dpop's key); " +
+	"it is refused, as it cannot be used with this key")
+
 // CertBindingPrefix starts the Binding of a certificate-bound token.
 const CertBindingPrefix = "x5t#S256:"
 
-// cnfX5T returns the cnf "x5t#S256" of an access token that is a JWT, ""
-// for an opaque token (the signature is the bank's business, not ours).
-func cnfX5T(token string) string {
+// confirmation is the cnf claim of a JWT access token (RFC 7800): the
+// certificate's x5t#S256 (RFC 8705 §3.1) or the DPoP key's jkt (RFC 9449
+// §6.1).
+type confirmation struct {
+	X5T string `json:"x5t#S256"`
+	JKT string `json:"jkt"`
+}
+
+// cnfOf returns the cnf of an access token that is a JWT, the zero value for
+// an opaque token (the signature is the bank's business, not ours).
+func cnfOf(token string) confirmation {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return ""
+		return confirmation{}
 	}
 	b, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return ""
+		return confirmation{}
 	}
 	var c struct {
-		Cnf struct {
-			X5T string `json:"x5t#S256"`
-		} `json:"cnf"`
+		Cnf confirmation `json:"cnf"`
 	}
 	if json.Unmarshal(b, &c) != nil {
-		return ""
+		return confirmation{}
 	}
-	return c.Cnf.X5T
+	return c.Cnf
 }

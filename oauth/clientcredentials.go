@@ -100,12 +100,12 @@ func (e *Endpoint) token(ctx context.Context, form url.Values) (*Response, error
 		if err := e.Auth.apply(ctx, tokenURL, form, hdr, now); err != nil {
 			return nil, &endpointError{Route: e.Route, Endpoint: "token", Err: err}
 		}
-		nonce, err := e.proveTokenRequest(hdr)
+		nonce, err := e.proveTokenRequest(tokenURL, hdr)
 		if err != nil {
 			return nil, err
 		}
 		body, answer, err := postAnswer(ctx, e.Client, e.Route, "token", tokenURL, form, hdr, now)
-		if e.retryWithNonce(attempt, nonce, answer, err) {
+		if e.retryWithNonce(tokenURL, attempt, nonce, answer, err) {
 			continue
 		}
 		if err != nil {

@@ -70,6 +70,9 @@ type Stats struct {
 	Refused  map[string]int
 	// JTIReplays counts DPoP proofs refused for a jti seen before.
 	JTIReplays int
+	// DPoPJKTExchanges counts codes exchanged whose pushed request named
+	// dpop_jkt, with a proof by the key of that thumbprint.
+	DPoPJKTExchanges int
 }
 
 // Server is the emulated bank's http.Handler.

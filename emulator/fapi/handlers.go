@@ -155,6 +155,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		g.used = true
+		if g.jkt != "" {
+			s.stats.DPoPJKTExchanges++
+		}
 	case "refresh_token":
 		g = s.refresh[r.PostForm.Get("refresh_token")]
 		if g == nil || g.client != id {
