@@ -102,7 +102,9 @@ func (c *Config) ApplyDefaults() {
 				t.RateLimit.RequestsPerMinute = DefaultRequestsPerMinute
 			}
 			if t.RateLimit.Burst == 0 {
-				t.RateLimit.Burst = min(DefaultBurst, t.RateLimit.RequestsPerMinute)
+				// A burst that lets one consent through: PAR, the code
+				// exchange and its DPoP nonce retry come back to back.
+				t.RateLimit.Burst = min(max(DefaultBurst, t.consentRequests()), t.RateLimit.RequestsPerMinute)
 			}
 			if t.RateLimit.Margin == 0 {
 				t.RateLimit.Margin = DefaultRateMargin

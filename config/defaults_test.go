@@ -50,3 +50,32 @@ routes:
 		t.Fatal(err)
 	}
 }
+
+// TestDefaultBurstCoversOneConsent: the default token budget lets one
+// consent's requests to the authorization host through back to back (PAR,
+// the code exchange, its DPoP nonce retry); an explicit burst, and the
+// per-minute budget, still win.
+func TestDefaultBurstCoversOneConsent(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tok  Token
+		want int
+	}{
+		{"client credentials", Token{Type: TokenClientCredentials}, DefaultBurst},
+		{"authorization code", Token{Type: TokenAuthorizationCode}, DefaultBurst},
+		{"PAR", Token{Type: TokenAuthorizationCode, OAuthToken: OAuthToken{FAPI: FAPI{PAR: true}}}, 2},
+		{"fapi2 with DPoP", Token{Type: TokenAuthorizationCode, OAuthToken: OAuthToken{FAPI: FAPI{Profile: ProfileFAPI2}, DPoP: &DPoPConfig{}}}, 3},
+		{"DPoP without PAR", Token{Type: TokenAuthorizationCode, OAuthToken: OAuthToken{DPoP: &DPoPConfig{}}}, 2},
+		{"explicit burst", Token{Type: TokenAuthorizationCode, OAuthToken: OAuthToken{FAPI: FAPI{Profile: ProfileFAPI2}, DPoP: &DPoPConfig{}}, RateLimit: RateLimit{Burst: 1}}, 1},
+		{"small budget", Token{Type: TokenAuthorizationCode, OAuthToken: OAuthToken{FAPI: FAPI{Profile: ProfileFAPI2}, DPoP: &DPoPConfig{}}, RateLimit: RateLimit{RequestsPerMinute: 2}}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := tc.tok
+			c := &Config{Routes: []Route{{Name: "r", Token: &tok}}}
+			c.ApplyDefaults()
+			if got := c.Routes[0].Token.RateLimit.Burst; got != tc.want {
+				t.Errorf("burst %d, want %d", got, tc.want)
+			}
+		})
+	}
+}

@@ -61,6 +61,24 @@ func (t *Token) applyFAPIDefaults() {
 	}
 }
 
+// consentRequests is how many requests one consent sends the authorization
+// host back to back: the code exchange, the pushed authorization request
+// before it (PAR, on with fapi2), and the exchange again with the nonce a
+// DPoP token endpoint asks for. The default burst covers one consent.
+func (t *Token) consentRequests() int {
+	if t.Type != TokenAuthorizationCode {
+		return 0
+	}
+	n := 1
+	if t.PAR || t.IsFAPI2() {
+		n++
+	}
+	if t.DPoP != nil {
+		n++
+	}
+	return n
+}
+
 // fapi checks the FAPI fields of an OAuth2 route's token: block (tp is its path).
 func (v *validator) fapi(tp string, r *Route) {
 	add, t := v.add, r.Token

@@ -85,7 +85,6 @@ routes:
       private_key: {file: %s}
       scopes: [accounts]
       max_wait: 10s
-      rate_limit: {requests_per_minute: 6000, burst: 100}
       dpop: {private_key: {file: %s}}
 consents:
   listen: %s
