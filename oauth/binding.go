@@ -35,12 +35,20 @@ func (e *Endpoint) Binding() string {
 
 // proveTokenRequest adds a DPoP proof for a token request to tokenURL (the
 // configured or discovered token endpoint) to hdr on a DPoP route, and
-// returns the nonce it carries.
-func (e *Endpoint) proveTokenRequest(tokenURL string, hdr http.Header) (string, error) {
+// returns the nonce it carries: demanded when the endpoint just asked for
+// it, else the one held for the origin.
+func (e *Endpoint) proveTokenRequest(tokenURL, demanded string, hdr http.Header) (string, error) {
 	if e.DPoP == nil {
 		return "", nil
 	}
-	proof, nonce, err := e.DPoP.ProofFor(http.MethodPost, tokenURL, "")
+	var proof, nonce string
+	var err error
+	if demanded != "" {
+		nonce = demanded
+		proof, err = e.DPoP.Proof(http.MethodPost, tokenURL, "", nonce)
+	} else {
+		proof, nonce, err = e.DPoP.ProofFor(http.MethodPost, tokenURL, "")
+	}
 	if err != nil {
 		return "", &endpointError{Route: e.Route, Endpoint: "token", Err: err}
 	}
@@ -55,17 +63,19 @@ func (e *Endpoint) proveTokenRequest(tokenURL string, hdr http.Header) (string, 
 const maxNonceRetries = 3
 
 // retryWithNonce records the DPoP-Nonce of the token endpoint's answer and
-// reports whether the request is to be sent once more: it was refused with
-// use_dpop_nonce (RFC 9449 §8), a nonce other than the one it carried is
-// now known, and it was not yet sent maxNonceRetries times more.
-func (e *Endpoint) retryWithNonce(tokenURL string, attempt int, sent string, answer http.Header, err error) bool {
+// reports whether the request is to be sent once more, and with which
+// nonce: it was refused with use_dpop_nonce (RFC 9449 §8), the nonce the
+// answer demands differs from the one it carried, and it was not yet sent
+// maxNonceRetries times more. The retry proves with that nonce, not with the
+// one held for the origin, which another answer may have changed meanwhile.
+func (e *Endpoint) retryWithNonce(tokenURL string, attempt int, sent string, answer http.Header, err error) (string, bool) {
 	if e.DPoP == nil || answer == nil {
-		return false
+		return "", false
 	}
-	now := e.DPoP.Observe(tokenURL, answer)
+	demanded := e.DPoP.Observe(tokenURL, answer)
 	var ee *endpointError
-	return attempt < maxNonceRetries && errors.As(err, &ee) && ee.Status == http.StatusBadRequest && ee.Code == dpop.ErrUseNonce &&
-		now != "" && now != sent
+	return demanded, attempt < maxNonceRetries && errors.As(err, &ee) && ee.Status == http.StatusBadRequest && ee.Code == dpop.ErrUseNonce &&
+		demanded != "" && demanded != sent
 }
 
 // bind records what t is bound to: the DPoP key (the answer must say

@@ -94,18 +94,20 @@ func (e *Endpoint) token(ctx context.Context, form url.Values) (*Response, error
 		certBinding = e.CertBinding() // the certificate this request presents
 	}
 	tokenURL := e.tokenURL()
+	var demanded string // the nonce a use_dpop_nonce answer asked for
 	for attempt := 0; ; attempt++ {
 		now := e.Now()
 		hdr := http.Header{}
 		if err := e.Auth.apply(ctx, tokenURL, form, hdr, now); err != nil {
 			return nil, &endpointError{Route: e.Route, Endpoint: "token", Err: err}
 		}
-		nonce, err := e.proveTokenRequest(tokenURL, hdr)
+		nonce, err := e.proveTokenRequest(tokenURL, demanded, hdr)
 		if err != nil {
 			return nil, err
 		}
 		body, answer, err := postAnswer(ctx, e.Client, e.Route, "token", tokenURL, form, hdr, now)
-		if e.retryWithNonce(tokenURL, attempt, nonce, answer, err) {
+		var retry bool
+		if demanded, retry = e.retryWithNonce(tokenURL, attempt, nonce, answer, err); retry {
 			continue
 		}
 		if err != nil {

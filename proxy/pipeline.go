@@ -158,10 +158,15 @@ func (p *pipeline) serve(req *http.Request, route *route.Route, host string, ex 
 // proof and sent again, once per nonce change (route.NonceRetry).
 func (p *pipeline) send(req *http.Request, rt *route.Route, body []byte, tok *tokencache.Token, ex *exchange) (*http.Response, *apiError) {
 	resp, aerr := p.sendOnce(req, rt, body, tok, ex)
-	for try := 0; aerr == nil && try < route.MaxNonceRetries && rt.NonceRetry(resp); try++ {
+	for try := 0; aerr == nil && try < route.MaxNonceRetries; try++ {
+		nonce, retry := rt.NonceRetry(resp)
+		if !retry {
+			break
+		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
-		resp, aerr = p.sendOnce(req, rt, body, tok, ex)
+		// The retry proves with the nonce this answer demanded.
+		resp, aerr = p.sendOnce(req.WithContext(route.WithNonce(req.Context(), nonce)), rt, body, tok, ex)
 	}
 	return resp, aerr
 }

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -15,6 +16,8 @@ type DPoPClient interface {
 	// ProofFor returns a proof for method to url with tok's hash and the
 	// origin's nonce, and that nonce.
 	ProofFor(method, url, accessToken string) (proof, nonce string, err error)
+	// Proof returns a proof for method to url with tok's hash and nonce.
+	Proof(method, url, accessToken, nonce string) (string, error)
 	// Observe records the DPoP-Nonce of an answer from url's origin and
 	// returns the nonce now held for it.
 	Observe(url string, h http.Header) string
@@ -25,9 +28,25 @@ type DPoPClient interface {
 // other than the one the refused proof carried.
 const MaxNonceRetries = 3
 
+type nonceKey struct{}
+
+// WithNonce returns ctx carrying the nonce a resource server just demanded
+// (NonceRetry): the request prepared again under it proves with that nonce,
+// not with the one held for the origin, which an answer arriving meanwhile
+// may have set to an older nonce.
+func WithNonce(ctx context.Context, nonce string) context.Context {
+	return context.WithValue(ctx, nonceKey{}, nonce)
+}
+
 // prove sets a DPoP-bound token's Authorization and a fresh proof on out.
 func (r *Route) prove(out *http.Request, tok *tokencache.Token) error {
-	proof, _, err := r.DPoP.ProofFor(out.Method, out.URL.String(), tok.Value)
+	var proof string
+	var err error
+	if n, _ := out.Context().Value(nonceKey{}).(string); n != "" {
+		proof, err = r.DPoP.Proof(out.Method, out.URL.String(), tok.Value, n)
+	} else {
+		proof, _, err = r.DPoP.ProofFor(out.Method, out.URL.String(), tok.Value)
+	}
 	if err != nil {
 		var unavailable *vaultsrc.UnavailableError
 		return &SigningError{Err: err, Unavailable: errors.As(err, &unavailable)}
@@ -39,21 +58,22 @@ func (r *Route) prove(out *http.Request, tok *tokencache.Token) error {
 
 // NonceRetry takes the resource server's answer resp to the request
 // resp.Request: it records the DPoP-Nonce (which the app does not get) and
-// reports whether the request is to be prepared and sent again: resp is a
-// 401 with WWW-Authenticate: DPoP error="use_dpop_nonce" and the nonce now
-// known differs from the one the request's proof carried. Always false on
-// a route without DPoP.
-func (r *Route) NonceRetry(resp *http.Response) bool {
+// reports whether the request is to be prepared and sent again, and with
+// which nonce (see WithNonce): resp is a 401 with WWW-Authenticate: DPoP
+// error="use_dpop_nonce" and the nonce it demands differs from the one the
+// request's proof carried. Always false on a route without DPoP.
+func (r *Route) NonceRetry(resp *http.Response) (nonce string, retry bool) {
 	out := resp.Request
 	if r.DPoP == nil || out == nil {
-		return false
+		return "", false
 	}
-	now := r.DPoP.Observe(out.URL.String(), resp.Header)
+	// The answer's own nonce when it carries a valid one, else the one held.
+	demanded := r.DPoP.Observe(out.URL.String(), resp.Header)
 	resp.Header.Del(dpop.HeaderNonce)
 	if resp.StatusCode != http.StatusUnauthorized || !dpop.WantsNonce(resp.Header) {
-		return false
+		return "", false
 	}
-	return now != "" && now != dpop.NonceOf(out.Header.Get(dpop.HeaderProof))
+	return demanded, demanded != "" && demanded != dpop.NonceOf(out.Header.Get(dpop.HeaderProof))
 }
 
 // NonceRefused reports whether resp is a resource server's refusal of a
