@@ -115,13 +115,7 @@ func (a *ClientAuth) apply(ctx context.Context, tokenURL string, form url.Values
 // alg is the assertion's algorithm: Alg, checked against the key, or the
 // key's default.
 func (a *ClientAuth) alg() (string, error) {
-	if a.Alg != "" {
-		if err := jws.CheckAlg(a.Key.Public(), a.Alg); err != nil {
-			return "", fmt.Errorf("private_key_jwt: %w", err)
-		}
-		return a.Alg, nil
-	}
-	alg, err := jws.Alg(a.Key.Public(), false)
+	alg, err := jws.Choose(a.Key.Public(), a.Alg)
 	if err != nil {
 		return "", fmt.Errorf("private_key_jwt: %w", err)
 	}

@@ -76,13 +76,7 @@ func (p *Pushed) validate(ep *Endpoint) error {
 }
 
 func (p *Pushed) requestAlg() (string, error) {
-	if p.RequestAlg != "" {
-		if err := jws.CheckAlg(p.RequestKey.Public(), p.RequestAlg); err != nil {
-			return "", fmt.Errorf("request_object: %w", err)
-		}
-		return p.RequestAlg, nil
-	}
-	alg, err := jws.Alg(p.RequestKey.Public(), false)
+	alg, err := jws.Choose(p.RequestKey.Public(), p.RequestAlg)
 	if err != nil {
 		return "", fmt.Errorf("request_object: %w", err)
 	}

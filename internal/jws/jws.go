@@ -54,6 +54,18 @@ func Alg(pub crypto.PublicKey, pss bool) (string, error) {
 	return "", fmt.Errorf("unsupported key type %T (use ECDSA P-256 or RSA)", pub)
 }
 
+// Choose returns alg when key pub can sign with it, or the key's default
+// (Alg without PSS) when alg is empty.
+func Choose(pub crypto.PublicKey, alg string) (string, error) {
+	if alg == "" {
+		return Alg(pub, false)
+	}
+	if err := CheckAlg(pub, alg); err != nil {
+		return "", err
+	}
+	return alg, nil
+}
+
 // CheckAlg reports whether key pub can sign with alg.
 func CheckAlg(pub crypto.PublicKey, alg string) error {
 	switch alg {

@@ -165,3 +165,22 @@ func TestECDSARaw(t *testing.T) {
 		t.Fatal("malformed DER accepted")
 	}
 }
+
+func TestChoose(t *testing.T) {
+	ec, rk := keys(t)
+	for _, tc := range []struct {
+		pub       crypto.PublicKey
+		alg, want string
+		err       bool
+	}{
+		{ec.Public(), "", ES256, false},
+		{rk.Public(), "", RS256, false},
+		{rk.Public(), PS256, PS256, false},
+		{ec.Public(), PS256, "", true},
+	} {
+		got, err := Choose(tc.pub, tc.alg)
+		if got != tc.want || (err != nil) != tc.err {
+			t.Errorf("Choose(%T, %q) = %q, %v; want %q (error %v)", tc.pub, tc.alg, got, err, tc.want, tc.err)
+		}
+	}
+}
