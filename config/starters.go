@@ -128,7 +128,7 @@ func StarterConfig(name string) (string, error) {
 # Every key and its default: docs/configuration.md.
 listen:
   proxy: 127.0.0.1:8080                # apps set HTTP_PROXY=http://127.0.0.1:8080 and call http:// URLs
-  admin: 127.0.0.1:9090                # /healthz, /readyz, /metrics
+  admin: 127.0.0.1:9090                # /healthz, /readyz, /metrics, /status (tokenproxy status); POST /-/reload (tokenproxy reload)
 routes:
 %s`, p.Description, name, p.Starter.Route)
 	if p.Starter.Top != "" {
