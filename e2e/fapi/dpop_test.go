@@ -193,7 +193,7 @@ func TestDPoPRefreshUnderLoad(t *testing.T) {
 // TestNonceDance: the authorization server's and the resource server's
 // DPoP nonces change every 2 s (only the current one accepted) while the
 // app keeps 8 requests in flight for 10 s, with access tokens that live
-// 3 s (a refresh, with its own nonce dance, every few seconds). No app
+// 6 s (a refresh, with its own nonce dance, every 3 s). No app
 // request fails; each nonce change costs at most one retry per request in
 // flight.
 func TestNonceDance(t *testing.T) {
@@ -205,7 +205,11 @@ func TestNonceDance(t *testing.T) {
 	)
 	fx := newFixture(t)
 	dk := fx.key(t, "dpop", "PS256")
-	srv, p, ck := dpopBank(t, fx, fapitest.Options{AccessTokenTTL: 3 * time.Second, ASNonceRotation: rotation, RSNonceRotation: rotation},
+	// Tokens live 6 s: the bank's exp counts whole seconds from its own
+	// clock, so a token's real end may come up to a second before its
+	// expires_in says, and a 3 s token's skew (capped at a quarter of its
+	// life) cannot cover that under load.
+	srv, p, ck := dpopBank(t, fx, fapitest.Options{AccessTokenTTL: 6 * time.Second, ASNonceRotation: rotation, RSNonceRotation: rotation},
 		"dpop: {private_key: {file: "+dk.path+"}}", "")
 	p.consent(t, srv, "alice")
 	checkResource(t, p, "alice", "dpop")
