@@ -275,18 +275,10 @@ func WantsNonce(h http.Header) bool {
 // NonceOf returns the nonce claim of a proof this package made ("" when it
 // has none or does not parse); the proof's signature is not checked.
 func NonceOf(proof string) string {
-	parts := strings.Split(proof, ".")
-	if len(parts) != 3 {
-		return ""
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return ""
-	}
 	var c struct {
 		Nonce string `json:"nonce"`
 	}
-	if json.Unmarshal(b, &c) != nil {
+	if jws.Claims(proof, &c) != nil {
 		return ""
 	}
 	return c.Nonce

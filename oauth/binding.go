@@ -1,13 +1,12 @@
 package oauth
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
 
 	"github.com/tokenproxy/tokenproxy/dpop"
+	"github.com/tokenproxy/tokenproxy/internal/jws"
 	"github.com/tokenproxy/tokenproxy/tokencache"
 )
 
@@ -119,18 +118,10 @@ type confirmation struct {
 // cnfOf returns the cnf of an access token that is a JWT, the zero value for
 // an opaque token (the signature is the bank's business, not ours).
 func cnfOf(token string) confirmation {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return confirmation{}
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return confirmation{}
-	}
 	var c struct {
 		Cnf confirmation `json:"cnf"`
 	}
-	if json.Unmarshal(b, &c) != nil {
+	if jws.Claims(token, &c) != nil {
 		return confirmation{}
 	}
 	return c.Cnf

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 )
 
 // Algorithms.
@@ -99,6 +100,25 @@ func describe(pub crypto.PublicKey) string {
 
 // B64 is base64url without padding, as JOSE encodes every part.
 func B64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// Claims decodes the JSON payload of a compact JWS into v without checking
+// its signature: for reading what a token or a proof says (a cnf, a nonce),
+// never for trusting it. It fails when tok is not three dot-separated parts
+// with a base64url JSON payload.
+func Claims(tok string, v any) error {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return errors.New("jws: not a compact JWS")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return fmt.Errorf("jws: payload: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("jws: payload: %w", err)
+	}
+	return nil
+}
 
 // Sign returns the compact JWS of payload under header, signed by key with
 // alg (header's "alg" is set to alg). The payload is base64url-encoded into

@@ -184,3 +184,23 @@ func TestChoose(t *testing.T) {
 		}
 	}
 }
+
+func TestClaims(t *testing.T) {
+	ec, _ := keys(t)
+	tok, err := SignJSON(ec, ES256, nil, map[string]any{"nonce": "n1", "cnf": map[string]string{"jkt": "k"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Nonce string
+		Cnf   struct{ JKT string }
+	}
+	if err := Claims(tok, &c); err != nil || c.Nonce != "n1" || c.Cnf.JKT != "k" {
+		t.Fatalf("Claims = %+v, %v", c, err)
+	}
+	for _, bad := range []string{"opaque-token", "a.b", "a.!!!.c", "a." + B64([]byte("not json")) + ".c"} {
+		if err := Claims(bad, &c); err == nil {
+			t.Errorf("Claims(%q) accepted", bad)
+		}
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tokenproxy/tokenproxy/emulator/bankingcircle"
+	"github.com/tokenproxy/tokenproxy/internal/jws"
 	"github.com/tokenproxy/tokenproxy/testkit/e2eenv"
 )
 
@@ -150,19 +150,11 @@ type tokenLife struct {
 func tokenLives(tokens []string) []tokenLife {
 	var out []tokenLife
 	for _, t := range tokens {
-		parts := strings.Split(t, ".")
-		if len(parts) != 3 {
-			continue
-		}
-		raw, err := base64.RawURLEncoding.DecodeString(parts[1])
-		if err != nil {
-			continue
-		}
 		var c struct {
 			Iat, Exp   int64
 			Thumbprint string
 		}
-		if json.Unmarshal(raw, &c) != nil {
+		if jws.Claims(t, &c) != nil {
 			continue
 		}
 		out = append(out, tokenLife{iat: time.Unix(c.Iat, 0), exp: time.Unix(c.Exp, 0), thumbprint: c.Thumbprint})
