@@ -41,6 +41,13 @@ const (
 	ErrUseNonce = "use_dpop_nonce"
 )
 
+// MaxNonceRetries bounds how often one request (to a token endpoint or a
+// resource server) is sent again because the server asked for a new nonce:
+// each retry needs a nonce other than the one the refused proof carried,
+// so this only matters when the server changes its nonce again while the
+// request travels.
+const MaxNonceRetries = 3
+
 // DefaultAlg is the algorithm a key signs proofs with when none is
 // configured: ES256 for a P-256 key, PS256 for an RSA key.
 func DefaultAlg(pub crypto.PublicKey) (string, error) {

@@ -55,17 +55,11 @@ func (e *Endpoint) proveTokenRequest(tokenURL, demanded string, hdr http.Header)
 	return nonce, nil
 }
 
-// maxNonceRetries bounds how often one token request is sent again for a
-// new nonce: once per nonce change, and no more than this when the bank
-// changes its nonce again while the request travels (as the resource
-// side's route.MaxNonceRetries).
-const maxNonceRetries = 3
-
 // retryWithNonce records the DPoP-Nonce of the token endpoint's answer and
 // reports whether the request is to be sent once more, and with which
 // nonce: it was refused with use_dpop_nonce (RFC 9449 §8), the nonce the
 // answer demands differs from the one it carried, and it was not yet sent
-// maxNonceRetries times more. The retry proves with that nonce, not with the
+// dpop.MaxNonceRetries times more. The retry proves with that nonce, not with the
 // one held for the origin, which another answer may have changed meanwhile.
 func (e *Endpoint) retryWithNonce(tokenURL string, attempt int, sent string, answer http.Header, err error) (string, bool) {
 	if e.DPoP == nil || answer == nil {
@@ -73,7 +67,7 @@ func (e *Endpoint) retryWithNonce(tokenURL string, attempt int, sent string, ans
 	}
 	demanded := e.DPoP.Observe(tokenURL, answer)
 	var ee *endpointError
-	return demanded, attempt < maxNonceRetries && errors.As(err, &ee) && ee.Status == http.StatusBadRequest && ee.Code == dpop.ErrUseNonce &&
+	return demanded, attempt < dpop.MaxNonceRetries && errors.As(err, &ee) && ee.Status == http.StatusBadRequest && ee.Code == dpop.ErrUseNonce &&
 		demanded != "" && demanded != sent
 }
 

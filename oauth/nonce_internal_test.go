@@ -47,7 +47,7 @@ func TestTokenRequestRetryProvesWithTheDemandedNonce(t *testing.T) {
 	if _, retry := e.retryWithNonce(tokenURL, 1, "n2", answer("n2"), refused); retry {
 		t.Fatal("sent again with the nonce the refused request carried")
 	}
-	if _, retry := e.retryWithNonce(tokenURL, maxNonceRetries, "n2", answer("n3"), refused); retry {
-		t.Fatalf("sent again after %d retries", maxNonceRetries)
+	if _, retry := e.retryWithNonce(tokenURL, dpop.MaxNonceRetries, "n2", answer("n3"), refused); retry {
+		t.Fatalf("sent again after %d retries", dpop.MaxNonceRetries)
 	}
 }

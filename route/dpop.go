@@ -23,10 +23,9 @@ type DPoPClient interface {
 	Observe(url string, h http.Header) string
 }
 
-// MaxNonceRetries bounds how often one request is sent again because the
-// resource server asked for a new DPoP nonce; each retry needs a nonce
-// other than the one the refused proof carried.
-const MaxNonceRetries = 3
+// MaxNonceRetries bounds how often one resource request is sent again for
+// a new nonce: the same bound as token requests have (dpop.MaxNonceRetries).
+const MaxNonceRetries = dpop.MaxNonceRetries
 
 type nonceKey struct{}
 
