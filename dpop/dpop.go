@@ -48,16 +48,6 @@ const (
 // request travels.
 const MaxNonceRetries = 3
 
-// DefaultAlg is the algorithm a key signs proofs with when none is
-// configured: ES256 for a P-256 key, PS256 for an RSA key.
-func DefaultAlg(pub crypto.PublicKey) (string, error) {
-	alg, err := jws.Alg(pub, true)
-	if err != nil {
-		return "", fmt.Errorf("dpop key: %w", err)
-	}
-	return alg, nil
-}
-
 // Proofer signs DPoP proofs with one key. It is safe for concurrent use.
 type Proofer struct {
 	key    crypto.Signer
@@ -70,23 +60,18 @@ type Proofer struct {
 }
 
 // New returns a Proofer for key signing with alg (ES256 or PS256; "" takes
-// DefaultAlg). RS256 is refused: FAPI 2.0 does not allow it.
+// the key's: ES256 for a P-256 key, PS256 for an RSA key). RS256 is
+// refused: FAPI 2.0 does not allow it.
 func New(key crypto.Signer, alg string) (*Proofer, error) {
 	if key == nil {
 		return nil, errors.New("dpop: no key")
 	}
 	pub := key.Public()
-	if alg == "" {
-		a, err := DefaultAlg(pub)
-		if err != nil {
-			return nil, err
-		}
-		alg = a
-	}
-	if alg != jws.ES256 && alg != jws.PS256 {
+	if alg != "" && alg != jws.ES256 && alg != jws.PS256 {
 		return nil, fmt.Errorf("dpop: algorithm %q is not allowed; use ES256 (P-256 key) or PS256 (RSA key)", alg)
 	}
-	if err := jws.CheckAlg(pub, alg); err != nil {
+	alg, err := jws.Choose(pub, alg, true)
+	if err != nil {
 		return nil, fmt.Errorf("dpop key: %w", err)
 	}
 	jwk, err := jws.JWK(pub)

@@ -115,7 +115,7 @@ func (a *ClientAuth) apply(ctx context.Context, tokenURL string, form url.Values
 // alg is the assertion's algorithm: Alg, checked against the key, or the
 // key's default.
 func (a *ClientAuth) alg() (string, error) {
-	alg, err := jws.Choose(a.Key.Public(), a.Alg)
+	alg, err := jws.Choose(a.Key.Public(), a.Alg, false)
 	if err != nil {
 		return "", fmt.Errorf("private_key_jwt: %w", err)
 	}

@@ -76,7 +76,7 @@ func (p *Pushed) validate(ep *Endpoint) error {
 }
 
 func (p *Pushed) requestAlg() (string, error) {
-	alg, err := jws.Choose(p.RequestKey.Public(), p.RequestAlg)
+	alg, err := jws.Choose(p.RequestKey.Public(), p.RequestAlg, false)
 	if err != nil {
 		return "", fmt.Errorf("request_object: %w", err)
 	}

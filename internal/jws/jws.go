@@ -56,10 +56,10 @@ func Alg(pub crypto.PublicKey, pss bool) (string, error) {
 }
 
 // Choose returns alg when key pub can sign with it, or the key's default
-// (Alg without PSS) when alg is empty.
-func Choose(pub crypto.PublicKey, alg string) (string, error) {
+// (Alg, PS256 for an RSA key when pss is true) when alg is empty.
+func Choose(pub crypto.PublicKey, alg string, pss bool) (string, error) {
 	if alg == "" {
-		return Alg(pub, false)
+		return Alg(pub, pss)
 	}
 	if err := CheckAlg(pub, alg); err != nil {
 		return "", err

@@ -171,14 +171,15 @@ func TestChoose(t *testing.T) {
 	for _, tc := range []struct {
 		pub       crypto.PublicKey
 		alg, want string
-		err       bool
+		pss, err  bool
 	}{
-		{ec.Public(), "", ES256, false},
-		{rk.Public(), "", RS256, false},
-		{rk.Public(), PS256, PS256, false},
-		{ec.Public(), PS256, "", true},
+		{ec.Public(), "", ES256, false, false},
+		{rk.Public(), "", RS256, false, false},
+		{rk.Public(), "", PS256, true, false},
+		{rk.Public(), PS256, PS256, false, false},
+		{ec.Public(), PS256, "", false, true},
 	} {
-		got, err := Choose(tc.pub, tc.alg)
+		got, err := Choose(tc.pub, tc.alg, tc.pss)
 		if got != tc.want || (err != nil) != tc.err {
 			t.Errorf("Choose(%T, %q) = %q, %v; want %q (error %v)", tc.pub, tc.alg, got, err, tc.want, tc.err)
 		}
